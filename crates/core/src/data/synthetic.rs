@@ -1,0 +1,1 @@
+//! Seeded synthetic datasets (latent communities, power-law item popularity).
