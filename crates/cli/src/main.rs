@@ -1,1 +1,77 @@
-fn main() {}
+//! `unlearnrec`: train graph recommenders and make them forget.
+//!
+//! This binary only parses flags, calls one library entry point per command and formats the result; all
+//! logic lives in `unlearnrec-core`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod progress;
+mod util;
+
+/// Graph recommenders that forget: train, evaluate and unlearn interactions (UnlearnRec).
+#[derive(Debug, Parser)]
+#[command(name = "unlearnrec", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). Logs go to standard error.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on standard error; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, generate and convert datasets.
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
+    /// Train a recommender (pop, mf, lightgcn, sgl, simgcl) and write a checkpoint.
+    Train(cmd::model::TrainArgs),
+    /// Full-ranking evaluation of a checkpoint (Recall, NDCG, Precision, Hit, MRR at several K).
+    Eval(cmd::model::EvalArgs),
+    /// Export the final embeddings as safetensors for Python or a vector index.
+    Export(cmd::model::ExportArgs),
+    /// Top-k unseen items for one user.
+    Recommend(cmd::model::RecommendArgs),
+    /// Pre-train the influence encoder of a trained model on simulated deletions.
+    Pretrain(cmd::unlearn::PretrainArgs),
+    /// Forget interactions, users or items (UnlearnRec, or exact retraining) and write a new checkpoint.
+    Unlearn(cmd::unlearn::UnlearnArgs),
+    /// Time the hot paths (Â, removal, SpMM, a training step, full-ranking evaluation) on a dataset.
+    Bench(cmd::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    util::init_logging(cli.verbose, cli.quiet);
+    let ctx = util::Ctx { quiet: cli.quiet };
+    let result = match cli.command {
+        Command::Data(c) => cmd::data::run(c, &ctx),
+        Command::Train(a) => cmd::model::train(a, &ctx),
+        Command::Eval(a) => cmd::model::eval(a, &ctx),
+        Command::Export(a) => cmd::model::export(a, &ctx),
+        Command::Recommend(a) => cmd::model::recommend(a, &ctx),
+        Command::Bench(a) => cmd::bench::run(a, &ctx),
+        Command::Pretrain(a) => cmd::unlearn::pretrain(a, &ctx),
+        Command::Unlearn(a) => cmd::unlearn::run(a, &ctx),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

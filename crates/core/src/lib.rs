@@ -24,6 +24,13 @@
 
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod graph;
+pub mod io;
+pub mod model;
+pub mod pipeline;
+pub mod tensor;
+pub mod train;
+pub mod unlearn;
 
 pub use error::{Error, Result};

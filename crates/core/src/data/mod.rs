@@ -6,11 +6,39 @@
 //!
 //! Readers ([`load`]): LightGCN/NGCF text directories (`train.txt`, optional `valid.txt`, `test.txt`),
 //! delimited interaction files (CSV, TSV, `::`), and RecBole atomic `.inter` files. When the source has no
-//! split of its own, [`split`] makes a seeded per-user random or temporal holdout.
+//! split of its own, [`split`] makes a seeded per-user random or temporal holdout. [`synthetic`] generates
+//! seeded community-structured data, [`write`](mod@write) writes any dataset back in the three formats, and
+//! [`Dataset::stats`] / [`Dataset::fingerprint`] summarise and identify one.
+//!
+//! ```
+//! use unlearnrec_core::data::{LoadOptions, SynthConfig, generate, load, write_lightgcn};
+//!
+//! let ds = generate(&SynthConfig { users: 60, items: 50, interactions: 900, ..Default::default() }).unwrap();
+//! let dir = tempfile::tempdir().unwrap();
+//! write_lightgcn(&ds, dir.path()).unwrap();
+//! let back = load(dir.path(), &LoadOptions::default()).unwrap();
+//! assert_eq!((back.train.len(), back.test.len()), (ds.train.len(), ds.test.len()));
+//! assert_eq!(back.fingerprint(), ds.fingerprint());
+//! println!("{}", serde_json::to_string(&back.stats()).unwrap());
+//! ```
 
 use std::collections::HashMap;
 
+mod delimited;
+pub mod format;
+mod lightgcn;
+#[cfg(test)]
+mod reader_tests;
+pub mod split;
+mod stats;
 pub mod synthetic;
+pub mod write;
+
+pub use format::{Format, LoadOptions, load};
+pub use split::{Holdout, SplitConfig, SplitMethod, carve_validation, holdout, resplit};
+pub use stats::{DatasetStats, DegreeQuantiles};
+pub use synthetic::{SynthConfig, generate};
+pub use write::{write_delimited, write_lightgcn, write_recbole};
 
 /// A bijection between external ids (strings from the source files) and dense internal ids `0..len`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -202,5 +230,24 @@ impl Dataset {
     /// The number of items.
     pub fn n_items(&self) -> usize {
         self.items.len()
+    }
+}
+
+impl Interactions {
+    /// The interactions of `self` that are not in `other`, and how many were removed (a linear merge
+    /// of the two sorted sets).
+    pub fn difference(&self, other: &Interactions) -> (Interactions, usize) {
+        let mut users = Vec::with_capacity(self.len());
+        let mut items = Vec::with_capacity(self.len());
+        let mut theirs = other.iter().peekable();
+        for pair in self.iter() {
+            while theirs.next_if(|&p| p < pair).is_some() {}
+            if theirs.peek() != Some(&pair) {
+                users.push(pair.0);
+                items.push(pair.1);
+            }
+        }
+        let removed = self.len() - users.len();
+        (Interactions { users, items }, removed)
     }
 }

@@ -1,0 +1,156 @@
+//! `unlearnrec bench`: timings of the hot paths on a dataset (a benchmark, not a test).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use unlearnrec_core::data::Interactions;
+use unlearnrec_core::eval::EvalConfig;
+use unlearnrec_core::graph::{Graph, NormAdj};
+use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind};
+use unlearnrec_core::tensor::{SpMat, spmm};
+use unlearnrec_core::train::sampler::sample_epoch;
+use unlearnrec_core::train::{Adam, AdamConfig};
+
+use super::data::{DataOpts, ReadOpts};
+use crate::util::{Ctx, print_json};
+
+/// `unlearnrec bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Dataset (default: the built-in synthetic one; use ../shared/data/gowalla for the reference figures).
+    #[arg(long = "data", value_name = "DATA", default_value = "synth")]
+    data: String,
+    #[command(flatten)]
+    read: ReadOpts,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Propagation layers.
+    #[arg(long, default_value_t = 3)]
+    layers: usize,
+    /// Training batch size.
+    #[arg(long, default_value_t = 2048)]
+    batch_size: usize,
+    /// Repetitions of each timed operation (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time<T>(repeat: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<f64> {
+    let mut out = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(f()?);
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(out))
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs `bench`.
+pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let t = Instant::now();
+    let ds = DataOpts::new(&a.data, &a.read).load()?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    let graph = Graph::from_interactions(nu, ni, &ds.train);
+    let adj_ms = time(a.repeat, || Ok(NormAdj::from_graph(&graph)))?;
+    let norm = NormAdj::from_graph(&graph);
+    let req: Interactions = {
+        let (u, i): (Vec<u32>, Vec<u32>) = ds.train.iter().step_by(100).unzip();
+        Interactions::from_sorted(u, i)
+    };
+    let remove_ms = time(a.repeat, || Ok(graph.remove(&req)))?;
+    let adj = SpMat::from_norm_adj(&norm);
+    let cfg = ModelConfig { kind: ModelKind::LightGcn, dim: a.dim, layers: a.layers, ..ModelConfig::default() };
+    let model = Backbone::new(cfg, nu, ni, 1)?;
+    let e0 = model.base().as_tensor().clone();
+    let spmm_ms = time(a.repeat, || Ok(spmm(&adj, &e0)?))?;
+    let triples = sample_epoch(graph.user_items(), 1, 0);
+    let batch = triples.batch(0, a.batch_size);
+    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let step_ms = time(a.repeat, || {
+        let e0 = model.base().as_tensor().clone();
+        let parts = model.loss(LossInput {
+            adj: &adj,
+            e0: &e0,
+            batch: &batch,
+            sgl_views: None,
+            rng: &mut rng,
+            with_reg: true,
+        })?;
+        opt.step(&parts.total.backward()?)?;
+        Ok(())
+    })?;
+    let sample_ms = time(a.repeat, || Ok(sample_epoch(graph.user_items(), 1, 0)))?;
+    let emb = model.final_embeddings(&adj)?;
+    let test = Graph::from_interactions(nu, ni, &ds.test);
+    let eval_cfg = EvalConfig::default();
+    let eval_ms = time(a.repeat.min(3), || {
+        Ok(unlearnrec_core::eval::evaluate_ranking(
+            &emb.users,
+            &emb.items,
+            emb.dim,
+            graph.user_items(),
+            test.user_items(),
+            &eval_cfg,
+        )?)
+    })?;
+    let out = serde_json::json!({
+        "dataset": ds.name,
+        "users": nu, "items": ni, "train_edges": ds.train.len(), "dim": a.dim, "layers": a.layers,
+        "threads": rayon::current_num_threads(),
+        "load_ms": load_ms,
+        "norm_adj_ms": adj_ms,
+        "remove_1pct_ms": remove_ms,
+        "spmm_ms": spmm_ms,
+        "train_step_ms": step_ms,
+        "batch_size": a.batch_size,
+        "negative_sampling_epoch_ms": sample_ms,
+        "full_eval_ms": eval_ms,
+        "eval_ks": eval_cfg.ks,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if a.json {
+        print_json(&out)?;
+    } else {
+        println!(
+            "{}: {nu} users, {ni} items, {} train edges, d={}, L={}, {} threads",
+            ds.name,
+            ds.train.len(),
+            a.dim,
+            a.layers,
+            rayon::current_num_threads()
+        );
+        println!("  load dataset                 {load_ms:9.1} ms (once)");
+        println!("  build Â                      {adj_ms:9.1} ms");
+        println!("  remove 1 % of edges          {remove_ms:9.1} ms");
+        println!("  SpMM Â·E                     {spmm_ms:9.1} ms");
+        println!("  LightGCN step (batch {:>5})  {step_ms:9.1} ms", a.batch_size);
+        println!("  negatives for one epoch      {sample_ms:9.1} ms");
+        println!("  full-ranking eval (all users){eval_ms:9.1} ms");
+        if let Some(m) = peak_rss_mib() {
+            println!("  peak memory                  {m:9.1} MiB");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

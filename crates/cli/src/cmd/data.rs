@@ -1,0 +1,270 @@
+//! `unlearnrec data`: stats, synth, convert.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use unlearnrec_core::data::synthetic::{SynthConfig, generate};
+use unlearnrec_core::data::{self, Dataset, Format, LoadOptions, SplitMethod};
+
+use crate::util::{Ctx, print_json};
+
+/// The `data` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Print dataset statistics: users, items, interactions per split, density, degree quantiles.
+    Stats(StatsArgs),
+    /// Generate a seeded synthetic dataset (latent communities, power-law popularity) in LightGCN format.
+    Synth(SynthArgs),
+    /// Convert a dataset between formats (LightGCN text, CSV/TSV, RecBole .inter).
+    Convert(ConvertArgs),
+}
+
+/// How to read and split a dataset; shared by every command that takes a dataset.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReadOpts {
+    /// Override format detection.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Field delimiter of delimited files (default: detected among `::`, tab, comma, semicolon, spaces).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Whether delimited files have a header line (default: detected).
+    #[arg(long)]
+    pub header: Option<bool>,
+    /// Keep only interactions with rating >= this value (binarises explicit ratings).
+    #[arg(long)]
+    pub min_rating: Option<f64>,
+    /// Fraction of each user's interactions held out for test when the data has no test split.
+    #[arg(long)]
+    pub test_ratio: Option<f64>,
+    /// Fraction of each user's interactions held out for validation when the data has no split.
+    #[arg(long)]
+    pub valid_ratio: Option<f64>,
+    /// Holdout method when the data has no split (auto: temporal when timestamps exist, else random).
+    #[arg(long, value_enum)]
+    pub holdout: Option<SplitArg>,
+    /// Seed of the random holdout.
+    #[arg(long)]
+    pub holdout_seed: Option<u64>,
+}
+
+/// A dataset argument with its reading options.
+#[derive(Debug, Clone, Args)]
+pub struct DataOpts {
+    /// Dataset: a LightGCN directory (train.txt, test.txt), a delimited or .inter file, a directory of
+    /// split files, or `synth` for the built-in synthetic dataset.
+    #[arg(value_name = "DATA")]
+    pub data: String,
+    #[command(flatten)]
+    pub read: ReadOpts,
+}
+
+/// Dataset formats on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// LightGCN/NGCF text: `user item item ...` per line.
+    Lightgcn,
+    /// Delimited interaction rows: user, item, optional rating, optional timestamp.
+    Delimited,
+    /// RecBole atomic `.inter` files.
+    Recbole,
+}
+
+/// Holdout methods on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SplitArg {
+    /// Temporal when timestamps exist, random otherwise.
+    Auto,
+    /// Seeded per-user random holdout.
+    Random,
+    /// Per-user latest interactions held out.
+    Temporal,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Lightgcn => Format::LightGcn,
+            FormatArg::Delimited => Format::Delimited,
+            FormatArg::Recbole => Format::RecBole,
+        }
+    }
+}
+
+impl DataOpts {
+    /// Options for `data` read with `read`.
+    pub fn new(data: &str, read: &ReadOpts) -> Self {
+        Self { data: data.to_string(), read: read.clone() }
+    }
+
+    /// Reads the dataset these options describe.
+    pub fn load(&self) -> anyhow::Result<Dataset> {
+        let r = &self.read;
+        if self.data == "synth" {
+            return generate(&SynthConfig::default()).context("generating the synthetic dataset");
+        }
+        let mut opts = LoadOptions {
+            format: r.format.map(Format::from),
+            delimiter: r.delimiter.clone(),
+            header: r.header,
+            min_rating: r.min_rating,
+            ..LoadOptions::default()
+        };
+        if let Some(r) = r.test_ratio {
+            opts.split.test_ratio = Some(r);
+        }
+        if let Some(r) = r.valid_ratio {
+            opts.split.valid_ratio = Some(r);
+        }
+        if let Some(m) = r.holdout {
+            opts.split.method = match m {
+                SplitArg::Auto => SplitMethod::Auto,
+                SplitArg::Random => SplitMethod::Random,
+                SplitArg::Temporal => SplitMethod::Temporal,
+            };
+        }
+        if let Some(s) = r.holdout_seed {
+            opts.split.seed = s;
+        }
+        let path = Path::new(&self.data);
+        data::load(path, &opts).with_context(|| format!("loading dataset {}", path.display()))
+    }
+}
+
+/// `data stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    data: DataOpts,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `data synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output directory (created; LightGCN format).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of users.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Number of items.
+    #[arg(long)]
+    items: Option<usize>,
+    /// Number of distinct interactions (all splits together).
+    #[arg(long)]
+    interactions: Option<usize>,
+    /// Number of latent communities.
+    #[arg(long)]
+    communities: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// `data convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    data: DataOpts,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Output format.
+    #[arg(long = "to", value_enum)]
+    to: OutFormat,
+}
+
+/// Output formats of `data convert`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutFormat {
+    /// LightGCN text (train.txt, valid.txt, test.txt, plus user_list.txt/item_list.txt for string ids).
+    Lightgcn,
+    /// train.csv, valid.csv, test.csv with a `user,item` header.
+    Csv,
+    /// train.tsv, valid.tsv, test.tsv.
+    Tsv,
+    /// RecBole benchmark files `{name}.train.inter`, `.valid.inter`, `.test.inter`.
+    Recbole,
+}
+
+/// Runs a `data` subcommand.
+pub fn run(cmd: DataCommand, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DataCommand::Stats(a) => stats(a),
+        DataCommand::Synth(a) => synth(a),
+        DataCommand::Convert(a) => convert(a),
+    }
+}
+
+fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let ds = a.data.load()?;
+    let st = ds.stats();
+    if a.json {
+        print_json(&st)?;
+    } else {
+        print!("{}", format_stats(&ds.name, &st)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_stats(name: &str, st: &data::DatasetStats) -> anyhow::Result<String> {
+    // Render from the JSON form so the table never drifts from the fields.
+    let v = serde_json::to_value(st)?;
+    let mut out = format!("dataset {name}\n");
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            out.push_str(&format!("  {k:<24} {v}\n"));
+        }
+    }
+    Ok(out)
+}
+
+fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    let d = SynthConfig::default();
+    let cfg = SynthConfig {
+        users: a.users.unwrap_or(d.users),
+        items: a.items.unwrap_or(d.items),
+        interactions: a.interactions.unwrap_or(d.interactions),
+        communities: a.communities.unwrap_or(d.communities),
+        seed: a.seed.unwrap_or(d.seed),
+        ..d
+    };
+    let ds = generate(&cfg)?;
+    create_out_dir(&a.out)?;
+    data::write_lightgcn(&ds, &a.out)?;
+    let st = ds.stats();
+    eprintln!(
+        "wrote {} users, {} items, {} train / {} valid / {} test interactions to {}",
+        st.users,
+        st.items,
+        st.train,
+        st.valid,
+        st.test,
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
+    let ds = a.data.load()?;
+    create_out_dir(&a.out)?;
+    match a.to {
+        OutFormat::Lightgcn => data::write_lightgcn(&ds, &a.out)?,
+        OutFormat::Csv => data::write_delimited(&ds, &a.out, b',')?,
+        OutFormat::Tsv => data::write_delimited(&ds, &a.out, b'\t')?,
+        OutFormat::Recbole => data::write_recbole(&ds, &a.out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_out_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_file() {
+        bail!("output {} is a file, expected a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}

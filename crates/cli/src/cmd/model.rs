@@ -1,0 +1,287 @@
+//! `unlearnrec train | eval | export | recommend`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use unlearnrec_core::eval::{EvalConfig, RecallDenominator};
+use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::model::ModelKind;
+use unlearnrec_core::pipeline::{self, RunConfig, Split};
+use unlearnrec_core::train::StopReason;
+
+use super::data::DataOpts;
+use crate::progress::TrainBars;
+use crate::util::{Ctx, print_json};
+
+/// Model kinds on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// Most-popular baseline.
+    Pop,
+    /// BPR matrix factorisation.
+    Mf,
+    /// LightGCN.
+    Lightgcn,
+    /// SGL (edge-dropout contrastive views).
+    Sgl,
+    /// SimGCL (noise contrastive views).
+    Simgcl,
+}
+
+impl From<KindArg> for ModelKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Pop => ModelKind::Pop,
+            KindArg::Mf => ModelKind::Mf,
+            KindArg::Lightgcn => ModelKind::LightGcn,
+            KindArg::Sgl => ModelKind::Sgl,
+            KindArg::Simgcl => ModelKind::SimGcl,
+        }
+    }
+}
+
+/// `unlearnrec train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The dataset (see `unlearnrec data stats --help`).
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    data_opts: super::data::ReadOpts,
+    /// The model to train.
+    #[arg(long, value_enum)]
+    model: Option<KindArg>,
+    /// TOML file with `[model]` and `[train]` tables (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seed of initialisation, sampling and augmentation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Embedding dimension.
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Propagation layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Minibatch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// L2 regularisation weight.
+    #[arg(long)]
+    reg: Option<f64>,
+    /// Validate every N epochs.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Stop after N validations without improvement (0: never).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Output checkpoint (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `unlearnrec eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint to evaluate.
+    #[arg(long = "model")]
+    model: PathBuf,
+    /// The dataset the checkpoint was trained on.
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    data_opts: super::data::ReadOpts,
+    /// Which split.
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitArg,
+    /// Cut-offs.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50")]
+    ks: Vec<usize>,
+    /// Recall denominator: all held-out items (reference) or min(|T|, K).
+    #[arg(long, value_enum, default_value = "all")]
+    recall_denominator: DenomArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Splits on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SplitArg {
+    /// The dataset's test split.
+    Test,
+    /// The validation split used for model selection.
+    Valid,
+}
+
+/// Recall denominators on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DenomArg {
+    /// |T| (SPEC §8.1).
+    All,
+    /// min(|T|, K).
+    MinK,
+}
+
+/// `unlearnrec export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint.
+    #[arg(long = "model")]
+    model: PathBuf,
+    /// Output .safetensors with `user_embeddings` and `item_embeddings`; ids go to `<OUT>.ids.json`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `unlearnrec recommend`.
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// Checkpoint.
+    #[arg(long = "model")]
+    model: PathBuf,
+    /// External user id.
+    #[arg(long)]
+    user: String,
+    /// Number of items.
+    #[arg(short, default_value_t = 20)]
+    k: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `train`.
+pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut cfg = match &a.config {
+        Some(p) => RunConfig::from_toml_file(p)?,
+        None => RunConfig::default(),
+    };
+    if let Some(k) = a.model {
+        cfg.model.kind = k.into();
+    }
+    let (m, t) = (&mut cfg.model, &mut cfg.train);
+    set(&mut t.epochs, a.epochs);
+    set(&mut t.seed, a.seed);
+    set(&mut m.dim, a.dim);
+    set(&mut m.layers, a.layers);
+    set(&mut t.lr, a.lr);
+    set(&mut t.batch_size, a.batch_size);
+    set(&mut m.reg, a.reg);
+    set(&mut t.eval_every, a.eval_every);
+    set(&mut t.patience, a.patience);
+    cfg.validate()?;
+    let ds = DataOpts::new(&a.data, &a.data_opts).load()?;
+    tracing::info!(model = %cfg.model.kind, users = ds.n_users(), items = ds.n_items(), "training");
+    let mut bars = TrainBars::new(ctx.quiet, cfg.train.epochs);
+    let (ckpt, report) = pipeline::train(&ds, &cfg.model, &cfg.train, &mut bars)?;
+    bars.finish();
+    checkpoint::save(&a.out, &ckpt).with_context(|| format!("writing {}", a.out.display()))?;
+    let best = report.best_metric.map_or("n/a".into(), |m| format!("{m:.4}"));
+    eprintln!(
+        "trained {} in {:.1}s ({} epochs, best valid {} {} at epoch {}); wrote {}",
+        cfg.model.kind,
+        report.secs,
+        report.history.len(),
+        cfg.train.select_metric,
+        best,
+        report.best_epoch.map_or("-".into(), |e| (e + 1).to_string()),
+        a.out.display()
+    );
+    if let StopReason::Diverged { epoch, loss } = report.stop {
+        bail!("training diverged at epoch {} (loss {loss}); the checkpoint holds the last good state", epoch + 1);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+/// Runs `eval`.
+pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ds = DataOpts::new(&a.data, &a.data_opts).load()?;
+    let cfg = EvalConfig {
+        ks: a.ks.clone(),
+        recall_denominator: match a.recall_denominator {
+            DenomArg::All => RecallDenominator::All,
+            DenomArg::MinK => RecallDenominator::MinK,
+        },
+        ..EvalConfig::default()
+    };
+    let split = match a.split {
+        SplitArg::Test => Split::Test,
+        SplitArg::Valid => Split::Valid,
+    };
+    let r = ckpt.evaluate(&ds, split, &cfg)?;
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in &r.metrics {
+            obj.insert(k.clone(), serde_json::json!(v));
+        }
+        obj.insert("users_evaluated".into(), serde_json::json!(r.n_users_evaluated));
+        obj.insert("recall_denominator".into(), serde_json::to_value(r.recall_denominator)?);
+        print_json(&obj)?;
+    } else {
+        println!(
+            "{} on {} ({} users, recall denominator {:?})",
+            ckpt.meta.model.kind,
+            match a.split {
+                SplitArg::Test => "test",
+                SplitArg::Valid => "valid",
+            },
+            r.n_users_evaluated,
+            r.recall_denominator
+        );
+        for k in &r.ks {
+            let g = |n: &str| r.metrics.get(&format!("{n}@{k}")).copied().unwrap_or(f64::NAN);
+            println!(
+                "  @{k:<3} recall {:.4}  ndcg {:.4}  precision {:.4}  hit {:.4}  mrr {:.4}",
+                g("recall"),
+                g("ndcg"),
+                g("precision"),
+                g("hit"),
+                g("mrr")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `export`.
+pub fn export(a: ExportArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    pipeline::export(&ckpt, &a.out)?;
+    eprintln!("wrote {} and {}", a.out.display(), pipeline::ids_path(&a.out).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `recommend`.
+pub fn recommend(a: RecommendArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if a.k == 0 {
+        bail!("-k must be at least 1");
+    }
+    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let user = ckpt.user(&a.user)?;
+    let recs = ckpt.recommend(user, a.k)?;
+    if a.json {
+        let items: Vec<_> = recs.iter().map(|(i, s)| serde_json::json!({"item": i, "score": s})).collect();
+        print_json(&serde_json::json!({"user": a.user, "items": items}))?;
+    } else {
+        for (rank, (item, score)) in recs.iter().enumerate() {
+            println!("{:>3}  {item}  {score:.4}", rank + 1);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

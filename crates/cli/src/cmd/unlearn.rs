@@ -1,0 +1,237 @@
+//! `unlearnrec pretrain | unlearn`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use unlearnrec_core::data::IdMap;
+use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
+use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
+
+use super::data::{DataOpts, ReadOpts};
+use crate::progress::TrainBars;
+use crate::util::Ctx;
+use unlearnrec_core::io::receipt;
+
+/// `unlearnrec pretrain`.
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// The trained backbone checkpoint.
+    #[arg(long = "model")]
+    model: PathBuf,
+    /// The dataset the checkpoint was trained on.
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    read: ReadOpts,
+    /// TOML file with a `[pretrain]` table (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Simulated request size (fraction of edges).
+    #[arg(long)]
+    drop_rate: Option<f64>,
+    /// Minibatch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Steps per epoch at most.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output unlearner (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Unlearning methods on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    /// The pre-trained influence encoder plus fine-tuning.
+    Unlearnrec,
+    /// Exact: retrain from scratch on the remaining data.
+    Retrain,
+}
+
+/// `unlearnrec unlearn`.
+#[derive(Debug, Args)]
+pub struct UnlearnArgs {
+    /// The checkpoint to unlearn from (possibly already unlearned).
+    #[arg(long = "model")]
+    model: PathBuf,
+    /// The pre-trained unlearner (required for --method unlearnrec).
+    #[arg(long)]
+    unlearner: Option<PathBuf>,
+    /// The dataset the checkpoint was trained on.
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    read: ReadOpts,
+    /// File of `user,item` pairs (external ids) to forget.
+    #[arg(long)]
+    request: Option<PathBuf>,
+    /// Forget all interactions of this user (repeatable).
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// Forget all interactions of this item (repeatable).
+    #[arg(long = "item")]
+    items: Vec<String>,
+    /// Drop listed pairs that are not training interactions instead of failing.
+    #[arg(long)]
+    skip_missing: bool,
+    /// Method.
+    #[arg(long, value_enum, default_value = "unlearnrec")]
+    method: MethodArg,
+    /// Fine-tuning epochs after the encoder pass (0: zero-shot only).
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    /// TOML file with a `[finetune]` table.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+    /// Write a JSON receipt here.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+    /// Write the remaining training data (LightGCN format) to this directory.
+    #[arg(long)]
+    write_data: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UnlearnToml {
+    pretrain: PretrainConfig,
+    finetune: FinetuneConfig,
+}
+
+fn read_toml(path: &std::path::Path) -> anyhow::Result<UnlearnToml> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Runs `pretrain`.
+pub fn pretrain(a: PretrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut cfg = match &a.config {
+        Some(p) => read_toml(p)?.pretrain,
+        None => PretrainConfig::default(),
+    };
+    if let Some(v) = a.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = a.drop_rate {
+        cfg.drop_rate = v;
+    }
+    if let Some(v) = a.batch_size {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = a.max_steps {
+        cfg.max_steps_per_epoch = Some(v);
+    }
+    if let Some(v) = a.seed {
+        cfg.seed = v;
+    }
+    cfg.validate()?;
+    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ds = DataOpts::new(&a.data, &a.read).load()?;
+    ckpt.meta.check_dataset(&ds)?;
+    let mut bars = TrainBars::new(ctx.quiet, cfg.epochs);
+    let un = unlearn::pretrain(&ckpt, &cfg, &mut bars)?;
+    bars.finish();
+    un.save(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(r) = &un.meta.report {
+        let kept = r.history.iter().rfind(|h| h.kept);
+        eprintln!(
+            "pre-trained the encoder in {:.1}s ({:.2}s/epoch); kept state: epoch {}, validation gap {:.4}, recall@20 {:.4} (backbone {:.4}); wrote {}",
+            r.secs,
+            r.secs_per_epoch,
+            kept.and_then(|k| k.epoch).map_or("init".into(), |e| (e + 1).to_string()),
+            kept.map_or(f64::NAN, |k| k.gap),
+            kept.map_or(f64::NAN, |k| k.recall),
+            r.backbone_recall,
+            a.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `unlearn`.
+pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if a.request.is_none() && a.users.is_empty() && a.items.is_empty() {
+        bail!("nothing to forget: give --request FILE, --user ID or --item ID");
+    }
+    let mut ft = match &a.config {
+        Some(p) => read_toml(p)?.finetune,
+        None => FinetuneConfig::default(),
+    };
+    if let Some(e) = a.finetune_epochs {
+        ft.epochs = e;
+    }
+    let before_bytes = std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ds = DataOpts::new(&a.data, &a.read).load()?;
+    ckpt.meta.check_dataset(&ds)?;
+    let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
+        .map_err(|d| anyhow::anyhow!("duplicate user id {d:?} in checkpoint"))?;
+    let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
+        .map_err(|d| anyhow::anyhow!("duplicate item id {d:?} in checkpoint"))?;
+    let graph = ckpt.graph();
+    let spec = RequestSpec { file: a.request.clone(), users: a.users.clone(), items: a.items.clone() };
+    let (req, rr) = resolve(&spec, &users, &items, &graph, a.skip_missing)?;
+    if rr.missing > 0 {
+        tracing::warn!("skipped {} pair(s) that are not training interactions", rr.missing);
+        eprintln!("warning: skipped {} pair(s) that are not training interactions", rr.missing);
+    }
+    let mut bars = TrainBars::new(ctx.quiet, ft.epochs);
+    let (out, report) = match a.method {
+        MethodArg::Unlearnrec => {
+            let path = a
+                .unlearner
+                .as_ref()
+                .context("--method unlearnrec needs --unlearner FILE (see `unlearnrec pretrain`)")?;
+            let un = Unlearner::load(path).with_context(|| format!("loading {}", path.display()))?;
+            unlearn::unlearn(&ckpt, &un, &req, &ft, &mut bars)?
+        }
+        MethodArg::Retrain => {
+            bars = TrainBars::new(ctx.quiet, ckpt.meta.train.epochs);
+            unlearn::retrain(&ckpt, &req, &mut bars)?
+        }
+    };
+    bars.finish();
+    checkpoint::save(&a.out, &out).with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(dir) = &a.write_data {
+        let mut rest = ds.clone();
+        rest.train = out.graph.clone();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        unlearnrec_core::data::write_lightgcn(&rest, dir)?;
+    }
+    let after_bytes = std::fs::read(&a.out)?;
+    let rec = receipt::build(&req, &users, &items, &report, &before_bytes, &after_bytes);
+    if let Some(p) = &a.receipt {
+        crate::util::write_atomic(p, serde_json::to_string_pretty(&rec)?.as_bytes())?;
+    }
+    let f = &report.forgetting;
+    eprintln!(
+        "forgot {} interactions ({} users, {} items) with {:?} in {:.2}s; removed-edge mean score {:.3} -> {:.3} (non-edges {:.3}), gap {:.3}, MI-BF {:.3}, MI-NG {:.3}, valid recall@20 {:.4}; wrote {}",
+        report.edges,
+        report.users,
+        report.items,
+        report.method,
+        report.phase_secs.values().sum::<f64>(),
+        f.removed.before,
+        f.removed.after,
+        f.non_edges.after,
+        f.gap,
+        f.mi_bf,
+        f.mi_ng,
+        report.valid.get("recall@20").copied().unwrap_or(f64::NAN),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

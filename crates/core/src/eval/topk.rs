@@ -1,0 +1,392 @@
+//! Partial top-K selection over a row of scores.
+//!
+//! The selection keeps a binary min-heap of the `k` best (score, item) pairs seen so far, stored in two
+//! parallel slices. Its root is the *worst* kept pair, so the hot loop is a single comparison
+//! `score > threshold` (the root's score), tested sixteen scores at a time: once the heap is full almost
+//! every item fails it and costs one vector compare. Only the survivors are checked against the mask and
+//! inserted (`O(log k)`). At the end the heap is sorted in place (heapsort, `O(k log k)`), so a row of
+//! `n` items costs `O(n + k log k · log(n / k))` on random scores, never a full `O(n log n)` sort.
+//!
+//! Order: higher score first; equal scores go to the lower item id. NaN scores are never selected, and
+//! neither are masked items; `-inf` is an ordinary (lowest) score.
+
+/// True when `(sa, ia)` ranks below `(sb, ib)`: a lower score, or the same score and a higher item id.
+#[inline(always)]
+fn worse(sa: f32, ia: u32, sb: f32, ib: u32) -> bool {
+    sa < sb || (sa == sb && ia > ib)
+}
+
+/// Items to skip: the union of two sorted id lists, probed with non-decreasing ids.
+///
+/// Each probe advances a cursor instead of searching, so probing a whole row costs `O(n_probes + len)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Mask<'a> {
+    first: &'a [u32],
+    second: &'a [u32],
+}
+
+impl<'a> Mask<'a> {
+    /// A mask over the union of two strictly increasing id lists (either may be empty).
+    pub(crate) fn new(first: &'a [u32], second: &'a [u32]) -> Self {
+        Self { first, second }
+    }
+
+    /// True when `id` is masked. Successive calls must pass non-decreasing ids.
+    #[inline]
+    fn contains(&mut self, id: u32) -> bool {
+        Self::probe(&mut self.first, id) | Self::probe(&mut self.second, id)
+    }
+
+    #[inline]
+    fn probe(list: &mut &'a [u32], id: u32) -> bool {
+        while let Some((&head, tail)) = list.split_first() {
+            if head >= id {
+                return head == id;
+            }
+            *list = tail;
+        }
+        false
+    }
+}
+
+/// A bounded selection over caller-owned storage: a min-heap (root = worst kept pair) in
+/// `scores[..len]` / `items[..len]`, with capacity `k = scores.len()`.
+pub(crate) struct Selector<'a> {
+    scores: &'a mut [f32],
+    items: &'a mut [u32],
+    len: usize,
+}
+
+impl<'a> Selector<'a> {
+    /// Resumes a selection whose first `len` slots hold a valid heap (`len = 0` starts a new one).
+    #[inline]
+    pub(crate) fn resume(scores: &'a mut [f32], items: &'a mut [u32], len: usize) -> Self {
+        debug_assert_eq!(scores.len(), items.len());
+        debug_assert!(len <= scores.len());
+        Self { scores, items, len }
+    }
+
+    /// The number of pairs kept.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn sift_up(&mut self, mut pos: usize) {
+        let (s, i) = (self.scores[pos], self.items[pos]);
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if !worse(s, i, self.scores[parent], self.items[parent]) {
+                break;
+            }
+            self.scores[pos] = self.scores[parent];
+            self.items[pos] = self.items[parent];
+            pos = parent;
+        }
+        self.scores[pos] = s;
+        self.items[pos] = i;
+    }
+
+    /// Places `(s, i)` at `pos` and moves it down within the first `len` slots.
+    fn sift_down(&mut self, mut pos: usize, len: usize, s: f32, i: u32) {
+        loop {
+            let left = 2 * pos + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let child =
+                if right < len && worse(self.scores[right], self.items[right], self.scores[left], self.items[left]) {
+                    right
+                } else {
+                    left
+                };
+            if !worse(self.scores[child], self.items[child], s, i) {
+                break;
+            }
+            self.scores[pos] = self.scores[child];
+            self.items[pos] = self.items[child];
+            pos = child;
+        }
+        self.scores[pos] = s;
+        self.items[pos] = i;
+    }
+
+    #[inline]
+    fn push(&mut self, s: f32, i: u32) {
+        self.scores[self.len] = s;
+        self.items[self.len] = i;
+        self.len += 1;
+        self.sift_up(self.len - 1);
+    }
+
+    #[inline]
+    fn replace_root(&mut self, s: f32, i: u32) {
+        let len = self.len;
+        self.sift_down(0, len, s, i);
+    }
+
+    /// Offers `row[j]` as item `first_item + j` for every `j`, skipping NaN and masked items.
+    ///
+    /// Items must be offered in increasing id order across calls (one call per tile of a row), which is
+    /// what lets an equal score lose to the kept item: it always has the higher id.
+    pub(crate) fn scan(&mut self, row: &[f32], first_item: u32, mask: &mut Mask<'_>) {
+        const LANES: usize = 16;
+        let cap = self.scores.len();
+        let n = row.len();
+        let mut j = 0;
+        // Fill phase: every non-NaN, unmasked item enters until the heap is full.
+        while self.len < cap {
+            if j == n {
+                return;
+            }
+            let s = row[j];
+            let id = first_item + j as u32;
+            if !s.is_nan() && !mask.contains(id) {
+                self.push(s, id);
+            }
+            j += 1;
+        }
+        if cap == 0 {
+            return;
+        }
+        // Threshold phase. NaN fails `s > t`, and so does a tie (the later item has the higher id).
+        let mut t = self.scores[0];
+        let (blocks, tail) = row[j..].as_chunks::<LANES>();
+        let mut base = first_item + j as u32;
+        for block in blocks {
+            if block.iter().fold(false, |any, &s| any | (s > t)) {
+                for (o, &s) in block.iter().enumerate() {
+                    if s > t {
+                        let id = base + o as u32;
+                        if !mask.contains(id) {
+                            self.replace_root(s, id);
+                            t = self.scores[0];
+                        }
+                    }
+                }
+            }
+            base += LANES as u32;
+        }
+        for (o, &s) in tail.iter().enumerate() {
+            if s > t {
+                let id = base + o as u32;
+                if !mask.contains(id) {
+                    self.replace_root(s, id);
+                    t = self.scores[0];
+                }
+            }
+        }
+    }
+
+    /// Sorts the kept pairs in place, best first, and returns their number.
+    pub(crate) fn finish(mut self) -> usize {
+        let n = self.len;
+        for end in (1..n).rev() {
+            // The root (worst of the first end+1) goes to the back.
+            let (s, i) = (self.scores[end], self.items[end]);
+            self.scores[end] = self.scores[0];
+            self.items[end] = self.items[0];
+            self.sift_down(0, end, s, i);
+        }
+        n
+    }
+}
+
+/// Writes the `k` best items of `scores` into `items[..n]` / `top_scores[..n]` and returns `n`.
+///
+/// Item `j` has score `scores[j]`. The result is ordered by score descending, equal scores by item id
+/// ascending. Items in `mask` (strictly increasing ids; ids `>= scores.len()` are ignored) and items
+/// with a NaN score are never selected, so `n = min(k, available)` where `available` counts the other
+/// items. Slots past `n` are left as they were. No allocation, no full sort: a heap of size `k` with a
+/// threshold test on the hot loop.
+///
+/// # Panics
+/// When `items` or `top_scores` is shorter than `k`, when `mask` is not strictly increasing, or when
+/// `scores` has more than `u32::MAX` entries.
+#[track_caller]
+pub fn top_k_into(scores: &[f32], mask: &[u32], k: usize, items: &mut [u32], top_scores: &mut [f32]) -> usize {
+    assert!(items.len() >= k && top_scores.len() >= k, "output buffers are shorter than k = {k}");
+    assert!(mask.windows(2).all(|w| w[0] < w[1]), "mask must be strictly increasing");
+    assert!(u32::try_from(scores.len()).is_ok(), "more than u32::MAX items");
+    let k = k.min(scores.len());
+    let mut sel = Selector::resume(&mut top_scores[..k], &mut items[..k], 0);
+    sel.scan(scores, 0, &mut Mask::new(mask, &[]));
+    sel.finish()
+}
+
+/// The `k` best items of `scores` and their scores, best first; see [`top_k_into`].
+///
+/// # Panics
+/// As [`top_k_into`], for an unsorted `mask` or more than `u32::MAX` items.
+#[track_caller]
+pub fn top_k(scores: &[f32], mask: &[u32], k: usize) -> (Vec<u32>, Vec<f32>) {
+    let k = k.min(scores.len());
+    let mut items = vec![0; k];
+    let mut top_scores = vec![0.0; k];
+    let n = top_k_into(scores, mask, k, &mut items, &mut top_scores);
+    items.truncate(n);
+    top_scores.truncate(n);
+    (items, top_scores)
+}
+
+/// Top-K lists for a batch of rows (users), row-major with a fixed stride `k`.
+///
+/// Row `r` occupies `items[r * k..(r + 1) * k]` and `scores[r * k..(r + 1) * k]`; its first `lens[r]`
+/// entries are valid, best first (score descending, ties by lower item id). A row is shorter than `k`
+/// when fewer than `k` items are left after masking; the padding holds item `u32::MAX` and score NaN.
+/// [`TopK::row`] returns the valid part only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopK {
+    /// The row stride: the number of items asked for per row.
+    pub k: usize,
+    /// Item ids, `n_rows × k`, row-major.
+    pub items: Vec<u32>,
+    /// Scores (`u · i`), `n_rows × k`, row-major.
+    pub scores: Vec<f32>,
+    /// The number of valid entries in each row (`<= k`).
+    pub lens: Vec<usize>,
+}
+
+impl TopK {
+    /// The padding item id of rows shorter than `k`.
+    pub const PAD_ITEM: u32 = u32::MAX;
+
+    /// The number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// The valid items and scores of row `r`, best first.
+    ///
+    /// # Panics
+    /// When `r >= n_rows()`.
+    #[track_caller]
+    pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        let start = r * self.k;
+        let len = self.lens[r];
+        (&self.items[start..start + len], &self.scores[start..start + len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// The reference: a full sort of the unmasked, non-NaN items.
+    fn reference(scores: &[f32], mask: &[u32], k: usize) -> (Vec<u32>, Vec<f32>) {
+        let mut all: Vec<(f32, u32)> = scores
+            .iter()
+            .enumerate()
+            .filter(|&(j, s)| !s.is_nan() && mask.binary_search(&(j as u32)).is_err())
+            .map(|(j, &s)| (s, j as u32))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        all.into_iter().map(|(s, j)| (j, s)).unzip()
+    }
+
+    fn random_row(rng: &mut StdRng, n: usize) -> Vec<f32> {
+        // Few distinct values (many ties), some NaN and infinities.
+        (0..n)
+            .map(|_| match rng.random_range(0..20) {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => f32::INFINITY,
+                3..=9 => rng.random_range(0..6) as f32,
+                _ => rng.random::<f32>(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_full_sort_on_random_rows() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for case in 0..600 {
+            let n = rng.random_range(0..300);
+            let row = random_row(&mut rng, n);
+            let density = rng.random::<f64>();
+            let mask: Vec<u32> = (0..n as u32).filter(|_| rng.random_bool(density * 0.5)).collect();
+            let k = rng.random_range(0..n + 5);
+            let (items, scores) = top_k(&row, &mask, k);
+            let (ri, rs) = reference(&row, &mask, k);
+            assert_eq!(items, ri, "case {case}: n={n} k={k}");
+            assert_eq!(
+                scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+                rs.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+                "case {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn scanning_in_tiles_equals_one_pass() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..200 {
+            let n = rng.random_range(1..500);
+            let row = random_row(&mut rng, n);
+            let seen: Vec<u32> = (0..n as u32).filter(|_| rng.random_bool(0.1)).collect();
+            let exclude: Vec<u32> = (0..n as u32 + 10).filter(|_| rng.random_bool(0.05)).collect();
+            let mut union: Vec<u32> = seen.iter().chain(&exclude).copied().collect();
+            union.sort_unstable();
+            union.dedup();
+            let k = rng.random_range(1..40);
+            let (ri, _) = reference(&row, &union, k);
+            let (mut s, mut i) = (vec![0.0; k], vec![0; k]);
+            let mut mask = Mask::new(&seen, &exclude);
+            let mut len = 0;
+            let tile = rng.random_range(1..64);
+            for (t, chunk) in row.chunks(tile).enumerate() {
+                let mut sel = Selector::resume(&mut s, &mut i, len);
+                sel.scan(chunk, (t * tile) as u32, &mut mask);
+                len = sel.len();
+            }
+            let n_out = Selector::resume(&mut s, &mut i, len).finish();
+            assert_eq!(&i[..n_out], &ri[..]);
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_item_id() {
+        let row = [1.0, 3.0, 3.0, 2.0, 3.0, 3.0];
+        assert_eq!(top_k(&row, &[], 3).0, vec![1, 2, 4]);
+        assert_eq!(top_k(&row, &[2], 3).0, vec![1, 4, 5]);
+    }
+
+    #[test]
+    fn nan_and_masked_items_are_never_selected() {
+        let row = [f32::NAN, 0.5, f32::NAN, f32::NEG_INFINITY, 9.0];
+        let (items, scores) = top_k(&row, &[4], 10);
+        assert_eq!(items, vec![1, 3]);
+        assert_eq!(scores, vec![0.5, f32::NEG_INFINITY]);
+    }
+
+    #[test]
+    fn k_larger_than_available_returns_all_available() {
+        let row: Vec<f32> = (0..40).map(|j| (j % 7) as f32).collect();
+        let mask: Vec<u32> = (0..40).filter(|j| j % 3 == 0).collect();
+        let (items, _) = top_k(&row, &mask, 100);
+        assert_eq!(items.len(), 40 - mask.len());
+        assert_eq!(items, reference(&row, &mask, 100).0);
+        assert_eq!(top_k(&row, &[], 0).0, Vec::<u32>::new());
+        assert_eq!(top_k(&[], &[], 3).0, Vec::<u32>::new());
+    }
+
+    #[test]
+    fn into_leaves_slots_past_n_untouched() {
+        let mut items = [77; 4];
+        let mut scores = [-1.0; 4];
+        let n = top_k_into(&[0.25, 0.75], &[], 4, &mut items, &mut scores);
+        assert_eq!(n, 2);
+        assert_eq!(items, [1, 0, 77, 77]);
+        assert_eq!(scores, [0.75, 0.25, -1.0, -1.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "strictly increasing")]
+    fn unsorted_mask_panics() {
+        top_k(&[1.0, 2.0], &[1, 0], 1);
+    }
+}

@@ -1,0 +1,271 @@
+//! A general CSR matrix with `f32` values.
+
+use rayon::prelude::*;
+
+use super::par;
+
+/// An `n_rows × n_cols` sparse matrix in CSR form with `f32` values; rows hold strictly increasing column
+/// ids (see the [module docs](super) for the layout).
+///
+/// ```
+/// use unlearnrec_core::graph::SparseMat;
+///
+/// let a = SparseMat::new(2, 3, vec![0, 2, 3], vec![0, 2, 1], vec![1.0, 2.0, 3.0]);
+/// assert_eq!(a.to_dense(), [1.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
+/// assert_eq!(a.transpose().to_dense(), [1.0, 0.0, 0.0, 3.0, 2.0, 0.0]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SparseMat {
+    n_rows: usize,
+    n_cols: usize,
+    indptr: Vec<usize>,
+    indices: Vec<u32>,
+    values: Vec<f32>,
+}
+
+impl SparseMat {
+    /// Builds a matrix from its parts.
+    ///
+    /// # Panics
+    /// When `indptr` does not have `n_rows + 1` non-decreasing entries from 0 to `indices.len()`, `values`
+    /// and `indices` differ in length, a row is not strictly increasing, or a column id is `>= n_cols`.
+    #[track_caller]
+    pub fn new(n_rows: usize, n_cols: usize, indptr: Vec<usize>, indices: Vec<u32>, values: Vec<f32>) -> Self {
+        assert_eq!(indptr.len(), n_rows + 1, "indptr must have n_rows + 1 entries");
+        assert_eq!(indptr[0], 0, "indptr must start at 0");
+        assert_eq!(indptr[n_rows], indices.len(), "indptr must end at nnz");
+        assert_eq!(values.len(), indices.len(), "values and indices differ in length");
+        for r in 0..n_rows {
+            assert!(indptr[r] <= indptr[r + 1], "indptr must be non-decreasing");
+            let row = &indices[indptr[r]..indptr[r + 1]];
+            assert!(row.windows(2).all(|w| w[0] < w[1]), "row {r} is not strictly increasing");
+            assert!(row.last().is_none_or(|&c| (c as usize) < n_cols), "row {r} has a column out of range");
+        }
+        Self { n_rows, n_cols, indptr, indices, values }
+    }
+
+    /// Builds a matrix from parts that the caller guarantees valid (checked in debug builds only).
+    pub(crate) fn new_unchecked(
+        n_rows: usize,
+        n_cols: usize,
+        indptr: Vec<usize>,
+        indices: Vec<u32>,
+        values: Vec<f32>,
+    ) -> Self {
+        debug_assert_eq!(indptr.len(), n_rows + 1);
+        debug_assert_eq!(indptr[n_rows], indices.len());
+        debug_assert_eq!(values.len(), indices.len());
+        Self { n_rows, n_cols, indptr, indices, values }
+    }
+
+    /// The matrix that stores the non-zero entries of a dense row-major `n_rows × n_cols` array.
+    ///
+    /// # Panics
+    /// When `dense.len() != n_rows * n_cols` or `n_cols` does not fit in `u32`.
+    #[track_caller]
+    pub fn from_dense(n_rows: usize, n_cols: usize, dense: &[f32]) -> Self {
+        assert_eq!(dense.len(), n_rows * n_cols, "dense array has the wrong length");
+        assert!(n_cols <= u32::MAX as usize + 1, "too many columns");
+        let mut indptr = Vec::with_capacity(n_rows + 1);
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        indptr.push(0);
+        for r in 0..n_rows {
+            for (c, &v) in dense[r * n_cols..(r + 1) * n_cols].iter().enumerate() {
+                if v != 0.0 {
+                    indices.push(c as u32);
+                    values.push(v);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        Self { n_rows, n_cols, indptr, indices, values }
+    }
+
+    /// The number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// The number of columns.
+    pub fn n_cols(&self) -> usize {
+        self.n_cols
+    }
+
+    /// The number of stored entries (explicit zeros included).
+    pub fn nnz(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Row pointers, length `n_rows + 1`.
+    pub fn indptr(&self) -> &[usize] {
+        &self.indptr
+    }
+
+    /// Column ids of all rows, concatenated.
+    pub fn indices(&self) -> &[u32] {
+        &self.indices
+    }
+
+    /// Values of all rows, concatenated, aligned with [`SparseMat::indices`].
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// The column ids and values of row `r`.
+    ///
+    /// # Panics
+    /// When `r >= n_rows`.
+    pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        let span = self.indptr[r]..self.indptr[r + 1];
+        (&self.indices[span.clone()], &self.values[span])
+    }
+
+    /// The entry at (`r`, `c`), 0 when not stored or out of range.
+    pub fn get(&self, r: usize, c: usize) -> f32 {
+        if r >= self.n_rows {
+            return 0.0;
+        }
+        let (cols, vals) = self.row(r);
+        u32::try_from(c).ok().and_then(|c| cols.binary_search(&c).ok()).map_or(0.0, |k| vals[k])
+    }
+
+    /// The dense row-major `n_rows × n_cols` array (for tests and tiny matrices).
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.n_rows * self.n_cols];
+        for r in 0..self.n_rows {
+            let (cols, vals) = self.row(r);
+            for (&c, &v) in cols.iter().zip(vals) {
+                out[r * self.n_cols + c as usize] = v;
+            }
+        }
+        out
+    }
+
+    /// The transpose, by counting sort in O(nnz + n_rows + n_cols).
+    pub fn transpose(&self) -> SparseMat {
+        let (indptr, indices, values) = par::transpose(self.n_cols, &self.indptr, &self.indices, &self.values);
+        SparseMat::new_unchecked(self.n_cols, self.n_rows, indptr, indices, values)
+    }
+
+    /// True when the matrix is square and equals its transpose exactly (same pattern, bitwise-equal
+    /// values). O(nnz log(max degree)), parallel over rows.
+    pub fn is_symmetric(&self) -> bool {
+        if self.n_rows != self.n_cols {
+            return false;
+        }
+        (0..self.n_rows).into_par_iter().with_min_len(256).all(|r| {
+            let (cols, vals) = self.row(r);
+            cols.iter().zip(vals).all(|(&c, &v)| {
+                let (tc, tv) = self.row(c as usize);
+                tc.binary_search(&(r as u32)).is_ok_and(|k| tv[k].to_bits() == v.to_bits())
+            })
+        })
+    }
+
+    /// Random edge dropout (the reference's `SpAdjDropEdge`): keeps each stored entry independently with
+    /// probability `keep` and divides the kept values by `keep`, without renormalising. One uniform draw per
+    /// stored entry, in storage order. The result is generally not symmetric even when `self` is.
+    ///
+    /// # Panics
+    /// When `keep` is not in `(0, 1]`.
+    #[track_caller]
+    pub fn drop_entries(&self, keep: f32, rng: &mut impl rand::Rng) -> SparseMat {
+        assert!(keep > 0.0 && keep <= 1.0, "keep rate {keep} is not in (0, 1]");
+        let mut indptr = Vec::with_capacity(self.n_rows + 1);
+        let mut indices = Vec::with_capacity(self.nnz());
+        let mut values = Vec::with_capacity(self.nnz());
+        indptr.push(0);
+        for r in 0..self.n_rows {
+            let (cols, vals) = self.row(r);
+            for (&c, &v) in cols.iter().zip(vals) {
+                if rng.random::<f32>() < keep {
+                    indices.push(c);
+                    values.push(v / keep);
+                }
+            }
+            indptr.push(indices.len());
+        }
+        SparseMat::new_unchecked(self.n_rows, self.n_cols, indptr, indices, values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn example() -> SparseMat {
+        // [[0, 1, 0, 2], [0, 0, 0, 0], [3, 0, 4, 0]]
+        SparseMat::new(3, 4, vec![0, 2, 2, 4], vec![1, 3, 0, 2], vec![1.0, 2.0, 3.0, 4.0])
+    }
+
+    #[test]
+    fn dense_round_trip_and_get() {
+        let a = example();
+        let dense = a.to_dense();
+        assert_eq!(dense, [0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0, 0.0]);
+        assert_eq!(SparseMat::from_dense(3, 4, &dense), a);
+        assert_eq!((a.get(0, 3), a.get(1, 1), a.get(2, 0), a.get(7, 0)), (2.0, 0.0, 3.0, 0.0));
+        assert_eq!(a.nnz(), 4);
+    }
+
+    #[test]
+    fn transpose_matches_dense() {
+        let a = example();
+        let t = a.transpose();
+        assert_eq!((t.n_rows(), t.n_cols()), (4, 3));
+        let (d, dt) = (a.to_dense(), t.to_dense());
+        for r in 0..3 {
+            for c in 0..4 {
+                assert_eq!(d[r * 4 + c], dt[c * 3 + r]);
+            }
+        }
+        assert_eq!(t.transpose(), a);
+    }
+
+    #[test]
+    fn is_symmetric_detects_value_and_pattern_asymmetry() {
+        let sym = SparseMat::from_dense(3, 3, &[0.0, 1.0, 2.0, 1.0, 0.0, 0.0, 2.0, 0.0, 5.0]);
+        assert!(sym.is_symmetric());
+        let val = SparseMat::from_dense(3, 3, &[0.0, 1.0, 2.0, 1.0, 0.0, 0.0, 2.5, 0.0, 5.0]);
+        assert!(!val.is_symmetric());
+        let pat = SparseMat::from_dense(3, 3, &[0.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 5.0]);
+        assert!(!pat.is_symmetric());
+        assert!(!example().is_symmetric());
+    }
+
+    #[test]
+    #[should_panic(expected = "not strictly increasing")]
+    fn new_rejects_unsorted_rows() {
+        SparseMat::new(1, 3, vec![0, 2], vec![2, 1], vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn drop_entries_keeps_a_rescaled_subset() {
+        let n = 300;
+        let dense: Vec<f32> = (0..n * n).map(|k| if k % 3 == 0 { 0.5 } else { 0.0 }).collect();
+        let a = SparseMat::from_dense(n, n, &dense);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let d = a.drop_entries(0.8, &mut rng);
+        let kept = d.nnz() as f64 / a.nnz() as f64;
+        assert!((kept - 0.8).abs() < 0.01, "kept fraction {kept}");
+        for r in 0..n {
+            let (cols, vals) = d.row(r);
+            assert!(cols.windows(2).all(|w| w[0] < w[1]));
+            for (&c, &v) in cols.iter().zip(vals) {
+                assert_eq!(v, 0.5 / 0.8);
+                assert_eq!(a.get(r, c as usize), 0.5);
+            }
+        }
+        // Dropping is independent per stored entry, so a symmetric input loses its symmetry.
+        let sym = SparseMat::from_dense(n, n, &vec![1.0; n * n]);
+        assert!(sym.is_symmetric());
+        assert!(!sym.drop_entries(0.9, &mut rng).is_symmetric());
+        // Same seed, same draw.
+        let again = a.drop_entries(0.8, &mut ChaCha8Rng::seed_from_u64(7));
+        assert_eq!(again, d);
+        // keep = 1 keeps everything unchanged.
+        assert_eq!(a.drop_entries(1.0, &mut rng), a);
+    }
+}

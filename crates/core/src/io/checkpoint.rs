@@ -1,0 +1,225 @@
+//! Checkpoints: safetensors files that Python reads with `safetensors.safe_open`.
+//!
+//! Tensors (f32, rows in internal-id order):
+//! - `user_embedding` `(n_users, dim)` and `item_embedding` `(n_items, dim)`: the base (layer-0) embeddings
+//!   `E⁰`; the final embeddings come from propagating them over the checkpoint's graph.
+//! - `graph_users`, `graph_items` (u32): the training edges the model propagates over and treats as seen
+//!   (after unlearning: the remaining graph).
+//! - `valid_users`, `valid_items` (u32): the validation edges used for model selection (also seen).
+//! - `removed_users`, `removed_items` (u32): the forgotten edges (empty for a freshly trained model).
+//!
+//! The metadata entry `unlearnrec` holds a JSON [`CheckpointMeta`]: model and training configuration,
+//! dataset fingerprint and id maps, training history. Files are written to a temporary file and renamed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Interactions};
+use crate::error::{Error, Result};
+use crate::model::{Backbone, ModelConfig};
+use crate::train::{FitReport, TrainConfig};
+
+/// The metadata key of the JSON document.
+pub const META_KEY: &str = "unlearnrec";
+/// Checkpoint format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Identifies the dataset a checkpoint was trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    /// The dataset's name.
+    pub name: String,
+    /// [`Dataset::fingerprint`] of the dataset as loaded (before any carving or unlearning).
+    pub fingerprint: String,
+    /// Users.
+    pub n_users: usize,
+    /// Items.
+    pub n_items: usize,
+}
+
+impl DatasetInfo {
+    /// The info of a dataset.
+    pub fn of(ds: &Dataset) -> Self {
+        Self { name: ds.name.clone(), fingerprint: ds.fingerprint(), n_users: ds.n_users(), n_items: ds.n_items() }
+    }
+}
+
+/// Everything but the tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version.
+    pub format: u32,
+    /// The model's configuration.
+    pub model: ModelConfig,
+    /// The training configuration.
+    pub train: TrainConfig,
+    /// The dataset.
+    pub dataset: DatasetInfo,
+    /// External user ids by internal id.
+    pub user_ids: Vec<String>,
+    /// External item ids by internal id.
+    pub item_ids: Vec<String>,
+    /// Whether a validation split was carved from train with `train.valid_ratio` and `train.seed`.
+    pub carved_valid: bool,
+    /// The training history.
+    pub history: Option<FitReport>,
+    /// Free-form provenance (tool version, command, UTC time).
+    pub provenance: HashMap<String, String>,
+}
+
+impl CheckpointMeta {
+    /// Refuses a dataset other than the one the checkpoint was made from.
+    ///
+    /// # Errors
+    /// [`Error::CheckpointMismatch`] naming both datasets.
+    pub fn check_dataset(&self, ds: &Dataset) -> Result<()> {
+        let fp = ds.fingerprint();
+        if fp != self.dataset.fingerprint
+            || ds.n_users() != self.dataset.n_users
+            || ds.n_items() != self.dataset.n_items
+        {
+            return Err(Error::CheckpointMismatch {
+                expected: format!(
+                    "dataset {:?} ({} users, {} items, fingerprint {fp})",
+                    ds.name,
+                    ds.n_users(),
+                    ds.n_items()
+                ),
+                found: format!(
+                    "a checkpoint trained on {:?} ({} users, {} items, fingerprint {})",
+                    self.dataset.name, self.dataset.n_users, self.dataset.n_items, self.dataset.fingerprint
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A model with everything needed to use it without the dataset: its graph and the items each user has seen.
+pub struct Checkpoint {
+    /// The model with its base embeddings.
+    pub model: Backbone,
+    /// The metadata.
+    pub meta: CheckpointMeta,
+    /// The training edges the model propagates over (internal ids).
+    pub graph: Interactions,
+    /// The validation edges (internal ids).
+    pub valid: Interactions,
+    /// Edges the model has unlearned (internal ids); empty for a freshly trained model.
+    pub removed: Interactions,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serialises named tensors and a metadata map to `path` atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, dt, shape, bytes)| Ok((*name, TensorView::new(*dt, shape.clone(), bytes)?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Saves a checkpoint atomically.
+pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<()> {
+    let model = &ckpt.model;
+    let d = model.dim();
+    let base = model.base_vec()?;
+    let (u, i) = base.split_at(model.n_users() * d);
+    let mut tensors = vec![
+        ("user_embedding", Dtype::F32, vec![model.n_users(), d], f32_bytes(u)),
+        ("item_embedding", Dtype::F32, vec![model.n_items(), d], f32_bytes(i)),
+    ];
+    for (prefix, edges) in [("graph", &ckpt.graph), ("valid", &ckpt.valid), ("removed", &ckpt.removed)] {
+        tensors.push((edge_name(prefix, true), Dtype::U32, vec![edges.len()], u32_bytes(edges.users())));
+        tensors.push((edge_name(prefix, false), Dtype::U32, vec![edges.len()], u32_bytes(edges.items())));
+    }
+    let json = serde_json::to_string(&ckpt.meta)?;
+    write_safetensors(path, &tensors, HashMap::from([(META_KEY.to_string(), json)]))
+}
+
+fn edge_name(prefix: &str, users: bool) -> &'static str {
+    match (prefix, users) {
+        ("graph", true) => "graph_users",
+        ("graph", false) => "graph_items",
+        ("valid", true) => "valid_users",
+        ("valid", false) => "valid_items",
+        ("removed", true) => "removed_users",
+        _ => "removed_items",
+    }
+}
+
+/// Loads a checkpoint written by [`save`].
+///
+/// # Errors
+/// I/O, a file that is not an unlearnrec checkpoint, or inconsistent shapes.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let not_ours = |why: String| Error::format(path, 0, format!("not an unlearnrec checkpoint: {why}"));
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| not_ours(e.to_string()))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| not_ours(format!("no `{META_KEY}` metadata")))?;
+    let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| not_ours(e.to_string()))?;
+    if meta.format != FORMAT_VERSION {
+        return Err(not_ours(format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| not_ours(e.to_string()))?;
+    let (nu, ni, d) = (meta.dataset.n_users, meta.dataset.n_items, meta.model.dim);
+    let read_f32 = |name: &str, rows: usize| -> Result<Vec<f32>> {
+        let t = st.tensor(name).map_err(|e| not_ours(format!("{name}: {e}")))?;
+        if t.dtype() != Dtype::F32 || t.shape() != [rows, d] {
+            return Err(not_ours(format!("{name} has {:?} {:?}, expected F32 [{rows}, {d}]", t.dtype(), t.shape())));
+        }
+        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    };
+    let mut data = read_f32("user_embedding", nu)?;
+    data.extend(read_f32("item_embedding", ni)?);
+    let edges = |prefix: &str| -> Result<Interactions> {
+        let col = |name: &str| -> Result<Vec<u32>> {
+            let t = st.tensor(name).map_err(|e| not_ours(format!("{name}: {e}")))?;
+            if t.dtype() != Dtype::U32 || t.shape().len() != 1 {
+                return Err(not_ours(format!("{name} has {:?} {:?}, expected U32 [n]", t.dtype(), t.shape())));
+            }
+            Ok(t.data().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        };
+        let (u, i) = (col(edge_name(prefix, true))?, col(edge_name(prefix, false))?);
+        if u.len() != i.len() || u.iter().any(|&x| x as usize >= nu) || i.iter().any(|&x| x as usize >= ni) {
+            return Err(not_ours(format!("{prefix} edges are inconsistent with {nu} users and {ni} items")));
+        }
+        Ok(Interactions::from_pairs(u.into_iter().zip(i).collect()).0)
+    };
+    let (graph, valid, removed) = (edges("graph")?, edges("valid")?, edges("removed")?);
+    if meta.user_ids.len() != nu || meta.item_ids.len() != ni {
+        return Err(not_ours("id maps do not match the dataset sizes".into()));
+    }
+    let model = Backbone::from_embeddings(meta.model.clone(), nu, ni, data)?;
+    Ok(Checkpoint { model, meta, graph, valid, removed })
+}

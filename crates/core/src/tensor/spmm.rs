@@ -1,0 +1,527 @@
+//! Sparse × dense products: the slice kernel [`spmm_into`] and the differentiable candle op [`spmm`].
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::graph::{NormAdj, SparseMat};
+
+/// Rows per rayon work item; rayon splits the chunk sequence adaptively, so this only bounds the grain.
+const ROWS_PER_CHUNK: usize = 32;
+
+/// Below this many multiply-adds the product runs on the calling thread.
+const PAR_MIN_WORK: usize = 1 << 16;
+
+/// One output row: `out = Σ_k vals[k] · x[cols[k]]`, with the width known at compile time so that the
+/// accumulator stays in registers.
+#[inline(always)]
+fn row_fixed<const D: usize>(cols: &[u32], vals: &[f32], x: &[f32], out: &mut [f32]) {
+    let mut acc = [0f32; D];
+    for (&c, &v) in cols.iter().zip(vals) {
+        let xr: &[f32; D] = x[c as usize * D..][..D].try_into().expect("row width");
+        for j in 0..D {
+            acc[j] += v * xr[j];
+        }
+    }
+    out.copy_from_slice(&acc);
+}
+
+/// One output row for any width: a slice axpy per stored entry.
+#[inline(always)]
+fn row_any(cols: &[u32], vals: &[f32], x: &[f32], d: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for (&c, &v) in cols.iter().zip(vals) {
+        let xr = &x[c as usize * d..][..d];
+        for (o, &xv) in out.iter_mut().zip(xr) {
+            *o += v * xv;
+        }
+    }
+}
+
+/// Rows `first..first + out.len() / d` of `A · x` into `out`.
+#[inline(always)]
+fn rows_kernel(a: &SparseMat, x: &[f32], d: usize, first: usize, out: &mut [f32]) {
+    let (indptr, indices, values) = (a.indptr(), a.indices(), a.values());
+    macro_rules! each_row {
+        ($body:expr) => {
+            for (k, o) in out.chunks_exact_mut(d).enumerate() {
+                let span = indptr[first + k]..indptr[first + k + 1];
+                let (cols, vals) = (&indices[span.clone()], &values[span]);
+                $body(cols, vals, o);
+            }
+        };
+    }
+    match d {
+        16 => each_row!(|c, v, o| row_fixed::<16>(c, v, x, o)),
+        32 => each_row!(|c, v, o| row_fixed::<32>(c, v, x, o)),
+        64 => each_row!(|c, v, o| row_fixed::<64>(c, v, x, o)),
+        128 => each_row!(|c, v, o| row_fixed::<128>(c, v, x, o)),
+        _ => each_row!(|c, v, o| row_any(c, v, x, d, o)),
+    }
+}
+
+/// [`rows_kernel`] compiled for AVX2 (8-wide `f32`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rows_kernel_avx2(a: &SparseMat, x: &[f32], d: usize, first: usize, out: &mut [f32]) {
+    rows_kernel(a, x, d, first, out)
+}
+
+/// Runs the best kernel that the CPU supports.
+fn rows_dispatch(a: &SparseMat, x: &[f32], d: usize, first: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only requirement of `rows_kernel_avx2`.
+        return unsafe { rows_kernel_avx2(a, x, d, first, out) };
+    }
+    rows_kernel(a, x, d, first, out)
+}
+
+/// `out = A · x` for a row-major `x` of shape `(a.n_cols(), d)` and `out` of shape `(a.n_rows(), d)`.
+///
+/// Parallel over chunks of rows with rayon; each output row is `Σ_k A[r, c_k] · x[c_k, :]`, accumulated in
+/// storage order (so the result does not depend on the thread count). `out` is overwritten.
+///
+/// # Panics
+/// When `x.len() != a.n_cols() * d` or `out.len() != a.n_rows() * d`.
+///
+/// ```
+/// use unlearnrec_core::graph::SparseMat;
+/// use unlearnrec_core::tensor::spmm_into;
+///
+/// let a = SparseMat::from_dense(2, 2, &[0.0, 2.0, 1.0, 0.0]);
+/// let mut out = [0.0; 4];
+/// spmm_into(&a, &[1.0, 2.0, 3.0, 4.0], 2, &mut out);
+/// assert_eq!(out, [6.0, 8.0, 1.0, 2.0]);
+/// ```
+#[track_caller]
+pub fn spmm_into(a: &SparseMat, x: &[f32], d: usize, out: &mut [f32]) {
+    assert_eq!(x.len(), a.n_cols() * d, "spmm: x must have n_cols × d = {} × {d} entries", a.n_cols());
+    assert_eq!(out.len(), a.n_rows() * d, "spmm: out must have n_rows × d = {} × {d} entries", a.n_rows());
+    if d == 0 {
+        return;
+    }
+    if a.nnz() * d < PAR_MIN_WORK {
+        rows_dispatch(a, x, d, 0, out);
+        return;
+    }
+    out.par_chunks_mut(ROWS_PER_CHUNK * d)
+        .enumerate()
+        .for_each(|(k, chunk)| rows_dispatch(a, x, d, k * ROWS_PER_CHUNK, chunk));
+}
+
+/// A sparse matrix prepared for [`spmm`]: the matrix and its transpose (for the backward pass), both shared.
+///
+/// It is also the candle [`CustomOp1`]: `x.apply_op1(sp.clone())` computes `A · x` with `x` contiguous, `f32`,
+/// on the CPU. Prefer [`spmm`], which checks the input and makes it contiguous.
+#[derive(Clone, Debug)]
+pub struct SpMat {
+    mat: Arc<SparseMat>,
+    transposed: Arc<SparseMat>,
+}
+
+impl SpMat {
+    /// Prepares a general matrix; computes and stores its transpose (O(nnz)).
+    pub fn new(mat: Arc<SparseMat>) -> SpMat {
+        let transposed = Arc::new(mat.transpose());
+        SpMat { mat, transposed }
+    }
+
+    /// Prepares a symmetric matrix, sharing it as its own transpose.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the matrix is not exactly symmetric (checked in O(nnz log degree)).
+    pub fn symmetric(mat: Arc<SparseMat>) -> Result<SpMat> {
+        if !mat.is_symmetric() {
+            return Err(Error::Shape {
+                op: "SpMat::symmetric",
+                expected: "a symmetric matrix".into(),
+                got: format!("an asymmetric {}×{} matrix", mat.n_rows(), mat.n_cols()),
+            });
+        }
+        Ok(SpMat { transposed: mat.clone(), mat })
+    }
+
+    /// The normalised adjacency `Â`, which is symmetric by construction: no transpose is stored or checked.
+    pub fn from_norm_adj(adj: &NormAdj) -> SpMat {
+        SpMat { mat: adj.shared().clone(), transposed: adj.shared().clone() }
+    }
+
+    /// The matrix `A`.
+    pub fn matrix(&self) -> &SparseMat {
+        &self.mat
+    }
+
+    /// The operator of `Aᵀ` (shares both matrices; no copy).
+    pub fn transpose(&self) -> SpMat {
+        SpMat { mat: self.transposed.clone(), transposed: self.mat.clone() }
+    }
+
+    /// True when the transpose is the matrix itself (symmetric matrices).
+    pub fn is_self_transpose(&self) -> bool {
+        Arc::ptr_eq(&self.mat, &self.transposed)
+    }
+
+    /// The number of rows of `A` (rows of the product).
+    pub fn n_rows(&self) -> usize {
+        self.mat.n_rows()
+    }
+
+    /// The number of columns of `A` (rows of the dense input).
+    pub fn n_cols(&self) -> usize {
+        self.mat.n_cols()
+    }
+}
+
+impl From<&NormAdj> for SpMat {
+    fn from(adj: &NormAdj) -> SpMat {
+        SpMat::from_norm_adj(adj)
+    }
+}
+
+impl CustomOp1 for SpMat {
+    fn name(&self) -> &'static str {
+        "spmm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("spmm: the dense input must be f32, got {:?}", storage.dtype())
+        };
+        let &[rows, d] = layout.dims() else {
+            candle_core::bail!("spmm: the dense input must have rank 2, got shape {:?}", layout.dims())
+        };
+        if rows != self.mat.n_cols() {
+            candle_core::bail!("spmm: the dense input must have {} rows, got shape ({rows}, {d})", self.mat.n_cols())
+        }
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("spmm: the dense input must be contiguous (call .contiguous() first)")
+        };
+        let mut out = vec![0f32; self.mat.n_rows() * d];
+        spmm_into(&self.mat, &data[start..end], d, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from((self.mat.n_rows(), d))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // d(A·x) = A·dx, so grad_x = Aᵀ · grad_out; the transposed op is differentiable in turn.
+        Ok(Some(grad_res.contiguous()?.apply_op1(self.transpose())?))
+    }
+}
+
+/// `A · x`: the sparse matrix times a dense `(a.n_cols(), d)` `f32` CPU tensor, giving `(a.n_rows(), d)`.
+///
+/// Differentiable with respect to `x` (the gradient is `Aᵀ · grad`, through the stored transpose). A
+/// non-contiguous `x` (a transpose or a column slice) is copied to a contiguous layout first.
+///
+/// # Errors
+/// [`Error::Shape`] when `x` is not `(a.n_cols(), d)`, is not `f32`, or is not on the CPU.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use unlearnrec_core::graph::SparseMat;
+/// use unlearnrec_core::tensor::{SpMat, spmm};
+/// use std::sync::Arc;
+///
+/// let a = SpMat::new(Arc::new(SparseMat::from_dense(1, 2, &[2.0, 3.0])));
+/// let x = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &Device::Cpu)?;
+/// assert_eq!(spmm(&a, &x)?.to_vec2::<f32>()?, [[2.0, 3.0]]);
+/// # Ok::<(), unlearnrec_core::Error>(())
+/// ```
+pub fn spmm(a: &SpMat, x: &Tensor) -> Result<Tensor> {
+    let shape_err = |expected: String| Error::Shape {
+        op: "spmm",
+        expected,
+        got: format!("{:?} {:?} on {:?}", x.dims(), x.dtype(), x.device().location()),
+    };
+    let &[rows, _] = x.dims() else {
+        return Err(shape_err(format!("({}, d)", a.n_cols())));
+    };
+    if rows != a.n_cols() {
+        return Err(shape_err(format!("({}, d)", a.n_cols())));
+    }
+    if x.dtype() != DType::F32 {
+        return Err(shape_err("dtype f32".into()));
+    }
+    if !x.device().is_cpu() {
+        return Err(shape_err("a CPU tensor".into()));
+    }
+    Ok(x.contiguous()?.apply_op1(a.clone())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Interactions;
+    use crate::graph::Graph;
+    use crate::graph::testutil::Golden;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A random `n_rows × n_cols` matrix with about `density` of its entries stored.
+    fn random_sparse(n_rows: usize, n_cols: usize, density: f64, seed: u64) -> SparseMat {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dense: Vec<f32> = (0..n_rows * n_cols)
+            .map(|_| if rng.random::<f64>() < density { rng.random_range(-1.0f32..1.0) } else { 0.0 })
+            .collect();
+        SparseMat::from_dense(n_rows, n_cols, &dense)
+    }
+
+    fn random_dense(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// `A · x` in f64 from the dense form of `A`.
+    fn dense_product(a: &SparseMat, x: &[f32], d: usize) -> Vec<f64> {
+        let ad = a.to_dense();
+        let (n, m) = (a.n_rows(), a.n_cols());
+        let mut out = vec![0.0f64; n * d];
+        for r in 0..n {
+            for c in 0..m {
+                let v = ad[r * m + c] as f64;
+                if v != 0.0 {
+                    for j in 0..d {
+                        out[r * d + j] += v * x[c * d + j] as f64;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= tol * (1.0 + w.abs()), "{what}[{k}]: got {g}, want {w}");
+        }
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn spmm_into_matches_dense_for_all_widths() {
+        // Widths with and without a fixed-width kernel; sizes below and above the parallel threshold.
+        for &(n_rows, n_cols, density) in &[(7, 5, 0.4), (300, 200, 0.05), (1200, 900, 0.02)] {
+            let a = random_sparse(n_rows, n_cols, density, n_rows as u64);
+            for d in [1, 3, 16, 32, 64, 70, 128] {
+                let x = random_dense(n_cols * d, d as u64);
+                // `out` starts as garbage: spmm_into overwrites it.
+                let mut out = vec![f32::NAN; n_rows * d];
+                spmm_into(&a, &x, d, &mut out);
+                assert_close(&out, &dense_product(&a, &x, d), 1e-5, &format!("{n_rows}×{n_cols}, d={d}"));
+            }
+        }
+    }
+
+    #[test]
+    fn spmm_into_is_independent_of_thread_count() {
+        let a = random_sparse(2000, 2000, 0.01, 3);
+        let x = random_dense(2000 * 64, 4);
+        let mut many = vec![0.0; 2000 * 64];
+        spmm_into(&a, &x, 64, &mut many);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let mut one = vec![0.0; 2000 * 64];
+        pool.install(|| spmm_into(&a, &x, 64, &mut one));
+        assert_eq!(many, one);
+    }
+
+    #[test]
+    #[should_panic(expected = "x must have")]
+    fn spmm_into_checks_lengths() {
+        let a = random_sparse(3, 4, 0.5, 1);
+        spmm_into(&a, &[0.0; 8], 4, &mut [0.0; 12]);
+    }
+
+    #[test]
+    fn spmm_forward_matches_dense_non_square() {
+        let a = SpMat::new(Arc::new(random_sparse(40, 25, 0.2, 9)));
+        let x = random_dense(25 * 6, 10);
+        let xt = Tensor::from_vec(x.clone(), (25, 6), &Device::Cpu).unwrap();
+        let y = spmm(&a, &xt).unwrap();
+        assert_eq!(y.dims(), [40, 6]);
+        assert_close(&flat(&y), &dense_product(a.matrix(), &x, 6), 1e-5, "forward");
+    }
+
+    /// Gradient of `sum(spmm(A, x) ⊙ W)` with respect to x is `Aᵀ W`.
+    fn check_backward_linear(a: &SpMat, d: usize, seed: u64) {
+        let x = Var::from_vec(random_dense(a.n_cols() * d, seed), (a.n_cols(), d), &Device::Cpu).unwrap();
+        let w = random_dense(a.n_rows() * d, seed + 1);
+        let wt = Tensor::from_vec(w.clone(), (a.n_rows(), d), &Device::Cpu).unwrap();
+        let loss = (spmm(a, x.as_tensor()).unwrap() * &wt).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let gx = grads.get(x.as_tensor()).expect("gradient of x");
+        assert_eq!(gx.dims(), [a.n_cols(), d]);
+        let at = a.matrix().transpose();
+        assert_close(&flat(gx), &dense_product(&at, &w, d), 1e-5, "backward");
+    }
+
+    #[test]
+    fn spmm_backward_is_transpose_product_non_square() {
+        check_backward_linear(&SpMat::new(Arc::new(random_sparse(30, 50, 0.1, 21))), 5, 22);
+        check_backward_linear(&SpMat::new(Arc::new(random_sparse(50, 30, 0.1, 23))), 64, 24);
+    }
+
+    fn small_norm_adj() -> NormAdj {
+        let pairs = vec![(0, 0), (0, 1), (1, 1), (1, 2), (2, 0), (2, 3), (3, 3), (4, 2), (4, 0)];
+        let (e, _) = Interactions::from_pairs(pairs);
+        NormAdj::from_graph(&Graph::from_interactions(5, 4, &e))
+    }
+
+    #[test]
+    fn spmm_backward_on_dropped_asymmetric_matrix() {
+        let adj = small_norm_adj();
+        let sym = SpMat::from(&adj);
+        assert!(sym.is_self_transpose());
+        check_backward_linear(&sym, 4, 30);
+        // A dropped copy is asymmetric: its backward must use the real transpose.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let dropped = loop {
+            let m = adj.as_sparse().drop_entries(0.7, &mut rng);
+            if !m.is_symmetric() {
+                break m;
+            }
+        };
+        let op = SpMat::new(Arc::new(dropped));
+        assert!(!op.is_self_transpose());
+        assert!(SpMat::symmetric(Arc::new(op.matrix().clone())).is_err());
+        assert!(SpMat::symmetric(adj.shared().clone()).is_ok());
+        check_backward_linear(&op, 4, 31);
+    }
+
+    /// A nonlinear loss through two propagation layers, against central finite differences.
+    #[test]
+    fn spmm_backward_matches_finite_differences() {
+        let a = SpMat::new(Arc::new(random_sparse(12, 12, 0.3, 40)));
+        let (n, d) = (12, 3);
+        let x0 = random_dense(n * d, 41);
+        let w = Tensor::from_vec(random_dense(n * d, 42), (n, d), &Device::Cpu).unwrap();
+        let loss_of = |x: &Tensor| -> Tensor {
+            let h1 = spmm(&a, x).unwrap();
+            let h2 = spmm(&a, &h1.tanh().unwrap()).unwrap();
+            (h2.sqr().unwrap() * &w).unwrap().sum_all().unwrap()
+        };
+        let x = Var::from_vec(x0.clone(), (n, d), &Device::Cpu).unwrap();
+        let grads = loss_of(x.as_tensor()).backward().unwrap();
+        let g = flat(grads.get(x.as_tensor()).unwrap());
+        let eps = 1e-2f32;
+        for k in 0..n * d {
+            let mut xp = x0.clone();
+            xp[k] += eps;
+            let mut xm = x0.clone();
+            xm[k] -= eps;
+            let f =
+                |v: Vec<f32>| loss_of(&Tensor::from_vec(v, (n, d), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap();
+            let fd = (f(xp) - f(xm)) / (2.0 * eps);
+            assert!(
+                (fd - g[k]).abs() <= 2e-3 * (1.0 + g[k].abs()),
+                "∂L/∂x[{k}]: autograd {}, finite differences {fd}",
+                g[k]
+            );
+        }
+    }
+
+    #[test]
+    fn spmm_handles_non_contiguous_input() {
+        let a = SpMat::new(Arc::new(random_sparse(9, 7, 0.4, 50)));
+        let base = Tensor::from_vec(random_dense(7 * 10, 51), (7, 10), &Device::Cpu).unwrap();
+        let want = |t: &Tensor| dense_product(a.matrix(), &flat(&t.contiguous().unwrap()), t.dims()[1]);
+        // A transposed view and a column slice are strided.
+        let t = Tensor::from_vec(random_dense(4 * 7, 52), (4, 7), &Device::Cpu).unwrap().t().unwrap();
+        let cols = base.narrow(1, 2, 5).unwrap();
+        for x in [&t, &cols] {
+            assert!(!x.is_contiguous());
+            assert_close(&flat(&spmm(&a, x).unwrap()), &want(x), 1e-5, "strided input");
+            // The raw op refuses strided input instead of reading it wrongly.
+            let err = x.apply_op1_no_bwd(&a).unwrap_err().to_string();
+            assert!(err.contains("contiguous"), "{err}");
+        }
+        // A row slice is contiguous with a start offset, which the raw op honours.
+        let big = Tensor::from_vec(random_dense(10 * 3, 53), (10, 3), &Device::Cpu).unwrap();
+        let rows = big.narrow(0, 2, 7).unwrap();
+        assert!(rows.is_contiguous());
+        assert_close(&flat(&rows.apply_op1_no_bwd(&a).unwrap()), &want(&rows), 1e-5, "offset input");
+        // Gradients flow through the strided view back to the base tensor.
+        let v = Var::from_tensor(&base).unwrap();
+        let loss = spmm(&a, &v.as_tensor().narrow(1, 2, 5).unwrap()).unwrap().sum_all().unwrap();
+        let g = flat(loss.backward().unwrap().get(v.as_tensor()).unwrap());
+        let col_sums: Vec<f64> = (0..7).map(|c| (0..9).map(|r| a.matrix().get(r, c) as f64).sum()).collect();
+        for r in 0..7 {
+            for c in 0..10 {
+                let want = if (2..7).contains(&c) { col_sums[r] } else { 0.0 };
+                assert!((g[r * 10 + c] as f64 - want).abs() < 1e-5, "grad[{r}, {c}]");
+            }
+        }
+    }
+
+    #[test]
+    fn spmm_rejects_bad_inputs() {
+        let a = SpMat::new(Arc::new(random_sparse(4, 3, 0.5, 60)));
+        let dev = Device::Cpu;
+        let wrong_rows = Tensor::zeros((4, 2), DType::F32, &dev).unwrap();
+        let rank1 = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        let f64s = Tensor::zeros((3, 2), DType::F64, &dev).unwrap();
+        for x in [&wrong_rows, &rank1, &f64s] {
+            assert!(matches!(spmm(&a, x), Err(Error::Shape { op: "spmm", .. })), "{:?}", x.shape());
+        }
+        let err = f64s.apply_op1_no_bwd(&a).unwrap_err().to_string();
+        assert!(err.contains("f32"), "{err}");
+        assert_eq!(spmm(&a, &Tensor::zeros((3, 0), DType::F32, &dev).unwrap()).unwrap().dims(), [4, 0]);
+    }
+
+    #[test]
+    fn golden_lightgcn_layers() {
+        let Some(golden) = Golden::load() else { return };
+        let (nu, ni) = golden.sizes();
+        let g = Graph::from_interactions(nu, ni, &golden.edges("train_edges"));
+        let rest = g.remove(&golden.edges("request_edges"));
+        let (shape, e0) = golden.tensor(&["inputs", "E0"]);
+        let e0: Vec<f32> = e0.iter().map(|&v| v as f32).collect();
+        for (graph, key) in [(&g, "full_layers"), (&rest, "remaining_layers")] {
+            let op = SpMat::from(&NormAdj::from_graph(graph));
+            let mut e = Tensor::from_vec(e0.clone(), (shape[0], shape[1]), &Device::Cpu).unwrap();
+            for layer in 1..=3 {
+                e = spmm(&op, &e).unwrap();
+                let (want_shape, want) = golden.tensor_in_list(&["lightgcn", key], layer);
+                assert_eq!(e.dims(), want_shape.as_slice());
+                assert_close(&flat(&e), &want, 1e-5, &format!("{key}[{layer}]"));
+            }
+        }
+    }
+
+    /// Release-mode timing: `cargo test --release -p unlearnrec-core tensor::spmm -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; run in release with --nocapture"]
+    fn gowalla_spmm_timing() {
+        let Some((nu, ni, edges)) = crate::graph::testutil::gowalla_train() else { return };
+        let adj = NormAdj::from_graph(&Graph::from_interactions(nu, ni, &edges));
+        let op = SpMat::from(&adj);
+        let n = adj.n_nodes();
+        let d = 64;
+        let x = random_dense(n * d, 1);
+        let mut out = vec![0.0; n * d];
+        let best = |f: &mut dyn FnMut()| {
+            f();
+            (0..15)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let t_into = best(&mut || spmm_into(adj.as_sparse(), &x, d, &mut out));
+        let xt = Tensor::from_vec(x.clone(), (n, d), &Device::Cpu).unwrap();
+        let t_op = best(&mut || drop(spmm(&op, &xt).unwrap()));
+        println!(
+            "gowalla Â {n}×{n}, nnz {}, d = {d}, {} threads: spmm_into {t_into:.1} ms, spmm op {t_op:.1} ms (best of 15)",
+            adj.as_sparse().nnz(),
+            rayon::current_num_threads()
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Per-epoch BPR triples: a seeded shuffle of the training edges and one rejection-sampled negative each.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::graph::Csr;
+use crate::model::Batch;
+
+/// Edges handled per random stream; fixed so that results do not depend on the thread count.
+const CHUNK: usize = 8192;
+/// Rejection attempts before a dense user's negative is found by a scan.
+const MAX_TRIES: usize = 64;
+
+/// The BPR triples of one epoch, in shuffled order.
+#[derive(Clone, Debug, Default)]
+pub struct Triples {
+    /// All triples; minibatches are consecutive slices.
+    pub all: Batch,
+}
+
+impl Triples {
+    /// Minibatch `k` of size `batch_size`.
+    pub fn batch(&self, k: usize, batch_size: usize) -> Batch {
+        let lo = k * batch_size;
+        let hi = ((k + 1) * batch_size).min(self.all.len());
+        Batch {
+            users: self.all.users[lo..hi].to_vec(),
+            pos: self.all.pos[lo..hi].to_vec(),
+            neg: self.all.neg[lo..hi].to_vec(),
+        }
+    }
+
+    /// The number of minibatches.
+    pub fn n_batches(&self, batch_size: usize) -> usize {
+        self.all.len().div_ceil(batch_size)
+    }
+}
+
+/// Shuffles the edges of `seen` (users × items) and draws for each edge (u, i) a negative item `j` uniformly
+/// among the items `u` has not interacted with (rejection against `seen`). Users who have interacted with
+/// every item get no triples. Deterministic in `(seed, epoch)`.
+pub fn sample_epoch(seen: &Csr, seed: u64, epoch: u64) -> Triples {
+    let n_items = seen.n_cols() as u32;
+    let mut order: Vec<(u32, u32)> = Vec::with_capacity(seen.nnz());
+    for u in 0..seen.n_rows() {
+        if seen.degree(u) < n_items as usize {
+            order.extend(seen.row(u).iter().map(|&i| (u as u32, i)));
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000);
+    rng.set_stream(epoch);
+    order.shuffle(&mut rng);
+    let stream_seed: u64 = rng.random();
+    let mut neg = vec![0u32; order.len()];
+    neg.par_chunks_mut(CHUNK).zip(order.par_chunks(CHUNK)).enumerate().for_each(|(c, (out, edges))| {
+        let mut r = ChaCha8Rng::seed_from_u64(stream_seed);
+        r.set_stream(c as u64);
+        for (o, &(u, _)) in out.iter_mut().zip(edges) {
+            let row = seen.row(u as usize);
+            *o = draw_negative(row, n_items, &mut r);
+        }
+    });
+    let (users, pos) = order.into_iter().unzip();
+    Triples { all: Batch { users, pos, neg } }
+}
+
+/// A uniform item not in the sorted `row` (which must miss at least one item).
+fn draw_negative(row: &[u32], n_items: u32, r: &mut ChaCha8Rng) -> u32 {
+    for _ in 0..MAX_TRIES {
+        let j = r.random_range(0..n_items);
+        if row.binary_search(&j).is_err() {
+            return j;
+        }
+    }
+    // A very dense user: pick the k-th unseen item for a uniform k.
+    let free = n_items as usize - row.len();
+    kth_free(row, r.random_range(0..free) as u32)
+}
+
+/// The `k`-th (0-based) item id not in the sorted `row`.
+fn kth_free(row: &[u32], mut k: u32) -> u32 {
+    let mut prev = 0u32;
+    for &s in row {
+        let gap = s - prev;
+        if k < gap {
+            return prev + k;
+        }
+        k -= gap;
+        prev = s + 1;
+    }
+    prev + k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Interactions;
+    use crate::graph::Graph;
+
+    fn toy() -> Csr {
+        let (edges, _) = Interactions::from_pairs(vec![(0, 0), (0, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3), (3, 1)]);
+        Graph::from_interactions(4, 5, &edges).user_items().clone()
+    }
+
+    #[test]
+    fn negatives_are_never_seen_and_positives_cover_every_edge_once() {
+        let seen = toy();
+        let t = sample_epoch(&seen, 1, 0);
+        assert_eq!(t.all.len(), seen.nnz());
+        let mut pos: Vec<_> = t.all.users.iter().zip(&t.all.pos).map(|(&u, &i)| (u, i)).collect();
+        pos.sort();
+        let mut want = vec![];
+        for u in 0..4 {
+            want.extend(seen.row(u).iter().map(|&i| (u as u32, i)));
+        }
+        assert_eq!(pos, want);
+        for (&u, &j) in t.all.users.iter().zip(&t.all.neg) {
+            assert!(!seen.contains(u as usize, j), "negative ({u},{j}) is a training edge");
+            assert!(j < 5);
+        }
+    }
+
+    #[test]
+    fn deterministic_per_seed_and_epoch() {
+        let seen = toy();
+        assert_eq!(sample_epoch(&seen, 3, 1).all, sample_epoch(&seen, 3, 1).all);
+        assert_ne!(sample_epoch(&seen, 3, 1).all, sample_epoch(&seen, 3, 2).all);
+    }
+
+    #[test]
+    fn dense_rows_fall_back_to_an_exact_draw() {
+        let row: Vec<u32> = (0..1000).filter(|&i| i != 517).collect();
+        let mut r = ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..5 {
+            assert_eq!(draw_negative(&row, 1000, &mut r), 517);
+        }
+    }
+
+    #[test]
+    fn kth_free_enumerates_the_complement_in_order() {
+        let row = [1u32, 2, 4];
+        let got: Vec<u32> = (0..4).map(|k| kth_free(&row, k)).collect();
+        assert_eq!(got, vec![0, 3, 5, 6]);
+        assert_eq!(kth_free(&[], 3), 3);
+    }
+}

@@ -1,0 +1,180 @@
+//! The Influence Encoder (SPEC §5): predicts the change `Δ` of the base embeddings caused by removing a
+//! set of edges, from the request's influence dependency matrix `Â_Δ` in one forward pass.
+//!
+//! ```text
+//! Hˡ  = Â_Δ Hˡ⁻¹                     l = 1..L, H⁰ learned (n_nodes × d)
+//! S   = H⁰ + H¹ + … + Hᴸ
+//! Wᴸ  = Â_Δᴸ (w ⊙ E_fnl)              w learned (n_nodes × 1), E_fnl the original final embeddings
+//! Δ   = MLP(S − ρ·Wᴸ)                ρ = withdraw_rate (0.1); MLP = k × LeakyReLU_α(Δ·W_k + b_k)
+//! Ẽ⁰  = E⁰ + Δ
+//! ```
+//!
+//! The unlearned model is the frozen backbone run from `Ẽ⁰` on the remaining graph. As in the reference,
+//! `H⁰` is added for every node, so for nodes outside the request `Δ = MLP(H⁰)`: a request-independent
+//! learned offset (SPEC §11.3). The MLP starts at `W = I, b = 0`; it is frozen during pre-training and
+//! trained during fine-tuning (SPEC §11.2).
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tensor::{SpMat, spmm};
+
+/// Architecture of the encoder. Defaults are the reference's (SPEC §12).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Propagation hops over `Â_Δ` (`None` = the backbone's layers, as the reference's `--gnn_layer`).
+    pub hops: Option<usize>,
+    /// Extra propagations of `S` over the remaining graph (`--unlearn_layer`).
+    pub remaining_hops: usize,
+    /// MLP layers (`--layer_mlp`).
+    pub mlp_layers: usize,
+    /// LeakyReLU negative slope (`--leaky`).
+    pub leaky: f64,
+    /// Weight ρ of the withdraw term (`--overall_withdraw_rate`).
+    pub withdraw_rate: f64,
+    /// Initial per-node withdraw weight `w` (the reference: `2·lr` = 0.002).
+    pub withdraw_init: f64,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self { hops: None, remaining_hops: 0, mlp_layers: 2, leaky: 0.99, withdraw_rate: 0.1, withdraw_init: 2e-3 }
+    }
+}
+
+impl EncoderConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.leaky.is_finite() && self.withdraw_rate.is_finite() && self.withdraw_init.is_finite()) {
+            return Err(Error::config("encoder", "leaky, withdraw_rate and withdraw_init must be finite"));
+        }
+        Ok(())
+    }
+}
+
+/// The encoder's parameters.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    /// Architecture.
+    pub config: EncoderConfig,
+    hops: usize,
+    /// `H⁰`, `(n_nodes, d)`.
+    pub h0: Var,
+    /// `w`, `(n_nodes, 1)`.
+    pub w: Var,
+    /// `(W_k (d × d), b_k (1 × d))` per MLP layer.
+    pub mlp: Vec<(Var, Var)>,
+}
+
+/// The encoder's forward outputs.
+pub struct EncoderOutput {
+    /// `Δ`, `(n_nodes, d)`.
+    pub delta: Tensor,
+    /// `H¹..Hᴸ`.
+    pub h: Vec<Tensor>,
+    /// `H'¹..H'ᴸ` over dropped copies of `Â_Δ` (only when dropped matrices were given).
+    pub h_dropped: Vec<Tensor>,
+}
+
+/// `LeakyReLU_α(x) = max(x, 0) + α·min(x, 0)`.
+pub fn leaky_relu(x: &Tensor, alpha: f64) -> Result<Tensor> {
+    let pos = x.relu()?;
+    let neg = (x - &pos)?;
+    Ok((pos + (neg * alpha)?)?)
+}
+
+impl Encoder {
+    /// A fresh encoder: `H⁰ = 0`, `w = withdraw_init`, `W_k = I`, `b_k = 0`.
+    pub fn new(config: EncoderConfig, n_nodes: usize, dim: usize, backbone_layers: usize) -> Result<Self> {
+        config.validate()?;
+        let dev = Device::Cpu;
+        let h0 = Var::from_tensor(&Tensor::zeros((n_nodes, dim), DType::F32, &dev)?)?;
+        let w = Var::from_tensor(&Tensor::full(config.withdraw_init as f32, (n_nodes, 1), &dev)?)?;
+        let mlp = (0..config.mlp_layers)
+            .map(|_| -> Result<(Var, Var)> {
+                Ok((
+                    Var::from_tensor(&Tensor::eye(dim, DType::F32, &dev)?)?,
+                    Var::from_tensor(&Tensor::zeros((1, dim), DType::F32, &dev)?)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let hops = config.hops.unwrap_or(backbone_layers);
+        Ok(Self { config, hops, h0, w, mlp })
+    }
+
+    /// A copy with its own storage (a plain `clone` shares the variables).
+    pub fn deep_copy(&self) -> Result<Self> {
+        let copy = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
+        Ok(Self {
+            config: self.config.clone(),
+            hops: self.hops,
+            h0: copy(&self.h0)?,
+            w: copy(&self.w)?,
+            mlp: self.mlp.iter().map(|(w, b)| Ok((copy(w)?, copy(b)?))).collect::<Result<_>>()?,
+        })
+    }
+
+    /// Hops over `Â_Δ`.
+    pub fn hops(&self) -> usize {
+        self.hops
+    }
+
+    /// The MLP's variables (trained during fine-tuning).
+    pub fn mlp_vars(&self) -> Vec<Var> {
+        self.mlp.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
+    }
+
+    /// `Δ` for a request with IDM `idm`, given the original final embeddings `e_fnl` `(n_nodes, d)`.
+    /// `dropped`: optional dropped copies of `Â_Δ`, one per hop, for the contrastive term;
+    /// `remaining`: `Â` of the remaining graph (used when `remaining_hops > 0`).
+    pub fn forward(
+        &self,
+        idm: &SpMat,
+        dropped: Option<&[SpMat]>,
+        e_fnl: &Tensor,
+        remaining: &SpMat,
+    ) -> Result<EncoderOutput> {
+        let h0 = self.h0.as_tensor();
+        let mut h = Vec::with_capacity(self.hops);
+        let mut h_dropped = Vec::new();
+        let mut prev = h0.clone();
+        let mut s = h0.clone();
+        for l in 0..self.hops {
+            let next = spmm(idm, &prev)?;
+            if let Some(d) = dropped {
+                let m = d.get(l).ok_or_else(|| Error::Shape {
+                    op: "Encoder::forward",
+                    expected: format!("{} dropped matrices", self.hops),
+                    got: format!("{}", d.len()),
+                })?;
+                h_dropped.push(spmm(m, &prev)?);
+            }
+            s = (s + &next)?;
+            h.push(next.clone());
+            prev = next;
+        }
+        for _ in 0..self.config.remaining_hops {
+            s = spmm(remaining, &s)?;
+        }
+        let mut wl = e_fnl.broadcast_mul(self.w.as_tensor())?;
+        for _ in 0..self.hops {
+            wl = spmm(idm, &wl)?;
+        }
+        let mut delta = (s - (wl * self.config.withdraw_rate)?)?;
+        for (w, b) in &self.mlp {
+            delta = leaky_relu(&delta.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, self.config.leaky)?;
+        }
+        Ok(EncoderOutput { delta, h, h_dropped })
+    }
+
+    /// `MLP(H⁰)`: the request-independent offset that the encoder adds to every node.
+    pub fn offset(&self) -> Result<Tensor> {
+        let mut x = self.h0.as_tensor().clone();
+        for (w, b) in &self.mlp {
+            x = leaky_relu(&x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, self.config.leaky)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,89 @@
+//! UnlearnRec's loss terms (SPEC §6.2): unlearning, distribution preservation (alignment) and the
+//! encoder's contrastive regulariser. All in log-sum-exp form.
+
+use candle_core::{D, Device, Tensor};
+
+use crate::data::Interactions;
+use crate::error::Result;
+use crate::model::loss::{logsumexp_rows, softplus};
+
+fn index(v: impl Iterator<Item = u32>) -> Result<Tensor> {
+    let data: Vec<u32> = v.collect();
+    let n = data.len();
+    Ok(Tensor::from_vec(data, n, &Device::Cpu)?)
+}
+
+/// Row-wise dot products `e_u · e_i` of the given (user, item) edges from final embeddings `fin`
+/// `(n_users + n_items, d)`; shape `(edges,)`.
+pub fn edge_scores(fin: &Tensor, n_users: usize, edges: &Interactions) -> Result<Tensor> {
+    let iu = index(edges.users().iter().copied())?;
+    let ii = index(edges.items().iter().map(|&i| i + n_users as u32))?;
+    Ok((fin.index_select(&iu, 0)? * fin.index_select(&ii, 0)?)?.sum(D::Minus1)?)
+}
+
+/// How removed edges are pushed down (`--unlearn_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlearnLoss {
+    /// `mean softplus(e_u·e_i) = −mean log σ(−e_u·e_i)` (reference v1, the default).
+    V1,
+    /// `mean e_u·e_i` (reference v2).
+    V2,
+}
+
+/// The unlearning loss `L_u` over all request edges.
+pub fn unlearn_loss(fin: &Tensor, n_users: usize, request: &Interactions, kind: UnlearnLoss) -> Result<Tensor> {
+    let s = edge_scores(fin, n_users, request)?;
+    Ok(match kind {
+        UnlearnLoss::V1 => softplus(&s)?.mean_all()?,
+        UnlearnLoss::V2 => s.mean_all()?,
+    })
+}
+
+/// The reference's in-batch log-probability of each positive (alignment v2), computed without overflow:
+/// `dist_b = log( exp(p_b) / (Σ_c exp(M_bc) + 1e-6) + 1e-6 )` with `M_bc = (u_b·i_c)/τ + 1e-8` and
+/// `p_b = (u_b·i_b)/τ`. With `m_b = max_c M_bc` the ratio is `exp(p_b − m_b) / (Σ_c exp(M_bc − m_b) +
+/// 1e-6·exp(−m_b))`, whose terms are all bounded (`exp(−m_b)` is capped at `e⁸⁰`).
+pub fn in_batch_log_prob(users: &Tensor, items: &Tensor, temp: f64) -> Result<Tensor> {
+    let m = ((users.matmul(&items.t()?)? / temp)? + 1e-8)?;
+    let p = ((users * items)?.sum(D::Minus1)? / temp)?;
+    let mx = m.max_keepdim(D::Minus1)?.detach();
+    let s = m.broadcast_sub(&mx)?.exp()?.sum(D::Minus1)?;
+    let mx = mx.squeeze(D::Minus1)?;
+    let tail = (mx.neg()?.clamp(f64::NEG_INFINITY, 80.0)?.exp()? * 1e-6)?;
+    let ratio = ((p - &mx)?.exp()? / (s + tail)?)?;
+    Ok((ratio + 1e-6)?.log()?)
+}
+
+/// Distribution-preservation loss `L_a` (reference align v2) on a batch of positive (user, item) rows of
+/// the unlearned model (`src_u`, `src_i`) and of the original model (`tar_u`, `tar_i`, no gradient):
+/// `mean_b (dist_b^src − dist_b^tar)²`.
+///
+/// The reference takes the **sum** over the batch (SPEC §11.4), so its weight scales with the batch size;
+/// this is the mean: a weight `w` here equals the reference's `w / B`.
+pub fn align_loss(src_u: &Tensor, src_i: &Tensor, tar_u: &Tensor, tar_i: &Tensor, temp: f64) -> Result<Tensor> {
+    let a = in_batch_log_prob(src_u, src_i, temp)?;
+    let b = in_batch_log_prob(&tar_u.detach(), &tar_i.detach(), temp)?;
+    Ok((a - b)?.sqr()?.mean_all()?)
+}
+
+/// The reference's `contrastLoss` (SPEC §3.5) in log-sum-exp form: rows `z = normalize(x + 1e-8)` of the
+/// full matrices, picked by `nodes` (duplicates kept), then
+/// `−mean_s log( exp(z1_s·z2_s/τ) / (Σ_t exp(z1_s·z2_t/τ) + 1e-8) )`.
+pub fn contrast_loss(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Result<Tensor> {
+    let norm = |x: &Tensor| -> Result<Tensor> {
+        let x = (x + 1e-8)?;
+        let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+        Ok(x.broadcast_div(&n)?)
+    };
+    // Normalising rows after picking them is the same as picking rows of the normalised matrices.
+    let idx = index(nodes.iter().copied())?;
+    let z1 = norm(&x1.index_select(&idx, 0)?)?;
+    let z2 = norm(&x2.index_select(&idx, 0)?)?;
+    let logits = (z1.matmul(&z2.t()?)? / temp)?;
+    let pos = ((&z1 * &z2)?.sum(D::Minus1)? / temp)?;
+    // log(Σ exp + 1e-8) = lse + log(1 + 1e-8·exp(−lse)); with |logits| ≤ 1/τ the correction is tiny but kept.
+    let lse = logsumexp_rows(&logits)?;
+    let corr = ((lse.neg()?.clamp(f64::NEG_INFINITY, 80.0)?.exp()? * 1e-8)? + 1.0)?.log()?;
+    Ok(((lse + corr)? - pos)?.mean_all()?)
+}
