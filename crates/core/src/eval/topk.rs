@@ -10,6 +10,8 @@
 //! Order: higher score first; equal scores go to the lower item id. NaN scores are never selected, and
 //! neither are masked items; `-inf` is an ordinary (lowest) score.
 
+use faer::traits::pulp::{Arch, Simd, WithSimd};
+
 /// True when `(sa, ia)` ranks below `(sb, ib)`: a lower score, or the same score and a higher item id.
 #[inline(always)]
 fn worse(sa: f32, ia: u32, sb: f32, ib: u32) -> bool {
@@ -129,8 +131,28 @@ impl<'a> Selector<'a> {
     /// Offers `row[j]` as item `first_item + j` for every `j`, skipping NaN and masked items.
     ///
     /// Items must be offered in increasing id order across calls (one call per tile of a row), which is
-    /// what lets an equal score lose to the kept item: it always has the higher id.
+    /// what lets an equal score lose to the kept item: it always has the higher id. The loop is compiled
+    /// for the best instruction set the CPU has (AVX2 on x86-64-v3) through `pulp`'s runtime dispatch.
+    #[inline]
     pub(crate) fn scan(&mut self, row: &[f32], first_item: u32, mask: &mut Mask<'_>) {
+        struct Scan<'s, 'a, 'm, 'r> {
+            sel: &'s mut Selector<'a>,
+            row: &'r [f32],
+            first_item: u32,
+            mask: &'s mut Mask<'m>,
+        }
+        impl WithSimd for Scan<'_, '_, '_, '_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, _simd: S) {
+                self.sel.scan_portable(self.row, self.first_item, self.mask)
+            }
+        }
+        Arch::new().dispatch(Scan { sel: self, row, first_item, mask });
+    }
+
+    #[inline(always)]
+    fn scan_portable(&mut self, row: &[f32], first_item: u32, mask: &mut Mask<'_>) {
         const LANES: usize = 16;
         let cap = self.scores.len();
         let n = row.len();

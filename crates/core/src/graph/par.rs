@@ -14,7 +14,7 @@ pub(crate) fn row_blocks(indptr: &[usize]) -> Vec<Range<usize>> {
     let n_rows = indptr.len() - 1;
     let nnz = indptr[n_rows];
     if nnz < PAR_MIN_NNZ {
-        return vec![0..n_rows];
+        return std::iter::once(0..n_rows).collect();
     }
     let target = (nnz / (8 * rayon::current_num_threads())).max(PAR_MIN_NNZ / 4);
     let mut blocks = Vec::with_capacity(nnz / target + 2);

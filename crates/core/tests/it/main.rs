@@ -1,0 +1,4 @@
+//! Integration tests of the library: one binary, topical modules.
+
+mod golden;
+mod training;
