@@ -53,7 +53,7 @@ impl Observer for TrainBars {
         self.steps += 1;
         if let Some(b) = &self.bar {
             b.inc(1);
-            if self.steps % 8 == 0 {
+            if self.steps.is_multiple_of(8) {
                 let secs = self.started.elapsed().as_secs_f64().max(1e-9);
                 b.set_message(format!(
                     "loss {:.4} {:.1} steps/s",

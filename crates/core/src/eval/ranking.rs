@@ -4,9 +4,9 @@
 //! engine: the users are cut into blocks of `chunk_users`; each rayon task takes a block, gathers its
 //! user embeddings and walks the items in tiles of [`ITEM_TILE`], computing the score tile
 //! `I_tile · U_blockᵀ` with faer's sequential GEMM into a per-thread buffer that stays in L2 cache, and
-//! feeds every user's column to that user's top-K heap (see [`super::topk`]). The score matrix is never
-//! materialised, nothing is allocated per user, and a user's result does not depend on the thread count
-//! or the block size.
+//! feeds every user's column to that user's sorted top-K array (see `super::topk`). The score matrix
+//! is never materialised, nothing is allocated per user, and a user's result does not depend on the
+//! thread count or the block size.
 
 use std::collections::BTreeMap;
 
@@ -149,7 +149,7 @@ impl<'a> Scorer<'a> {
         debug_assert_eq!(out.len(), users.len() * width);
         let (dim, n_items) = (self.dim, self.n_items);
         let k = k.min(n_items);
-        let block = chunk_users.max(1);
+        let block = chunk_users.min(users.len()).max(1);
         let tile = item_tile.clamp(1, n_items.max(1));
         let width = width.max(1); // par_chunks_mut needs a non-zero size; `out` is empty then anyway
         let seen_row = |u: u32| -> &[u32] {
@@ -182,8 +182,8 @@ impl<'a> Scorer<'a> {
                     matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
                     for r in 0..bn {
                         let mut sel = Selector::resume(
-                            &mut scr.heap_scores[r * k..(r + 1) * k],
-                            &mut scr.heap_items[r * k..(r + 1) * k],
+                            &mut scr.top_scores[r * k..(r + 1) * k],
+                            &mut scr.top_items[r * k..(r + 1) * k],
                             scr.lens[r],
                         );
                         sel.scan(&buf[r * tn..(r + 1) * tn], i0 as u32, &mut scr.masks[r]);
@@ -192,10 +192,10 @@ impl<'a> Scorer<'a> {
                     i0 += tn;
                 }
                 for (r, &u) in user_block.iter().enumerate() {
-                    let hs = &mut scr.heap_scores[r * k..(r + 1) * k];
-                    let hi = &mut scr.heap_items[r * k..(r + 1) * k];
-                    let n = Selector::resume(hs, hi, scr.lens[r]).finish();
-                    emit(u, &hi[..n], &hs[..n], &mut out_block[r * width..(r + 1) * width]);
+                    let ts = &mut scr.top_scores[r * k..(r + 1) * k];
+                    let ti = &mut scr.top_items[r * k..(r + 1) * k];
+                    let n = Selector::resume(ts, ti, scr.lens[r]).finish();
+                    emit(u, &ti[..n], &ts[..n], &mut out_block[r * width..(r + 1) * width]);
                 }
             },
         );
@@ -206,8 +206,8 @@ impl<'a> Scorer<'a> {
 struct Scratch<'a> {
     users: Vec<f32>,
     tile: Vec<f32>,
-    heap_scores: Vec<f32>,
-    heap_items: Vec<u32>,
+    top_scores: Vec<f32>,
+    top_items: Vec<u32>,
     lens: Vec<usize>,
     masks: Vec<Mask<'a>>,
 }
@@ -217,8 +217,8 @@ impl Scratch<'_> {
         Self {
             users: vec![0.0; block * dim],
             tile: vec![0.0; block * tile],
-            heap_scores: vec![0.0; block * k],
-            heap_items: vec![0; block * k],
+            top_scores: vec![0.0; block * k],
+            top_items: vec![0; block * k],
             lens: vec![0; block],
             masks: vec![Mask::default(); block],
         }
@@ -373,8 +373,8 @@ pub fn evaluate_ranking_per_user(
 ///
 /// Items in the user's row of `seen` (the current history; rows past `seen.n_rows()` are empty) and
 /// items in `exclude` (strictly increasing ids) are never recommended. Row `r` of the result belongs to
-/// `users[r]`; a row holds fewer than `k` items when fewer remain (see [`TopK`] for the padding).
-/// Users may repeat. Parallel over users with the same engine as [`evaluate_ranking`].
+/// `users[r]`; a row holds fewer than `k` items when fewer remain (see [`TopK`] for the padding). The
+/// row stride [`TopK::k`] is `min(k, n_items)`. Users may repeat. Parallel over users with the same engine as [`evaluate_ranking`].
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] for `k = 0`, `dim = 0` or an unsorted `exclude`; [`Error::IdOutOfRange`]
@@ -401,6 +401,11 @@ pub fn recommend(
     }
     if let Some(&u) = users.iter().find(|&&u| u as usize >= scorer.n_users) {
         return Err(Error::IdOutOfRange { kind: "user", id: u.into(), n: scorer.n_users });
+    }
+    // No row can hold more than n_items entries.
+    let k = k.min(scorer.n_items);
+    if k == 0 {
+        return Ok(TopK { k, items: Vec::new(), scores: Vec::new(), lens: vec![0; users.len()] });
     }
     let mut slots = vec![(TopK::PAD_ITEM, f32::NAN); users.len() * k];
     scorer.run(users, seen, exclude, k, DEFAULT_CHUNK_USERS, ITEM_TILE, &mut slots, k, |_, items, scores, row| {
@@ -580,12 +585,15 @@ mod tests {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
             }
         }
-        // Only 2 items, one excluded: rows of length 1, padded.
+        // Only 2 items, one excluded: stride min(k, n_items) = 2, rows of length 1, padded.
         let small = recommend(&[0, 1], &ue, &ie[..2 * dim], dim, None, &[0], 3).unwrap();
+        assert_eq!(small.k, 2);
         assert_eq!(small.lens, vec![1, 1]);
-        assert_eq!(small.row(0).0, &[1]);
-        assert_eq!(small.items[1], TopK::PAD_ITEM);
-        assert!(small.scores[2].is_nan());
+        assert_eq!(small.row(1).0, &[1]);
+        assert_eq!(small.items[3], TopK::PAD_ITEM);
+        assert!(small.scores[3].is_nan());
+        let none = recommend(&[0, 1], &ue, &[], dim, None, &[], 3).unwrap();
+        assert_eq!((none.k, none.n_rows(), none.row(1).0.len()), (0, 2, 0));
     }
 
     fn gowalla_like(scale: f64, seed: u64) -> (Vec<f32>, Vec<f32>, usize, Csr, Csr) {

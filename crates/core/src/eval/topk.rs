@@ -1,22 +1,19 @@
 //! Partial top-K selection over a row of scores.
 //!
-//! The selection keeps a binary min-heap of the `k` best (score, item) pairs seen so far, stored in two
-//! parallel slices. Its root is the *worst* kept pair, so the hot loop is a single comparison
-//! `score > threshold` (the root's score), tested sixteen scores at a time: once the heap is full almost
-//! every item fails it and costs one vector compare. Only the survivors are checked against the mask and
-//! inserted (`O(log k)`). At the end the heap is sorted in place (heapsort, `O(k log k)`), so a row of
-//! `n` items costs `O(n + k log k · log(n / k))` on random scores, never a full `O(n log n)` sort.
+//! The selection streams over the row once and keeps the `k` best (score, item) pairs seen so far in an
+//! array sorted best first, in caller-owned storage. Its last score is the threshold `t`, so the hot
+//! loop is a single comparison `score > t`, tested sixteen scores at a time (compiled for AVX2 where the
+//! CPU has it): once the array is full almost every item fails and costs one vector compare. A
+//! survivor is checked against the mask, its position found (a branch-free count for `k <= 64`, a
+//! binary search above), and the tail shifted by one, so the array stays sorted and needs no final
+//! sort. On a row of `n` items in random order about `k · ln(n / k)` items survive, so the cost is
+//! `O(n + k ln(n / k) · k)` with a `memmove`-sized constant on the last factor — never a full
+//! `O(n log n)` sort.
 //!
-//! Order: higher score first; equal scores go to the lower item id. NaN scores are never selected, and
-//! neither are masked items; `-inf` is an ordinary (lowest) score.
+//! Order: higher score first; equal scores go to the lower item id (`-0.0` and `0.0` are equal). NaN
+//! scores are never selected, and neither are masked items; `-inf` is an ordinary (lowest) score.
 
 use faer::traits::pulp::{Arch, Simd, WithSimd};
-
-/// True when `(sa, ia)` ranks below `(sb, ib)`: a lower score, or the same score and a higher item id.
-#[inline(always)]
-fn worse(sa: f32, ia: u32, sb: f32, ib: u32) -> bool {
-    sa < sb || (sa == sb && ia > ib)
-}
 
 /// Items to skip: the union of two sorted id lists, probed with non-decreasing ids.
 ///
@@ -51,7 +48,7 @@ impl<'a> Mask<'a> {
     }
 }
 
-/// A bounded selection over caller-owned storage: a min-heap (root = worst kept pair) in
+/// A bounded selection over caller-owned storage: the best pairs so far, sorted best first, in
 /// `scores[..len]` / `items[..len]`, with capacity `k = scores.len()`.
 pub(crate) struct Selector<'a> {
     scores: &'a mut [f32],
@@ -60,7 +57,7 @@ pub(crate) struct Selector<'a> {
 }
 
 impl<'a> Selector<'a> {
-    /// Resumes a selection whose first `len` slots hold a valid heap (`len = 0` starts a new one).
+    /// Resumes a selection whose first `len` slots hold its pairs (`len = 0` starts a new one).
     #[inline]
     pub(crate) fn resume(scores: &'a mut [f32], items: &'a mut [u32], len: usize) -> Self {
         debug_assert_eq!(scores.len(), items.len());
@@ -74,58 +71,26 @@ impl<'a> Selector<'a> {
         self.len
     }
 
-    fn sift_up(&mut self, mut pos: usize) {
-        let (s, i) = (self.scores[pos], self.items[pos]);
-        while pos > 0 {
-            let parent = (pos - 1) / 2;
-            if !worse(s, i, self.scores[parent], self.items[parent]) {
-                break;
-            }
-            self.scores[pos] = self.scores[parent];
-            self.items[pos] = self.items[parent];
-            pos = parent;
+    /// Inserts `(s, id)`, dropping the last pair when full. The caller has checked that it beats the
+    /// last pair (or that there is room); `id` exceeds every kept id, so it goes after equal scores.
+    #[inline(always)]
+    fn insert(&mut self, s: f32, id: u32) {
+        let kept = &self.scores[..self.len];
+        // Small k: a branch-free vectorised count (independent loads, no mispredictions); large k: a
+        // binary search.
+        let pos = if kept.len() <= 64 {
+            kept.iter().map(|&x| u32::from(x >= s)).sum::<u32>() as usize
+        } else {
+            kept.partition_point(|&x| x >= s)
+        };
+        if self.len < self.scores.len() {
+            self.len += 1;
         }
+        let end = self.len - 1; // the last pair falls off when the array was full
+        self.scores.copy_within(pos..end, pos + 1);
+        self.items.copy_within(pos..end, pos + 1);
         self.scores[pos] = s;
-        self.items[pos] = i;
-    }
-
-    /// Places `(s, i)` at `pos` and moves it down within the first `len` slots.
-    fn sift_down(&mut self, mut pos: usize, len: usize, s: f32, i: u32) {
-        loop {
-            let left = 2 * pos + 1;
-            if left >= len {
-                break;
-            }
-            let right = left + 1;
-            let child =
-                if right < len && worse(self.scores[right], self.items[right], self.scores[left], self.items[left]) {
-                    right
-                } else {
-                    left
-                };
-            if !worse(self.scores[child], self.items[child], s, i) {
-                break;
-            }
-            self.scores[pos] = self.scores[child];
-            self.items[pos] = self.items[child];
-            pos = child;
-        }
-        self.scores[pos] = s;
-        self.items[pos] = i;
-    }
-
-    #[inline]
-    fn push(&mut self, s: f32, i: u32) {
-        self.scores[self.len] = s;
-        self.items[self.len] = i;
-        self.len += 1;
-        self.sift_up(self.len - 1);
-    }
-
-    #[inline]
-    fn replace_root(&mut self, s: f32, i: u32) {
-        let len = self.len;
-        self.sift_down(0, len, s, i);
+        self.items[pos] = id;
     }
 
     /// Offers `row[j]` as item `first_item + j` for every `j`, skipping NaN and masked items.
@@ -157,7 +122,7 @@ impl<'a> Selector<'a> {
         let cap = self.scores.len();
         let n = row.len();
         let mut j = 0;
-        // Fill phase: every non-NaN, unmasked item enters until the heap is full.
+        // Fill phase: every non-NaN, unmasked item enters until the array is full.
         while self.len < cap {
             if j == n {
                 return;
@@ -165,7 +130,7 @@ impl<'a> Selector<'a> {
             let s = row[j];
             let id = first_item + j as u32;
             if !s.is_nan() && !mask.contains(id) {
-                self.push(s, id);
+                self.insert(s, id);
             }
             j += 1;
         }
@@ -173,17 +138,18 @@ impl<'a> Selector<'a> {
             return;
         }
         // Threshold phase. NaN fails `s > t`, and so does a tie (the later item has the higher id).
-        let mut t = self.scores[0];
+        let mut t = self.scores[cap - 1];
         let (blocks, tail) = row[j..].as_chunks::<LANES>();
         let mut base = first_item + j as u32;
         for block in blocks {
             if block.iter().fold(false, |any, &s| any | (s > t)) {
                 for (o, &s) in block.iter().enumerate() {
+                    // `t` may have risen since the block test.
                     if s > t {
                         let id = base + o as u32;
                         if !mask.contains(id) {
-                            self.replace_root(s, id);
-                            t = self.scores[0];
+                            self.insert(s, id);
+                            t = self.scores[cap - 1];
                         }
                     }
                 }
@@ -194,24 +160,16 @@ impl<'a> Selector<'a> {
             if s > t {
                 let id = base + o as u32;
                 if !mask.contains(id) {
-                    self.replace_root(s, id);
-                    t = self.scores[0];
+                    self.insert(s, id);
+                    t = self.scores[cap - 1];
                 }
             }
         }
     }
 
-    /// Sorts the kept pairs in place, best first, and returns their number.
-    pub(crate) fn finish(mut self) -> usize {
-        let n = self.len;
-        for end in (1..n).rev() {
-            // The root (worst of the first end+1) goes to the back.
-            let (s, i) = (self.scores[end], self.items[end]);
-            self.scores[end] = self.scores[0];
-            self.items[end] = self.items[0];
-            self.sift_down(0, end, s, i);
-        }
-        n
+    /// Ends the selection and returns the number of pairs kept (already sorted, best first).
+    pub(crate) fn finish(self) -> usize {
+        self.len
     }
 }
 
@@ -220,8 +178,8 @@ impl<'a> Selector<'a> {
 /// Item `j` has score `scores[j]`. The result is ordered by score descending, equal scores by item id
 /// ascending. Items in `mask` (strictly increasing ids; ids `>= scores.len()` are ignored) and items
 /// with a NaN score are never selected, so `n = min(k, available)` where `available` counts the other
-/// items. Slots past `n` are left as they were. No allocation, no full sort: a heap of size `k` with a
-/// threshold test on the hot loop.
+/// items. Slots past `n` are left as they were. No allocation and no full sort: the outputs themselves
+/// hold the sorted best-so-far, behind a threshold test on the hot loop.
 ///
 /// # Panics
 /// When `items` or `top_scores` is shorter than `k`, when `mask` is not strictly increasing, or when
@@ -305,7 +263,7 @@ mod tests {
             .filter(|&(j, s)| !s.is_nan() && mask.binary_search(&(j as u32)).is_err())
             .map(|(j, &s)| (s, j as u32))
             .collect();
-        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
         all.truncate(k);
         all.into_iter().map(|(s, j)| (j, s)).unzip()
     }
@@ -375,6 +333,9 @@ mod tests {
         let row = [1.0, 3.0, 3.0, 2.0, 3.0, 3.0];
         assert_eq!(top_k(&row, &[], 3).0, vec![1, 2, 4]);
         assert_eq!(top_k(&row, &[2], 3).0, vec![1, 4, 5]);
+        // -0.0 and 0.0 are the same score.
+        assert_eq!(top_k(&[-0.0, 0.0, -1.0], &[], 1).0, vec![0]);
+        assert_eq!(top_k(&[-1.0, 0.0, -0.0], &[], 1).0, vec![1]);
     }
 
     #[test]

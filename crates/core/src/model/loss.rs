@@ -96,8 +96,8 @@ mod tests {
         let za = [norm([1.0, 0.0]), norm([0.0, 1.0]), norm([1.0, 1.0])];
         let zb = [norm([0.9, 0.1]), norm([0.2, 1.0]), norm([1.0, 0.8])];
         let mut want = 0.0;
-        for s in 0..3 {
-            let dot = |t: usize| (za[s][0] * zb[t][0] + za[s][1] * zb[t][1]) / 0.5;
+        for (s, a) in za.iter().enumerate() {
+            let dot = |t: usize| (a[0] * zb[t][0] + a[1] * zb[t][1]) / 0.5;
             let den: f64 = (0..3).map(|t| dot(t).exp()).sum();
             want -= (dot(s).exp() / den).ln();
         }

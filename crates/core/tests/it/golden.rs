@@ -48,7 +48,8 @@ fn tensor(v: &Value) -> Tensor {
 }
 
 fn edges(v: &Value) -> Interactions {
-    let pairs = v.as_array().expect("edges").iter().map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_u64().unwrap() as u32));
+    let pairs =
+        v.as_array().expect("edges").iter().map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_u64().unwrap() as u32));
     Interactions::from_pairs(pairs.collect()).0
 }
 
@@ -163,7 +164,12 @@ fn encoder_forward_matches_the_reference() {
     let out = encoder(&s).forward(&s.idm, None, &e_fnl, &s.pk).unwrap();
     let e_tilde = (&e0 + &out.delta).unwrap();
     close(&e_tilde, &s.g["ie_forward_simgcl"]["E0_tilde"], 1e-5, "simgcl E0_tilde");
-    close(&s.backbone.forward(&s.pk, &e_tilde).unwrap(), &s.g["ie_forward_simgcl"]["unlearned_final"], 1e-5, "simgcl unlearned");
+    close(
+        &s.backbone.forward(&s.pk, &e_tilde).unwrap(),
+        &s.g["ie_forward_simgcl"]["unlearned_final"],
+        1e-5,
+        "simgcl unlearned",
+    );
 }
 
 /// Loss terms of the reference's `cal_loss` (pre-training branch) on the recorded batch.
@@ -184,10 +190,15 @@ fn terms(c: &Case, enc: &Encoder) -> Terms {
     let drops = dropped(c);
     let out = enc.forward(&c.idm, Some(&drops), &e_fnl, &c.pk).unwrap();
     let fin = c.backbone.forward(&c.pk, &(&e0 + &out.delta).unwrap()).unwrap();
-    let idx = |v: &[u32], off: u32| Tensor::from_vec(v.iter().map(|x| x + off).collect::<Vec<_>>(), v.len(), &Device::Cpu).unwrap();
+    let idx = |v: &[u32], off: u32| {
+        Tensor::from_vec(v.iter().map(|x| x + off).collect::<Vec<_>>(), v.len(), &Device::Cpu).unwrap()
+    };
     let nu = c.nu as u32;
-    let (fu, fp, fng) =
-        (fin.index_select(&idx(&users, 0), 0).unwrap(), fin.index_select(&idx(&pos, nu), 0).unwrap(), fin.index_select(&idx(&neg, nu), 0).unwrap());
+    let (fu, fp, fng) = (
+        fin.index_select(&idx(&users, 0), 0).unwrap(),
+        fin.index_select(&idx(&pos, nu), 0).unwrap(),
+        fin.index_select(&idx(&neg, nu), 0).unwrap(),
+    );
     let bpr_t = bpr(&fu, &fp, &fng).unwrap();
     let unlearn = unlearn_loss(&fin, c.nu, &c.request, UnlearnLoss::V1).unwrap();
     let tu = e_fnl.index_select(&idx(&users, 0), 0).unwrap();

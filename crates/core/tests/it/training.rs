@@ -65,7 +65,9 @@ fn checkpoints_round_trip_and_refuse_another_dataset() {
     assert_eq!(back.valid, ckpt.valid);
     assert_eq!(back.meta, ckpt.meta);
     assert!((recall(&back, &ds) - recall(&ckpt, &ds)).abs() < 1e-12);
-    let other = generate(&SynthConfig { users: 300, items: 200, interactions: 9000, seed: 8, ..SynthConfig::default() }).unwrap();
+    let other =
+        generate(&SynthConfig { users: 300, items: 200, interactions: 9000, seed: 8, ..SynthConfig::default() })
+            .unwrap();
     let err = back.evaluate(&other, Split::Test, &EvalConfig::default()).unwrap_err().to_string();
     assert!(err.contains("checkpoint mismatch"), "{err}");
     std::fs::write(&p, b"not a checkpoint").unwrap();
