@@ -6,13 +6,11 @@
 //! masked (SPEC §8.1). Only users with at least one held-out item are evaluated, and the per-user values
 //! are averaged. With `R_u` the top-K list (rank `r` from 0) and `T_u` the held-out items:
 //!
-//! | metric | per user |
-//! |---|---|
-//! | `recall@K` | `|R_u ∩ T_u| / |T_u|` (or `/ min(|T_u|, K)`, see [`RecallDenominator`]) |
-//! | `ndcg@K` | `Σ_{r: R_u[r] ∈ T_u} 1/log2(r+2)` ÷ `Σ_{r < min(|T_u|, K)} 1/log2(r+2)` |
-//! | `precision@K` | `|R_u ∩ T_u| / K` |
-//! | `hit@K` | `1[|R_u ∩ T_u| > 0]` |
-//! | `mrr@K` | `1 / (r₁ + 1)` for the first hit rank `r₁`, else 0 |
+//! * `recall@K` = `#(R_u ∩ T_u) / #T_u` (or `/ min(#T_u, K)`, see [`RecallDenominator`]);
+//! * `ndcg@K` = `Σ_{r: R_u[r] ∈ T_u} 1/log2(r+2)` ÷ `Σ_{r < min(#T_u, K)} 1/log2(r+2)`;
+//! * `precision@K` = `#(R_u ∩ T_u) / K`;
+//! * `hit@K` = `1[#(R_u ∩ T_u) > 0]`;
+//! * `mrr@K` = `1 / (r₁ + 1)` for the first hit rank `r₁ < K`, else 0.
 //!
 //! The reference computes Recall@20 and NDCG@20 with the `|T_u|` denominator; those are the defaults here
 //! too, next to K = 10 and 50.

@@ -20,11 +20,14 @@ use super::topk::{Mask, Selector, TopK};
 use crate::graph::Csr;
 use crate::{Error, Result};
 
-/// Items per score tile. A tile of `chunk_users × ITEM_TILE` f32 scores is the per-thread GEMM output.
+/// Items per score tile: each GEMM writes a `chunk_users × ITEM_TILE` f32 tile (2 MiB with the default
+/// 512 users) that is scanned at once, while it is still in cache.
 pub const ITEM_TILE: usize = 1024;
 
-/// The users per block used by [`recommend`] (and the default of [`EvalConfig::chunk_users`]).
-pub const DEFAULT_CHUNK_USERS: usize = 256;
+/// The users per block used by [`recommend`] and the default of [`EvalConfig::chunk_users`]. On the
+/// Gowalla-sized timing test, blocks of 512–1024 users beat 128–256 by 5–15 % (fewer re-packings of
+/// the item tiles); 512 keeps the two-thread split even.
+pub const DEFAULT_CHUNK_USERS: usize = 512;
 
 /// The metric names, in the order they are computed: `recall`, `ndcg`, `precision`, `hit`, `mrr`.
 pub const METRIC_NAMES: [&str; 5] = ["recall", "ndcg", "precision", "hit", "mrr"];

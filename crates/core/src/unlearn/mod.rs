@@ -212,8 +212,8 @@ pub struct UnlearnerMeta {
 pub struct PretrainRecord {
     /// Epoch (0-based) after which it was taken; `None` for the untrained encoder.
     pub epoch: Option<usize>,
-    /// Mean training loss of the epochs since the previous record.
-    pub loss: f64,
+    /// Mean training loss of the epochs since the previous record (`None` before training).
+    pub loss: Option<f64>,
     /// Score gap on the validation request.
     pub gap: f64,
     /// Validation Recall@20 of the zero-shot unlearned model.
@@ -424,20 +424,23 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
     };
     let mut history = Vec::new();
     let mut best: Option<(f64, Vec<f32>, Vec<f32>)> = None;
-    let mut record =
-        |enc: &Encoder, epoch: Option<usize>, loss: f64, best: &mut Option<(f64, Vec<f32>, Vec<f32>)>| -> Result<()> {
-            let (gap, recall) = validate_zero_shot(backbone, enc, &e_fnl, graph, &valid_req, &data.valid, cfg.seed)?;
-            let ok = recall >= cfg.min_recall_ratio * base_recall;
-            let kept = ok && best.as_ref().is_none_or(|(g, _, _)| gap > *g);
-            if kept {
-                let h0 = enc.h0.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let w = enc.w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                *best = Some((gap, h0, w));
-            }
-            history.push(PretrainRecord { epoch, loss, gap, recall, kept });
-            Ok(())
-        };
-    record(&enc, None, f64::NAN, &mut best)?;
+    let mut record = |enc: &Encoder,
+                      epoch: Option<usize>,
+                      loss: Option<f64>,
+                      best: &mut Option<(f64, Vec<f32>, Vec<f32>)>|
+     -> Result<()> {
+        let (gap, recall) = validate_zero_shot(backbone, enc, &e_fnl, graph, &valid_req, &data.valid, cfg.seed)?;
+        let ok = recall >= cfg.min_recall_ratio * base_recall;
+        let kept = ok && best.as_ref().is_none_or(|(g, _, _)| gap > *g);
+        if kept {
+            let h0 = enc.h0.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let w = enc.w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            *best = Some((gap, h0, w));
+        }
+        history.push(PretrainRecord { epoch, loss, gap, recall, kept });
+        Ok(())
+    };
+    record(&enc, None, None, &mut best)?;
     let mut req = RequestCtx::new(graph, random_request(graph, cfg.drop_rate, &mut rng));
     let mut views = None;
     let (mut loss_acc, mut loss_n) = (0.0, 0usize);
@@ -483,7 +486,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
             valid: None,
         });
         if (epoch + 1) % cfg.sim_every == 0 || epoch + 1 == cfg.epochs {
-            record(&enc, Some(epoch), loss_acc / loss_n.max(1) as f64, &mut best)?;
+            record(&enc, Some(epoch), Some(loss_acc / loss_n.max(1) as f64), &mut best)?;
             (loss_acc, loss_n) = (0.0, 0);
         }
     }

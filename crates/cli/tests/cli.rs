@@ -1,0 +1,245 @@
+//! End-to-end runs of the `unlearnrec` binary on small generated data in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_unlearnrec"))
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).output().expect("runs");
+    out
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "unlearnrec {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[track_caller]
+fn fails(args: &[&str], needle: &str) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "unlearnrec {args:?} should fail with 2: {err}");
+    assert!(err.contains(needle), "unlearnrec {args:?}: expected {needle:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        ok(&[
+            "data",
+            "synth",
+            "--out",
+            p(&root.join("data")),
+            "--users",
+            "200",
+            "--items",
+            "150",
+            "--interactions",
+            "5000",
+            "--seed",
+            "3",
+        ]);
+        Self { _dir: dir, root }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+#[test]
+fn data_stats_json_has_the_documented_keys() {
+    let f = Fixture::new();
+    let out = ok(&["data", "stats", p(&f.path("data")), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["users"], 200);
+    assert_eq!(v["items"], 150);
+    let total = v["train"].as_u64().unwrap() + v["valid"].as_u64().unwrap() + v["test"].as_u64().unwrap();
+    assert_eq!(total, 5000);
+}
+
+#[test]
+fn convert_round_trips_through_every_format() {
+    let f = Fixture::new();
+    let base = ok(&["data", "stats", p(&f.path("data")), "--json"]);
+    for fmt in ["csv", "tsv", "recbole", "lightgcn"] {
+        let out = f.path(&format!("conv-{fmt}"));
+        ok(&["data", "convert", p(&f.path("data")), "--to", fmt, "--out", p(&out)]);
+        let again = ok(&["data", "stats", p(&out), "--json"]);
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&base).unwrap(), serde_json::from_str(&again).unwrap());
+        for k in ["train", "valid", "test"] {
+            assert_eq!(a[k], b[k], "{fmt}: {k}");
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors_and_exit_2() {
+    let f = Fixture::new();
+    let bad = f.path("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("train.txt"), "0 1 2\n1 x 3\n").unwrap();
+    std::fs::write(bad.join("test.txt"), "0 3\n").unwrap();
+    fails(&["data", "stats", p(&bad)], "train.txt:2");
+    fails(&["data", "stats", p(&f.path("missing"))], "missing");
+    fails(&["train", "--data", p(&f.path("data")), "--model", "gcn", "--out", p(&f.path("m"))], "gcn");
+    let out = run(&["data", "stats"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn train_eval_export_recommend_unlearn_end_to_end() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    let ckpt = f.path("lg.safetensors");
+    ok(&[
+        "-q",
+        "train",
+        "--data",
+        p(&data),
+        "--model",
+        "lightgcn",
+        "--dim",
+        "16",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "512",
+        "--eval-every",
+        "2",
+        "--out",
+        p(&ckpt),
+    ]);
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", p(&ckpt), "--data", p(&data), "--json"])).unwrap();
+    for k in ["recall@20", "ndcg@20", "precision@10", "hit@50", "mrr@20"] {
+        let v = ev[k].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    // Export: Python-readable tensors and ids.
+    let exp = f.path("emb.safetensors");
+    ok(&["export", "--model", p(&ckpt), "--out", p(&exp)]);
+    let bytes = std::fs::read(&exp).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["user_embeddings"]["shape"], serde_json::json!([200, 16]));
+    assert_eq!(header["item_embeddings"]["dtype"], "F32");
+    let ids: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("emb.safetensors.ids.json")).unwrap()).unwrap();
+    assert_eq!(ids["items"].as_array().unwrap().len(), 150);
+    // Recommend excludes seen items.
+    let rec: serde_json::Value =
+        serde_json::from_str(&ok(&["recommend", "--model", p(&ckpt), "--user", "7", "-k", "10", "--json"])).unwrap();
+    let items: Vec<String> =
+        rec["items"].as_array().unwrap().iter().map(|x| x["item"].as_str().unwrap().to_string()).collect();
+    assert_eq!(items.len(), 10);
+    let train = std::fs::read_to_string(data.join("train.txt")).unwrap();
+    let seen: Vec<&str> =
+        train.lines().find(|l| l.split_whitespace().next() == Some("7")).unwrap().split_whitespace().skip(1).collect();
+    assert!(items.iter().all(|i| !seen.contains(&i.as_str())), "recommended a seen item");
+    fails(&["recommend", "--model", p(&ckpt), "--user", "nobody"], "nobody");
+    // Pre-train the encoder briefly and unlearn one user's interactions; then the user's history is gone.
+    let un = f.path("un.safetensors");
+    ok(&[
+        "-q",
+        "pretrain",
+        "--model",
+        p(&ckpt),
+        "--data",
+        p(&data),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "512",
+        "--out",
+        p(&un),
+    ]);
+    let out = f.path("lg2.safetensors");
+    let receipt = f.path("receipt.json");
+    let rest = f.path("rest");
+    ok(&[
+        "-q",
+        "unlearn",
+        "--model",
+        p(&ckpt),
+        "--unlearner",
+        p(&un),
+        "--data",
+        p(&data),
+        "--user",
+        "7",
+        "--out",
+        p(&out),
+        "--receipt",
+        p(&receipt),
+        "--write-data",
+        p(&rest),
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    assert_eq!(r["edges"].as_u64().unwrap() as usize, seen.len());
+    assert_eq!(r["request_sha256"].as_str().unwrap().len(), 64);
+    assert_ne!(r["checkpoint_before_sha256"], r["checkpoint_after_sha256"]);
+    let rest_train = std::fs::read_to_string(rest.join("train.txt")).unwrap();
+    let line = rest_train.lines().find(|l| l.split_whitespace().next() == Some("7")).unwrap_or("7");
+    assert_eq!(line.split_whitespace().count(), 1, "user 7 still has training interactions: {line}");
+    // Unlearning the same user again: nothing left to forget.
+    fails(
+        &[
+            "unlearn",
+            "--model",
+            p(&out),
+            "--unlearner",
+            p(&un),
+            "--data",
+            p(&data),
+            "--user",
+            "7",
+            "--out",
+            p(&f.path("x")),
+        ],
+        "empty",
+    );
+    assert!(!f.path("x").exists(), "no output on failure");
+    // A request pair that is not an interaction is refused, with the pair named.
+    let req = f.path("req.csv");
+    std::fs::write(&req, format!("user,item\n7,{}\n", seen[0])).unwrap();
+    fails(
+        &[
+            "unlearn",
+            "--model",
+            p(&out),
+            "--unlearner",
+            p(&un),
+            "--data",
+            p(&data),
+            "--request",
+            p(&req),
+            "--out",
+            p(&f.path("y")),
+        ],
+        "not training interactions",
+    );
+    assert!(!f.path("y").exists());
+}
