@@ -8,8 +8,7 @@ fn bin() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).output().expect("runs");
-    out
+    bin().args(args).output().expect("runs")
 }
 
 #[track_caller]
