@@ -32,6 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train, pre-train the encoder, forget a random 1 % request, retrain, and compare in one table.
+    Demo(cmd::demo::DemoArgs),
     /// Inspect, generate and convert datasets.
     #[command(subcommand)]
     Data(cmd::data::DataCommand),
@@ -52,6 +54,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // candle's CPU ops run on their own spin-waiting thread pool beside rayon's (ours: SpMM, Adam, ranking,
+    // sampling). On a small machine the two pools fight for the cores and spinning wastes most of a step
+    // (pre-training ran 5x slower), so candle runs single-threaded unless the user says otherwise.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: first statement of main, before any thread exists.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
     util::init_logging(cli.verbose, cli.quiet);
     let ctx = util::Ctx { quiet: cli.quiet };
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a, &ctx),
         Command::Data(c) => cmd::data::run(c, &ctx),
         Command::Train(a) => cmd::model::train(a, &ctx),
         Command::Eval(a) => cmd::model::eval(a, &ctx),

@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod model;
 pub mod unlearn;
