@@ -213,14 +213,26 @@ fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn format_stats(name: &str, st: &data::DatasetStats) -> anyhow::Result<String> {
-    // Render from the JSON form so the table never drifts from the fields.
-    let v = serde_json::to_value(st)?;
-    let mut out = format!("dataset {name}\n");
-    if let serde_json::Value::Object(map) = v {
-        for (k, v) in map {
-            out.push_str(&format!("  {k:<24} {v}\n"));
-        }
-    }
+    use std::fmt::Write;
+    let q = |d: &data::DegreeQuantiles| {
+        format!(
+            "min {} p25 {} median {} p75 {} p90 {} p99 {} max {}",
+            d.min, d.p25, d.median, d.p75, d.p90, d.p99, d.max
+        )
+    };
+    let mut out = String::new();
+    writeln!(out, "dataset          {name}")?;
+    writeln!(out, "users            {}", st.users)?;
+    writeln!(out, "items            {}", st.items)?;
+    writeln!(out, "train            {}", st.train)?;
+    writeln!(out, "valid            {}", st.valid)?;
+    writeln!(out, "test             {}", st.test)?;
+    writeln!(out, "density          {:.6}", st.density)?;
+    writeln!(out, "duplicates       {} (merged)", st.duplicates)?;
+    writeln!(out, "test users       {}", st.test_users)?;
+    writeln!(out, "users w/o train  {}", st.users_without_train)?;
+    writeln!(out, "user degree      {}", q(&st.user_degree))?;
+    writeln!(out, "item degree      {}", q(&st.item_degree))?;
     Ok(out)
 }
 
