@@ -197,12 +197,39 @@ fn train_eval_export_recommend_unlearn_end_to_end() {
         p(&rest),
     ]);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
-    assert_eq!(r["edges"].as_u64().unwrap() as usize, seen.len());
+    let valid = std::fs::read_to_string(data.join("valid.txt")).unwrap();
+    let n_valid = valid
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("7"))
+        .map_or(0, |l| l.split_whitespace().count() - 1);
+    assert_eq!(r["edges"].as_u64().unwrap() as usize, seen.len() + n_valid, "train and validation interactions");
     assert_eq!(r["request_sha256"].as_str().unwrap().len(), 64);
     assert_ne!(r["checkpoint_before_sha256"], r["checkpoint_after_sha256"]);
     let rest_train = std::fs::read_to_string(rest.join("train.txt")).unwrap();
     let line = rest_train.lines().find(|l| l.split_whitespace().next() == Some("7")).unwrap_or("7");
     assert_eq!(line.split_whitespace().count(), 1, "user 7 still has training interactions: {line}");
+    // The erased user gets no recommendations; another user still does, and requests apply in sequence.
+    fails(&["recommend", "--model", p(&out), "--user", "7"], "erased");
+    ok(&["recommend", "--model", p(&out), "--user", "8"]);
+    let out2 = f.path("lg3.safetensors");
+    ok(&[
+        "-q",
+        "unlearn",
+        "--model",
+        p(&out),
+        "--unlearner",
+        p(&un),
+        "--data",
+        p(&data),
+        "--user",
+        "8",
+        "--out",
+        p(&out2),
+    ]);
+    fails(&["recommend", "--model", p(&out2), "--user", "8"], "erased");
+    let ev2: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", p(&out2), "--data", p(&data), "--json"])).unwrap();
+    assert!(ev2["recall@20"].as_f64().unwrap() > 0.0);
     // Unlearning the same user again: nothing left to forget.
     fails(
         &[

@@ -80,6 +80,14 @@ pub enum Error {
         /// What the file holds.
         found: String,
     },
+    /// A user or item whose every interaction was forgotten: the model no longer serves it.
+    #[error("{kind} {id:?} was erased: all of its interactions were unlearned")]
+    Erased {
+        /// `user` or `item`.
+        kind: &'static str,
+        /// The external id.
+        id: String,
+    },
     /// An unlearning request that cannot be applied.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

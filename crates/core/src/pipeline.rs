@@ -116,11 +116,30 @@ impl Checkpoint {
             .ok_or_else(|| Error::UnknownId { kind: "user", id: external.to_string() })
     }
 
-    /// Top-`k` unseen items for a user, as (external item id, score), best first.
+    /// True when every interaction of `user` was unlearned (it had some, and none remain).
+    pub fn is_erased_user(&self, user: u32) -> bool {
+        let has = |e: &Interactions| e.users().binary_search(&user).is_ok();
+        has(&self.removed) && !has(&self.graph) && !has(&self.valid)
+    }
+
+    /// Top-`k` unseen items for a user, as (external item id, score), best first. Items whose every
+    /// interaction was unlearned are not recommended.
+    ///
+    /// # Errors
+    /// [`Error::Erased`] for a user whose every interaction was unlearned.
     pub fn recommend(&self, user: u32, k: usize) -> Result<Vec<(String, f32)>> {
+        if self.is_erased_user(user) {
+            return Err(Error::Erased { kind: "user", id: self.meta.user_ids[user as usize].clone() });
+        }
         let emb = self.final_embeddings()?;
         let seen = Graph::from_interactions(self.model.n_users(), self.model.n_items(), &self.seen());
-        let top = crate::eval::recommend(&[user], &emb.users, &emb.items, emb.dim, Some(seen.user_items()), &[], k)?;
+        // Items that had interactions and lost them all to unlearning are erased from the catalogue.
+        let mut erased: Vec<u32> = self.removed.items().to_vec();
+        erased.sort_unstable();
+        erased.dedup();
+        erased.retain(|&i| seen.item_users().row(i as usize).is_empty());
+        let top =
+            crate::eval::recommend(&[user], &emb.users, &emb.items, emb.dim, Some(seen.user_items()), &erased, k)?;
         let (items, scores) = top.row(0);
         Ok(items.iter().zip(scores).map(|(&i, &s)| (self.meta.item_ids[i as usize].clone(), s)).collect())
     }

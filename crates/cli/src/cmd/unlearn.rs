@@ -181,7 +181,9 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .map_err(|d| anyhow::anyhow!("duplicate user id {d:?} in checkpoint"))?;
     let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
         .map_err(|d| anyhow::anyhow!("duplicate item id {d:?} in checkpoint"))?;
-    let graph = ckpt.graph();
+    // A user's or item's interactions include the validation edges carved from its training data.
+    let graph =
+        unlearnrec_core::graph::Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen());
     let spec = RequestSpec { file: a.request.clone(), users: a.users.clone(), items: a.items.clone() };
     let (req, rr) = resolve(&spec, &users, &items, &graph, a.skip_missing)?;
     if rr.missing > 0 {

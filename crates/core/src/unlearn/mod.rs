@@ -310,7 +310,7 @@ fn step_loss(
     })?;
     let fin = &parts.final_emb;
     let mut total = parts.total.clone();
-    if w.unlearn != 0.0 {
+    if w.unlearn != 0.0 && !req.request.is_empty() {
         let lu = objective::unlearn_loss(fin, nu, &req.request, w.unlearn_loss)?;
         total = (total + (lu * w.unlearn)?)?;
     }
@@ -644,15 +644,17 @@ fn touched(req: &Interactions) -> (usize, usize) {
     (u.len(), i.len())
 }
 
-/// Checks a request against a checkpoint's graph: non-empty and made of training edges.
+/// Checks a request against a checkpoint: non-empty and made of its interactions (training graph or
+/// validation edges) and returns the part in the training graph, which is what the model learned from.
 ///
 /// # Errors
-/// [`Error::InvalidRequest`] listing the first missing pairs (internal ids).
-pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<()> {
+/// [`Error::InvalidRequest`] listing the first pairs that are not interactions (external ids).
+pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<Interactions> {
     if request.is_empty() {
         return Err(Error::InvalidRequest("the request is empty".into()));
     }
-    let missing: Vec<(u32, u32)> = request.iter().filter(|&(u, i)| !ckpt.graph.contains(u, i)).take(5).collect();
+    let missing: Vec<(u32, u32)> =
+        request.iter().filter(|&(u, i)| !ckpt.graph.contains(u, i) && !ckpt.valid.contains(u, i)).take(5).collect();
     if !missing.is_empty() {
         let show: Vec<String> = missing
             .iter()
@@ -660,7 +662,8 @@ pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<()> {
             .collect();
         return Err(Error::InvalidRequest(format!("not training interactions of this model: {}", show.join(", "))));
     }
-    Ok(())
+    let in_graph: Vec<(u32, u32)> = request.iter().filter(|&(u, i)| ckpt.graph.contains(u, i)).collect();
+    Ok(Interactions::from_pairs(in_graph).0)
 }
 
 fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions, remaining: &Graph) -> Checkpoint {
@@ -704,13 +707,13 @@ pub fn unlearn(
     obs: &mut dyn Observer,
 ) -> Result<(Checkpoint, UnlearnReport)> {
     unlearner.check(ckpt)?;
-    check_request(ckpt, request)?;
+    let learned = check_request(ckpt, request)?;
     let backbone = &ckpt.model;
     let mut phases = HashMap::new();
     let t = Instant::now();
     let graph = ckpt.graph();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
-    let req = RequestCtx::new(&graph, request.clone());
+    let req = RequestCtx::new(&graph, learned.clone());
     phases.insert("graph".to_string(), t.elapsed().as_secs_f64());
     let t = Instant::now();
     let e_fnl = backbone.forward(&adj, backbone.base().as_tensor())?.detach();
@@ -803,7 +806,7 @@ pub fn unlearn(
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
     let before = model_embeddings(backbone, &adj)?;
     let after = out_model.final_embeddings(&req.adj_pk)?;
-    let forgetting = forgetting_report(&before, &after, &graph, request, ft.seed);
+    let forgetting = forgetting_report(&before, &after, &graph, &learned, ft.seed);
     let valid = valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?;
     let (users, items) = touched(request);
     let report = UnlearnReport {
@@ -833,10 +836,10 @@ pub fn retrain(
     request: &Interactions,
     obs: &mut dyn Observer,
 ) -> Result<(Checkpoint, UnlearnReport)> {
-    check_request(ckpt, request)?;
+    let learned = check_request(ckpt, request)?;
     let t = Instant::now();
     let graph = ckpt.graph();
-    let remaining = graph.remove(request);
+    let remaining = graph.remove(&learned);
     let valid: Vec<(u32, u32)> = ckpt.valid.iter().filter(|&(u, i)| !request.contains(u, i)).collect();
     let valid = Interactions::from_pairs(valid).0;
     let data = TrainData::new(graph.n_users(), graph.n_items(), &remaining.to_interactions(), &valid);
@@ -853,7 +856,7 @@ pub fn retrain(
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
     let before = model_embeddings(&ckpt.model, &adj)?;
     let after = model.final_embeddings(&data.adj)?;
-    let forgetting = forgetting_report(&before, &after, &graph, request, ckpt.meta.train.seed);
+    let forgetting = forgetting_report(&before, &after, &graph, &learned, ckpt.meta.train.seed);
     let valid_m = valid_metrics(&model, &data.adj, &data.graph, &data.valid)?;
     let (users, items) = touched(request);
     let report = UnlearnReport {
