@@ -174,34 +174,50 @@ fn edge_name(prefix: &str, users: bool) -> &'static str {
     }
 }
 
+/// Reads a safetensors file whose metadata carries a JSON document under `key`. `what` names the kind of
+/// file in errors ("checkpoint", "unlearner").
+pub(crate) fn read_document<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    what: &str,
+) -> Result<(Vec<u8>, T)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec {what}: {why}"));
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let json =
+        header.metadata().as_ref().and_then(|m| m.get(key)).ok_or_else(|| bad(format!("no `{key}` metadata")))?;
+    let doc = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    Ok((bytes, doc))
+}
+
+/// The values of f32 tensor `name`, which must have exactly `shape`; errors go through `bad`.
+pub(crate) fn read_f32(
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+    if t.dtype() != Dtype::F32 || t.shape() != shape {
+        return Err(bad(format!("{name} has {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+    }
+    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
 /// Loads a checkpoint written by [`save`].
 ///
 /// # Errors
 /// I/O, a file that is not an unlearnrec checkpoint, or inconsistent shapes.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (bytes, meta): (_, CheckpointMeta) = read_document(path, META_KEY, "checkpoint")?;
     let not_ours = |why: String| Error::format(path, 0, format!("not an unlearnrec checkpoint: {why}"));
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| not_ours(e.to_string()))?;
-    let json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| not_ours(format!("no `{META_KEY}` metadata")))?;
-    let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| not_ours(e.to_string()))?;
     if meta.format != FORMAT_VERSION {
         return Err(not_ours(format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
     }
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| not_ours(e.to_string()))?;
     let (nu, ni, d) = (meta.dataset.n_users, meta.dataset.n_items, meta.model.dim);
-    let read_f32 = |name: &str, rows: usize| -> Result<Vec<f32>> {
-        let t = st.tensor(name).map_err(|e| not_ours(format!("{name}: {e}")))?;
-        if t.dtype() != Dtype::F32 || t.shape() != [rows, d] {
-            return Err(not_ours(format!("{name} has {:?} {:?}, expected F32 [{rows}, {d}]", t.dtype(), t.shape())));
-        }
-        Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-    };
-    let mut data = read_f32("user_embedding", nu)?;
-    data.extend(read_f32("item_embedding", ni)?);
+    let mut data = read_f32(&st, "user_embedding", &[nu, d], &not_ours)?;
+    data.extend(read_f32(&st, "item_embedding", &[ni, d], &not_ours)?);
     let edges = |prefix: &str| -> Result<Interactions> {
         let col = |name: &str| -> Result<Vec<u32>> {
             let t = st.tensor(name).map_err(|e| not_ours(format!("{name}: {e}")))?;

@@ -25,7 +25,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::EvalConfig;
 use crate::graph::{Graph, NormAdj};
-use crate::io::checkpoint::{Checkpoint, write_safetensors};
+use crate::io::checkpoint::{Checkpoint, read_document, read_f32, write_safetensors};
 use crate::model::{Backbone, Batch, Embeddings, LossInput, ModelKind, SglViews};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
@@ -551,24 +551,13 @@ impl Unlearner {
 
     /// Loads an unlearner written by [`Unlearner::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (bytes, meta): (_, UnlearnerMeta) = read_document(path, UNLEARNER_KEY, "unlearner")?;
         let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec unlearner: {why}"));
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(UNLEARNER_KEY))
-            .ok_or_else(|| bad(format!("no `{UNLEARNER_KEY}` metadata")))?;
-        let meta: UnlearnerMeta = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let n = meta.n_users + meta.n_items;
         let enc = Encoder::new(meta.encoder.clone(), n, meta.dim, meta.hops)?;
         let load = |name: &str, var: &Var| -> Result<()> {
-            let t = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
-            if t.dtype() != Dtype::F32 || t.shape() != var.dims() {
-                return Err(bad(format!("{name} has {:?} {:?}, expected F32 {:?}", t.dtype(), t.shape(), var.dims())));
-            }
-            let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v = read_f32(&st, name, var.dims(), &bad)?;
             var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu)?)?;
             Ok(())
         };
