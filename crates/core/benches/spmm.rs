@@ -1,6 +1,6 @@
 //! SpMM and adjacency timings: `cargo bench -p unlearnrec-core --bench spmm`.
 //!
-//! Uses Gowalla's `train.txt` (LightGCN format) from `$UNLEARNREC_GOWALLA` or `shared/data/gowalla` when
+//! Uses Gowalla's `train.txt` (LightGCN format) from `$UNLEARNREC_DATA/gowalla` (default `shared/data/gowalla`) when
 //! present, and always a synthetic 70k-node bipartite graph with 2M stored entries (1M edges, skewed
 //! degrees). Prints the best of several runs.
 
@@ -26,19 +26,10 @@ fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn gowalla() -> Option<(usize, usize, Interactions)> {
-    let path = std::env::var("UNLEARNREC_GOWALLA")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/gowalla/train.txt").into());
-    let text = std::fs::read_to_string(&path).ok()?;
-    let mut pairs = Vec::new();
-    for line in text.lines() {
-        let mut ids = line.split_ascii_whitespace().map(|t| t.parse::<u32>().expect("id"));
-        if let Some(u) = ids.next() {
-            pairs.extend(ids.map(|i| (u, i)));
-        }
-    }
-    let (edges, _) = Interactions::from_pairs(pairs);
-    let (nu, ni) = edges.id_bounds();
-    Some((nu, ni, edges))
+    let root = std::env::var("UNLEARNREC_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").into());
+    let ds = unlearnrec_core::data::load(&std::path::Path::new(&root).join("gowalla"), &Default::default()).ok()?;
+    Some((ds.n_users(), ds.n_items(), ds.train))
 }
 
 /// `n_edges` distinct edges over `n_users × n_items`, items drawn with a skew (squared uniform) so that
@@ -98,7 +89,7 @@ fn main() {
     println!("rayon threads: {}", rayon::current_num_threads());
     match gowalla() {
         Some((nu, ni, edges)) => run("gowalla", nu, ni, &edges),
-        None => println!("gowalla train.txt not found; set UNLEARNREC_GOWALLA"),
+        None => println!("gowalla not found; set UNLEARNREC_DATA"),
     }
     run("synthetic", 30_000, 40_000, &synthetic(30_000, 40_000, 1_000_000));
 }

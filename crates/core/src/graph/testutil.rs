@@ -83,28 +83,19 @@ fn tensor_of(v: &Value) -> (Vec<usize>, Vec<f64>) {
     (shape, data)
 }
 
-/// The Gowalla training edges (LightGCN text format: `user item item ...` per line) from
-/// `$UNLEARNREC_GOWALLA` or the workspace's `shared/data/gowalla/train.txt`, with the user and item counts;
-/// `None` (with a printed reason) when absent.
+/// The Gowalla training edges with the user and item counts, read by the data module from
+/// `$UNLEARNREC_DATA/gowalla` (default: the workspace's `shared/data/gowalla`); `None` (with a printed
+/// reason) when absent.
 pub(crate) fn gowalla_train() -> Option<(usize, usize, Interactions)> {
-    let path = std::env::var_os("UNLEARNREC_GOWALLA").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/gowalla/train.txt"))
-    });
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let root = std::env::var_os("UNLEARNREC_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")));
+    let dir = root.join("gowalla");
+    match crate::data::load(&dir, &crate::data::LoadOptions::default()) {
+        Ok(ds) => Some((ds.n_users(), ds.n_items(), ds.train)),
         Err(e) => {
-            eprintln!("skipping: cannot read {}: {e}", path.display());
-            return None;
-        }
-    };
-    let mut pairs = Vec::new();
-    for line in text.lines() {
-        let mut ids = line.split_ascii_whitespace().map(|t| t.parse::<u32>().expect("id"));
-        if let Some(u) = ids.next() {
-            pairs.extend(ids.map(|i| (u, i)));
+            eprintln!("skipping: cannot read {}: {e}", dir.display());
+            None
         }
     }
-    let (edges, _) = Interactions::from_pairs(pairs);
-    let (nu, ni) = edges.id_bounds();
-    Some((nu, ni, edges))
 }

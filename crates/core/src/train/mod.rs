@@ -216,6 +216,8 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
     let has_valid = data.valid.nnz() > 0;
     for epoch in 0..cfg.epochs {
         let t0 = Instant::now();
+        // Without a validated state yet, the state at the start of the epoch is the last good one.
+        let epoch_start = if best_state.is_none() { Some(model.base_vec()?) } else { None };
         let triples = sampler::sample_epoch(data.graph.user_items(), cfg.seed, epoch as u64);
         let views = if model.kind() == ModelKind::Sgl && model.config.ssl_reg > 0.0 {
             Some(SglViews::sample(&data.graph, model.config.keep_rate, &mut rng)?)
@@ -241,8 +243,8 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
             })?;
             let loss = parts.total.to_scalar::<f32>()? as f64;
             if !loss.is_finite() {
-                if let Some(best) = &best_state {
-                    model.set_base(best)?;
+                if let Some(good) = best_state.as_ref().or(epoch_start.as_ref()) {
+                    model.set_base(good)?;
                 }
                 report.stop = StopReason::Diverged { epoch, loss };
                 report.secs = start.elapsed().as_secs_f64();

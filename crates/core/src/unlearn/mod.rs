@@ -272,11 +272,6 @@ fn embeddings_of(t: &Tensor, n_users: usize) -> Result<Embeddings> {
     Ok(Embeddings { dim: d, users, items })
 }
 
-/// Loss terms of one UnlearnRec step.
-struct Terms {
-    total: Tensor,
-}
-
 struct StepWeights {
     unlearn: f64,
     unlearn_loss: UnlearnLoss,
@@ -297,7 +292,7 @@ fn step_loss(
     views: Option<&SglViews>,
     rng: &mut ChaCha8Rng,
     w: &StepWeights,
-) -> Result<Terms> {
+) -> Result<Tensor> {
     let nu = backbone.n_users();
     // The reference's LightGCN regulariser inside unlearning is a constant (frozen backbone): skipped.
     let parts = backbone.loss(LossInput {
@@ -348,7 +343,7 @@ fn step_loss(
             total = (total + (ls * w.ssl)?)?;
         }
     }
-    Ok(Terms { total })
+    Ok(total)
 }
 
 /// Zero-shot application of `enc` to `req` from base `e0`: returns `Ẽ⁰`.
@@ -466,12 +461,12 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
             let dropped = dropped_copies(&req.idm, enc.hops(), cfg.ssl_keep, &mut rng);
             let out = enc.forward(&req.idm, Some(&dropped), &e_fnl, &req.adj_pk)?;
             let e_tilde = (backbone.base().as_tensor() + &out.delta)?;
-            let terms = step_loss(backbone, &e_tilde, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
-            let loss = terms.total.to_scalar::<f32>()? as f64;
+            let total = step_loss(backbone, &e_tilde, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
+            let loss = total.to_scalar::<f32>()? as f64;
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, loss });
             }
-            opt.step(&terms.total.backward()?)?;
+            opt.step(&total.backward()?)?;
             ep_loss += loss;
             obs.step(step, loss);
         }
@@ -760,12 +755,12 @@ pub fn unlearn(
                 let batch = triples.batch(step, ft.batch_size);
                 let out = enc_ft.forward(&req.idm, None, &e_fnl, &req.adj_pk)?;
                 let e_t = (e0.as_tensor() + &out.delta)?;
-                let terms = step_loss(backbone, &e_t, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
-                let loss = terms.total.to_scalar::<f32>()? as f64;
+                let total = step_loss(backbone, &e_t, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
+                let loss = total.to_scalar::<f32>()? as f64;
                 if !loss.is_finite() {
                     return Err(Error::Diverged { epoch, loss });
                 }
-                opt.step(&terms.total.backward()?)?;
+                opt.step(&total.backward()?)?;
                 ep_loss += loss;
                 obs.step(step, loss);
             }
@@ -793,7 +788,7 @@ pub fn unlearn(
         }
     }
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
-    let before = model_embeddings(backbone, &adj)?;
+    let before = backbone.final_embeddings(&adj)?;
     let after = out_model.final_embeddings(&req.adj_pk)?;
     let forgetting = forgetting_report(&before, &after, &graph, &learned, ft.seed);
     let valid = valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?;
@@ -812,10 +807,6 @@ pub fn unlearn(
     out.meta.provenance.insert("method".into(), "unlearnrec".into());
     out.meta.provenance.insert(OFFSET_KEY.into(), "applied".into());
     Ok((out, report))
-}
-
-fn model_embeddings(m: &Backbone, adj: &SpMat) -> Result<Embeddings> {
-    m.final_embeddings(adj)
 }
 
 /// The exact baseline: trains the backbone from scratch on the remaining data with the checkpoint's own
@@ -843,7 +834,7 @@ pub fn retrain(
     crate::train::fit(&mut model, &data, &ckpt.meta.train, obs)?;
     let secs = t.elapsed().as_secs_f64();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
-    let before = model_embeddings(&ckpt.model, &adj)?;
+    let before = ckpt.model.final_embeddings(&adj)?;
     let after = model.final_embeddings(&data.adj)?;
     let forgetting = forgetting_report(&before, &after, &graph, &learned, ckpt.meta.train.seed);
     let valid_m = valid_metrics(&model, &data.adj, &data.graph, &data.valid)?;
