@@ -269,3 +269,50 @@ fn train_eval_export_recommend_unlearn_end_to_end() {
     );
     assert!(!f.path("y").exists());
 }
+
+#[test]
+fn poison_injects_new_edges_and_their_request_unlearns_them() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    let ckpt = f.path("clean.safetensors");
+    ok(&["-q", "train", "--data", p(&data), "--model", "mf", "--dim", "8", "--epochs", "2", "--out", p(&ckpt)]);
+    let out = f.path("poisoned");
+    ok(&["-q", "data", "poison", p(&data), "--model", p(&ckpt), "--ratio", "0.5", "--seed", "4", "--out", p(&out)]);
+    let pairs = |dir: &Path, file: &str| -> Vec<(String, String)> {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .lines()
+            .flat_map(|l| {
+                let mut w = l.split_whitespace();
+                let u = w.next().unwrap_or_default().to_string();
+                w.map(move |i| (u.clone(), i.to_string()))
+            })
+            .collect()
+    };
+    let clean: std::collections::HashSet<_> =
+        ["train.txt", "valid.txt", "test.txt"].iter().flat_map(|f| pairs(&data, f)).collect();
+    let request: Vec<(String, String)> = std::fs::read_to_string(out.join("adversarial.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (u, i) = l.split_once(',').unwrap();
+            (u.to_string(), i.to_string())
+        })
+        .collect();
+    // At least half the users (200) get one; every injected pair is new and is in the poisoned training data.
+    assert!(request.len() >= 100, "{}", request.len());
+    let poisoned: std::collections::HashSet<_> = pairs(&out, "train.txt").into_iter().collect();
+    assert!(request.iter().all(|e| !clean.contains(e) && poisoned.contains(e)));
+    assert_eq!(poisoned.len(), pairs(&data, "train.txt").len() + request.len());
+    assert_eq!(std::fs::read(out.join("test.txt")).unwrap(), std::fs::read(data.join("test.txt")).unwrap());
+    // The poisoned data trains, and the request is accepted by unlearn (exact retraining here).
+    let pm = f.path("poisoned.safetensors");
+    ok(&["-q", "train", "--data", p(&out), "--model", "mf", "--dim", "8", "--epochs", "2", "--out", p(&pm)]);
+    let req = out.join("adversarial.csv");
+    let back = f.path("back.safetensors");
+    let args = ["-q", "unlearn", "--method", "retrain", "--model", p(&pm), "--data", p(&out), "--request", p(&req)];
+    ok(&[&args[..], &["--out", p(&back)]].concat());
+    fails(&["data", "poison", p(&data), "--model", p(&ckpt), "--ratio", "1.5", "--out", p(&f.path("x"))], "ratio");
+    assert!(!f.path("x").exists(), "no output on error");
+}

@@ -1,4 +1,4 @@
-//! `unlearnrec data`: stats, synth, convert.
+//! `unlearnrec data`: stats, synth, convert, poison.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
-use unlearnrec_core::data::{self, Dataset, Format, LoadOptions, SplitMethod};
+use unlearnrec_core::data::{self, Dataset, Format, Interactions, LoadOptions, SplitMethod};
+use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::unlearn::poison::least_related_edges;
+use unlearnrec_core::unlearn::request::format_pairs;
 
-use crate::util::{Ctx, print_json};
+use crate::util::{Ctx, print_json, write_atomic};
 
 /// The `data` subcommands.
 #[derive(Debug, Subcommand)]
@@ -19,6 +22,9 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Convert a dataset between formats (LightGCN text, CSV/TSV, RecBole .inter).
     Convert(ConvertArgs),
+    /// Inject adversarial (least-related) edges into the training data, as SPEC §2's attack: the
+    /// poisoned dataset plus the request that unlearns them.
+    Poison(PoisonArgs),
 }
 
 /// How to read and split a dataset; shared by every command that takes a dataset.
@@ -179,6 +185,30 @@ pub struct ConvertArgs {
     to: OutFormat,
 }
 
+/// `data poison`.
+#[derive(Debug, Args)]
+pub struct PoisonArgs {
+    #[command(flatten)]
+    data: DataOpts,
+    /// A checkpoint trained on the clean dataset; its final embeddings choose the least related pairs.
+    #[arg(long)]
+    model: PathBuf,
+    /// Fraction of the users that get an adversarial edge, and of the items (reference: 0.5 on Gowalla,
+    /// 1 on ML-1M).
+    #[arg(long, default_value_t = 0.5)]
+    ratio: f64,
+    /// Seed of the choice of users and items.
+    #[arg(long, default_value_t = 2025)]
+    seed: u64,
+    /// Output directory of the poisoned dataset (LightGCN format; validation and test splits unchanged).
+    #[arg(long)]
+    out: PathBuf,
+    /// Where to write the request (the injected edges as `user,item` external ids; default
+    /// `<OUT>/adversarial.csv`).
+    #[arg(long)]
+    request: Option<PathBuf>,
+}
+
 /// Output formats of `data convert`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutFormat {
@@ -198,6 +228,7 @@ pub fn run(cmd: DataCommand, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         DataCommand::Stats(a) => stats(a),
         DataCommand::Synth(a) => synth(a),
         DataCommand::Convert(a) => convert(a),
+        DataCommand::Poison(a) => poison(a),
     }
 }
 
@@ -271,6 +302,35 @@ fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         OutFormat::Tsv => data::write_delimited(&ds, &a.out, b'\t')?,
         OutFormat::Recbole => data::write_recbole(&ds, &a.out)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn poison(a: PoisonArgs) -> anyhow::Result<ExitCode> {
+    let ds = a.data.load()?;
+    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    ckpt.meta.check_dataset(&ds)?;
+    let emb = ckpt.final_embeddings()?;
+    let mut known = ds.train.iter().chain(ds.test.iter()).collect::<Vec<_>>();
+    if let Some(v) = &ds.valid {
+        known.extend(v.iter());
+    }
+    let (known, _) = Interactions::from_pairs(known);
+    let adv = least_related_edges(&emb, &known, a.ratio, a.seed)?;
+    let (train, _) = Interactions::from_pairs(ds.train.iter().chain(adv.iter()).collect());
+    let poisoned = Dataset { name: format!("{}-poisoned", ds.name), train, ..ds };
+    let request = a.request.clone().unwrap_or_else(|| a.out.join("adversarial.csv"));
+    create_out_dir(&a.out)?;
+    let body = format_pairs(&adv, &poisoned.users, &poisoned.items);
+    data::write_lightgcn(&poisoned, &a.out)?;
+    write_atomic(&request, body.as_bytes())?;
+    eprintln!(
+        "injected {} adversarial edges ({:.2} % of {} training edges); wrote {} and the request {}",
+        adv.len(),
+        100.0 * adv.len() as f64 / (poisoned.train.len() - adv.len()) as f64,
+        poisoned.train.len() - adv.len(),
+        a.out.display(),
+        request.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -35,6 +35,7 @@ use crate::train::{Adam, AdamConfig, Observer, TrainData};
 pub mod encoder;
 pub mod forgetting;
 pub mod objective;
+pub mod poison;
 pub mod request;
 
 pub use encoder::{Encoder, EncoderConfig};
