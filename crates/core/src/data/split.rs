@@ -172,7 +172,11 @@ pub fn holdout(all: &Interactions, timestamps: Option<&[f64]>, cfg: &SplitConfig
                 }
                 None => {
                     let mut rng = stream_rng(cfg.seed, STREAM_HOLDOUT, all.users()[start]);
-                    order.partial_shuffle(&mut rng, n_test + n_valid);
+                    // `partial_shuffle` leaves its uniform sample at the *end* of the slice; bring it to the
+                    // front, where the labelling below takes it.
+                    let (picked, _) = order.partial_shuffle(&mut rng, n_test + n_valid);
+                    let picked = picked.to_vec();
+                    order[..picked.len()].copy_from_slice(&picked);
                 }
             }
             let mut labels = vec![TRAIN; n];
@@ -236,9 +240,10 @@ pub fn carve_validation(ds: &Dataset, ratio: f64, seed: u64) -> Result<Dataset> 
             let n_valid = held_out(n, ratio, 0);
             let mut order: Vec<usize> = (0..n).collect();
             let mut rng = stream_rng(seed, STREAM_CARVE, ds.train.users()[start]);
-            order.partial_shuffle(&mut rng, n_valid);
+            // The uniform sample is the *first* slice `partial_shuffle` returns (the end of `order`).
+            let (picked, _) = order.partial_shuffle(&mut rng, n_valid);
             let mut labels = vec![TRAIN; n];
-            for &k in &order[..n_valid] {
+            for &k in picked.iter() {
                 labels[k] = VALID;
             }
             labels
@@ -374,6 +379,32 @@ mod tests {
         let json = serde_json::to_string(&cfg(0.1, 0.0, SplitMethod::Temporal, 3)).unwrap();
         assert!(json.contains("\"temporal\""));
         assert_eq!(serde_json::from_str::<SplitConfig>(&json).unwrap(), cfg(0.1, 0.0, SplitMethod::Temporal, 3));
+    }
+
+    /// Held-out items must be a uniform sample of each user's items, not biased to low item ids (the
+    /// shuffled part of `partial_shuffle` is the end of the slice; taking the front once gave a biased
+    /// split in which popularity beat every model on validation).
+    #[test]
+    fn held_out_items_are_uniform_over_item_ids() {
+        // 400 users who each have all 100 items: every held-out item id is uniform on 0..100, mean 49.5.
+        let all = Interactions::from_pairs((0..400u32).flat_map(|u| (0..100u32).map(move |i| (u, i))).collect()).0;
+        let mean = |set: &Interactions| set.items().iter().map(|&i| f64::from(i)).sum::<f64>() / set.len() as f64;
+        let h = holdout(&all, None, &cfg(0.1, 0.1, SplitMethod::Random, 5)).unwrap();
+        // Standard error of a mean of 4000 uniform ids: 28.9 / sqrt(4000) = 0.46.
+        assert!((mean(&h.test) - 49.5).abs() < 2.5, "test mean id {}", mean(&h.test));
+        assert!((mean(h.valid.as_ref().unwrap()) - 49.5).abs() < 2.5);
+        let ds = Dataset {
+            name: "x".into(),
+            users: crate::data::IdMap::identity(400),
+            items: crate::data::IdMap::identity(100),
+            train: all.clone(),
+            valid: None,
+            test: Interactions::default(),
+            duplicates: 0,
+            split: SplitOrigin::Files,
+        };
+        let carved = carve_validation(&ds, 0.1, 9).unwrap();
+        assert!((mean(carved.valid.as_ref().unwrap()) - 49.5).abs() < 2.5);
     }
 
     #[test]
