@@ -316,3 +316,34 @@ fn poison_injects_new_edges_and_their_request_unlearns_them() {
     fails(&["data", "poison", p(&data), "--model", p(&ckpt), "--ratio", "1.5", "--out", p(&f.path("x"))], "ratio");
     assert!(!f.path("x").exists(), "no output on error");
 }
+
+#[test]
+fn write_data_keeps_carved_validation_edges() {
+    // Data without a validation split: training carves one, and the remaining data written after unlearning
+    // must still hold those (not forgotten) edges.
+    let f = Fixture::new();
+    let dir = f.path("nv");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["train.txt", "test.txt"] {
+        std::fs::copy(f.path("data").join(name), dir.join(name)).unwrap();
+    }
+    let ckpt = f.path("m.safetensors");
+    ok(&["-q", "train", "--data", p(&dir), "--model", "mf", "--dim", "8", "--epochs", "1", "--out", p(&ckpt)]);
+    let (out, rest) = (f.path("m2.safetensors"), f.path("rest"));
+    let args = ["-q", "unlearn", "--method", "retrain", "--model", p(&ckpt), "--data", p(&dir), "--user", "7"];
+    ok(&[&args[..], &["--out", p(&out), "--write-data", p(&rest)]].concat());
+    let count = |path: &Path| -> (usize, usize) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let n = |keep: &dyn Fn(&str) -> bool| {
+            text.lines()
+                .filter(|l| keep(l.split_whitespace().next().unwrap_or("")))
+                .map(|l| l.split_whitespace().count() - 1)
+                .sum()
+        };
+        (n(&|u| u == "7"), n(&|u| u != "7"))
+    };
+    let (seven, others) = count(&dir.join("train.txt"));
+    assert!(seven > 0);
+    assert_eq!(count(&rest.join("train.txt")), (0, others));
+    assert!(!rest.join("valid.txt").exists());
+}
