@@ -1,33 +1,22 @@
 #!/usr/bin/env bash
-# Unlearning comparison on one dataset/backbone: original vs UnlearnRec zero-shot vs +1 fine-tune epoch vs retrain,
-# on a random 1 % request. Usage: unlearn_exp.sh DATASET MODEL_CKPT TAG [pretrain args...]
+# Unlearning comparison on one dataset/backbone/request: original vs UnlearnRec zero-shot vs +1 fine-tune epoch
+# vs retrain. Writes target/runs/TAG/{summary.md,...}.
+# Usage: unlearn_exp.sh DATASET_DIR MODEL_CKPT TAG REQUEST_CSV [pretrain args...]
 set -eu
-B=target/release/unlearnrec
-D=$1; CK=$2; TAG=$3; shift 3
+B=${B:-target/release/unlearnrec}
+D=$1; CK=$2; TAG=$3; REQ=$4; shift 4
 R=target/runs/$TAG
-mkdir -p $R
-python3 - "$D" "$R/request.csv" <<'PY'
-import random, sys
-d, out = sys.argv[1], sys.argv[2]
-pairs = []
-for line in open(f"../shared/data/{d}/train.txt"):
-    f = line.split()
-    pairs += [(f[0], i) for i in f[1:]]
-random.Random(2025).shuffle(pairs)
-k = round(len(pairs) * 0.01)
-with open(out, "w") as fh:
-    fh.write("user,item\n")
-    for u, i in sorted(pairs[:k]):
-        fh.write(f"{u},{i}\n")
-PY
-/usr/bin/time -f "pretrain wall %e s" $B -q pretrain --model $CK --data ../shared/data/$D --out $R/unlearner.safetensors "$@" 2>&1 | tail -2
+mkdir -p "$R"
+cp "$REQ" "$R/request.csv"
+if [ ! -f "$R/unlearner.safetensors" ]; then
+  /usr/bin/time -f "pretrain wall %e s" "$B" -q pretrain --model "$CK" --data "$D" --out "$R/unlearner.safetensors" "$@" 2>&1 | tail -2
+fi
 for ft in 0 1; do
-  $B -q unlearn --model $CK --unlearner $R/unlearner.safetensors --data ../shared/data/$D --request $R/request.csv --skip-missing \
-     --finetune-epochs $ft --out $R/unlearnrec_ft$ft.safetensors --receipt $R/receipt_ft$ft.json 2>&1 | tail -1
+  "$B" -q unlearn --model "$CK" --unlearner "$R/unlearner.safetensors" --data "$D" --request "$R/request.csv" \
+     --finetune-epochs $ft --out "$R/unlearnrec_ft$ft.safetensors" --receipt "$R/receipt_ft$ft.json" 2>&1 | tail -1
 done
-$B -q unlearn --model $CK --method retrain --data ../shared/data/$D --request $R/request.csv --skip-missing \
-   --out $R/retrain.safetensors --receipt $R/receipt_retrain.json 2>&1 | tail -1
-for m in original unlearnrec_ft0 unlearnrec_ft1 retrain; do
-  f=$R/$m.safetensors; [ $m = original ] && f=$CK
-  echo "$m $($B eval --model $f --data ../shared/data/$D --json | python3 -c "import json,sys; v=json.load(sys.stdin); print('recall@20 %.4f ndcg@20 %.4f' % (v['recall@20'], v['ndcg@20']))")"
-done | tee $R/summary.txt
+if [ ! -f "$R/retrain.safetensors" ]; then
+  "$B" -q unlearn --model "$CK" --method retrain --data "$D" --request "$R/request.csv" \
+     --out "$R/retrain.safetensors" --receipt "$R/receipt_retrain.json" 2>&1 | tail -1
+fi
+python3 scripts/unlearn_table.py "$B" "$D" "$CK" "$R" | tee "$R/summary.md"

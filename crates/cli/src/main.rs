@@ -49,6 +49,11 @@ enum Command {
     Pretrain(cmd::unlearn::PretrainArgs),
     /// Forget interactions, users or items (UnlearnRec, or exact retraining) and write a new checkpoint.
     Unlearn(cmd::unlearn::UnlearnArgs),
+    /// Draw deletion requests by a protocol (random, users, items, popular, tail).
+    #[command(subcommand)]
+    Request(cmd::audit::RequestCommand),
+    /// Audit forgetting: ranks of the removed items, membership inference, agreement with a reference.
+    Audit(cmd::audit::AuditArgs),
     /// Time the hot paths (Â, removal, SpMM, a training step, full-ranking evaluation) on a dataset.
     Bench(cmd::bench::BenchArgs),
 }
@@ -81,6 +86,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a, &ctx),
         Command::Pretrain(a) => cmd::unlearn::pretrain(a, &ctx),
         Command::Unlearn(a) => cmd::unlearn::run(a, &ctx),
+        Command::Request(c) => cmd::audit::request(c, &ctx),
+        Command::Audit(a) => cmd::audit::run(a, &ctx),
     };
     match result {
         Ok(code) => code,

@@ -45,6 +45,7 @@
 //! assert_eq!(top.row(1).0, &[2, 1]);
 //! ```
 
+pub mod audit;
 mod ranking;
 mod topk;
 

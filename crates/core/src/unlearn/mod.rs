@@ -32,10 +32,12 @@ use crate::tensor::SpMat;
 use crate::train::sampler::sample_epoch;
 use crate::train::{Adam, AdamConfig, Observer, TrainData};
 
+pub mod audit;
 pub mod encoder;
 pub mod forgetting;
 pub mod objective;
 pub mod poison;
+pub mod protocol;
 pub mod request;
 
 pub use encoder::{Encoder, EncoderConfig};

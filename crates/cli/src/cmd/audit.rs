@@ -1,0 +1,206 @@
+//! `unlearnrec request make | audit`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use unlearnrec_core::data::{Dataset, IdMap};
+use unlearnrec_core::eval::audit::AgreementUsers;
+use unlearnrec_core::graph::Graph;
+use unlearnrec_core::io::checkpoint::{self, Checkpoint};
+use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
+use unlearnrec_core::unlearn::protocol::{DEFAULT_SEED, Protocol, make_request};
+use unlearnrec_core::unlearn::request::{RequestSpec, format_pairs, resolve};
+
+use super::data::{DataOpts, ReadOpts};
+use crate::util::{Ctx, print_json};
+
+/// The `request` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Draw a deletion request from a dataset's training edges and write it as `user,item` CSV.
+    Make(MakeArgs),
+}
+
+/// `unlearnrec request make`.
+#[derive(Debug, Args)]
+pub struct MakeArgs {
+    /// The dataset whose training edges the request is drawn from.
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    read: ReadOpts,
+    /// How edges are drawn: random, users, items, popular (alias core: highest-degree users) or tail
+    /// (alias edge: lowest-degree users).
+    #[arg(long)]
+    protocol: Protocol,
+    /// Target fraction of the training edges, in (0, 1).
+    #[arg(long)]
+    fraction: f64,
+    /// Seed of the draw [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output file (`user,item` lines in external ids, with a header).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Users compared with the reference, on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AgreementUsersArg {
+    /// Users with at least one removed edge.
+    Removed,
+    /// Every user.
+    All,
+}
+
+/// `unlearnrec audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The checkpoint to audit (usually an unlearned one).
+    #[arg(long = "model")]
+    model: PathBuf,
+    /// The dataset the checkpoint was trained on.
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    read: ReadOpts,
+    /// The request: a file of `user,item` pairs (external ids) that the model should have forgotten.
+    #[arg(long)]
+    request: PathBuf,
+    /// A reference checkpoint, typically retrained without the request: its own figures and the agreement.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The checkpoint before unlearning: adds the removed edges' scores before and after.
+    #[arg(long)]
+    original: Option<PathBuf>,
+    /// Seed of the attacker's samples and of the user sample [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Top-K cut-off [default: 20].
+    #[arg(short, long)]
+    k: Option<usize>,
+    /// Users compared with the reference [default: removed].
+    #[arg(long, value_enum)]
+    agreement_users: Option<AgreementUsersArg>,
+    /// Compare at most this many of them (a seeded sample).
+    #[arg(long)]
+    max_agreement_users: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a `request` subcommand.
+pub fn request(c: RequestCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let RequestCommand::Make(a) = c;
+    let ds = DataOpts::new(&a.data, &a.read).load()?;
+    let graph = Graph::from_interactions(ds.n_users(), ds.n_items(), &ds.train);
+    let seed = a.seed.unwrap_or(DEFAULT_SEED);
+    let req = make_request(&graph, a.protocol, a.fraction, seed)?;
+    let text = format_pairs(&req, &ds.users, &ds.items);
+    checkpoint::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    if !ctx.quiet {
+        let distinct = |v: &[u32]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v.len()
+        };
+        eprintln!(
+            "request ({} protocol, fraction {}, seed {seed}): {} interactions of {} ({:.2} %), {} users, {} items; wrote {}",
+            a.protocol,
+            a.fraction,
+            req.len(),
+            graph.n_edges(),
+            100.0 * req.len() as f64 / graph.n_edges() as f64,
+            distinct(req.users()),
+            distinct(req.items()),
+            a.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_for(path: &Path, ds: &Dataset, what: &str) -> anyhow::Result<Checkpoint> {
+    let ckpt = checkpoint::load(path).with_context(|| format!("loading {what} {}", path.display()))?;
+    ckpt.meta.check_dataset(ds).with_context(|| format!("{what} {}", path.display()))?;
+    Ok(ckpt)
+}
+
+/// Runs `audit`.
+pub fn run(a: AuditArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut cfg = AuditConfig::default();
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    if let Some(k) = a.k {
+        cfg.k = k;
+    }
+    if let Some(u) = a.agreement_users {
+        cfg.agreement_users = match u {
+            AgreementUsersArg::Removed => AgreementUsers::Removed,
+            AgreementUsersArg::All => AgreementUsers::All,
+        };
+    }
+    cfg.max_agreement_users = a.max_agreement_users;
+    cfg.validate()?;
+    let ds = DataOpts::new(&a.data, &a.read).load()?;
+    let ckpt = load_for(&a.model, &ds, "checkpoint")?;
+    let reference = a.reference.as_deref().map(|p| load_for(p, &ds, "reference checkpoint")).transpose()?;
+    let original = a.original.as_deref().map(|p| load_for(p, &ds, "original checkpoint")).transpose()?;
+    let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
+        .map_err(|d| anyhow::anyhow!("duplicate user id {d:?} in checkpoint"))?;
+    let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
+        .map_err(|d| anyhow::anyhow!("duplicate item id {d:?} in checkpoint"))?;
+    // The request's pairs were training (or validation) edges before unlearning: still seen, or removed.
+    let before = unlearnrec_core::pipeline::union(&ckpt.seen(), &ckpt.removed);
+    let graph = Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &before);
+    let spec = RequestSpec { file: Some(a.request.clone()), ..RequestSpec::default() };
+    let (req, _) = resolve(&spec, &users, &items, &graph, false)?;
+    let report = audit_checkpoints(&ckpt, &req, &ds.test, reference.as_ref(), original.as_ref(), &cfg)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_table(&a.model, &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(model: &Path, r: &AuditReport) {
+    println!("audit of {}: {} removed interactions ({} users, {} items)", model.display(), r.removed, r.users, r.items);
+    let k = r.rank.k;
+    println!(
+        "| model | mean rank | median rank | in top-{k} | MIA AUC | removed called members | non-members called members |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut rows = vec![("audited", &r.rank, &r.mia)];
+    if let Some(x) = &r.reference {
+        rows.push(("reference", &x.rank, &x.mia));
+    }
+    for (name, rank, mia) in rows {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            rank.mean_rank,
+            rank.median_rank,
+            rank.top_k_fraction,
+            mia.auc,
+            mia.removed_member_fraction,
+            mia.non_member_fraction
+        );
+    }
+    if let Some(x) = &r.reference {
+        let g = &x.agreement;
+        println!(
+            "agreement with the reference over {} users: top-{} overlap {:.3}, KL(reference ‖ audited) {:.4}",
+            g.users, g.k, g.top_k_overlap, g.kl
+        );
+    }
+    if let Some(f) = &r.forgetting {
+        println!(
+            "forgetting (original -> audited): removed-edge mean score {:.3} -> {:.3} (non-edges {:.3}), gap {:.3}, MI-BF {:.3}, MI-NG {:.3}",
+            f.removed.before, f.removed.after, f.non_edges.after, f.gap, f.mi_bf, f.mi_ng
+        );
+    }
+}

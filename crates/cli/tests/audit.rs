@@ -1,0 +1,177 @@
+//! End-to-end runs of `unlearnrec request make` and `unlearnrec audit` on small generated data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unlearnrec")).args(args).output().expect("runs")
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> (String, String) {
+    let out = run(args);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success(), "unlearnrec {args:?} failed: {stderr}\n{stdout}");
+    (stdout, stderr)
+}
+
+#[track_caller]
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "unlearnrec {args:?} should fail with 2: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "unlearnrec {args:?}: expected {needle:?} in {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A temporary directory with a synthetic dataset `data` (seed 3).
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = Self { root: dir.path().to_path_buf(), _dir: dir };
+        f.synth("data", "3");
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn synth(&self, name: &str, seed: &str) {
+        let out = self.path(name);
+        let args =
+            ["data", "synth", "--out", p(&out), "--users", "200", "--items", "150", "--interactions", "5000", "--seed"];
+        ok(&[&args[..], &[seed]].concat());
+    }
+
+    fn train(&self, data: &str, out: &str, seed: &str) {
+        let (data, out) = (self.path(data), self.path(out));
+        ok(&[
+            "-q",
+            "train",
+            "--data",
+            p(&data),
+            "--model",
+            "lightgcn",
+            "--dim",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "512",
+            "--seed",
+            seed,
+            "--out",
+            p(&out),
+        ]);
+    }
+}
+
+#[test]
+fn request_make_then_audit_with_reference_and_original() {
+    let f = Fixture::new();
+    f.train("data", "lg.safetensors", "1");
+    let (data, ckpt, req) = (f.path("data"), f.path("lg.safetensors"), f.path("req.csv"));
+    let make = ["request", "make", "--data", p(&data), "--protocol", "core", "--fraction", "0.05", "--seed", "4"];
+    let (_, summary) = ok(&[&make[..], &["--out", p(&req)]].concat());
+    assert!(summary.contains("interactions") && summary.contains("users") && summary.contains("items"), "{summary}");
+    let text = std::fs::read_to_string(&req).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("user,item"));
+    let n = lines.clone().count();
+    assert!(n > 0 && lines.all(|l| l.split(',').count() == 2));
+    // Deterministic for the seed.
+    let again = f.path("req2.csv");
+    ok(&[&make[..], &["--out", p(&again)]].concat());
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
+
+    // The exact reference: retrain without the request.
+    let retrained = f.path("retrained.safetensors");
+    ok(&[
+        "-q",
+        "unlearn",
+        "--method",
+        "retrain",
+        "--model",
+        p(&ckpt),
+        "--data",
+        p(&data),
+        "--request",
+        p(&req),
+        "--out",
+        p(&retrained),
+    ]);
+    let (json, _) = ok(&[
+        "audit",
+        "--model",
+        p(&retrained),
+        "--data",
+        p(&data),
+        "--request",
+        p(&req),
+        "--reference",
+        p(&retrained),
+        "--original",
+        p(&ckpt),
+        "--json",
+        "--seed",
+        "2",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["removed"].as_u64(), Some(n as u64));
+    for k in ["mean_rank", "median_rank", "top_k_fraction", "count"] {
+        assert!(v["rank"][k].is_number(), "rank.{k}: {v}");
+    }
+    for k in ["auc", "removed_member_fraction", "non_member_fraction"] {
+        let x = v["mia"][k].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&x), "mia.{k} = {x}");
+    }
+    assert!(v["forgetting"]["removed"]["before"].is_number(), "{v}");
+    let agreement = &v["reference"]["agreement"];
+    assert_eq!(agreement["top_k_overlap"].as_f64(), Some(1.0), "{v}");
+    assert_eq!(agreement["kl"].as_f64(), Some(0.0), "{v}");
+
+    // The original model against the retrained one, as a table.
+    let (table, _) =
+        ok(&["audit", "--model", p(&ckpt), "--data", p(&data), "--request", p(&req), "--reference", p(&retrained)]);
+    assert!(table.contains("| audited |") && table.contains("| reference |") && table.contains("overlap"), "{table}");
+}
+
+#[test]
+fn a_reference_for_another_dataset_is_refused() {
+    let f = Fixture::new();
+    f.train("data", "lg.safetensors", "1");
+    f.synth("other", "9");
+    f.train("other", "other.safetensors", "1");
+    let (data, req) = (f.path("data"), f.path("req.csv"));
+    ok(&["request", "make", "--data", p(&data), "--protocol", "random", "--fraction", "0.02", "--out", p(&req)]);
+    let ckpt = f.path("lg.safetensors");
+    let other = f.path("other.safetensors");
+    fails(
+        &["audit", "--model", p(&ckpt), "--data", p(&data), "--request", p(&req), "--reference", p(&other)],
+        &["reference checkpoint", "checkpoint mismatch"],
+    );
+}
+
+#[test]
+fn bad_protocols_and_fractions_fail_without_writing() {
+    let f = Fixture::new();
+    let (data, out) = (f.path("data"), f.path("req.csv"));
+    let base = ["request", "make", "--data", p(&data), "--out", p(&out)];
+    fails(&[&base[..], &["--protocol", "hubs", "--fraction", "0.1"]].concat(), &["hubs", "popular", "tail"]);
+    assert!(!out.exists());
+    fails(&[&base[..], &["--protocol", "users", "--fraction", "1.5"]].concat(), &["fraction", "(0, 1)"]);
+    assert!(!out.exists());
+}

@@ -1,0 +1,685 @@
+//! Audit metrics of an unlearned model: does it still rank, recognise or agree on what it should forget?
+//!
+//! All three read final embeddings ([`Embeddings`], score `s(u, i) = e_u · e_i`) and mask each user's
+//! **remaining** seen items (training plus validation, after removal), as [`super::evaluate_ranking`] does:
+//!
+//! * [`rank_report`]: the rank of each removed item in its user's full ranking over the unmasked items,
+//!   `rank = 1 + #{j unmasked : s(u, j) > s(u, i)}` (ties count in the item's favour; the item's own mask
+//!   never counts), summarised as mean, median and the fraction still in the top K. A model that forgot
+//!   ranks removed items like any unseen item; one that did not keeps them near the top.
+//! * [`membership_inference`]: a logistic-regression [`Attacker`] on per-pair [`Features`] (score, rank
+//!   percentile, `ln(1 + user degree)`, `ln(1 + item popularity)`, degrees counted before removal)
+//!   separates members (a seeded sample of remaining training edges) from non-members (held-out test
+//!   edges that are not training edges). It is trained on half of a balanced sample and judged on the
+//!   other half by its [`auc`]; then it is applied to the removed edges: the fraction it calls members
+//!   (`p > 0.5`) should fall towards the non-member rate after unlearning.
+//! * [`agreement`]: between a model and a reference (typically the model retrained without the removed
+//!   edges) on a sample of users: the mean overlap `|A ∩ B| / K` of their top-K lists and the mean
+//!   `KL(P_ref ‖ P_model)` of the per-user softmax over the unmasked items' scores,
+//!   `P(j) = exp(s_j − LSE(s))`, computed in log-sum-exp form as
+//!   `Σ_j P_ref(j) (s_ref,j − s_model,j) + LSE(s_model) − LSE(s_ref)`, stable for scores of any size.
+//!
+//! Scores come from faer GEMMs over blocks of [`BLOCK_USERS`] users (one rayon task each), one full
+//! `n_items` score row per user and model; nothing of size `n_users × n_items` is materialised.
+//!
+//! ```
+//! use unlearnrec_core::eval::audit::{agreement, rank_report};
+//! use unlearnrec_core::graph::Csr;
+//! use unlearnrec_core::model::Embeddings;
+//!
+//! // 1 user, 3 items, dim 1: item scores 3, 2, 1; the user has seen item 0.
+//! let emb = Embeddings { dim: 1, users: vec![1.0], items: vec![3.0, 2.0, 1.0] };
+//! let seen = Csr::new(3, vec![0, 1], vec![0]);
+//! let r = rank_report(&emb, &seen, &[(0, 2)], 1).unwrap();
+//! assert_eq!(r.mean_rank, 2.0); // item 1 (unmasked) scores higher; item 0 is masked
+//! assert_eq!(r.top_k_fraction, 0.0);
+//! let a = agreement(&emb, &emb, &seen, &[0], 1).unwrap();
+//! assert_eq!((a.top_k_overlap, a.kl), (1.0, 0.0));
+//! ```
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Interactions;
+use crate::graph::{Csr, Graph};
+use crate::model::Embeddings;
+use crate::{Error, Result};
+
+mod attack;
+
+pub use attack::{AttackConfig, Attacker, auc};
+
+/// The top-K cut-off of the audit reports unless configured otherwise.
+pub const DEFAULT_K: usize = 20;
+/// Users per GEMM block and rayon task.
+pub const BLOCK_USERS: usize = 64;
+/// The number of attacker features.
+pub const N_FEATURES: usize = 4;
+/// The attacker's features, in [`Features`] order.
+pub const FEATURE_NAMES: [&str; N_FEATURES] =
+    ["score", "rank_percentile", "log1p_user_degree", "log1p_item_popularity"];
+
+/// One pair's attacker features: `[s(u, i), (rank − 1) / #unmasked, ln(1 + deg u), ln(1 + deg i)]`.
+pub type Features = [f64; N_FEATURES];
+
+/// The edge sets an audit of one model reads. All ids are internal.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditData<'a> {
+    /// Items masked in every ranking, per user: the remaining training plus validation items. May have
+    /// fewer rows than users (missing rows are empty).
+    pub seen: &'a Csr,
+    /// The remaining training graph: members are drawn from it, degrees are read from it.
+    pub remaining: &'a Graph,
+    /// Held-out edges (the test split): non-members, once training and removed edges are dropped.
+    pub held_out: &'a Interactions,
+    /// The removed (forgotten) edges.
+    pub removed: &'a Interactions,
+}
+
+/// Ranks of the removed items; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankReport {
+    /// Pairs ranked.
+    pub count: usize,
+    /// The cut-off K of `top_k_fraction`.
+    pub k: usize,
+    /// Mean rank (1 = top).
+    pub mean_rank: f64,
+    /// Median rank (mean of the two middle ranks for an even count).
+    pub median_rank: f64,
+    /// Fraction of pairs with rank `<= k`.
+    pub top_k_fraction: f64,
+}
+
+/// What [`membership_inference`] found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MiaReport {
+    /// AUC of the attacker on its test half (0.5: members look like non-members).
+    pub auc: f64,
+    /// Fraction of removed edges the attacker calls members (`p > 0.5`).
+    pub removed_member_fraction: f64,
+    /// Mean attacker probability over the removed edges.
+    pub removed_mean_probability: f64,
+    /// Fraction of the test half's non-members called members (the false-positive rate to compare with).
+    pub non_member_fraction: f64,
+    /// Attacker-training pairs (members plus non-members).
+    pub n_train: usize,
+    /// Attacker-test pairs (members plus non-members).
+    pub n_test: usize,
+    /// Removed edges scored.
+    pub n_removed: usize,
+}
+
+/// A trained attacker with its report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MiaOutcome {
+    /// The figures.
+    pub report: MiaReport,
+    /// The attacker, to apply to further pairs of the same model ([`pair_features`], [`Attacker::probability`]).
+    pub attacker: Attacker,
+}
+
+/// Which users [`agreement_users`] draws from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgreementUsers {
+    /// Users with at least one removed edge.
+    #[default]
+    Removed,
+    /// Every user.
+    All,
+}
+
+/// Agreement between a model and a reference; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgreementReport {
+    /// Users compared (those with at least one unmasked item).
+    pub users: usize,
+    /// The cut-off K.
+    pub k: usize,
+    /// Mean `|A ∩ B| / K` of the two top-K lists (K capped at the user's unmasked items).
+    pub top_k_overlap: f64,
+    /// Mean `KL(P_ref ‖ P_model)` in nats.
+    pub kl: f64,
+}
+
+fn check_emb(emb: &Embeddings) -> Result<(usize, usize)> {
+    let d = emb.dim;
+    if d == 0 {
+        return Err(Error::config("dim", "must be at least 1"));
+    }
+    for (op, v) in [("user embeddings", &emb.users), ("item embeddings", &emb.items)] {
+        if v.len() % d != 0 {
+            return Err(Error::Shape {
+                op,
+                expected: format!("a multiple of dim = {d} values"),
+                got: format!("{} values", v.len()),
+            });
+        }
+    }
+    Ok((emb.users.len() / d, emb.items.len() / d))
+}
+
+fn check_seen(seen: &Csr, n_users: usize, n_items: usize) -> Result<()> {
+    if seen.n_rows() > n_users || seen.n_cols() > n_items {
+        return Err(Error::Shape {
+            op: "seen items",
+            expected: format!("at most {n_users} × {n_items} (users × items)"),
+            got: format!("{} × {}", seen.n_rows(), seen.n_cols()),
+        });
+    }
+    Ok(())
+}
+
+fn check_pairs(pairs: &[(u32, u32)], n_users: usize, n_items: usize) -> Result<()> {
+    for &(u, i) in pairs {
+        if u as usize >= n_users {
+            return Err(Error::IdOutOfRange { kind: "user", id: u.into(), n: n_users });
+        }
+        if i as usize >= n_items {
+            return Err(Error::IdOutOfRange { kind: "item", id: i.into(), n: n_items });
+        }
+    }
+    Ok(())
+}
+
+fn seen_row(seen: &Csr, u: u32) -> &[u32] {
+    if (u as usize) < seen.n_rows() { seen.row(u as usize) } else { &[] }
+}
+
+/// Calls `f(user, rows)` for every user of `users`, in order, where `rows[m]` is the user's full score
+/// row (`n_items` f32) under `models[m]`; parallel over blocks of [`BLOCK_USERS`] users. The models must
+/// be checked and have the same number of items.
+fn for_rows<T, F>(models: &[&Embeddings], n_items: usize, users: &[u32], f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(u32, &[&[f32]]) -> T + Sync,
+{
+    users
+        .par_chunks(BLOCK_USERS)
+        .map_init(
+            || (vec![Vec::<f32>::new(); models.len()], vec![Vec::<f32>::new(); models.len()]),
+            |(ubufs, sbufs), block| {
+                let bn = block.len();
+                for ((emb, ub), sb) in models.iter().zip(ubufs.iter_mut()).zip(sbufs.iter_mut()) {
+                    let d = emb.dim;
+                    ub.clear();
+                    for &u in block {
+                        ub.extend_from_slice(&emb.users[u as usize * d..(u as usize + 1) * d]);
+                    }
+                    sb.resize(n_items * bn, 0.0);
+                    // (n_items × bn) column-major = I (n_items × d) · U_blockᵀ (d × bn); column r = user r.
+                    let lhs = MatRef::from_column_major_slice(&emb.items[..n_items * d], d, n_items).transpose();
+                    let rhs = MatRef::from_column_major_slice(&ub[..bn * d], d, bn);
+                    let dst = MatMut::from_column_major_slice_mut(&mut sb[..n_items * bn], n_items, bn);
+                    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+                }
+                let mut rows: Vec<&[f32]> = Vec::with_capacity(models.len());
+                block
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &u)| {
+                        rows.clear();
+                        rows.extend(sbufs.iter().map(|sb| &sb[r * n_items..(r + 1) * n_items]));
+                        f(u, &rows)
+                    })
+                    .collect::<Vec<T>>()
+            },
+        )
+        .collect::<Vec<Vec<T>>>()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Score, rank and number of unmasked items of one pair.
+#[derive(Clone, Copy, Debug)]
+struct PairRank {
+    score: f32,
+    rank: usize,
+    candidates: usize,
+}
+
+/// Above this many pairs of one user, ranks come from a sorted copy of the row instead of a scan each.
+const SORT_ABOVE: usize = 16;
+
+fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<PairRank>> {
+    let (n_users, n_items) = check_emb(emb)?;
+    check_seen(seen, n_users, n_items)?;
+    check_pairs(pairs, n_users, n_items)?;
+    // Pair indices grouped by user; `users[k]`'s pairs are `order[starts[k]..starts[k + 1]]`.
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&j| pairs[j].0);
+    let (mut users, mut starts) = (Vec::new(), Vec::new());
+    for (pos, &j) in order.iter().enumerate() {
+        if users.last() != Some(&pairs[j].0) {
+            users.push(pairs[j].0);
+            starts.push(pos);
+        }
+    }
+    starts.push(order.len());
+    let per_user = for_rows(&[emb], n_items, &users, |u, rows| {
+        let row = rows[0];
+        let masked = seen_row(seen, u);
+        let candidates = n_items - masked.len();
+        let k = users.binary_search(&u).expect("a user of the list");
+        let mine = &order[starts[k]..starts[k + 1]];
+        let higher: Box<dyn Fn(f32) -> usize> = if mine.len() > SORT_ABOVE {
+            let mut open: Vec<f32> = Vec::with_capacity(candidates);
+            let mut m = masked.iter().peekable();
+            for (j, &s) in row.iter().enumerate() {
+                if m.next_if(|&&x| x as usize == j).is_none() && !s.is_nan() {
+                    open.push(s);
+                }
+            }
+            open.sort_unstable_by(|a, b| b.total_cmp(a));
+            Box::new(move |s| open.partition_point(|&x| x > s))
+        } else {
+            Box::new(|s| {
+                let all = row.iter().filter(|&&x| x > s).count();
+                all - masked.iter().filter(|&&j| row[j as usize] > s).count()
+            })
+        };
+        mine.iter()
+            .map(|&j| {
+                let score = row[pairs[j].1 as usize];
+                (j, PairRank { score, rank: 1 + higher(score), candidates })
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut out = vec![PairRank { score: 0.0, rank: 0, candidates: 0 }; pairs.len()];
+    for (j, r) in per_user.into_iter().flatten() {
+        out[j] = r;
+    }
+    Ok(out)
+}
+
+/// The rank (1 = top) of each pair's item in its user's full ranking over the items not in `seen`, in
+/// input order: `1 + #{j ∉ seen(u) : s(u, j) > s(u, i)}`. The item need not be unmasked itself. NaN
+/// scores never count as higher.
+///
+/// # Errors
+/// [`Error::IdOutOfRange`] for a pair outside the embeddings; [`Error::Shape`] for a `seen` wider than
+/// the item table or with more rows than users, or tables that are not a multiple of `dim` long.
+pub fn pair_ranks(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<usize>> {
+    Ok(rank_pairs(emb, seen, pairs)?.into_iter().map(|r| r.rank).collect())
+}
+
+/// Mean, median and top-`k` fraction of [`pair_ranks`] over `pairs`.
+///
+/// # Errors
+/// As [`pair_ranks`]; [`Error::InvalidConfig`] for `k = 0`; [`Error::InvalidRequest`] for no pairs.
+pub fn rank_report(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)], k: usize) -> Result<RankReport> {
+    if k == 0 {
+        return Err(Error::config("k", "must be at least 1"));
+    }
+    if pairs.is_empty() {
+        return Err(Error::InvalidRequest("no removed pairs to rank".into()));
+    }
+    let mut ranks = pair_ranks(emb, seen, pairs)?;
+    ranks.sort_unstable();
+    let n = ranks.len();
+    let median = if n % 2 == 1 { ranks[n / 2] as f64 } else { (ranks[n / 2 - 1] + ranks[n / 2]) as f64 / 2.0 };
+    Ok(RankReport {
+        count: n,
+        k,
+        mean_rank: ranks.iter().map(|&r| r as f64).sum::<f64>() / n as f64,
+        median_rank: median,
+        top_k_fraction: ranks.iter().filter(|&&r| r <= k).count() as f64 / n as f64,
+    })
+}
+
+/// The attacker [`Features`] of each pair, in input order, with degrees read from `degrees`.
+///
+/// # Errors
+/// As [`pair_ranks`]; [`Error::Shape`] when `degrees` has other sizes than the embeddings.
+pub fn pair_features(emb: &Embeddings, seen: &Csr, degrees: &Graph, pairs: &[(u32, u32)]) -> Result<Vec<Features>> {
+    let (n_users, n_items) = check_emb(emb)?;
+    if degrees.n_users() != n_users || degrees.n_items() != n_items {
+        return Err(Error::Shape {
+            op: "audit degrees",
+            expected: format!("{n_users} × {n_items} (users × items)"),
+            got: format!("{} × {}", degrees.n_users(), degrees.n_items()),
+        });
+    }
+    let ranks = rank_pairs(emb, seen, pairs)?;
+    Ok(pairs
+        .iter()
+        .zip(ranks)
+        .map(|(&(u, i), r)| {
+            [
+                r.score as f64,
+                (r.rank - 1) as f64 / r.candidates.max(1) as f64,
+                (degrees.user_degree(u as usize) as f64).ln_1p(),
+                (degrees.item_degree(i as usize) as f64).ln_1p(),
+            ]
+        })
+        .collect())
+}
+
+/// Trains an [`Attacker`] on `emb` and reports it (see the [module docs](self)).
+///
+/// Members: `min(|remaining|, |non-members|, cfg.max_pairs_per_class)` training edges of `data.remaining`
+/// drawn with `seed`; non-members: as many held-out pairs that are neither remaining nor removed edges.
+/// Each class is split in halves (seeded); the attacker is fitted on the first halves, its AUC measured on
+/// the second, and it is applied to every removed edge. The degree features are read from
+/// `remaining ∪ removed`, the graph before removal, so that a removed edge differs from a member only
+/// through the model's score and rank, not through the degree its user or item lost (a wholly removed
+/// user would otherwise be recognised by its degree 0 alone).
+///
+/// # Errors
+/// [`Error::InvalidRequest`] with fewer than two members or non-members, or no removed edges;
+/// [`Error::IdOutOfRange`] for a removed edge outside the graph; the errors of [`pair_features`] and
+/// [`Attacker::fit`].
+pub fn membership_inference(
+    emb: &Embeddings,
+    data: &AuditData<'_>,
+    cfg: &AttackConfig,
+    seed: u64,
+) -> Result<MiaOutcome> {
+    cfg.validate()?;
+    let members = data.remaining.to_interactions();
+    let non: Vec<(u32, u32)> = data
+        .held_out
+        .iter()
+        .filter(|&(u, i)| {
+            let (nu, ni) = (data.remaining.n_users(), data.remaining.n_items());
+            let training = (u as usize) < nu && (i as usize) < ni && data.remaining.contains(u, i);
+            !training && !data.removed.contains(u, i)
+        })
+        .collect();
+    let n = members.len().min(non.len()).min(cfg.max_pairs_per_class);
+    if n < 2 {
+        return Err(Error::InvalidRequest(format!(
+            "membership inference needs at least 2 members and 2 held-out non-members, found {} and {}",
+            members.len(),
+            non.len()
+        )));
+    }
+    if data.removed.is_empty() {
+        return Err(Error::InvalidRequest("no removed pairs to attack".into()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut take = |len: usize| {
+        let mut idx = sample(&mut rng, len, n).into_vec();
+        idx.shuffle(&mut rng);
+        idx
+    };
+    let member_pairs: Vec<(u32, u32)> =
+        take(members.len()).into_iter().map(|j| (members.users()[j], members.items()[j])).collect();
+    let non_pairs: Vec<(u32, u32)> = take(non.len()).into_iter().map(|j| non[j]).collect();
+    let removed: Vec<(u32, u32)> = data.removed.iter().collect();
+    check_pairs(&removed, data.remaining.n_users(), data.remaining.n_items())?;
+    // Degrees before removal: a removed edge must not give itself away by its user's or item's lost degree.
+    let degrees = data.remaining.add(data.removed);
+    let mut pairs = member_pairs;
+    pairs.extend(&non_pairs);
+    pairs.extend(removed);
+    let feats = pair_features(emb, data.seen, &degrees, &pairs)?;
+    let (m, rest) = feats.split_at(n);
+    let (nm, removed) = rest.split_at(n);
+    let half = n / 2;
+    let attacker = Attacker::fit(&m[..half], &nm[..half], cfg)?;
+    let (pm, pn) = (attacker.probabilities(&m[half..]), attacker.probabilities(&nm[half..]));
+    let pr = attacker.probabilities(removed);
+    let frac = |p: &[f64]| p.iter().filter(|&&x| x > 0.5).count() as f64 / p.len() as f64;
+    let report = MiaReport {
+        auc: auc(&pm, &pn),
+        removed_member_fraction: frac(&pr),
+        removed_mean_probability: pr.iter().sum::<f64>() / pr.len() as f64,
+        non_member_fraction: frac(&pn),
+        n_train: 2 * half,
+        n_test: 2 * (n - half),
+        n_removed: pr.len(),
+    };
+    Ok(MiaOutcome { report, attacker })
+}
+
+/// The users an [`agreement`] compares: those with a removed edge (or every user of `0..n_users`),
+/// sorted; a seeded sample of `max_users` of them when there are more.
+pub fn agreement_users(
+    n_users: usize,
+    removed: &Interactions,
+    which: AgreementUsers,
+    max_users: Option<usize>,
+    seed: u64,
+) -> Vec<u32> {
+    let mut pool: Vec<u32> = match which {
+        AgreementUsers::Removed => {
+            let mut u = removed.users().to_vec();
+            u.dedup();
+            u.retain(|&u| (u as usize) < n_users);
+            u
+        }
+        AgreementUsers::All => (0..n_users as u32).collect(),
+    };
+    if let Some(max) = max_users.filter(|&m| m < pool.len()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut picked: Vec<u32> = sample(&mut rng, pool.len(), max).into_iter().map(|j| pool[j]).collect();
+        picked.sort_unstable();
+        pool = picked;
+    }
+    pool
+}
+
+/// The mean top-`k` overlap and mean `KL(P_ref ‖ P_model)` of `model` against `reference` over `users`,
+/// both ranking the items not in `seen` (see the [module docs](self)). Users with no unmasked item are
+/// skipped. KL values below zero from rounding are clamped to 0.
+///
+/// # Errors
+/// [`Error::Shape`] when the models differ in users or items, or as [`pair_ranks`];
+/// [`Error::InvalidConfig`] for `k = 0`; [`Error::IdOutOfRange`] for a user outside the tables;
+/// [`Error::InvalidRequest`] when no user can be compared.
+pub fn agreement(
+    model: &Embeddings,
+    reference: &Embeddings,
+    seen: &Csr,
+    users: &[u32],
+    k: usize,
+) -> Result<AgreementReport> {
+    if k == 0 {
+        return Err(Error::config("k", "must be at least 1"));
+    }
+    let (nu, ni) = check_emb(model)?;
+    let (ru, ri) = check_emb(reference)?;
+    if (nu, ni) != (ru, ri) {
+        return Err(Error::Shape {
+            op: "agreement",
+            expected: format!("{nu} users × {ni} items (the model)"),
+            got: format!("{ru} users × {ri} items (the reference)"),
+        });
+    }
+    check_seen(seen, nu, ni)?;
+    if let Some(&u) = users.iter().find(|&&u| u as usize >= nu) {
+        return Err(Error::IdOutOfRange { kind: "user", id: u.into(), n: nu });
+    }
+    let users: Vec<u32> = users.iter().copied().filter(|&u| seen_row(seen, u).len() < ni).collect();
+    if users.is_empty() {
+        return Err(Error::InvalidRequest("no user with an unmasked item to compare".into()));
+    }
+    let top_m = super::recommend(&users, &model.users, &model.items, model.dim, Some(seen), &[], k)?;
+    let top_r = super::recommend(&users, &reference.users, &reference.items, reference.dim, Some(seen), &[], k)?;
+    let overlap: f64 = (0..users.len())
+        .map(|r| {
+            let (a, b) = (top_m.row(r).0, top_r.row(r).0);
+            let common = a.iter().filter(|i| b.contains(i)).count();
+            common as f64 / a.len().max(b.len()).max(1) as f64
+        })
+        .sum();
+    let kls = for_rows(&[model, reference], ni, &users, |u, rows| kl_row(rows[1], rows[0], seen_row(seen, u)));
+    Ok(AgreementReport {
+        users: users.len(),
+        k,
+        top_k_overlap: overlap / users.len() as f64,
+        kl: kls.iter().sum::<f64>() / users.len() as f64,
+    })
+}
+
+/// `KL(softmax(p) ‖ softmax(q))` over the entries not in the sorted `masked`, in log-sum-exp form.
+fn kl_row(p: &[f32], q: &[f32], masked: &[u32]) -> f64 {
+    let open = || {
+        let mut m = masked.iter().peekable();
+        (0..p.len()).filter(move |&j| m.next_if(|&&x| x as usize == j).is_none())
+    };
+    let max = |v: &[f32]| open().map(|j| v[j] as f64).fold(f64::NEG_INFINITY, f64::max);
+    let (mp, mq) = (max(p), max(q));
+    let (mut zp, mut zq) = (0.0, 0.0);
+    for j in open() {
+        zp += (p[j] as f64 - mp).exp();
+        zq += (q[j] as f64 - mq).exp();
+    }
+    let (lse_p, lse_q) = (mp + zp.ln(), mq + zq.ln());
+    let cross: f64 = open().map(|j| (p[j] as f64 - lse_p).exp() * (p[j] as f64 - q[j] as f64)).sum();
+    (cross + lse_q - lse_p).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn emb(dim: usize, users: Vec<f32>, items: Vec<f32>) -> Embeddings {
+        Embeddings { dim, users, items }
+    }
+
+    fn random_emb(rng: &mut ChaCha8Rng, n_users: usize, n_items: usize, dim: usize) -> Embeddings {
+        let mut v = |n: usize| (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Embeddings { dim, users: v(n_users), items: v(n_items) }
+    }
+
+    fn csr(n_cols: usize, rows: &[Vec<u32>]) -> Csr {
+        let mut indptr = vec![0];
+        let mut indices = Vec::new();
+        for r in rows {
+            indices.extend(r);
+            indptr.push(indices.len());
+        }
+        Csr::new(n_cols, indptr, indices)
+    }
+
+    #[test]
+    fn rank_of_a_known_item_in_a_hand_made_embedding() {
+        // dim 2; user 0 = (1, 0), user 1 = (0, 1); items score x for user 0 and y for user 1.
+        let e = emb(2, vec![1.0, 0.0, 0.0, 1.0], vec![5.0, 0.0, 4.0, 1.0, 3.0, 2.0, 2.0, 3.0, 1.0, 4.0]);
+        // User 0 has seen item 0 (score 5): item 3 (score 2) is beaten by items 1 (4) and 2 (3) only.
+        let seen = csr(5, &[vec![0], vec![]]);
+        assert_eq!(pair_ranks(&e, &seen, &[(0, 3), (1, 4), (1, 0), (0, 0)]).unwrap(), vec![3, 1, 5, 1]);
+        let r = rank_report(&e, &seen, &[(0, 3), (1, 4), (1, 0)], 2).unwrap();
+        assert_eq!(r.count, 3);
+        assert_eq!(r.mean_rank, 3.0);
+        assert_eq!(r.median_rank, 3.0);
+        assert!((r.top_k_fraction - 1.0 / 3.0).abs() < 1e-12);
+        // Ties count in the item's favour.
+        let flat = emb(1, vec![1.0], vec![1.0, 1.0, 1.0]);
+        assert_eq!(pair_ranks(&flat, &csr(3, &[vec![]]), &[(0, 2)]).unwrap(), vec![1]);
+        assert!(rank_report(&e, &seen, &[], 20).is_err());
+        assert!(matches!(pair_ranks(&e, &seen, &[(2, 0)]), Err(Error::IdOutOfRange { .. })));
+    }
+
+    #[test]
+    fn scan_and_sorted_ranks_agree_with_brute_force() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (nu, ni) = (150, 90);
+        let e = random_emb(&mut rng, nu, ni, 8);
+        let rows: Vec<Vec<u32>> = (0..nu).map(|_| (0..ni as u32).filter(|_| rng.random_bool(0.2)).collect()).collect();
+        let seen = csr(ni, &rows);
+        // User 0 gets many pairs (sorted path), the others a few (scan path).
+        let mut pairs: Vec<(u32, u32)> = (0..40).map(|i| (0, i)).collect();
+        pairs.extend((0..300).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))));
+        let got = pair_ranks(&e, &seen, &pairs).unwrap();
+        for (&(u, i), &r) in pairs.iter().zip(&got) {
+            let s = |j: usize| (0..8).map(|d| e.users[u as usize * 8 + d] * e.items[j * 8 + d]).sum::<f32>();
+            let si = s(i as usize);
+            let higher = (0..ni).filter(|&j| !rows[u as usize].contains(&(j as u32)) && s(j) > si + 1e-5).count();
+            let close = (0..ni).filter(|&j| (s(j) - si).abs() <= 1e-5).count();
+            assert!(r > higher && r <= higher + close, "({u},{i}): {r} vs {higher}");
+        }
+    }
+
+    #[test]
+    fn kl_of_identical_models_is_zero_and_a_two_item_case_matches_the_closed_form() {
+        let e = emb(1, vec![1.0, 2.0], vec![0.5, -1.0, 2.0]);
+        let seen = csr(3, &[vec![2], vec![]]);
+        let a = agreement(&e, &e, &seen, &[0, 1], 20).unwrap();
+        assert_eq!((a.users, a.top_k_overlap, a.kl), (2, 1.0, 0.0));
+        // Two unmasked items; model scores (a1, a2), reference (b1, b2); p = σ(b1 − b2), q = σ(a1 − a2).
+        let model = emb(1, vec![1.0], vec![0.3, -0.4, 9.0]);
+        let reference = emb(1, vec![1.0], vec![1.2, 0.1, -3.0]);
+        let seen = csr(3, &[vec![2]]);
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (p, q) = (sig(1.2 - 0.1), sig(0.3f32 as f64 - (-0.4f32) as f64));
+        let closed = p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / (1.0 - q)).ln();
+        let got = agreement(&model, &reference, &seen, &[0], 1).unwrap();
+        assert!((got.kl - closed).abs() < 1e-6, "{} vs {closed}", got.kl);
+        assert_eq!(got.top_k_overlap, 1.0); // both rank item 0 first
+    }
+
+    #[test]
+    fn agreement_is_stable_for_large_scores() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut big = random_emb(&mut rng, 20, 50, 4);
+        big.users.iter_mut().for_each(|x| *x *= 40.0);
+        big.items.iter_mut().for_each(|x| *x *= 40.0); // scores ~1e3
+        let mut other = big.clone();
+        other.items.iter_mut().for_each(|x| *x *= -1.0);
+        let seen = csr(50, &vec![vec![]; 20]);
+        let users: Vec<u32> = (0..20).collect();
+        let same = agreement(&big, &big, &seen, &users, 20).unwrap();
+        assert_eq!((same.top_k_overlap, same.kl), (1.0, 0.0));
+        let diff = agreement(&other, &big, &seen, &users, 20).unwrap();
+        assert!(diff.kl.is_finite() && diff.kl > 100.0, "{}", diff.kl);
+        assert!(diff.top_k_overlap.is_finite() && diff.top_k_overlap < 0.5);
+    }
+
+    #[test]
+    fn membership_inference_on_a_memorising_model() {
+        // Scores: members 5 + noise, everything else noise; the removed edges still look like members.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (nu, ni) = (60, 80);
+        let train: Vec<(u32, u32)> =
+            (0..nu as u32).flat_map(|u| (0..10).map(move |k| (u, (u * 3 + k * 7) % ni as u32))).collect();
+        let (train, _) = Interactions::from_pairs(train);
+        let test: Vec<(u32, u32)> =
+            (0..nu as u32).flat_map(|u| (0..4).map(move |k| (u, (u * 3 + 71 + k) % 80))).collect();
+        let (test, _) = Interactions::from_pairs(test);
+        let (test, _) = test.difference(&train);
+        let (removed, _) = Interactions::from_pairs(train.iter().filter(|&(u, _)| u % 6 == 0).collect());
+        let (remaining, _) = train.difference(&removed);
+        let graph = Graph::from_interactions(nu, ni, &remaining);
+        // One-hot users (dim nu), items carry the per-user score in the user's coordinate.
+        let mut items = vec![0f32; ni * nu];
+        for u in 0..nu {
+            for i in 0..ni {
+                let s = if train.contains(u as u32, i as u32) { 5.0 } else { 0.0 };
+                items[i * nu + u] = s + rng.random_range(-1.0f32..1.0);
+            }
+        }
+        let users: Vec<f32> = (0..nu * nu).map(|j| if j / nu == j % nu { 1.0 } else { 0.0 }).collect();
+        let e = emb(nu, users, items);
+        let data = AuditData { seen: graph.user_items(), remaining: &graph, held_out: &test, removed: &removed };
+        let out = membership_inference(&e, &data, &AttackConfig::default(), 9).unwrap();
+        assert!(out.report.auc > 0.95, "{:?}", out.report);
+        assert!(out.report.removed_member_fraction > 0.9, "{:?}", out.report);
+        assert_eq!(out.report.n_removed, removed.len());
+        assert_eq!(out.report, membership_inference(&e, &data, &AttackConfig::default(), 9).unwrap().report);
+        let feats = pair_features(&e, data.seen, &graph, &removed.iter().collect::<Vec<_>>()).unwrap();
+        assert!(out.attacker.probabilities(&feats).iter().all(|p| (0.0..=1.0).contains(p)));
+    }
+
+    #[test]
+    fn agreement_users_default_to_users_with_removed_edges() {
+        let (removed, _) = Interactions::from_pairs(vec![(4, 1), (4, 2), (1, 0), (9, 3)]);
+        assert_eq!(agreement_users(10, &removed, AgreementUsers::Removed, None, 0), vec![1, 4, 9]);
+        assert_eq!(agreement_users(5, &removed, AgreementUsers::All, None, 0), vec![0, 1, 2, 3, 4]);
+        let s = agreement_users(100, &removed, AgreementUsers::All, Some(10), 3);
+        assert_eq!(s.len(), 10);
+        assert_eq!(s, agreement_users(100, &removed, AgreementUsers::All, Some(10), 3));
+    }
+}
