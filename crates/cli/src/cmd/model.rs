@@ -10,6 +10,7 @@ use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::model::ModelKind;
 use unlearnrec_core::pipeline::{self, RunConfig, Split};
 use unlearnrec_core::train::StopReason;
+use unlearnrec_core::unlearn::baselines::sisa::{self, Partition, ShardConfig};
 
 use super::data::DataOpts;
 use crate::progress::TrainBars;
@@ -83,9 +84,24 @@ pub struct TrainArgs {
     /// Stop after N validations without improvement (0: never).
     #[arg(long)]
     patience: Option<usize>,
+    /// Train N sub-models on disjoint shards of the data (SISA / RecEraser; `unlearn --method sisa`).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// How shards are drawn: balanced k-means groups of users (RecEraser) or random edges (SISA).
+    #[arg(long, value_enum, requires = "shards")]
+    partition: Option<PartitionArg>,
     /// Output checkpoint (.safetensors).
     #[arg(long)]
     out: PathBuf,
+}
+
+/// Shard partitions on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PartitionArg {
+    /// Balanced groups of users, k-means on pre-trained embeddings (RecEraser).
+    User,
+    /// Edges at random (SISA).
+    Random,
 }
 
 /// `unlearnrec eval`.
@@ -182,6 +198,27 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ds = DataOpts::new(&a.data, &a.data_opts).load()?;
     tracing::info!(model = %cfg.model.kind, users = ds.n_users(), items = ds.n_items(), "training");
     let mut bars = TrainBars::new(ctx.quiet, cfg.train.epochs);
+    if let Some(n) = a.shards {
+        let mut sc = ShardConfig { shards: n, ..ShardConfig::default() };
+        if let Some(p) = a.partition {
+            sc.partition = match p {
+                PartitionArg::User => Partition::User,
+                PartitionArg::Random => Partition::Random,
+            };
+        }
+        let (sharded, reports) = sisa::train_sharded(&ds, &cfg.model, &cfg.train, &sc, &mut bars)?;
+        bars.finish();
+        sisa::save(&a.out, &sharded.checkpoint, &sharded.shards)
+            .with_context(|| format!("writing {}", a.out.display()))?;
+        let secs: f64 = reports.iter().map(|r| r.secs).sum();
+        eprintln!(
+            "trained {n} {:?}-partitioned shards of {} in {secs:.1}s; wrote {}",
+            sc.partition,
+            cfg.model.kind,
+            a.out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let (ckpt, report) = pipeline::train(&ds, &cfg.model, &cfg.train, &mut bars)?;
     bars.finish();
     checkpoint::save(&a.out, &ckpt).with_context(|| format!("writing {}", a.out.display()))?;

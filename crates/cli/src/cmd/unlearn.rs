@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use unlearnrec_core::data::IdMap;
 use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::unlearn::baselines::{self, FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
 use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
 
@@ -56,6 +57,15 @@ pub enum MethodArg {
     Unlearnrec,
     /// Exact: retrain from scratch on the remaining data.
     Retrain,
+    /// Fine-tune the backbone on the remaining data only, without the encoder (--finetune-epochs).
+    Finetune,
+    /// NegGrad+: descend on the remaining data, bounded ascent on the removed edges (--steps).
+    GradientAscent,
+    /// One influence-function Newton step on the rows near the request (--hops).
+    Influence,
+    /// SISA / RecEraser: retrain the shards that held removed edges (a `train --shards` checkpoint).
+    #[value(alias = "receraser")]
+    Sisa,
 }
 
 /// `unlearnrec unlearn`.
@@ -87,9 +97,15 @@ pub struct UnlearnArgs {
     /// Method.
     #[arg(long, value_enum, default_value = "unlearnrec")]
     method: MethodArg,
-    /// Fine-tuning epochs after the encoder pass (0: zero-shot only).
+    /// Fine-tuning epochs after the encoder pass (0: zero-shot only), or of --method finetune.
     #[arg(long)]
     finetune_epochs: Option<usize>,
+    /// Adam steps of --method gradient-ascent.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Neighbourhood hops of the rows --method influence updates.
+    #[arg(long)]
+    hops: Option<usize>,
     /// TOML file with a `[finetune]` table.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -191,6 +207,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         eprintln!("warning: skipped {} pair(s) that are not training interactions", rr.missing);
     }
     let mut bars = TrainBars::new(ctx.quiet, ft.epochs);
+    let mut shards = None;
     let (out, report) = match a.method {
         MethodArg::Unlearnrec => {
             let path = a
@@ -204,9 +221,37 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             bars = TrainBars::new(ctx.quiet, ckpt.meta.train.epochs);
             unlearn::retrain(&ckpt, &req, &mut bars)?
         }
+        MethodArg::Finetune => {
+            let d = FinetuneOnlyConfig::default();
+            let cfg = FinetuneOnlyConfig { epochs: a.finetune_epochs.unwrap_or(d.epochs), ..d };
+            bars = TrainBars::new(ctx.quiet, cfg.epochs);
+            baselines::finetune(&ckpt, &req, &cfg, &mut bars)?
+        }
+        MethodArg::GradientAscent => {
+            let d = GradientAscentConfig::default();
+            let cfg = GradientAscentConfig { steps: a.steps.unwrap_or(d.steps), ..d };
+            bars = TrainBars::new(ctx.quiet, 1);
+            baselines::gradient_ascent(&ckpt, &req, &cfg, &mut bars)?
+        }
+        MethodArg::Influence => {
+            let d = InfluenceConfig::default();
+            let cfg = InfluenceConfig { hops: a.hops.unwrap_or(d.hops), ..d };
+            baselines::influence(&ckpt, &req, &cfg, &mut bars)?
+        }
+        MethodArg::Sisa => {
+            let sc = sisa::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+            bars = TrainBars::new(ctx.quiet, ckpt.meta.train.epochs);
+            let (out, report) = sisa::sisa(&sc, &req, &mut bars)?;
+            shards = Some(out.shards);
+            (out.checkpoint, report)
+        }
     };
     bars.finish();
-    checkpoint::save(&a.out, &out).with_context(|| format!("writing {}", a.out.display()))?;
+    match &shards {
+        Some(s) => sisa::save(&a.out, &out, s),
+        None => checkpoint::save(&a.out, &out),
+    }
+    .with_context(|| format!("writing {}", a.out.display()))?;
     if let Some(dir) = &a.write_data {
         // The remaining data: what the model trains on plus validation edges, which came from the
         // training file when they were carved, or stay in the dataset's own validation split.

@@ -33,6 +33,7 @@ use crate::train::sampler::sample_epoch;
 use crate::train::{Adam, AdamConfig, Observer, TrainData};
 
 pub mod audit;
+pub mod baselines;
 pub mod encoder;
 pub mod forgetting;
 pub mod objective;
@@ -604,6 +605,14 @@ pub enum Method {
     Unlearnrec,
     /// Retraining from scratch on the remaining data.
     Retrain,
+    /// Fine-tuning of the backbone on the remaining data only ([`baselines::finetune`]).
+    Finetune,
+    /// NegGrad+: bounded gradient ascent on the removed edges ([`baselines::gradient_ascent`]).
+    GradientAscent,
+    /// One Newton step of an influence function ([`baselines::influence`]).
+    Influence,
+    /// SISA / RecEraser: retraining of the affected shards only ([`baselines::sisa`]).
+    Sisa,
 }
 
 /// What [`unlearn`] measured.
@@ -627,7 +636,7 @@ pub struct UnlearnReport {
     pub valid: HashMap<String, f64>,
 }
 
-fn touched(req: &Interactions) -> (usize, usize) {
+pub(crate) fn touched(req: &Interactions) -> (usize, usize) {
     let mut u = req.users().to_vec();
     u.dedup();
     let mut i = req.items().to_vec();
@@ -658,7 +667,7 @@ pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<Intera
     Ok(Interactions::from_pairs(in_graph).0)
 }
 
-fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions, remaining: &Graph) -> Checkpoint {
+pub(crate) fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions, remaining: &Graph) -> Checkpoint {
     let valid: Vec<(u32, u32)> = ckpt.valid.iter().filter(|&(u, i)| !request.contains(u, i)).collect();
     let mut meta = ckpt.meta.clone();
     meta.provenance.insert("unlearned_edges".into(), (ckpt.removed.len() + request.len()).to_string());
@@ -671,7 +680,7 @@ fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions, remaining:
     }
 }
 
-fn valid_metrics(
+pub(crate) fn valid_metrics(
     model: &Backbone,
     adj: &SpMat,
     seen: &Graph,

@@ -1,0 +1,222 @@
+//! NegGrad+: gradient descent on the remaining data and bounded gradient ascent on the removed edges.
+//!
+//! Kurmanji et al., *Towards Unbounded Machine Unlearning* (NeurIPS 2023) call this baseline NegGrad+:
+//! each step minimises
+//!
+//! `L = L_model(batch of remaining edges) + α · mean_{(u,i)∈R} softplus(s_ui − s_uj)`
+//!
+//! with Adam, where `L_model` is the backbone's own training loss on the remaining graph and, for each
+//! removed edge `(u, i)` of a batch of the request `R`, `j` is a seeded negative that `u` never interacted
+//! with. The second term is the BPR loss with the pair's roles swapped, `−log σ(s_uj − s_ui)`: descending it
+//! ascends the BPR loss of the removed edge, pushing `i` below `j`, but its gradient `σ(s_ui − s_uj)` vanishes
+//! once that holds, so unlike plain ascent on `−BPR` (whose gradient tends to 1) the scores cannot diverge.
+//! Scores are those of the final embeddings propagated over the remaining graph. It guarantees nothing
+//! beyond lower scores on the removed edges: how far the rest of the model moves is up to `steps` and `α`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{Prepared, deep_copy, negatives, require_embeddings};
+use crate::data::Interactions;
+use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
+use crate::model::loss::softplus;
+use crate::model::{Batch, LossInput, ModelKind, SglViews};
+use crate::train::sampler::{Triples, sample_epoch};
+use crate::train::{Adam, AdamConfig, EpochRecord, Observer};
+use crate::unlearn::{Method, UnlearnReport};
+
+/// Hyper-parameters of [`gradient_ascent`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GradientAscentConfig {
+    /// Adam steps.
+    pub steps: usize,
+    /// Weight `α` of the ascent term.
+    pub alpha: f64,
+    /// Learning rate; `None` = the checkpoint's training rate.
+    pub lr: Option<f64>,
+    /// Triples of remaining edges per step, and removed edges per step at most; `None` = the checkpoint's
+    /// training batch size.
+    pub batch_size: Option<usize>,
+    /// Seed of negatives, batches and augmentations.
+    pub seed: u64,
+}
+
+impl Default for GradientAscentConfig {
+    fn default() -> Self {
+        Self { steps: 50, alpha: 1.0, lr: None, batch_size: None, seed: 1234 }
+    }
+}
+
+impl GradientAscentConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::config("gradient_ascent.steps", "must be at least 1"));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::config("gradient_ascent.alpha", "must be a finite non-negative number"));
+        }
+        if self.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
+            return Err(Error::config("gradient_ascent.lr", "must be positive"));
+        }
+        if self.batch_size == Some(0) {
+            return Err(Error::config("gradient_ascent.batch_size", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `mean softplus(s_ui − s_uj)` over `(users, pos, neg)` rows of the final embeddings `fin`
+/// (`(n_users + n_items, d)`, items after the `n_users` users).
+fn swapped_bpr(fin: &Tensor, n_users: usize, users: &[u32], pos: &[u32], neg: &[u32]) -> Result<Tensor> {
+    let idx =
+        |v: &[u32], off: usize| Tensor::from_vec(v.iter().map(|&x| x + off as u32).collect(), v.len(), &Device::Cpu);
+    let fu = fin.index_select(&idx(users, 0)?, 0)?;
+    let fp = fin.index_select(&idx(pos, n_users)?, 0)?;
+    let fnn = fin.index_select(&idx(neg, n_users)?, 0)?;
+    let sp = (&fu * &fp)?.sum(D::Minus1)?;
+    let sn = (&fu * &fnn)?.sum(D::Minus1)?;
+    Ok(softplus(&(sp - sn)?)?.mean_all()?)
+}
+
+/// Applies `request` to `ckpt` with `cfg.steps` NegGrad+ steps (see the module docs) and returns the result
+/// and its report (phases `graph` and `ascent`).
+///
+/// # Errors
+/// An invalid request or configuration, a most-popular model, or a non-finite loss
+/// ([`Error::Diverged`]).
+pub fn gradient_ascent(
+    ckpt: &Checkpoint,
+    request: &Interactions,
+    cfg: &GradientAscentConfig,
+    obs: &mut dyn Observer,
+) -> Result<(Checkpoint, UnlearnReport)> {
+    cfg.validate()?;
+    require_embeddings(ckpt, "gradient ascent")?;
+    let t = Instant::now();
+    let prep = Prepared::new(ckpt, request)?;
+    let mut phases = HashMap::from([("graph".to_string(), t.elapsed().as_secs_f64())]);
+    let t = Instant::now();
+    let lr = cfg.lr.unwrap_or(ckpt.meta.train.lr);
+    let bs = cfg.batch_size.unwrap_or(ckpt.meta.train.batch_size);
+    let model = deep_copy(&ckpt.model)?;
+    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig { lr, ..AdamConfig::default() })?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let views = if model.kind() == ModelKind::Sgl && model.config.ssl_reg > 0.0 {
+        Some(SglViews::sample(&prep.remaining, model.config.keep_rate, &mut rng)?)
+    } else {
+        None
+    };
+    let removed: Vec<(u32, u32)> = prep.learned.iter().collect();
+    let (mut epoch, mut next) = (0u64, 0usize);
+    let mut triples: Triples = sample_epoch(prep.remaining.user_items(), cfg.seed, epoch);
+    obs.epoch_start(0, cfg.steps);
+    let mut loss_sum = 0.0;
+    for step in 0..cfg.steps {
+        if next >= triples.n_batches(bs) && !triples.all.is_empty() {
+            epoch += 1;
+            next = 0;
+            triples = sample_epoch(prep.remaining.user_items(), cfg.seed, epoch);
+        }
+        let batch = if triples.all.is_empty() { Batch::default() } else { triples.batch(next, bs) };
+        next += 1;
+        let e0 = model.base().as_tensor().clone();
+        let mut total = Tensor::new(0f32, &Device::Cpu)?;
+        let fin = if batch.is_empty() {
+            model.forward(&prep.adj_remaining, &e0)?
+        } else {
+            let parts = model.loss(LossInput {
+                adj: &prep.adj_remaining,
+                e0: &e0,
+                batch: &batch,
+                sgl_views: views.as_ref(),
+                rng: &mut rng,
+                with_reg: true,
+            })?;
+            total = parts.total;
+            parts.final_emb
+        };
+        if cfg.alpha > 0.0 && !removed.is_empty() {
+            let chosen: Vec<(u32, u32)> = if removed.len() <= bs {
+                removed.clone()
+            } else {
+                let mut k = sample(&mut rng, removed.len(), bs).into_vec();
+                k.sort_unstable();
+                k.into_iter().map(|k| removed[k]).collect()
+            };
+            let neg = negatives(prep.graph.user_items(), &chosen, &mut rng);
+            let (users, pos): (Vec<u32>, Vec<u32>) = chosen.into_iter().unzip();
+            let forget = swapped_bpr(&fin, model.n_users(), &users, &pos, &neg)?;
+            total = (total + (forget * cfg.alpha)?)?;
+        }
+        let loss = total.to_scalar::<f32>()? as f64;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { epoch: 0, loss });
+        }
+        opt.step(&total.backward()?)?;
+        loss_sum += loss;
+        obs.step(step, loss);
+    }
+    obs.epoch_end(&EpochRecord {
+        epoch: 0,
+        loss: loss_sum / cfg.steps as f64,
+        train_secs: t.elapsed().as_secs_f64(),
+        valid: None,
+    });
+    phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
+    let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![], cfg.seed)?;
+    Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::finetune::tests::{spread_request, trained};
+    use super::*;
+    use crate::train::Silent;
+
+    #[test]
+    fn removed_edges_scores_fall() {
+        for kind in [ModelKind::Mf, ModelKind::LightGcn] {
+            let (_, ckpt) = trained(kind, 40);
+            let req = spread_request(&ckpt, 20);
+            let cfg = GradientAscentConfig::default();
+            let (out, rep) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
+            assert!(req.iter().all(|(u, i)| !out.graph.contains(u, i)));
+            assert_eq!(rep.method, Method::GradientAscent);
+            let f = &rep.forgetting;
+            eprintln!(
+                "{kind}: removed {:.3} -> {:.3}, remaining {:.3} -> {:.3}, non-edges {:.3} -> {:.3}, recall@20 {:.4}",
+                f.removed.before,
+                f.removed.after,
+                f.remaining.before,
+                f.remaining.after,
+                f.non_edges.before,
+                f.non_edges.after,
+                rep.valid["recall@20"]
+            );
+            assert!(f.removed.after < f.removed.before - 0.1, "{kind}: {f:?}");
+            // The removed edges fall relative to the edges that stay.
+            assert!(f.removed.after - f.remaining.after < f.removed.before - f.remaining.before, "{kind}: {f:?}");
+            let (again, _) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
+            assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
+        }
+    }
+
+    #[test]
+    fn ascent_is_bounded() {
+        // A large weight and many steps: the swapped BPR term saturates instead of diverging.
+        let (_, ckpt) = trained(ModelKind::Mf, 5);
+        let req = spread_request(&ckpt, 10);
+        let cfg = GradientAscentConfig { steps: 300, alpha: 100.0, lr: Some(0.05), ..GradientAscentConfig::default() };
+        let (out, _) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
+        assert!(out.model.base_vec().unwrap().iter().all(|x| x.is_finite() && x.abs() < 1e3));
+    }
+}

@@ -1,0 +1,602 @@
+//! SISA / RecEraser: exact unlearning by sharded training.
+//!
+//! SISA (Bourtoule et al., *Machine Unlearning*, IEEE S&P 2021) splits the training data into `K` disjoint
+//! shards and trains one model per shard; forgetting an interaction retrains only the shard that held it,
+//! from scratch, with that shard's seed. RecEraser (Chen et al., *Recommendation Unlearning*, WWW 2022)
+//! adapts it to recommendation by partitioning **users** into balanced groups by k-means on pre-trained
+//! embeddings, so each sub-model sees whole user histories.
+//!
+//! [`train_sharded`] trains the `K` sub-models of the chosen backbone (shard `k` uses seed
+//! [`shard_seed`]`(train.seed, k)`, its own training and validation edges, and propagates over its own
+//! graph):
+//!
+//! - [`Partition::User`]: RecEraser's balanced partition (UBP): the user embeddings of a quick MF
+//!   pre-training (`pretrain_epochs`) are clustered by `kmeans_iters` rounds of balanced k-means: all
+//!   (user, centroid) pairs sorted by distance are taken greedily while the centroid's group has fewer than
+//!   `⌈n_users / K⌉` users, then centroids move to their group's mean. An edge belongs to its user's shard.
+//! - [`Partition::Random`]: SISA's uniform split of the edges, by a seeded hash of each (user, item) pair,
+//!   so an edge keeps its shard when others are removed.
+//!
+//! The sub-models are served as **one ordinary checkpoint**: an MF model of dimension `K·d` whose item
+//! rows are the concatenated final item embeddings of the shards and whose user rows are the concatenated
+//! final user embeddings, block `k` weighted by `w_uk`, so that a plain dot product is the aggregated score
+//! `Σ_k w_uk s_k(u, i)`: `w_uk = 1/K` (the mean of the shards' scores) for the random partition, and
+//! `w_uk = 1` for the user's own shard, 0 otherwise, for the user partition (every user is served by the
+//! sub-model that learned from them; RecEraser learns an attention over shards instead). `eval`,
+//! `recommend` and `export` therefore work unchanged. The same file holds the sub-models' base embeddings
+//! (`sisa.shard.{k}`, `(n_users + n_items, d)`), the user partition (`sisa.user_shard`, u32) and a JSON
+//! [`ShardMeta`] in the checkpoint's provenance under `sisa` (see [`save`] and [`load`]). Other unlearning
+//! methods see a sharded checkpoint as the plain MF model it serves; their output is no longer sharded.
+//!
+//! [`sisa`] forgets a request by retraining from scratch every shard that holds a removed training or
+//! validation edge (validation edges select a shard's epoch) on its remaining edges; the other shards are
+//! kept bit for bit. Guarantee: the result is exactly the sharded model trained without the request.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::Dtype;
+use serde::{Deserialize, Serialize};
+
+use super::{Prepared, deep_copy};
+use crate::data::{Dataset, Interactions};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NormAdj};
+use crate::io::checkpoint::{self, Checkpoint, CheckpointMeta, DatasetInfo, FORMAT_VERSION, read_f32};
+use crate::model::{Backbone, ModelConfig, ModelKind};
+use crate::tensor::SpMat;
+use crate::train::{FitReport, Observer, Silent, StopReason, TrainConfig, TrainData, fit};
+use crate::unlearn::{Method, UnlearnReport};
+
+/// The provenance key of a sharded checkpoint's [`ShardMeta`].
+pub const SHARD_KEY: &str = "sisa";
+
+/// How the training edges are split into shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partition {
+    /// Balanced groups of users by k-means on pre-trained embeddings (RecEraser); an edge follows its user.
+    User,
+    /// Edges uniformly at random, by a seeded hash of the pair (SISA).
+    Random,
+}
+
+/// Sharded training hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardConfig {
+    /// The number of shards `K`.
+    pub shards: usize,
+    /// How edges are assigned to shards.
+    pub partition: Partition,
+    /// Rounds of balanced k-means ([`Partition::User`]).
+    pub kmeans_iters: usize,
+    /// Epochs of the MF pre-training whose user embeddings are clustered ([`Partition::User`]).
+    pub pretrain_epochs: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self { shards: 4, partition: Partition::User, kmeans_iters: 10, pretrain_epochs: 5 }
+    }
+}
+
+impl ShardConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if self.shards == 0 {
+            return Err(Error::config("shards", "must be at least 1"));
+        }
+        if self.partition == Partition::User && (self.kmeans_iters == 0 || self.pretrain_epochs == 0) {
+            return Err(Error::config("shards.kmeans_iters", "kmeans_iters and pretrain_epochs must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What a sharded checkpoint records about its shards (JSON in the provenance under [`SHARD_KEY`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// The number of shards.
+    pub shards: usize,
+    /// The partition.
+    pub partition: Partition,
+    /// The backbone of every sub-model.
+    pub model: ModelConfig,
+    /// The seed the shard seeds and the random partition derive from.
+    pub seed: u64,
+    /// The shards retrained by the last unlearning request (empty after training).
+    pub last_retrained: Vec<usize>,
+}
+
+/// The sub-models behind a sharded checkpoint.
+pub struct ShardSet {
+    /// The shards' description.
+    pub meta: ShardMeta,
+    /// The sub-models (base embeddings `E⁰` of the backbone in `meta.model`), one per shard.
+    pub models: Vec<Backbone>,
+    /// The shard of every user ([`Partition::User`]); empty for [`Partition::Random`].
+    pub user_shard: Vec<u32>,
+}
+
+/// A sharded model: the serving checkpoint and the sub-models behind it.
+pub struct ShardedCheckpoint {
+    /// The serving model (MF of dimension `K·d`, see the module docs) with graph, validation and removed
+    /// edges and metadata; its provenance holds `shards.meta` under [`SHARD_KEY`].
+    pub checkpoint: Checkpoint,
+    /// The sub-models.
+    pub shards: ShardSet,
+}
+
+/// The seed of shard `k`.
+pub fn shard_seed(seed: u64, k: usize) -> u64 {
+    seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl ShardMeta {
+    /// The shard of edge (`user`, `item`).
+    fn shard_of(&self, user_shard: &[u32], user: u32, item: u32) -> usize {
+        match self.partition {
+            Partition::User => user_shard[user as usize] as usize,
+            Partition::Random => {
+                (mix(mix(self.seed) ^ ((user as u64) << 32 | item as u64)) % self.shards as u64) as usize
+            }
+        }
+    }
+}
+
+impl ShardSet {
+    /// The shard of edge (`user`, `item`).
+    pub fn shard_of(&self, user: u32, item: u32) -> usize {
+        self.meta.shard_of(&self.user_shard, user, item)
+    }
+
+    /// The edges of `edges` that belong to shard `k`.
+    pub fn shard_edges(&self, edges: &Interactions, k: usize) -> Interactions {
+        shard_edges(&self.meta, &self.user_shard, edges, k)
+    }
+}
+
+fn shard_edges(meta: &ShardMeta, user_shard: &[u32], edges: &Interactions, k: usize) -> Interactions {
+    let (users, items): (Vec<u32>, Vec<u32>) =
+        edges.iter().filter(|&(u, i)| meta.shard_of(user_shard, u, i) == k).unzip();
+    Interactions::from_sorted(users, items)
+}
+
+/// Balanced k-means (RecEraser's UBP) of the `n` rows of `emb` (`(n, dim)`, row-major) into `k` groups of at
+/// most `⌈n / k⌉`: returns each row's group. The initial centroids are `k` distinct rows drawn from
+/// `seed`; ties are broken by row, then group, so the result is deterministic.
+///
+/// # Panics
+/// When `dim` or `k` is 0 or there are fewer rows than groups.
+#[track_caller]
+pub fn balanced_kmeans(emb: &[f32], dim: usize, k: usize, iters: usize, seed: u64) -> Vec<u32> {
+    assert!(dim > 0 && k > 0, "balanced_kmeans needs dim > 0 and k > 0");
+    let n = emb.len() / dim;
+    assert!(n >= k, "balanced_kmeans: {n} rows for {k} groups");
+    let cap = n.div_ceil(k);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut centroids: Vec<f32> =
+        sample(&mut rng, n, k).into_iter().flat_map(|r| emb[r * dim..(r + 1) * dim].to_vec()).collect();
+    let mut assign = vec![u32::MAX; n];
+    for _ in 0..iters {
+        let mut pairs: Vec<(f32, u32, u32)> = Vec::with_capacity(n * k);
+        for r in 0..n {
+            let x = &emb[r * dim..(r + 1) * dim];
+            for c in 0..k {
+                let y = &centroids[c * dim..(c + 1) * dim];
+                let d2: f32 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum();
+                pairs.push((d2, r as u32, c as u32));
+            }
+        }
+        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut next = vec![u32::MAX; n];
+        let mut sizes = vec![0usize; k];
+        for (_, r, c) in pairs {
+            if next[r as usize] == u32::MAX && sizes[c as usize] < cap {
+                next[r as usize] = c;
+                sizes[c as usize] += 1;
+            }
+        }
+        let done = next == assign;
+        assign = next;
+        if done {
+            break;
+        }
+        let mut sums = vec![0f64; k * dim];
+        for (r, &c) in assign.iter().enumerate() {
+            for (s, &x) in sums[c as usize * dim..][..dim].iter_mut().zip(&emb[r * dim..(r + 1) * dim]) {
+                *s += x as f64;
+            }
+        }
+        for c in 0..k {
+            if sizes[c] > 0 {
+                for j in 0..dim {
+                    centroids[c * dim + j] = (sums[c * dim + j] / sizes[c] as f64) as f32;
+                }
+            }
+        }
+    }
+    assign
+}
+
+/// Trains one shard's sub-model from scratch: seed [`shard_seed`]`(train.seed, k)`, its own edges.
+fn train_shard(
+    meta: &ShardMeta,
+    k: usize,
+    n_users: usize,
+    n_items: usize,
+    edges: (&Interactions, &Interactions),
+    train: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<(Backbone, FitReport)> {
+    let seed = shard_seed(meta.seed, k);
+    let mut model = Backbone::new(meta.model.clone(), n_users, n_items, seed)?;
+    let data = TrainData::new(n_users, n_items, edges.0, edges.1);
+    let report = fit(&mut model, &data, &TrainConfig { seed, ..train.clone() }, obs)?;
+    if let StopReason::Diverged { epoch, loss } = report.stop {
+        return Err(Error::Diverged { epoch, loss });
+    }
+    Ok((model, report))
+}
+
+/// The serving model of the shards: MF of dimension `K·d`, user block `k` weighted by `w_uk`.
+fn serving(meta: &ShardMeta, shards: &[Backbone], user_shard: &[u32], graph: &Interactions) -> Result<Backbone> {
+    let k_all = meta.shards;
+    let (nu, ni, d) = (shards[0].n_users(), shards[0].n_items(), meta.model.dim);
+    let wide = k_all * d;
+    let mut table = vec![0f32; (nu + ni) * wide];
+    for (k, model) in shards.iter().enumerate() {
+        let g = Graph::from_interactions(nu, ni, &shard_edges(meta, user_shard, graph, k));
+        let emb = model.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g)))?;
+        for u in 0..nu {
+            let w = match meta.partition {
+                Partition::User => f32::from(user_shard[u] as usize == k),
+                Partition::Random => 1.0 / k_all as f32,
+            };
+            for (o, &x) in table[u * wide + k * d..][..d].iter_mut().zip(&emb.users[u * d..(u + 1) * d]) {
+                *o = w * x;
+            }
+        }
+        for i in 0..ni {
+            table[(nu + i) * wide + k * d..][..d].copy_from_slice(&emb.items[i * d..(i + 1) * d]);
+        }
+    }
+    let cfg = ModelConfig { kind: ModelKind::Mf, dim: wide, combine: None, ..meta.model.clone() };
+    Backbone::from_embeddings(cfg, nu, ni, table)
+}
+
+/// Trains `shard_cfg.shards` sub-models of `model_cfg` on the shards of `ds`'s training data (see the module
+/// docs) and returns the sharded checkpoint and each shard's fit report.
+///
+/// # Errors
+/// Invalid configurations, an empty training split, the most-popular model, more shards than users for
+/// the user partition, or a diverged shard.
+pub fn train_sharded(
+    ds: &Dataset,
+    model_cfg: &ModelConfig,
+    train_cfg: &TrainConfig,
+    shard_cfg: &ShardConfig,
+    obs: &mut dyn Observer,
+) -> Result<(ShardedCheckpoint, Vec<FitReport>)> {
+    model_cfg.validate()?;
+    train_cfg.validate()?;
+    shard_cfg.validate()?;
+    if model_cfg.kind == ModelKind::Pop {
+        return Err(Error::config("model.kind", "sharded training needs a model with embeddings, not pop"));
+    }
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    if shard_cfg.partition == Partition::User && shard_cfg.shards > nu {
+        return Err(Error::config("shards", format!("{} shards for {nu} users", shard_cfg.shards)));
+    }
+    let (train, valid, carved) = crate::pipeline::train_valid(ds, train_cfg)?;
+    if train.is_empty() {
+        return Err(Error::config("data", "the training split is empty"));
+    }
+    let meta = ShardMeta {
+        shards: shard_cfg.shards,
+        partition: shard_cfg.partition,
+        model: model_cfg.clone(),
+        seed: train_cfg.seed,
+        last_retrained: vec![],
+    };
+    let user_shard = match shard_cfg.partition {
+        Partition::Random => vec![],
+        Partition::User => {
+            let mf = ModelConfig { kind: ModelKind::Mf, ..model_cfg.clone() };
+            let mut pre = Backbone::new(mf, nu, ni, train_cfg.seed)?;
+            let cfg = TrainConfig {
+                epochs: shard_cfg.pretrain_epochs,
+                eval_every: shard_cfg.pretrain_epochs,
+                patience: 0,
+                ..train_cfg.clone()
+            };
+            fit(&mut pre, &TrainData::new(nu, ni, &train, &valid), &cfg, &mut Silent)?;
+            let users = pre.base_vec()?[..nu * model_cfg.dim].to_vec();
+            balanced_kmeans(&users, model_cfg.dim, shard_cfg.shards, shard_cfg.kmeans_iters, train_cfg.seed)
+        }
+    };
+    let mut shards = Vec::with_capacity(meta.shards);
+    let mut reports = Vec::with_capacity(meta.shards);
+    for k in 0..meta.shards {
+        let edges = (&shard_edges(&meta, &user_shard, &train, k), &shard_edges(&meta, &user_shard, &valid, k));
+        let (model, report) = train_shard(&meta, k, nu, ni, edges, train_cfg, obs)?;
+        shards.push(model);
+        reports.push(report);
+    }
+    let model = serving(&meta, &shards, &user_shard, &train)?;
+    let mut provenance = HashMap::from([("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]);
+    provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
+    let ckpt_meta = CheckpointMeta {
+        format: FORMAT_VERSION,
+        model: model.config.clone(),
+        train: train_cfg.clone(),
+        dataset: DatasetInfo::of(ds),
+        user_ids: ds.users.ids().to_vec(),
+        item_ids: ds.items.ids().to_vec(),
+        carved_valid: carved,
+        history: None,
+        provenance,
+    };
+    let checkpoint = Checkpoint { model, meta: ckpt_meta, graph: train, valid, removed: Interactions::default() };
+    Ok((ShardedCheckpoint { checkpoint, shards: ShardSet { meta, models: shards, user_shard } }, reports))
+}
+
+/// Forgets `request` (internal ids) by retraining from scratch every shard that holds one of its edges,
+/// on that shard's remaining edges with its own seed; the other shards are kept bit for bit. Returns the
+/// new sharded checkpoint and the report (phases `graph`, `retrain`).
+///
+/// # Errors
+/// An invalid request, or a diverged shard.
+pub fn sisa(
+    sc: &ShardedCheckpoint,
+    request: &Interactions,
+    obs: &mut dyn Observer,
+) -> Result<(ShardedCheckpoint, UnlearnReport)> {
+    let (ckpt, set) = (&sc.checkpoint, &sc.shards);
+    let t = Instant::now();
+    let prep = Prepared::new(ckpt, request)?;
+    let mut phases = HashMap::from([("graph".to_string(), t.elapsed().as_secs_f64())]);
+    let t = Instant::now();
+    let mut affected = vec![false; set.meta.shards];
+    for (u, i) in request.iter() {
+        affected[set.shard_of(u, i)] = true;
+    }
+    let remaining = prep.remaining.to_interactions();
+    let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+    let mut models = Vec::with_capacity(set.meta.shards);
+    for (k, old) in set.models.iter().enumerate() {
+        if affected[k] {
+            let edges = (&set.shard_edges(&remaining, k), &set.shard_edges(&prep.valid, k));
+            models.push(train_shard(&set.meta, k, nu, ni, edges, &ckpt.meta.train, obs)?.0);
+        } else {
+            models.push(deep_copy(old)?);
+        }
+    }
+    let model = serving(&set.meta, &models, &set.user_shard, &remaining)?;
+    phases.insert("retrain".to_string(), t.elapsed().as_secs_f64());
+    let mut meta = set.meta.clone();
+    meta.last_retrained = (0..meta.shards).filter(|&k| affected[k]).collect();
+    tracing::info!(retrained = ?meta.last_retrained, shards = meta.shards, "sisa");
+    let report = prep.report(Method::Sisa, &ckpt.model, &model, phases, vec![], meta.seed)?;
+    let mut out = prep.finish(ckpt, model, "sisa");
+    out.meta.provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
+    let shards = ShardSet { meta, models, user_shard: set.user_shard.clone() };
+    Ok((ShardedCheckpoint { checkpoint: out, shards }, report))
+}
+
+fn shard_name(k: usize) -> String {
+    format!("sisa.shard.{k}")
+}
+
+const USER_SHARD: &str = "sisa.user_shard";
+
+/// Saves a sharded checkpoint atomically: the serving `checkpoint` as [`checkpoint::save`] writes it, plus
+/// `shards` as the tensors `sisa.shard.{k}` (f32 `(n_users + n_items, d)`) and `sisa.user_shard` (u32 `(n_users,)`, user
+/// partition only).
+pub fn save(path: &Path, checkpoint: &Checkpoint, shards: &ShardSet) -> Result<()> {
+    checkpoint::save(path, checkpoint)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    for (k, m) in shards.models.iter().enumerate() {
+        let data = m.base_vec()?.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((shard_name(k), Dtype::F32, vec![m.n_users() + m.n_items(), m.dim()], data));
+    }
+    if !shards.user_shard.is_empty() {
+        let data = shards.user_shard.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((USER_SHARD.into(), Dtype::U32, vec![shards.user_shard.len()], data));
+    }
+    let (names, rest): (Vec<String>, Vec<_>) = tensors.into_iter().map(|(n, dt, s, b)| (n, (dt, s, b))).unzip();
+    let views: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> =
+        names.iter().zip(rest).map(|(n, (dt, s, b))| (n.as_str(), dt, s, b)).collect();
+    checkpoint::write_safetensors(path, &views, meta)
+}
+
+/// Loads a checkpoint written by [`save`].
+///
+/// # Errors
+/// I/O, a file that is not a checkpoint, or a checkpoint that is not sharded (trained without `--shards`,
+/// or rewritten by another unlearning method).
+pub fn load(path: &Path) -> Result<ShardedCheckpoint> {
+    let checkpoint = checkpoint::load(path)?;
+    let bad = |why: String| Error::format(path, 0, format!("not a sharded checkpoint (train with --shards): {why}"));
+    let json = checkpoint.meta.provenance.get(SHARD_KEY).ok_or_else(|| bad("no shard metadata".into()))?;
+    let meta: ShardMeta = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let (nu, ni, d) = (checkpoint.model.n_users(), checkpoint.model.n_items(), meta.model.dim);
+    if checkpoint.model.dim() != meta.shards * d {
+        return Err(bad(format!("serving dimension {} is not {} shards × {d}", checkpoint.model.dim(), meta.shards)));
+    }
+    let shards = (0..meta.shards)
+        .map(|k| {
+            let data = read_f32(&st, &shard_name(k), &[nu + ni, d], &bad)?;
+            Backbone::from_embeddings(meta.model.clone(), nu, ni, data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let user_shard = match meta.partition {
+        Partition::Random => vec![],
+        Partition::User => {
+            let t = st.tensor(USER_SHARD).map_err(|e| bad(format!("{USER_SHARD}: {e}")))?;
+            if t.dtype() != Dtype::U32 || t.shape() != [nu] {
+                return Err(bad(format!("{USER_SHARD} has {:?} {:?}, expected U32 [{nu}]", t.dtype(), t.shape())));
+            }
+            let v: Vec<u32> = t.data().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            if v.iter().any(|&k| k as usize >= meta.shards) {
+                return Err(bad(format!("{USER_SHARD} names a shard beyond {}", meta.shards)));
+            }
+            v
+        }
+    };
+    Ok(ShardedCheckpoint { checkpoint, shards: ShardSet { meta, models: shards, user_shard } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::{SynthConfig, generate};
+
+    fn setup(kind: ModelKind, partition: Partition) -> (Dataset, ShardedCheckpoint) {
+        let ds =
+            generate(&SynthConfig { users: 90, items: 70, interactions: 2000, seed: 7, ..Default::default() }).unwrap();
+        let model = ModelConfig { kind, dim: 8, layers: 2, reg: 1e-4, ..ModelConfig::default() };
+        let train = TrainConfig { epochs: 6, batch_size: 128, lr: 1e-2, eval_every: 3, ..TrainConfig::default() };
+        let shards = ShardConfig { shards: 3, partition, ..ShardConfig::default() };
+        let (sc, reports) = train_sharded(&ds, &model, &train, &shards, &mut Silent).unwrap();
+        assert_eq!(reports.len(), 3);
+        (ds, sc)
+    }
+
+    fn dot(emb: &crate::model::Embeddings, u: u32, i: u32) -> f32 {
+        let d = emb.dim;
+        emb.users[u as usize * d..][..d].iter().zip(&emb.items[i as usize * d..][..d]).map(|(a, b)| a * b).sum()
+    }
+
+    /// Shard `k`'s final embeddings over its own graph.
+    fn shard_final(sc: &ShardedCheckpoint, k: usize) -> crate::model::Embeddings {
+        let m = &sc.shards.models[k];
+        let g = Graph::from_interactions(m.n_users(), m.n_items(), &sc.shards.shard_edges(&sc.checkpoint.graph, k));
+        m.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g))).unwrap()
+    }
+
+    #[test]
+    fn balanced_kmeans_finds_separated_groups_within_capacity() {
+        let mut emb = vec![];
+        for c in 0..3 {
+            for p in 0..10 {
+                let (x, y) = [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)][c];
+                emb.extend([x + (p as f32) * 0.01, y - (p as f32) * 0.02]);
+            }
+        }
+        let a = balanced_kmeans(&emb, 2, 3, 10, 1);
+        assert_eq!(a, balanced_kmeans(&emb, 2, 3, 10, 1));
+        for c in 0..3 {
+            let g = a[c * 10];
+            assert!(a[c * 10..(c + 1) * 10].iter().all(|&x| x == g), "{a:?}");
+        }
+        let b = balanced_kmeans(&emb, 2, 4, 10, 2);
+        for k in 0..4 {
+            assert!(b.iter().filter(|&&x| x == k).count() <= 8, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn user_partition_retrains_only_the_users_shard_exactly() {
+        let (_, sc) = setup(ModelKind::LightGcn, Partition::User);
+        let (meta, ckpt) = (&sc.shards.meta, &sc.checkpoint);
+        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+        assert_eq!(ckpt.model.dim(), 3 * 8);
+        // Balanced groups, and the serving model's scores are the user's own shard's scores.
+        for k in 0..3u32 {
+            assert!(sc.shards.user_shard.iter().filter(|&&x| x == k).count() <= nu.div_ceil(3));
+        }
+        let served = ckpt.final_embeddings().unwrap();
+        for (u, i) in [(0u32, 0u32), (5, 17), (40, 3)] {
+            let own = shard_final(&sc, sc.shards.user_shard[u as usize] as usize);
+            assert!((dot(&served, u, i) - dot(&own, u, i)).abs() < 1e-4);
+        }
+        // Forget user 11's training and validation interactions.
+        let user = 11u32;
+        let req = Interactions::from_pairs(ckpt.seen().iter().filter(|&(u, _)| u == user).collect()).0;
+        let (out, rep) = sisa(&sc, &req, &mut Silent).unwrap();
+        let k_u = sc.shards.user_shard[user as usize] as usize;
+        assert_eq!(out.shards.meta.last_retrained, vec![k_u]);
+        assert_eq!(rep.method, Method::Sisa);
+        assert!(req.iter().all(|(u, i)| !out.checkpoint.graph.contains(u, i) && !out.checkpoint.valid.contains(u, i)));
+        for k in (0..3).filter(|&k| k != k_u) {
+            assert_eq!(
+                out.shards.models[k].base_vec().unwrap(),
+                sc.shards.models[k].base_vec().unwrap(),
+                "shard {k} changed"
+            );
+        }
+        // The affected shard is that shard retrained from scratch, with its seed, on its remaining edges.
+        let seed = shard_seed(meta.seed, k_u);
+        let rest = |e: &Interactions| {
+            let e = e.difference(&req).0;
+            Interactions::from_pairs(
+                e.iter().filter(|&(u, _)| sc.shards.user_shard[u as usize] as usize == k_u).collect(),
+            )
+            .0
+        };
+        let mut fresh = Backbone::new(meta.model.clone(), nu, ni, seed).unwrap();
+        let data = TrainData::new(nu, ni, &rest(&ckpt.graph), &rest(&ckpt.valid));
+        fit(&mut fresh, &data, &TrainConfig { seed, ..ckpt.meta.train.clone() }, &mut Silent).unwrap();
+        assert_eq!(out.shards.models[k_u].base_vec().unwrap(), fresh.base_vec().unwrap());
+        // Saved and loaded as one file; a plain checkpoint load serves the same model.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sharded.safetensors");
+        save(&path, &out.checkpoint, &out.shards).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.shards.meta, out.shards.meta);
+        assert_eq!(back.shards.user_shard, out.shards.user_shard);
+        for (a, b) in back.shards.models.iter().zip(&out.shards.models) {
+            assert_eq!(a.base_vec().unwrap(), b.base_vec().unwrap());
+        }
+        let plain = checkpoint::load(&path).unwrap();
+        assert_eq!(plain.model.base_vec().unwrap(), out.checkpoint.model.base_vec().unwrap());
+        assert!(plain.is_erased_user(user));
+        // A file rewritten without the shard tensors is refused.
+        checkpoint::save(&path, &plain).unwrap();
+        assert!(load(&path).err().unwrap().to_string().contains("sharded"));
+    }
+
+    #[test]
+    fn random_partition_serves_the_mean_and_retrains_the_hashed_shards() {
+        let (_, sc) = setup(ModelKind::Mf, Partition::Random);
+        let ckpt = &sc.checkpoint;
+        assert!(sc.shards.user_shard.is_empty());
+        let sizes: Vec<usize> = (0..3).map(|k| sc.shards.shard_edges(&ckpt.graph, k).len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), ckpt.graph.len());
+        assert!(sizes.iter().all(|&s| s > ckpt.graph.len() / 5), "{sizes:?}");
+        let served = ckpt.final_embeddings().unwrap();
+        for (u, i) in [(0u32, 0u32), (5, 17), (40, 3)] {
+            let mean = (0..3).map(|k| dot(&shard_final(&sc, k), u, i)).sum::<f32>() / 3.0;
+            assert!((dot(&served, u, i) - mean).abs() < 1e-4);
+        }
+        let first = ckpt.graph.iter().next().unwrap();
+        let req = Interactions::from_pairs(vec![first]).0;
+        let (out, _) = sisa(&sc, &req, &mut Silent).unwrap();
+        let k = sc.shards.shard_of(first.0, first.1);
+        assert_eq!(out.shards.meta.last_retrained, vec![k]);
+        for j in (0..3).filter(|&j| j != k) {
+            assert_eq!(out.shards.models[j].base_vec().unwrap(), sc.shards.models[j].base_vec().unwrap());
+        }
+        assert_ne!(out.shards.models[k].base_vec().unwrap(), sc.shards.models[k].base_vec().unwrap());
+    }
+}
