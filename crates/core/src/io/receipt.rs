@@ -30,6 +30,9 @@ pub struct Receipt {
     pub checkpoint_after_sha256: String,
     /// Seconds per phase.
     pub phase_secs: std::collections::HashMap<String, f64>,
+    /// Relative residual of the influence method's linear solve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver_residual: Option<f64>,
     /// Forgetting figures.
     pub forgetting: ForgettingReport,
     /// Validation Recall@20 / NDCG@20 after unlearning.
@@ -88,6 +91,7 @@ pub fn build(
         checkpoint_before_sha256: sha256_hex(before),
         checkpoint_after_sha256: sha256_hex(after),
         phase_secs: report.phase_secs.clone(),
+        solver_residual: report.solver_residual,
         forgetting: report.forgetting.clone(),
         valid: report.valid.clone(),
     }

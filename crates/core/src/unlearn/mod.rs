@@ -626,8 +626,12 @@ pub struct UnlearnReport {
     pub users: usize,
     /// Distinct items touched.
     pub items: usize,
-    /// Seconds per phase (`graph`, `zero_shot`, `finetune`, `retrain`).
+    /// Seconds per phase (`graph`, `zero_shot`, `finetune`, `retrain`; the baselines' `ascent`, `influence`,
+    /// `shards`).
     pub phase_secs: HashMap<String, f64>,
+    /// Relative residual of the influence method's linear solve (`None` for other methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver_residual: Option<f64>,
     /// Validation Recall@20 after each fine-tuning epoch (index 0: zero-shot).
     pub valid_recall: Vec<f64>,
     /// Forgetting figures of the result against the model before.
@@ -816,6 +820,7 @@ pub fn unlearn(
         users,
         items,
         phase_secs: phases,
+        solver_residual: None,
         valid_recall,
         forgetting,
         valid,
@@ -862,6 +867,7 @@ pub fn retrain(
         users,
         items,
         phase_secs: HashMap::from([("retrain".to_string(), secs)]),
+        solver_residual: None,
         valid_recall: vec![valid_m.get("recall@20").copied().unwrap_or(0.0)],
         forgetting,
         valid: valid_m,

@@ -116,6 +116,7 @@ impl Prepared {
             users,
             items,
             phase_secs,
+            solver_residual: None,
             valid_recall,
             forgetting,
             valid,
