@@ -54,6 +54,9 @@ enum Command {
     Request(cmd::audit::RequestCommand),
     /// Audit forgetting: ranks of the removed items, membership inference, agreement with a reference.
     Audit(cmd::audit::AuditArgs),
+    /// Run a grid of datasets × models × protocols × methods × seeds (cached, resumable) into CSV,
+    /// Markdown and SVG plots.
+    Experiment(cmd::experiment::ExperimentArgs),
     /// Time the hot paths (Â, removal, SpMM, a training step, full-ranking evaluation) on a dataset.
     Bench(cmd::bench::BenchArgs),
 }
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Unlearn(a) => cmd::unlearn::run(a, &ctx),
         Command::Request(c) => cmd::audit::request(c, &ctx),
         Command::Audit(a) => cmd::audit::run(a, &ctx),
+        Command::Experiment(a) => cmd::experiment::run(a, &ctx),
     };
     match result {
         Ok(code) => code,

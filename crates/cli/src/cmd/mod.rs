@@ -4,5 +4,6 @@ pub mod audit;
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod experiment;
 pub mod model;
 pub mod unlearn;

@@ -1,0 +1,163 @@
+//! `unlearnrec experiment` end to end on a tiny synthetic dataset: the grid's files, resumption, and
+//! bad experiment files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_unlearnrec")).args(args).output().expect("runs")
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> (String, String) {
+    let out = run(args);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(out.status.success(), "unlearnrec {args:?} failed: {stderr}\n{stdout}");
+    (stdout, stderr)
+}
+
+#[track_caller]
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "unlearnrec {args:?} should fail with 2: {err}");
+    for n in needles {
+        assert!(err.contains(n), "unlearnrec {args:?}: expected {n:?} in {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+fn mtimes(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("cache dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (e.path(), e.metadata().expect("metadata").modified().expect("mtime"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const GRID: &str = r#"
+models = ["lightgcn"]
+protocols = ["random", "adversarial"]
+fraction = 0.02
+methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec"]
+seeds = [1, 2]
+audit = true
+
+[model]
+dim = 16
+layers = 2
+
+[train]
+epochs = 2
+batch_size = 512
+lr = 0.005
+eval_every = 1
+
+[pretrain]
+epochs = 1
+batch_size = 512
+max_steps_per_epoch = 4
+
+[finetune]
+batch_size = 512
+
+[stream]
+requests = 3
+fraction = 0.005
+retrain_every = 2
+"#;
+
+#[test]
+fn experiment_grid_writes_results_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let data = root.join("data");
+    ok(&[
+        "data",
+        "synth",
+        "--out",
+        p(&data),
+        "--users",
+        "200",
+        "--items",
+        "150",
+        "--interactions",
+        "5000",
+        "--seed",
+        "3",
+    ]);
+    let config = root.join("exp.toml");
+    std::fs::write(&config, format!("datasets = [{:?}]\n{GRID}", p(&data))).expect("write config");
+    let out = root.join("out");
+    let (table, _) = ok(&["-q", "experiment", "--config", p(&config), "--out", p(&out)]);
+
+    // One Markdown row per protocol × method, mean ± std over the two seeds.
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2 + 6, "{table}");
+    assert!(lines[0].contains("Recall@20") && lines[0].contains("MIA AUC"), "{table}");
+    for (line, (protocol, method)) in lines[2..].iter().zip(
+        ["random", "adversarial"]
+            .iter()
+            .flat_map(|p| ["retrain", "unlearnrec-zero-shot", "unlearnrec"].map(move |m| (*p, m))),
+    ) {
+        assert!(line.contains(&format!("| {protocol} |")) && line.contains(&format!("| {method} | 2 |")), "{line}");
+        assert!(line.contains(" ± "), "{line}");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("results.md")).expect("results.md"), table);
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    assert_eq!(csv.lines().count(), 1 + 12, "{csv}");
+    assert!(csv.starts_with("dataset,model,protocol,fraction,method,seed,config_hash,"), "{csv}");
+    for svg in ["quality_vs_time.svg", "forgetting.svg", "stream.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).expect(svg);
+        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(text.contains("unlearnrec"), "{svg}");
+    }
+    // Stream: per seed the original model, 3 requests and one retrain (after request 2).
+    let stream = std::fs::read_to_string(out.join("stream.csv")).expect("stream.csv");
+    assert_eq!(stream.lines().count(), 1 + 2 * 5, "{stream}");
+    assert_eq!(stream.lines().filter(|l| l.contains(",retrain,")).count(), 2, "{stream}");
+
+    // An existing run is not overwritten; --resume reuses everything and does no work.
+    fails(&["experiment", "--config", p(&config), "--out", p(&out)], &["already holds results", "resume"]);
+    let cache = mtimes(&out.join("cache"));
+    let csv_time = std::fs::metadata(out.join("results.csv")).expect("csv").modified().expect("mtime");
+    let (again, log) = ok(&["experiment", "--config", p(&config), "--out", p(&out), "--resume"]);
+    assert_eq!(again, table);
+    assert!(log.contains("0 cells run, 12 already finished"), "{log}");
+    assert_eq!(mtimes(&out.join("cache")), cache);
+    assert_eq!(std::fs::metadata(out.join("results.csv")).expect("csv").modified().expect("mtime"), csv_time);
+}
+
+#[test]
+fn bad_experiment_files_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let out = root.join("out");
+    for (body, needles) in [
+        ("datasets = [\"synth\"]\nfractions = 0.1\n", &["exp.toml:2", "unknown field `fractions`", "`fraction`"][..]),
+        ("datasets = [\"synth\"]\n[train]\nepoch = 2\n", &["exp.toml:3", "unknown field `epoch`"][..]),
+        (
+            "datasets = [\"synth\"]\nmethods = [\"retrain\", \"forget\"]\n",
+            &["`methods`", "unknown method \"forget\""][..],
+        ),
+        ("datasets = [\"synth\"]\nprotocols = [\"hubs\"]\n", &["`protocols`", "unknown protocol \"hubs\""][..]),
+        ("datasets = [\"synth\"]\nfraction = [0.01, 1.5]\n", &["`fraction`", "must be in (0, 1), got 1.5"][..]),
+        ("datasets = [\"synth\"]\nfraction = 0\n", &["`fraction`", "got 0"][..]),
+        ("datasets = [\"no/such/dir\"]\n", &["no/such/dir"][..]),
+    ] {
+        let config = root.join("exp.toml");
+        std::fs::write(&config, body).expect("write config");
+        fails(&["experiment", "--config", p(&config), "--out", p(&out)], needles);
+        assert!(!out.exists(), "{body}: wrote {}", out.display());
+    }
+}

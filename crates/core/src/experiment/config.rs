@@ -1,0 +1,658 @@
+//! The experiment file: the grid (datasets × models × protocols × fractions × methods × seeds) and the
+//! configurations handed to training, pre-training, fine-tuning and the baselines.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::{ModelConfig, ModelKind};
+use crate::train::TrainConfig;
+use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig};
+use crate::unlearn::protocol::Protocol;
+use crate::unlearn::{FinetuneConfig, PretrainConfig};
+
+/// How a cell's request is drawn: one of the [`Protocol`]s, or the adversarial protocol of
+/// [`crate::unlearn::poison`] (least-related edges injected before training, then forgotten).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProtocolSpec {
+    /// A request of `fraction` of the training edges drawn by [`crate::unlearn::protocol::make_request`].
+    Standard(Protocol),
+    /// The injected least-related edges: the dataset is poisoned with a model trained on clean data, the
+    /// backbone is trained on the poisoned data, and the request is every injected edge (`fraction` is
+    /// not used).
+    Adversarial,
+}
+
+impl ProtocolSpec {
+    /// The name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolSpec::Standard(p) => p.name(),
+            ProtocolSpec::Adversarial => "adversarial",
+        }
+    }
+}
+
+impl fmt::Display for ProtocolSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProtocolSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("adversarial") {
+            return Ok(ProtocolSpec::Adversarial);
+        }
+        s.parse::<Protocol>().map(ProtocolSpec::Standard).map_err(|_| {
+            Error::config(
+                "protocols",
+                format!(
+                    "unknown protocol {s:?}; expected one of random, users, items, popular (alias core), tail (alias edge), adversarial"
+                ),
+            )
+        })
+    }
+}
+
+/// An unlearning method of the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MethodSpec {
+    /// Exact retraining from scratch ([`crate::unlearn::retrain`]).
+    Retrain,
+    /// UnlearnRec's encoder pass alone ([`crate::unlearn::unlearn`] with 0 fine-tuning epochs).
+    UnlearnrecZeroShot,
+    /// UnlearnRec: encoder pass plus the `[finetune]` epochs.
+    Unlearnrec,
+    /// Fine-tuning of the backbone on the remaining data ([`crate::unlearn::baselines::finetune()`]).
+    Finetune,
+    /// NegGrad+ ([`crate::unlearn::baselines::gradient_ascent()`]).
+    GradientAscent,
+    /// An influence-function step ([`crate::unlearn::baselines::influence()`]).
+    Influence,
+    /// SISA / RecEraser. Parsed, but not runnable by the experiment runner yet (see
+    /// [`MethodSpec::available`]).
+    Sisa,
+}
+
+impl MethodSpec {
+    /// Every method, in documentation order.
+    pub const ALL: [MethodSpec; 7] = [
+        MethodSpec::Retrain,
+        MethodSpec::UnlearnrecZeroShot,
+        MethodSpec::Unlearnrec,
+        MethodSpec::Finetune,
+        MethodSpec::GradientAscent,
+        MethodSpec::Influence,
+        MethodSpec::Sisa,
+    ];
+
+    /// The name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            MethodSpec::Retrain => "retrain",
+            MethodSpec::UnlearnrecZeroShot => "unlearnrec-zero-shot",
+            MethodSpec::Unlearnrec => "unlearnrec",
+            MethodSpec::Finetune => "finetune",
+            MethodSpec::GradientAscent => "gradient-ascent",
+            MethodSpec::Influence => "influence",
+            MethodSpec::Sisa => "sisa",
+        }
+    }
+
+    /// Whether the runner can apply it. EXTENSION POINT: SISA trains its own sharded model instead of
+    /// unlearning from the shared backbone; wire `baselines::sisa` into `runner::apply` (and train the
+    /// sharded model next to the backbone cache) to enable it.
+    pub fn available(self) -> bool {
+        self != MethodSpec::Sisa
+    }
+
+    /// Whether it needs a pre-trained unlearner.
+    pub fn needs_unlearner(self) -> bool {
+        matches!(self, MethodSpec::Unlearnrec | MethodSpec::UnlearnrecZeroShot)
+    }
+}
+
+impl fmt::Display for MethodSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for MethodSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
+        let norm = match norm.as_str() {
+            "zero-shot" | "unlearnrec-zeroshot" => "unlearnrec-zero-shot".to_string(),
+            "neggrad" | "neg-grad" => "gradient-ascent".to_string(),
+            _ => norm,
+        };
+        MethodSpec::ALL.into_iter().find(|m| m.name() == norm).ok_or_else(|| {
+            let names: Vec<&str> = MethodSpec::ALL.iter().map(|m| m.name()).collect();
+            Error::config("methods", format!("unknown method {s:?}; expected one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// Which held-out split the stream tracks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamSplit {
+    /// The checkpoint's validation edges (the default: the test split stays untouched).
+    #[default]
+    Valid,
+    /// The dataset's test split.
+    Test,
+}
+
+/// `[stream]`: sequential unlearning of many small requests with UnlearnRec, against an exact retrain
+/// every `retrain_every` requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Requests applied one after another.
+    pub requests: usize,
+    /// Size of each request as a fraction of the current training edges.
+    pub fraction: f64,
+    /// Retrain from scratch without every edge removed so far after every this many requests.
+    pub retrain_every: usize,
+    /// How each request is drawn (not `adversarial`).
+    pub protocol: String,
+    /// The split whose Recall@20/NDCG@20 is tracked.
+    pub split: StreamSplit,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self { requests: 50, fraction: 0.001, retrain_every: 10, protocol: "random".into(), split: StreamSplit::Valid }
+    }
+}
+
+impl StreamConfig {
+    /// The protocol of each request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an unknown name.
+    pub fn protocol(&self) -> Result<Protocol> {
+        self.protocol.parse::<Protocol>().map_err(|_| {
+            Error::config(
+                "stream.protocol",
+                format!("unknown protocol {:?}; expected one of random, users, items, popular, tail", self.protocol),
+            )
+        })
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.requests == 0 {
+            return Err(Error::config("stream.requests", "must be at least 1"));
+        }
+        if !(self.fraction > 0.0 && self.fraction < 1.0) {
+            return Err(Error::config("stream.fraction", format!("must be in (0, 1), got {}", self.fraction)));
+        }
+        if self.retrain_every == 0 {
+            return Err(Error::config("stream.retrain_every", "must be at least 1"));
+        }
+        self.protocol().map(|_| ())
+    }
+}
+
+/// `[baselines.*]`: the configurations of the baseline methods (their own defaults when absent; the
+/// seed is always the cell's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaselinesConfig {
+    /// `[baselines.finetune]`.
+    pub finetune: FinetuneOnlyConfig,
+    /// `[baselines.gradient_ascent]`.
+    pub gradient_ascent: GradientAscentConfig,
+    /// `[baselines.influence]`.
+    pub influence: InfluenceConfig,
+}
+
+/// `fraction = 0.01` or `fraction = [0.01, 0.05]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+enum Fractions {
+    One(f64),
+    Many(Vec<f64>),
+}
+
+impl<'de> Deserialize<'de> for Fractions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fractions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a list of numbers")
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Fractions, E> {
+                Ok(Fractions::One(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Fractions, E> {
+                Ok(Fractions::One(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Fractions, E> {
+                Ok(Fractions::One(v as f64))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Fractions, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element::<f64>()? {
+                    v.push(x);
+                }
+                Ok(Fractions::Many(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The file as written; [`ExperimentConfig::from_toml_str`] resolves the names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    datasets: Vec<String>,
+    models: Vec<String>,
+    protocols: Vec<String>,
+    fraction: Fractions,
+    methods: Vec<String>,
+    seeds: Vec<u64>,
+    audit: bool,
+    poison_ratio: f64,
+    model: ModelConfig,
+    train: TrainConfig,
+    pretrain: PretrainConfig,
+    finetune: FinetuneConfig,
+    baselines: BaselinesConfig,
+    stream: Option<StreamConfig>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let d = ExperimentConfig::default();
+        Self {
+            datasets: Vec::new(),
+            models: d.models.iter().map(|m| m.name().to_string()).collect(),
+            protocols: d.protocols.iter().map(|p| p.name().to_string()).collect(),
+            fraction: Fractions::Many(d.fractions),
+            methods: d.methods.iter().map(|m| m.name().to_string()).collect(),
+            seeds: d.seeds,
+            audit: d.audit,
+            poison_ratio: d.poison_ratio,
+            model: d.model,
+            train: d.train,
+            pretrain: d.pretrain,
+            finetune: d.finetune,
+            baselines: d.baselines,
+            stream: None,
+        }
+    }
+}
+
+/// A resolved experiment (see the [module docs](super) for the file format).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentConfig {
+    /// Dataset paths (relative to the working directory), or `synth` for the built-in synthetic dataset.
+    pub datasets: Vec<String>,
+    /// Backbones; each replaces `model.kind`.
+    pub models: Vec<ModelKind>,
+    /// Request protocols.
+    pub protocols: Vec<ProtocolSpec>,
+    /// Request sizes, each in `(0, 1)` (not used by `adversarial`).
+    pub fractions: Vec<f64>,
+    /// Methods.
+    pub methods: Vec<MethodSpec>,
+    /// Seeds: each sets the training, pre-training, fine-tuning, request and poisoning seeds of its cells.
+    pub seeds: Vec<u64>,
+    /// Audit every cell (membership inference, agreement with the retrained model of the same cell).
+    pub audit: bool,
+    /// Share of users (and of items) that get a least-related edge under `adversarial`, in `(0, 1]`.
+    pub poison_ratio: f64,
+    /// `[model]` (its `kind` is replaced by each of `models`).
+    pub model: ModelConfig,
+    /// `[train]` (its `seed` is replaced by each of `seeds`).
+    pub train: TrainConfig,
+    /// `[pretrain]`.
+    pub pretrain: PretrainConfig,
+    /// `[finetune]`: UnlearnRec's fine-tuning (`unlearnrec-zero-shot` uses 0 epochs).
+    pub finetune: FinetuneConfig,
+    /// `[baselines.*]`.
+    pub baselines: BaselinesConfig,
+    /// `[stream]`, when present.
+    pub stream: Option<StreamConfig>,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            datasets: Vec::new(),
+            models: vec![ModelKind::LightGcn],
+            protocols: vec![ProtocolSpec::Standard(Protocol::Random)],
+            fractions: vec![0.01],
+            methods: vec![MethodSpec::Retrain, MethodSpec::UnlearnrecZeroShot, MethodSpec::Unlearnrec],
+            seeds: vec![1],
+            audit: false,
+            poison_ratio: 0.5,
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            pretrain: PretrainConfig::default(),
+            finetune: FinetuneConfig::default(),
+            baselines: BaselinesConfig::default(),
+            stream: None,
+        }
+    }
+}
+
+fn parse_all<T: FromStr<Err = Error>>(names: &[String]) -> Result<Vec<T>> {
+    names.iter().map(|s| s.parse()).collect()
+}
+
+fn no_repeats<T: PartialEq + fmt::Debug>(field: &str, v: &[T]) -> Result<()> {
+    for (k, x) in v.iter().enumerate() {
+        if v[..k].contains(x) {
+            return Err(Error::config(field, format!("{x:?} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+impl ExperimentConfig {
+    /// Parses and validates an experiment file's text; `path` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::Format`] with the line of a TOML error (unknown keys included, named with the keys
+    /// expected); [`Error::InvalidConfig`] naming the field of a bad value (unknown protocol, model or
+    /// method, a fraction outside `(0, 1)`, …).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            Error::format(path, line, e.message().trim().to_string())
+        })?;
+        let fractions = match raw.fraction {
+            Fractions::One(f) => vec![f],
+            Fractions::Many(v) => v,
+        };
+        let models = raw
+            .models
+            .iter()
+            .map(|s| {
+                s.parse::<ModelKind>().map_err(|_| {
+                    Error::config(
+                        "models",
+                        format!("unknown model {s:?}; expected one of pop, mf, lightgcn, sgl, simgcl"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cfg = Self {
+            datasets: raw.datasets,
+            models,
+            protocols: parse_all(&raw.protocols)?,
+            fractions,
+            methods: parse_all(&raw.methods)?,
+            seeds: raw.seeds,
+            audit: raw.audit,
+            poison_ratio: raw.poison_ratio,
+            model: raw.model,
+            train: raw.train,
+            pretrain: raw.pretrain,
+            finetune: raw.finetune,
+            baselines: raw.baselines,
+            stream: raw.stream,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates an experiment file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be read; otherwise as [`ExperimentConfig::from_toml_str`].
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Checks the grid and every table; nothing is allocated or written before this passes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        for (field, empty) in [
+            ("datasets", self.datasets.is_empty()),
+            ("models", self.models.is_empty()),
+            ("protocols", self.protocols.is_empty()),
+            ("fraction", self.fractions.is_empty()),
+            ("methods", self.methods.is_empty()),
+            ("seeds", self.seeds.is_empty()),
+        ] {
+            if empty {
+                return Err(Error::config(field, "must list at least one value"));
+            }
+        }
+        for &f in &self.fractions {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(Error::config("fraction", format!("must be in (0, 1), got {f}")));
+            }
+        }
+        no_repeats("datasets", &self.datasets)?;
+        no_repeats("models", &self.models)?;
+        no_repeats("protocols", &self.protocols)?;
+        no_repeats("fraction", &self.fractions)?;
+        no_repeats("methods", &self.methods)?;
+        no_repeats("seeds", &self.seeds)?;
+        if let Some(m) = self.methods.iter().find(|m| !m.available()) {
+            return Err(Error::config(
+                "methods",
+                format!("method {m:?} is not available in the experiment runner yet", m = m.name()),
+            ));
+        }
+        if self.models.contains(&ModelKind::Pop) && self.methods.iter().any(|m| *m != MethodSpec::Retrain) {
+            return Err(Error::config(
+                "models",
+                "pop has no embeddings to unlearn; only the retrain method applies to it",
+            ));
+        }
+        if !(self.poison_ratio > 0.0 && self.poison_ratio <= 1.0) {
+            return Err(Error::config("poison_ratio", format!("must be in (0, 1], got {}", self.poison_ratio)));
+        }
+        for &kind in &self.models {
+            self.model_config(kind).validate()?;
+        }
+        self.train.validate()?;
+        if self.methods.iter().any(|m| m.needs_unlearner()) || self.stream.is_some() {
+            self.pretrain.validate()?;
+        }
+        let ft = &self.finetune;
+        if ft.batch_size == 0 {
+            return Err(Error::config("finetune.batch_size", "must be at least 1"));
+        }
+        for (k, v) in [("finetune.lr", ft.lr), ("finetune.align_temp", ft.align_temp)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::config(k, "must be positive"));
+            }
+        }
+        let b = &self.baselines;
+        for m in &self.methods {
+            match m {
+                MethodSpec::Finetune => b.finetune.validate()?,
+                MethodSpec::GradientAscent => b.gradient_ascent.validate()?,
+                MethodSpec::Influence => b.influence.validate()?,
+                _ => {}
+            }
+        }
+        if let Some(s) = &self.stream {
+            s.validate()?;
+            if self.models.contains(&ModelKind::Pop) {
+                return Err(Error::config("stream", "the stream unlearns with UnlearnRec, which pop cannot use"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[model]` with `kind`.
+    pub fn model_config(&self, kind: ModelKind) -> ModelConfig {
+        ModelConfig { kind, ..self.model.clone() }
+    }
+
+    /// `[train]` with `seed`.
+    pub fn train_config(&self, seed: u64) -> TrainConfig {
+        TrainConfig { seed, ..self.train.clone() }
+    }
+
+    /// `[pretrain]` with `seed`.
+    pub fn pretrain_config(&self, seed: u64) -> PretrainConfig {
+        PretrainConfig { seed, ..self.pretrain.clone() }
+    }
+
+    /// `[finetune]` with `seed`; 0 epochs for the zero-shot method.
+    pub fn finetune_config(&self, method: MethodSpec, seed: u64) -> FinetuneConfig {
+        let epochs = if method == MethodSpec::UnlearnrecZeroShot { 0 } else { self.finetune.epochs };
+        FinetuneConfig { seed, epochs, ..self.finetune.clone() }
+    }
+
+    /// The configuration of `method` as JSON, the part of a cell's [`config hash`](hash_json) that
+    /// belongs to the method.
+    pub fn method_json(&self, method: MethodSpec, seed: u64) -> serde_json::Value {
+        let b = &self.baselines;
+        let v = match method {
+            MethodSpec::Retrain | MethodSpec::Sisa => Ok(serde_json::Value::Null),
+            MethodSpec::UnlearnrecZeroShot | MethodSpec::Unlearnrec => {
+                serde_json::to_value((self.pretrain_config(seed), self.finetune_config(method, seed)))
+            }
+            MethodSpec::Finetune => serde_json::to_value(FinetuneOnlyConfig { seed, ..b.finetune.clone() }),
+            MethodSpec::GradientAscent => {
+                serde_json::to_value(GradientAscentConfig { seed, ..b.gradient_ascent.clone() })
+            }
+            MethodSpec::Influence => serde_json::to_value(InfluenceConfig { seed, ..b.influence.clone() }),
+        };
+        v.unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `value`'s JSON: the key of cached files and of finished
+/// cells.
+pub fn hash_json(value: &impl Serialize) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ExperimentConfig> {
+        ExperimentConfig::from_toml_str(text, Path::new("exp.toml"))
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let cfg = parse(
+            r#"
+datasets = ["synth"]
+models = ["lightgcn", "simgcl"]
+protocols = ["random", "users", "core", "adversarial"]
+fraction = [0.01, 0.05]
+methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec", "gradient-ascent"]
+seeds = [1, 2]
+audit = true
+poison_ratio = 0.3
+
+[model]
+dim = 16
+
+[train]
+epochs = 3
+
+[pretrain]
+epochs = 2
+
+[finetune]
+epochs = 1
+
+[baselines.gradient_ascent]
+steps = 4
+
+[stream]
+requests = 5
+fraction = 0.002
+retrain_every = 2
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.models, vec![ModelKind::LightGcn, ModelKind::SimGcl]);
+        assert_eq!(cfg.protocols[2], ProtocolSpec::Standard(Protocol::Popular));
+        assert_eq!(cfg.protocols[3], ProtocolSpec::Adversarial);
+        assert_eq!(cfg.fractions, vec![0.01, 0.05]);
+        assert_eq!(cfg.methods[1], MethodSpec::UnlearnrecZeroShot);
+        assert_eq!(cfg.model_config(ModelKind::SimGcl).dim, 16);
+        assert_eq!(cfg.train_config(7).seed, 7);
+        assert_eq!(cfg.finetune_config(MethodSpec::UnlearnrecZeroShot, 1).epochs, 0);
+        assert_eq!(cfg.baselines.gradient_ascent.steps, 4);
+        assert_eq!(cfg.stream.as_ref().unwrap().retrain_every, 2);
+        // A single fraction and the defaults.
+        let cfg = parse("datasets = [\"synth\"]\nfraction = 0.02\n").unwrap();
+        assert_eq!(cfg.fractions, vec![0.02]);
+        assert_eq!(cfg.methods, ExperimentConfig::default().methods);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = parse("datasets = [\"synth\"]\nfractions = 0.1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Format { line: 2, .. }), "{msg}");
+        assert!(msg.contains("unknown field `fractions`") && msg.contains("`fraction`"), "{msg}");
+        let msg = parse("datasets = [\"synth\"]\n[train]\nepoch = 3\n").unwrap_err().to_string();
+        assert!(msg.contains("exp.toml:3") && msg.contains("unknown field `epoch`"), "{msg}");
+        let msg = parse("datasets = [\"synth\"]\n[stream]\nrequest = 3\n").unwrap_err().to_string();
+        assert!(msg.contains("unknown field `request`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (text, field, needle) in [
+            ("fraction = 1.5", "fraction", "(0, 1), got 1.5"),
+            ("fraction = [0.01, 0]", "fraction", "got 0"),
+            ("methods = [\"retrain\", \"forget-harder\"]", "methods", "unknown method \"forget-harder\""),
+            ("protocols = [\"hubs\"]", "protocols", "adversarial"),
+            ("models = [\"gcn\"]", "models", "lightgcn"),
+            ("seeds = []", "seeds", "at least one"),
+            ("methods = [\"retrain\", \"retrain\"]", "methods", "twice"),
+            ("methods = [\"sisa\"]", "methods", "not available"),
+            ("poison_ratio = 0", "poison_ratio", "(0, 1]"),
+            ("[stream]\nfraction = 2.0", "stream.fraction", "(0, 1)"),
+            ("[stream]\nprotocol = \"adversarial\"", "stream.protocol", "unknown protocol"),
+        ] {
+            let err = parse(&format!("datasets = [\"synth\"]\n{text}\n")).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, Error::InvalidConfig { field: f, .. } if f == field) && msg.contains(needle),
+                "{text}: {msg}"
+            );
+        }
+        let msg = parse("methods = [\"retrain\"]").unwrap_err().to_string();
+        assert!(msg.contains("`datasets`"), "{msg}");
+    }
+
+    #[test]
+    fn hashes_follow_the_configuration() {
+        let cfg = ExperimentConfig { datasets: vec!["synth".into()], ..Default::default() };
+        let a = hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 1));
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 1)));
+        assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 2)));
+        assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::UnlearnrecZeroShot, 1)));
+    }
+}

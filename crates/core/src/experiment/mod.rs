@@ -1,0 +1,234 @@
+//! Experiment grids: datasets × backbones × request protocols × fractions × methods × seeds, run with
+//! caching and resumption, summarised as CSV, Markdown and SVG plots (`unlearnrec experiment`).
+//!
+//! The experiment file (TOML, unknown keys are errors naming the key and its line):
+//!
+//! ```toml
+//! datasets = ["../shared/data/ml-100k"]   # paths (relative to the working directory) or "synth"
+//! models = ["lightgcn", "simgcl"]          # replaces [model].kind
+//! protocols = ["random", "users", "adversarial"]  # random users items popular tail adversarial
+//! fraction = 0.01                          # or a list; in (0, 1); not used by adversarial
+//! methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec"]  # + finetune gradient-ascent influence
+//! seeds = [1, 2]                           # training, pre-training, fine-tuning, request, poison seeds
+//! audit = false                            # MIA AUC, removed called members, agreement with retrain
+//! poison_ratio = 0.5                       # adversarial: share of users and items given a least-related edge
+//!
+//! [model]          # crate::model::ModelConfig
+//! [train]          # crate::train::TrainConfig (seed: each of `seeds`)
+//! [pretrain]       # crate::unlearn::PretrainConfig
+//! [finetune]       # crate::unlearn::FinetuneConfig (unlearnrec-zero-shot: 0 epochs)
+//! [baselines.gradient_ascent]   # also baselines.finetune, baselines.influence
+//! [stream]         # optional: requests = 50, fraction = 0.001, retrain_every = 10, protocol, split
+//! ```
+//!
+//! [`run`] validates everything before it writes anything, then per (dataset, model, seed) trains the
+//! backbone and pre-trains the unlearner, or loads them from `<out>/cache/` where a file with the same
+//! configuration hash exists. Under `adversarial` it poisons the dataset with
+//! [`crate::unlearn::poison::least_related_edges`] of the clean backbone, trains a backbone on the
+//! poisoned data, and forgets every injected edge. Each cell (one method on one request) yields a
+//! [`ResultRow`]: test Recall@20 / NDCG@20 ([`crate::io::Checkpoint::evaluate`]), the forgetting
+//! figures of the [`crate::unlearn::UnlearnReport`], its time and, with `audit = true`, the
+//! [`crate::unlearn::audit`] figures against the retrained model of the same request. `results.csv` is
+//! rewritten atomically after every cell, so a crash loses one cell at most; with
+//! [`RunOptions::resume`], cells already there with the same configuration hash are skipped. At the end
+//! come `results.md` (mean ± std over seeds, [`results::markdown`]), `quality_vs_time.svg`,
+//! `forgetting.svg` and, with `[stream]`, `stream.csv` and `stream.svg`.
+//!
+//! The library never prints: progress goes to an [`ExperimentObserver`].
+//!
+//! ```
+//! use unlearnrec_core::experiment::{ExperimentConfig, MethodSpec};
+//!
+//! let cfg = ExperimentConfig::from_toml_str(
+//!     "datasets = [\"synth\"]\nmethods = [\"retrain\", \"unlearnrec\"]\nseeds = [1, 2]\n[train]\nepochs = 2\n",
+//!     std::path::Path::new("exp.toml"),
+//! )
+//! .unwrap();
+//! assert_eq!(cfg.methods, vec![MethodSpec::Retrain, MethodSpec::Unlearnrec]);
+//! let err = ExperimentConfig::from_toml_str("datasets = [\"synth\"]\nfraction = 2\n", "exp.toml".as_ref());
+//! assert!(err.unwrap_err().to_string().contains("`fraction`"));
+//! ```
+
+use std::path::PathBuf;
+
+use crate::train::{Observer, Silent};
+
+pub mod config;
+pub mod plot;
+pub mod results;
+mod runner;
+mod stream;
+
+pub use config::{BaselinesConfig, ExperimentConfig, MethodSpec, ProtocolSpec, StreamConfig, StreamSplit, hash_json};
+pub use results::{ResultRow, StreamRow, Summary, aggregate, markdown, mean_std};
+pub use runner::{FORGETTING_SVG, QUALITY_SVG, RESULTS_CSV, RESULTS_MD, run};
+pub use stream::{STREAM_CSV, STREAM_SVG};
+
+/// Options of [`run`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Continue the run in the output directory: cells found in its `results.csv` with the same
+    /// configuration hash (and complete streams in `stream.csv`) are skipped. Without it, an output
+    /// directory that holds results is an error.
+    pub resume: bool,
+}
+
+/// Progress of a run. Training, pre-training and unlearning report their epochs through the
+/// [`Observer`] methods; the rest come here. Every method has a default that does nothing.
+pub trait ExperimentObserver: Observer {
+    /// The grid has `total` cells, `done` of which are already finished (resumed).
+    fn grid(&mut self, _total: usize, _done: usize) {}
+    /// A unit of work begins (training, pre-training, one cell's unlearning, a stream request);
+    /// `epochs` is how many epochs it will report through [`Observer`] (0: none or unknown).
+    fn stage(&mut self, _label: &str, _epochs: usize) {}
+    /// A cached backbone, unlearner, reference or complete stream was reused.
+    fn cached(&mut self, _label: &str) {}
+    /// A cell is finished: run now, or found in `results.csv` (`skipped`).
+    fn cell(&mut self, _row: &ResultRow, _skipped: bool) {}
+    /// A stream of `requests` requests begins.
+    fn stream(&mut self, _label: &str, _requests: usize) {}
+    /// One stream step is measured.
+    fn stream_step(&mut self, _row: &StreamRow) {}
+}
+
+impl ExperimentObserver for Silent {}
+
+/// What [`run`] did.
+#[derive(Clone, Debug)]
+pub struct ExperimentReport {
+    /// The rows of the current grid, in grid order (run now or resumed).
+    pub rows: Vec<ResultRow>,
+    /// Their aggregation over seeds.
+    pub summaries: Vec<Summary>,
+    /// `results.md`.
+    pub markdown: String,
+    /// Cells run now.
+    pub ran: usize,
+    /// Cells skipped because they were finished.
+    pub skipped: usize,
+    /// The stream rows of the current configuration.
+    pub stream: Vec<StreamRow>,
+    /// The files written.
+    pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::{SynthConfig, generate};
+    use crate::data::write_lightgcn;
+    use crate::train::{EpochRecord, TrainConfig};
+    use crate::unlearn::PretrainConfig;
+
+    #[derive(Default)]
+    struct Counter {
+        stages: Vec<String>,
+        cached: usize,
+        ran: usize,
+        skipped: usize,
+        epochs: usize,
+    }
+
+    impl Observer for Counter {
+        fn epoch_end(&mut self, _r: &EpochRecord) {
+            self.epochs += 1;
+        }
+    }
+
+    impl ExperimentObserver for Counter {
+        fn stage(&mut self, label: &str, _epochs: usize) {
+            self.stages.push(label.to_string());
+        }
+        fn cached(&mut self, _label: &str) {
+            self.cached += 1;
+        }
+        fn cell(&mut self, _row: &ResultRow, skipped: bool) {
+            if skipped {
+                self.skipped += 1;
+            } else {
+                self.ran += 1;
+            }
+        }
+    }
+
+    fn tiny_config(data: &std::path::Path) -> ExperimentConfig {
+        let mut cfg = ExperimentConfig {
+            datasets: vec![data.to_str().unwrap().to_string()],
+            methods: vec![MethodSpec::UnlearnrecZeroShot],
+            fractions: vec![0.02],
+            ..ExperimentConfig::default()
+        };
+        cfg.model.dim = 8;
+        cfg.model.layers = 2;
+        cfg.train = TrainConfig { epochs: 2, batch_size: 256, lr: 5e-3, eval_every: 1, ..TrainConfig::default() };
+        cfg.pretrain =
+            PretrainConfig { epochs: 1, batch_size: 256, max_steps_per_epoch: Some(3), ..Default::default() };
+        cfg.finetune.batch_size = 256;
+        cfg
+    }
+
+    fn mtimes(dir: &std::path::Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path(), e.metadata().unwrap().modified().unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_second_run_resumes_without_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = generate(&SynthConfig { users: 60, items: 40, interactions: 900, ..Default::default() }).unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write_lightgcn(&ds, &data).unwrap();
+        let out = tmp.path().join("out");
+        let cfg = tiny_config(&data);
+        let mut first = Counter::default();
+        let r1 = run(&cfg, &out, &RunOptions::default(), &mut first).unwrap();
+        assert_eq!((r1.ran, r1.skipped, first.ran), (1, 0, 1));
+        assert_eq!(first.stages.len(), 3, "{:?}", first.stages); // backbone, unlearner, the cell
+        assert!(first.epochs > 0);
+        let row = &r1.rows[0];
+        assert_eq!(row.method, "unlearnrec-zero-shot");
+        assert!(row.get("recall@20").is_finite() && row.get("removed_after").is_finite(), "{row:?}");
+        for f in [RESULTS_CSV, RESULTS_MD, QUALITY_SVG, FORGETTING_SVG] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        let cache = mtimes(&out.join("cache"));
+        assert_eq!(cache.len(), 2, "{cache:?}");
+        // Without resume, an output directory with results is refused before anything is touched.
+        let err = run(&cfg, &out, &RunOptions::default(), &mut Silent).unwrap_err().to_string();
+        assert!(err.contains("resume"), "{err}");
+        // Resumed: nothing is trained, loaded from the cache or run.
+        let mut second = Counter::default();
+        let r2 = run(&cfg, &out, &RunOptions { resume: true }, &mut second).unwrap();
+        assert_eq!((r2.ran, r2.skipped), (0, 1));
+        assert!(second.stages.is_empty() && second.cached == 0 && second.epochs == 0 && second.ran == 0);
+        assert_eq!(r2.rows, r1.rows);
+        assert_eq!(mtimes(&out.join("cache")), cache);
+        // Another method: the cached backbone and unlearner are reused, only the new cell runs.
+        let cfg2 = ExperimentConfig { methods: vec![MethodSpec::UnlearnrecZeroShot, MethodSpec::Unlearnrec], ..cfg };
+        let mut third = Counter::default();
+        let r3 = run(&cfg2, &out, &RunOptions { resume: true }, &mut third).unwrap();
+        assert_eq!((r3.ran, r3.skipped, third.cached), (1, 1, 2));
+        assert_eq!(third.stages.len(), 1, "{:?}", third.stages);
+        assert_eq!(results::read_results(&out.join(RESULTS_CSV)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bad_configurations_write_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let cfg = ExperimentConfig { datasets: vec!["synth".into()], fractions: vec![1.5], ..Default::default() };
+        assert!(run(&cfg, &out, &RunOptions::default(), &mut Silent).is_err());
+        let cfg =
+            ExperimentConfig { datasets: vec![tmp.path().join("absent").display().to_string()], ..Default::default() };
+        assert!(run(&cfg, &out, &RunOptions::default(), &mut Silent).is_err());
+        assert!(!out.exists());
+    }
+}

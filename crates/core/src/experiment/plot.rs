@@ -1,0 +1,267 @@
+//! SVG plots of an experiment (plotters, no system fonts needed): quality against unlearning time,
+//! forgetting per method, and the stream's quality and forgetting per request.
+
+use std::path::Path;
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use super::results::{StreamRow, Summary};
+use crate::error::{Error, Result};
+use crate::io::checkpoint::write_atomic;
+
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::io(path, std::io::Error::other(format!("drawing the plot: {e}")))
+}
+
+fn color(k: usize) -> RGBColor {
+    const COLORS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    COLORS[k % COLORS.len()]
+}
+
+/// The distinct values of `f` over `items`, in order of first appearance.
+fn distinct<T, F: Fn(&T) -> String>(items: &[T], f: F) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for x in items {
+        let v = f(x);
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Renders into a string and writes it atomically.
+fn write_svg(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+        draw(root.clone())?;
+        root.present().map_err(|e| plot_error(path, e))?;
+    }
+    write_atomic(path, svg.as_bytes())
+}
+
+/// Test Recall@20 against unlearning time (log scale), one point per (dataset, model, protocol,
+/// fraction) group and one colour per method (means over the seeds).
+///
+/// # Errors
+/// [`Error::Io`] when drawing or writing fails.
+pub fn quality_vs_time(path: &Path, summaries: &[Summary]) -> Result<()> {
+    let pts: Vec<(&Summary, f64, f64)> = summaries
+        .iter()
+        .map(|s| (s, s.mean("unlearn_secs").max(1e-4), s.mean("recall@20")))
+        .filter(|(_, x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let methods = distinct(summaries, |s| s.method.clone());
+    let (mut lo, mut hi) = pts.iter().fold((f64::INFINITY, 0f64), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    if !lo.is_finite() {
+        (lo, hi) = (1e-3, 1.0);
+    }
+    // Whole decades with some room on both sides of the points.
+    let (lo_decade, hi_decade) = ((lo / 1.5).log10().floor(), (hi * 1.5).log10().ceil());
+    let x_range = 10f64.powf(lo_decade)..10f64.powf(hi_decade.max(lo_decade + 1.0));
+    let y_max = pts.iter().map(|p| p.2).fold(0f64, f64::max).max(1e-3) * 1.15;
+    write_svg(path, (800, 520), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Test Recall@20 vs unlearning time", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range.log_scale(), 0f64..y_max)
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("unlearning time (s, log scale)")
+            .y_desc("Recall@20")
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        for (k, m) in methods.iter().enumerate() {
+            let c = color(k);
+            chart
+                .draw_series(pts.iter().filter(|p| &p.0.method == m).map(|p| Circle::new((p.1, p.2), 5, c.filled())))
+                .map_err(|e| plot_error(path, e))?
+                .label(m.as_str())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 5, c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        Ok(())
+    })
+}
+
+fn bars(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    path: &Path,
+    title: &str,
+    values: &[(String, f64, usize)],
+    reference: Option<f64>,
+) -> Result<()> {
+    let lo = values.iter().map(|v| v.1).chain(reference).filter(|v| v.is_finite()).fold(0f64, f64::min);
+    let hi = values.iter().map(|v| v.1).chain(reference).filter(|v| v.is_finite()).fold(0f64, f64::max);
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let n = values.len().max(1) as i32;
+    // A segmented `0..m` has the m + 1 segments 0..=m.
+    let names: Vec<String> = values.iter().map(|v| v.0.clone()).collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((0..n - 1).into_segmented(), (lo - if lo < 0.0 { pad } else { 0.0 })..(hi + pad))
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(names.len().max(1))
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        })
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .draw_series(values.iter().enumerate().filter(|(_, v)| v.1.is_finite()).map(|(k, v)| {
+            let mut r = Rectangle::new(
+                [(SegmentValue::Exact(k as i32), 0.0), (SegmentValue::Exact(k as i32 + 1), v.1)],
+                color(v.2).filled(),
+            );
+            r.set_margin(0, 0, 12, 12);
+            r
+        }))
+        .map_err(|e| plot_error(path, e))?;
+    if let Some(r) = reference.filter(|r| r.is_finite()) {
+        chart
+            .draw_series(LineSeries::new(
+                [(SegmentValue::Exact(0), r), (SegmentValue::Exact(n), r)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| plot_error(path, e))?;
+    }
+    Ok(())
+}
+
+/// Two bar charts per method, averaged over every row: the removed edges' mean score after unlearning
+/// (with `original`, the score before, and a line at the non-edges' mean score) and MI-NG.
+///
+/// # Errors
+/// [`Error::Io`] when drawing or writing fails.
+pub fn forgetting(path: &Path, summaries: &[Summary]) -> Result<()> {
+    let methods = distinct(summaries, |s| s.method.clone());
+    let avg = |m: Option<&str>, metric: &str| {
+        let v: Vec<f64> = summaries
+            .iter()
+            .filter(|s| m.is_none_or(|m| s.method == m))
+            .map(|s| s.mean(metric))
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+    };
+    let mut removed = vec![("original".to_string(), avg(None, "removed_before"), 7)];
+    removed.extend(methods.iter().enumerate().map(|(k, m)| (m.clone(), avg(Some(m), "removed_after"), k)));
+    let mi_ng: Vec<(String, f64, usize)> =
+        methods.iter().enumerate().map(|(k, m)| (m.clone(), avg(Some(m), "mi_ng"), k)).collect();
+    let non_edges = avg(None, "non_edges_after");
+    write_svg(path, (1100, 480), |root| {
+        let (left, right) = root.split_horizontally(600);
+        bars(&left, path, "removed-edge mean score (line: non-edges)", &removed, Some(non_edges))?;
+        bars(&right, path, "MI-NG (higher: more forgotten)", &mi_ng, None)
+    })
+}
+
+/// The stream: tracked Recall@20 and the removed edges' mean score against the number of requests,
+/// UnlearnRec as lines, the periodic retrains as points, one colour per (dataset, model, seed).
+///
+/// # Errors
+/// [`Error::Io`] when drawing or writing fails.
+pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
+    let streams = distinct(rows, |r| format!("{}/{}/seed {}", r.dataset, r.model, r.seed));
+    let label = |r: &StreamRow| format!("{}/{}/seed {}", r.dataset, r.model, r.seed);
+    let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
+    write_svg(path, (1100, 480), |root| {
+        let (left, right) = root.split_horizontally(550);
+        for (area, title, metric) in [
+            (&left, "Recall@20 after each request", 0),
+            (&right, "mean score: all removed edges so far (dashed: non-edges)", 1),
+        ] {
+            let value = |r: &StreamRow| if metric == 0 { r.recall } else { r.removed_score };
+            let vals: Vec<f64> = rows
+                .iter()
+                .flat_map(|r| [value(r), if metric == 1 { r.non_edge_score } else { f64::NAN }])
+                .filter(|v| v.is_finite())
+                .collect();
+            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-3);
+            let pad = (hi - lo) * 0.1;
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(55)
+                .build_cartesian_2d(0f64..max_step, lo..hi + pad)
+                .map_err(|e| plot_error(path, e))?;
+            chart.configure_mesh().x_desc("requests").draw().map_err(|e| plot_error(path, e))?;
+            for (k, s) in streams.iter().enumerate() {
+                let c = color(k);
+                let line: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|r| &label(r) == s && r.method != "retrain")
+                    .map(|r| (r.step as f64, value(r)))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(line, c.stroke_width(2)))
+                    .map_err(|e| plot_error(path, e))?
+                    .label(format!("{s} unlearnrec"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                if metric == 1 {
+                    let non_edges: Vec<(f64, f64)> = rows
+                        .iter()
+                        .filter(|r| &label(r) == s && r.method != "retrain")
+                        .map(|r| (r.step as f64, r.non_edge_score))
+                        .collect();
+                    chart
+                        .draw_series(DashedLineSeries::new(non_edges, 6, 4, c.stroke_width(1)))
+                        .map_err(|e| plot_error(path, e))?
+                        .label(format!("{s} non-edges"))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(1)));
+                }
+                chart
+                    .draw_series(
+                        rows.iter()
+                            .filter(|r| &label(r) == s && r.method == "retrain")
+                            .map(|r| TriangleMarker::new((r.step as f64, value(r)), 6, c.filled())),
+                    )
+                    .map_err(|e| plot_error(path, e))?
+                    .label(format!("{s} retrain"))
+                    .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, c.filled()));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(if metric == 0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperLeft })
+                .draw()
+                .map_err(|e| plot_error(path, e))?;
+        }
+        Ok(())
+    })
+}
