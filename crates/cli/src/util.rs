@@ -30,7 +30,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+        unlearnrec_core::data::temp_file_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
     tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -38,7 +38,7 @@ pub use format::{Format, LoadOptions, load};
 pub use split::{Holdout, SplitConfig, SplitMethod, carve_validation, holdout, resplit};
 pub use stats::{DatasetStats, DegreeQuantiles};
 pub use synthetic::{SynthConfig, generate};
-pub use write::{write_delimited, write_lightgcn, write_recbole};
+pub use write::{temp_file_in, write_delimited, write_lightgcn, write_recbole};
 
 /// A bijection between external ids (strings from the source files) and dense internal ids `0..len`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

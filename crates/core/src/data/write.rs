@@ -18,6 +18,20 @@ use tempfile::NamedTempFile;
 use super::{Dataset, IdMap, Interactions};
 use crate::error::{Error, Result};
 
+/// A temporary file in `dir` for an atomic write (write, then `persist` over the target). Created with mode
+/// 0644 minus the umask, as an ordinary file would be (`tempfile`'s default 0600 would leave results, data and
+/// checkpoints unreadable to other users after the rename).
+pub fn temp_file_in(dir: &Path) -> std::io::Result<NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".unlearnrec-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    b.tempfile_in(dir)
+}
+
 /// Files written to temporary names, waiting to be renamed into place.
 struct Staged<'a> {
     dir: &'a Path,
@@ -33,7 +47,7 @@ impl<'a> Staged<'a> {
     /// Writes `name` to a temporary file with `body`.
     fn add(&mut self, name: &str, body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
         let target = self.dir.join(name);
-        let mut tmp = NamedTempFile::new_in(self.dir).map_err(|e| Error::io(self.dir, e))?;
+        let mut tmp = temp_file_in(self.dir).map_err(|e| Error::io(self.dir, e))?;
         let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
         body(&mut w).and_then(|()| w.flush()).map_err(|e| Error::io(&target, e))?;
         drop(w);

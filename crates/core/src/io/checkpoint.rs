@@ -138,7 +138,7 @@ pub fn write_safetensors(
 /// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = crate::data::temp_file_in(dir).map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
@@ -238,4 +238,23 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     let model = Backbone::from_embeddings(meta.model.clone(), nu, ni, data)?;
     Ok(Checkpoint { model, meta, graph, valid, removed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_are_readable_by_others_like_ordinary_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        write_atomic(&path, b"{}").unwrap();
+        let created = std::fs::File::create(dir.path().join("plain")).unwrap().metadata().unwrap().permissions();
+        let ours = std::fs::metadata(&path).unwrap().permissions();
+        // Same mode as a file created the ordinary way under the current umask (0644 under umask 022).
+        assert_eq!(ours.mode() & 0o777, created.mode() & 0o777);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+    }
 }
