@@ -57,6 +57,8 @@ enum Command {
     /// Run a grid of datasets × models × protocols × methods × seeds (cached, resumable) into CSV,
     /// Markdown and SVG plots.
     Experiment(cmd::experiment::ExperimentArgs),
+    /// Serve recommendations and forget requests over HTTP, with a durable ledger of requests.
+    Serve(cmd::serve::ServeArgs),
     /// Time the hot paths (Â, removal, SpMM, a training step, full-ranking evaluation) on a dataset.
     Bench(cmd::bench::BenchArgs),
 }
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::model::export(a, &ctx),
         Command::Recommend(a) => cmd::model::recommend(a, &ctx),
         Command::Bench(a) => cmd::bench::run(a, &ctx),
+        Command::Serve(a) => cmd::serve::run(a, &ctx),
         Command::Pretrain(a) => cmd::unlearn::pretrain(a, &ctx),
         Command::Unlearn(a) => cmd::unlearn::run(a, &ctx),
         Command::Request(c) => cmd::audit::request(c, &ctx),

@@ -6,4 +6,5 @@ pub mod data;
 pub mod demo;
 pub mod experiment;
 pub mod model;
+pub mod serve;
 pub mod unlearn;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ModelKind};
 use crate::train::TrainConfig;
-use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig};
+use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardConfig};
 use crate::unlearn::protocol::Protocol;
 use crate::unlearn::{FinetuneConfig, PretrainConfig};
 
@@ -76,8 +76,11 @@ pub enum MethodSpec {
     GradientAscent,
     /// An influence-function step ([`crate::unlearn::baselines::influence()`]).
     Influence,
-    /// SISA / RecEraser. Parsed, but not runnable by the experiment runner yet (see
-    /// [`MethodSpec::available`]).
+    /// SISA / RecEraser ([`crate::unlearn::baselines::sisa()`]): the runner trains (and caches) a sharded
+    /// model of the cell's backbone kind on the cell's training data (`[baselines.sisa]`) and forgets the
+    /// request by retraining the shards that held it. It unlearns that sharded model, not the single
+    /// backbone the other methods start from, so its quality before unlearning differs (see the
+    /// `sharded_*` columns of its rows).
     Sisa,
 }
 
@@ -106,11 +109,10 @@ impl MethodSpec {
         }
     }
 
-    /// Whether the runner can apply it. EXTENSION POINT: SISA trains its own sharded model instead of
-    /// unlearning from the shared backbone; wire `baselines::sisa` into `runner::apply` (and train the
-    /// sharded model next to the backbone cache) to enable it.
+    /// Whether the runner can apply it (every method can now). EXTENSION POINT: a method that is parsed
+    /// before `runner::apply` dispatches it is refused here, before anything is written.
     pub fn available(self) -> bool {
-        self != MethodSpec::Sisa
+        true
     }
 
     /// Whether it needs a pre-trained unlearner.
@@ -219,6 +221,10 @@ pub struct BaselinesConfig {
     pub gradient_ascent: GradientAscentConfig,
     /// `[baselines.influence]`.
     pub influence: InfluenceConfig,
+    /// `[baselines.sisa]`: `shards`, `partition` (`"user"`: RecEraser's balanced user groups, or
+    /// `"random"`: SISA's hashed edges), `kmeans_iters` and `pretrain_epochs` (user partition) of the
+    /// sharded model; the backbone kind, `[model]` and `[train]` (seed included) are the cell's.
+    pub sisa: ShardConfig,
 }
 
 /// `fraction = 0.01` or `fraction = [0.01, 0.05]`.
@@ -489,6 +495,13 @@ impl ExperimentConfig {
                 MethodSpec::Finetune => b.finetune.validate()?,
                 MethodSpec::GradientAscent => b.gradient_ascent.validate()?,
                 MethodSpec::Influence => b.influence.validate()?,
+                MethodSpec::Sisa => b.sisa.validate().map_err(|e| match e {
+                    Error::InvalidConfig { field, reason } => {
+                        let field = field.strip_prefix("shards.").unwrap_or(&field);
+                        Error::config(format!("baselines.sisa.{field}"), reason)
+                    }
+                    e => e,
+                })?,
                 _ => {}
             }
         }
@@ -527,7 +540,8 @@ impl ExperimentConfig {
     pub fn method_json(&self, method: MethodSpec, seed: u64) -> serde_json::Value {
         let b = &self.baselines;
         let v = match method {
-            MethodSpec::Retrain | MethodSpec::Sisa => Ok(serde_json::Value::Null),
+            MethodSpec::Retrain => Ok(serde_json::Value::Null),
+            MethodSpec::Sisa => serde_json::to_value(&b.sisa),
             MethodSpec::UnlearnrecZeroShot | MethodSpec::Unlearnrec => {
                 serde_json::to_value((self.pretrain_config(seed), self.finetune_config(method, seed)))
             }
@@ -565,7 +579,7 @@ datasets = ["synth"]
 models = ["lightgcn", "simgcl"]
 protocols = ["random", "users", "core", "adversarial"]
 fraction = [0.01, 0.05]
-methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec", "gradient-ascent"]
+methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec", "gradient-ascent", "sisa"]
 seeds = [1, 2]
 audit = true
 poison_ratio = 0.3
@@ -585,6 +599,10 @@ epochs = 1
 [baselines.gradient_ascent]
 steps = 4
 
+[baselines.sisa]
+shards = 8
+partition = "random"
+
 [stream]
 requests = 5
 fraction = 0.002
@@ -601,11 +619,17 @@ retrain_every = 2
         assert_eq!(cfg.train_config(7).seed, 7);
         assert_eq!(cfg.finetune_config(MethodSpec::UnlearnrecZeroShot, 1).epochs, 0);
         assert_eq!(cfg.baselines.gradient_ascent.steps, 4);
+        assert_eq!(cfg.methods[4], MethodSpec::Sisa);
+        assert_eq!(
+            cfg.baselines.sisa,
+            ShardConfig { shards: 8, partition: crate::unlearn::baselines::Partition::Random, ..Default::default() }
+        );
         assert_eq!(cfg.stream.as_ref().unwrap().retrain_every, 2);
         // A single fraction and the defaults.
         let cfg = parse("datasets = [\"synth\"]\nfraction = 0.02\n").unwrap();
         assert_eq!(cfg.fractions, vec![0.02]);
         assert_eq!(cfg.methods, ExperimentConfig::default().methods);
+        assert_eq!(cfg.baselines.sisa, ShardConfig::default());
     }
 
     #[test]
@@ -618,6 +642,13 @@ retrain_every = 2
         assert!(msg.contains("exp.toml:3") && msg.contains("unknown field `epoch`"), "{msg}");
         let msg = parse("datasets = [\"synth\"]\n[stream]\nrequest = 3\n").unwrap_err().to_string();
         assert!(msg.contains("unknown field `request`"), "{msg}");
+        let msg = parse("datasets = [\"synth\"]\n[baselines.sisa]\nshard = 3\n").unwrap_err().to_string();
+        assert!(
+            msg.contains("exp.toml:3") && msg.contains("unknown field `shard`") && msg.contains("`shards`"),
+            "{msg}"
+        );
+        let msg = parse("datasets = [\"synth\"]\n[baselines.sisa]\npartition = \"items\"\n").unwrap_err().to_string();
+        assert!(msg.contains("exp.toml:3") && msg.contains("`user`") && msg.contains("`random`"), "{msg}");
     }
 
     #[test]
@@ -630,7 +661,9 @@ retrain_every = 2
             ("models = [\"gcn\"]", "models", "lightgcn"),
             ("seeds = []", "seeds", "at least one"),
             ("methods = [\"retrain\", \"retrain\"]", "methods", "twice"),
-            ("methods = [\"sisa\"]", "methods", "not available"),
+            ("methods = [\"sisa\"]\n[baselines.sisa]\nshards = 0", "baselines.sisa.shards", "at least 1"),
+            ("methods = [\"sisa\"]\n[baselines.sisa]\nkmeans_iters = 0", "baselines.sisa.kmeans_iters", "at least 1"),
+            ("methods = [\"sisa\"]\nmodels = [\"pop\"]", "models", "only the retrain"),
             ("poison_ratio = 0", "poison_ratio", "(0, 1]"),
             ("[stream]\nfraction = 2.0", "stream.fraction", "(0, 1)"),
             ("[stream]\nprotocol = \"adversarial\"", "stream.protocol", "unknown protocol"),
@@ -654,5 +687,9 @@ retrain_every = 2
         assert_eq!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 1)));
         assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 2)));
         assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::UnlearnrecZeroShot, 1)));
+        let sisa = hash_json(&cfg.method_json(MethodSpec::Sisa, 1));
+        let mut more = cfg.clone();
+        more.baselines.sisa.shards += 1;
+        assert_ne!(sisa, hash_json(&more.method_json(MethodSpec::Sisa, 1)));
     }
 }

@@ -16,7 +16,8 @@ use crate::io::checkpoint::{self, Checkpoint, write_atomic};
 use crate::model::ModelKind;
 use crate::pipeline::{self, Split, union};
 use crate::unlearn::audit::{AuditConfig, audit_checkpoints};
-use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig};
+use crate::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
+use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, Partition, train_sharded};
 use crate::unlearn::poison::least_related_edges;
 use crate::unlearn::protocol::{Protocol, make_request};
 use crate::unlearn::{self, UnlearnReport, Unlearner};
@@ -120,6 +121,48 @@ pub(crate) fn unlearner(
     Ok((un, secs))
 }
 
+/// A sharded model (SISA) and the seconds its training took (NaN when unknown).
+pub(crate) struct Sharded {
+    pub sc: ShardedCheckpoint,
+    pub secs: f64,
+}
+
+/// The provenance key under which the runner records a sharded model's training seconds.
+const SHARDED_SECS: &str = "experiment.sharded_train_secs";
+
+/// Loads the sharded model of (`ds`, `kind`, `seed`) with `[baselines.sisa]` from the cache, or trains
+/// it with [`train_sharded`] and caches it; keyed like [`backbone`] plus the shard settings.
+pub(crate) fn sharded(
+    cfg: &ExperimentConfig,
+    cache: &Path,
+    ds: &Dataset,
+    kind: ModelKind,
+    seed: u64,
+    obs: &mut dyn ExperimentObserver,
+) -> Result<Sharded> {
+    let model = cfg.model_config(kind);
+    let train = cfg.train_config(seed);
+    let shards = &cfg.baselines.sisa;
+    let key = hash_json(&(ds.fingerprint(), &model, &train, shards));
+    let path = cache.join(format!("sharded-{}-{kind}-s{seed}-{key}.safetensors", safe(&ds.name)));
+    let label = format!("{} / {kind} / seed {seed}: sharded model ({} shards)", ds.name, shards.shards);
+    let sc = if path.is_file() {
+        obs.cached(&label);
+        let sc = sharding::load(&path)?;
+        sc.checkpoint.meta.check_dataset(ds)?;
+        sc
+    } else {
+        obs.stage(&format!("{label} training"), shards.shards * train.epochs);
+        let t = Instant::now();
+        let (mut sc, _) = train_sharded(ds, &model, &train, shards, obs)?;
+        sc.checkpoint.meta.provenance.insert(SHARDED_SECS.into(), t.elapsed().as_secs_f64().to_string());
+        sharding::save(&path, &sc.checkpoint, &sc.shards)?;
+        sc
+    };
+    let secs = sc.checkpoint.meta.provenance.get(SHARDED_SECS).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    Ok(Sharded { sc, secs })
+}
+
 /// Everything derived from one (dataset, model, seed), built on first use.
 struct Slot<'a> {
     cfg: &'a ExperimentConfig,
@@ -131,6 +174,8 @@ struct Slot<'a> {
     clean_un: Option<(Unlearner, f64)>,
     poisoned: Option<(Dataset, Interactions, Trained)>,
     poisoned_un: Option<(Unlearner, f64)>,
+    clean_sharded: Option<Sharded>,
+    poisoned_sharded: Option<Sharded>,
 }
 
 impl<'a> Slot<'a> {
@@ -179,6 +224,24 @@ impl<'a> Slot<'a> {
             Ok(self.clean_un.as_ref().expect("just set"))
         }
     }
+
+    /// The sharded model of the clean (or, under `adversarial`, the poisoned) training data.
+    fn sharded(&mut self, adversarial: bool, obs: &mut dyn ExperimentObserver) -> Result<&Sharded> {
+        let (cfg, cache, kind, seed) = (self.cfg, self.cache, self.kind, self.seed);
+        if adversarial {
+            if self.poisoned_sharded.is_none() {
+                self.poisoned(obs)?;
+                let ds = &self.poisoned.as_ref().expect("just set").0;
+                self.poisoned_sharded = Some(sharded(cfg, cache, ds, kind, seed, obs)?);
+            }
+            Ok(self.poisoned_sharded.as_ref().expect("just set"))
+        } else {
+            if self.clean_sharded.is_none() {
+                self.clean_sharded = Some(sharded(cfg, cache, self.ds, kind, seed, obs)?);
+            }
+            Ok(self.clean_sharded.as_ref().expect("just set"))
+        }
+    }
 }
 
 /// The graph a protocol draws from: training edges for uniform edges; training and validation edges
@@ -190,23 +253,32 @@ pub(crate) fn request_graph(ckpt: &Checkpoint, protocol: Protocol) -> Graph {
     }
 }
 
+/// What a cell's method starts from.
+struct Start<'a> {
+    /// The backbone.
+    ckpt: &'a Checkpoint,
+    /// The pre-trained unlearner, when a cell of the group needs it.
+    un: Option<&'a Unlearner>,
+    /// The sharded model, when a cell of the group is `sisa`.
+    sharded: Option<&'a ShardedCheckpoint>,
+}
+
 /// Applies `method`. EXTENSION POINT: new [`MethodSpec`]s are dispatched here (and their configuration
 /// added to [`ExperimentConfig::method_json`] and `[baselines]`).
 fn apply(
     cfg: &ExperimentConfig,
     method: MethodSpec,
-    ckpt: &Checkpoint,
-    un: Option<&Unlearner>,
+    start: &Start<'_>,
     request: &Interactions,
     seed: u64,
     obs: &mut dyn ExperimentObserver,
 ) -> Result<(Checkpoint, UnlearnReport)> {
     use crate::unlearn::baselines;
-    let b = &cfg.baselines;
+    let (b, ckpt) = (&cfg.baselines, start.ckpt);
     match method {
         MethodSpec::Retrain => unlearn::retrain(ckpt, request, obs),
         MethodSpec::Unlearnrec | MethodSpec::UnlearnrecZeroShot => {
-            let un = un.ok_or_else(|| Error::config("methods", "unlearnrec needs a pre-trained unlearner"))?;
+            let un = start.un.ok_or_else(|| Error::config("methods", "unlearnrec needs a pre-trained unlearner"))?;
             unlearn::unlearn(ckpt, un, request, &cfg.finetune_config(method, seed), obs)
         }
         MethodSpec::Finetune => {
@@ -218,7 +290,10 @@ fn apply(
         MethodSpec::Influence => {
             baselines::influence(ckpt, request, &InfluenceConfig { seed, ..b.influence.clone() }, obs)
         }
-        MethodSpec::Sisa => Err(Error::config("methods", "sisa is not available in the experiment runner yet")),
+        MethodSpec::Sisa => {
+            let sc = start.sharded.ok_or_else(|| Error::config("methods", "sisa needs a sharded model"))?;
+            baselines::sisa(sc, request, obs).map(|(out, report)| (out.checkpoint, report))
+        }
     }
 }
 
@@ -306,6 +381,17 @@ pub fn run(
         ));
     }
     let datasets: Vec<Dataset> = cfg.datasets.iter().map(|d| load_dataset(d)).collect::<Result<_>>()?;
+    // A user partition needs a user per shard: checked before anything is written.
+    let shards = &cfg.baselines.sisa;
+    if cfg.methods.contains(&MethodSpec::Sisa)
+        && shards.partition == Partition::User
+        && let Some(ds) = datasets.iter().find(|ds| ds.n_users() < shards.shards)
+    {
+        return Err(Error::config(
+            "baselines.sisa.shards",
+            format!("{} shards for the {} users of {}", shards.shards, ds.n_users(), ds.name),
+        ));
+    }
     let mut rows = if opts.resume { read_results(&csv_path)? } else { Vec::new() };
     let cache = out.join("cache");
     std::fs::create_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
@@ -366,6 +452,8 @@ pub fn run(
                 clean_un: None,
                 poisoned: None,
                 poisoned_un: None,
+                clean_sharded: None,
+                poisoned_sharded: None,
             });
         }
         let s = slot.as_mut().expect("just set");
@@ -438,6 +526,9 @@ fn run_group(
     if needs_unlearner {
         slot.unlearner(adversarial, obs)?;
     }
+    if todo.iter().any(|(m, _)| *m == MethodSpec::Sisa) {
+        slot.sharded(adversarial, obs)?;
+    }
     let slot = &*slot;
     let clean = slot.clean.as_ref().expect("built above");
     let clean_recall = if adversarial { Some(eval20(&clean.ckpt, slot.ds, Split::Test)?.0) } else { None };
@@ -455,6 +546,12 @@ fn run_group(
         (None, ProtocolSpec::Adversarial) => unreachable!("built above"),
     };
     let (orig_recall, orig_ndcg) = eval20(&trained.ckpt, ds, Split::Test)?;
+    let sharded = if adversarial { slot.poisoned_sharded.as_ref() } else { slot.clean_sharded.as_ref() };
+    let sharded = match sharded {
+        Some(s) => Some((s, eval20(&s.sc.checkpoint, ds, Split::Test)?)),
+        None => None,
+    };
+    let start = Start { ckpt: &trained.ckpt, un, sharded: sharded.map(|(s, _)| &s.sc) };
     let cache = slot.cache;
     let label = |m: MethodSpec| {
         let frac = g.fraction.map_or(String::new(), |f| format!(" {f}"));
@@ -481,10 +578,16 @@ fn run_group(
     for (method, mut row) in todo {
         obs.stage(&label(method), epochs_of(cfg, method));
         let t = Instant::now();
-        let (model, report) = apply(cfg, method, &trained.ckpt, un, &request, g.seed, obs)?;
+        let (model, report) = apply(cfg, method, &start, &request, g.seed, obs)?;
         let wall = t.elapsed().as_secs_f64();
         let (recall, ndcg) = eval20(&model, ds, Split::Test)?;
         let f = &report.forgetting;
+        // SISA unlearns its own sharded model, whose quality before unlearning is not the backbone's
+        // (`original_*`): its figures get their own columns, and it is the audit's model before.
+        let (before, sharded_recall, sharded_ndcg, sharded_secs) = match (method, sharded) {
+            (MethodSpec::Sisa, Some((s, (recall, ndcg)))) => (&s.sc.checkpoint, recall, ndcg, s.secs),
+            _ => (&trained.ckpt, f64::NAN, f64::NAN, f64::NAN),
+        };
         let phase_sum: f64 = report.phase_secs.values().sum();
         let m = &mut row.metrics;
         for (k, v) in [
@@ -508,6 +611,9 @@ fn run_group(
             ("wall_secs", wall),
             ("pretrain_secs", if method.needs_unlearner() { pretrain_secs } else { f64::NAN }),
             ("backbone_secs", trained.secs),
+            ("sharded_recall@20", sharded_recall),
+            ("sharded_ndcg@20", sharded_ndcg),
+            ("sharded_train_secs", sharded_secs),
         ] {
             if !v.is_nan() {
                 m.insert(k.to_string(), v);
@@ -519,7 +625,7 @@ fn run_group(
             }
             let reference = reference.as_ref().unwrap_or(&model);
             let acfg = AuditConfig { seed: g.seed, ..AuditConfig::default() };
-            let a = audit_checkpoints(&model, &request, &ds.test, Some(reference), Some(&trained.ckpt), &acfg)?;
+            let a = audit_checkpoints(&model, &request, &ds.test, Some(reference), Some(before), &acfg)?;
             m.insert("mia_auc".into(), a.mia.auc);
             m.insert("removed_called_members".into(), a.mia.removed_member_fraction);
             if let Some(r) = &a.reference {
