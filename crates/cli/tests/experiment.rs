@@ -139,6 +139,34 @@ fn experiment_grid_writes_results_and_resumes() {
 }
 
 #[test]
+fn sisa_runs_next_to_retrain_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let data = root.join("data");
+    ok(&["data", "synth", "--out", p(&data), "--users", "60", "--items", "40", "--interactions", "900", "--seed", "3"]);
+    let config = root.join("exp.toml");
+    let body = format!(
+        "datasets = [{:?}]\nmethods = [\"retrain\", \"sisa\"]\nfraction = 0.02\n\
+         [model]\ndim = 8\nlayers = 2\n[train]\nepochs = 2\nbatch_size = 256\nlr = 0.005\n\
+         [baselines.sisa]\nshards = 3\npartition = \"random\"\n",
+        p(&data)
+    );
+    std::fs::write(&config, body).expect("write config");
+    let out = root.join("out");
+    let (table, _) = ok(&["-q", "experiment", "--config", p(&config), "--out", p(&out)]);
+    assert!(table.contains("| retrain | 1 |") && table.contains("| sisa | 1 |"), "{table}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    assert_eq!(csv.lines().count(), 1 + 2, "{csv}");
+    assert!(csv.lines().next().expect("header").contains(",sharded_recall@20,"), "{csv}");
+    let cache = mtimes(&out.join("cache"));
+    assert!(cache.iter().any(|(f, _)| f.file_name().expect("name").to_string_lossy().starts_with("sharded-")));
+    let (again, log) = ok(&["experiment", "--config", p(&config), "--out", p(&out), "--resume"]);
+    assert_eq!(again, table);
+    assert!(log.contains("0 cells run, 2 already finished"), "{log}");
+    assert_eq!(mtimes(&out.join("cache")), cache);
+}
+
+#[test]
 fn bad_experiment_files_are_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
@@ -154,6 +182,11 @@ fn bad_experiment_files_are_refused_before_anything_is_written() {
         ("datasets = [\"synth\"]\nfraction = [0.01, 1.5]\n", &["`fraction`", "must be in (0, 1), got 1.5"][..]),
         ("datasets = [\"synth\"]\nfraction = 0\n", &["`fraction`", "got 0"][..]),
         ("datasets = [\"no/such/dir\"]\n", &["no/such/dir"][..]),
+        ("datasets = [\"synth\"]\n[baselines.sisa]\nshard = 2\n", &["exp.toml:3", "unknown field `shard`"][..]),
+        (
+            "datasets = [\"synth\"]\nmethods = [\"sisa\"]\n[baselines.sisa]\nshards = 0\n",
+            &["`baselines.sisa.shards`", "at least 1"][..],
+        ),
     ] {
         let config = root.join("exp.toml");
         std::fs::write(&config, body).expect("write config");

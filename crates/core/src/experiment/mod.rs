@@ -8,7 +8,7 @@
 //! models = ["lightgcn", "simgcl"]          # replaces [model].kind
 //! protocols = ["random", "users", "adversarial"]  # random users items popular tail adversarial
 //! fraction = 0.01                          # or a list; in (0, 1); not used by adversarial
-//! methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec"]  # + finetune gradient-ascent influence
+//! methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec"]  # + finetune gradient-ascent influence sisa
 //! seeds = [1, 2]                           # training, pre-training, fine-tuning, request, poison seeds
 //! audit = false                            # MIA AUC, removed called members, agreement with retrain
 //! poison_ratio = 0.5                       # adversarial: share of users and items given a least-related edge
@@ -18,6 +18,7 @@
 //! [pretrain]       # crate::unlearn::PretrainConfig
 //! [finetune]       # crate::unlearn::FinetuneConfig (unlearnrec-zero-shot: 0 epochs)
 //! [baselines.gradient_ascent]   # also baselines.finetune, baselines.influence
+//! [baselines.sisa] # crate::unlearn::baselines::ShardConfig: shards = 4, partition = "user" | "random", …
 //! [stream]         # optional: requests = 50, fraction = 0.001, retrain_every = 10, protocol, split
 //! ```
 //!
@@ -28,7 +29,14 @@
 //! poisoned data, and forgets every injected edge. Each cell (one method on one request) yields a
 //! [`ResultRow`]: test Recall@20 / NDCG@20 ([`crate::io::Checkpoint::evaluate`]), the forgetting
 //! figures of the [`crate::unlearn::UnlearnReport`], its time and, with `audit = true`, the
-//! [`crate::unlearn::audit`] figures against the retrained model of the same request. `results.csv` is
+//! [`crate::unlearn::audit`] figures against the retrained model of the same request. `sisa` does not
+//! start from the backbone: per (dataset, model, seed) and shard settings it trains (or loads from the
+//! cache) a sharded model of the same kind on the same, possibly poisoned, training data with
+//! [`crate::unlearn::baselines::train_sharded`], and forgets the request by retraining the shards that
+//! held it; its time is that retraining alone. The sharded model's own quality before unlearning differs
+//! from the single backbone's (`original_recall@20`), so its rows also hold `sharded_recall@20`,
+//! `sharded_ndcg@20` and `sharded_train_secs`, and its forgetting and audit figures compare with the
+//! sharded model. `results.csv` is
 //! rewritten atomically after every cell, so a crash loses one cell at most; with
 //! [`RunOptions::resume`], cells already there with the same configuration hash are skipped. At the end
 //! come `results.md` (mean ± std over seeds, [`results::markdown`]), `quality_vs_time.svg`,
@@ -119,6 +127,7 @@ mod tests {
     use crate::data::write_lightgcn;
     use crate::train::{EpochRecord, TrainConfig};
     use crate::unlearn::PretrainConfig;
+    use crate::unlearn::baselines::ShardConfig;
 
     #[derive(Default)]
     struct Counter {
@@ -220,6 +229,62 @@ mod tests {
         assert_eq!(results::read_results(&out.join(RESULTS_CSV)).unwrap().len(), 2);
     }
 
+    fn tiny_data(root: &std::path::Path) -> PathBuf {
+        let ds = generate(&SynthConfig { users: 60, items: 40, interactions: 900, ..Default::default() }).unwrap();
+        let data = root.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write_lightgcn(&ds, &data).unwrap();
+        data
+    }
+
+    #[test]
+    fn sisa_cells_unlearn_a_cached_sharded_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tiny_data(tmp.path());
+        let out = tmp.path().join("out");
+        let mut cfg = tiny_config(&data);
+        cfg.methods = vec![MethodSpec::Retrain, MethodSpec::Sisa];
+        cfg.baselines.sisa = ShardConfig { shards: 2, kmeans_iters: 3, pretrain_epochs: 1, ..Default::default() };
+        let mut first = Counter::default();
+        let r1 = run(&cfg, &out, &RunOptions::default(), &mut first).unwrap();
+        assert_eq!((r1.ran, r1.skipped), (2, 0));
+        // backbone, sharded model, the two cells
+        assert_eq!(first.stages.len(), 4, "{:?}", first.stages);
+        assert_eq!(r1.rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["retrain", "sisa"]);
+        let row = &r1.rows[1];
+        for k in ["recall@20", "ndcg@20", "removed_after", "unlearn_secs", "original_recall@20", "sharded_recall@20"] {
+            assert!(row.get(k).is_finite(), "{k}: {row:?}");
+        }
+        assert!(row.get("sharded_train_secs") > 0.0, "{row:?}");
+        assert!(r1.rows[0].get("sharded_recall@20").is_nan());
+        let csv = std::fs::read_to_string(out.join(RESULTS_CSV)).unwrap();
+        assert!(csv.lines().next().unwrap().contains(",sharded_recall@20"), "{csv}");
+        let cache = mtimes(&out.join("cache"));
+        assert_eq!(cache.len(), 2, "{cache:?}"); // the backbone and the sharded model
+        // Resumed: no work at all.
+        let mut second = Counter::default();
+        let r2 = run(&cfg, &out, &RunOptions { resume: true }, &mut second).unwrap();
+        assert_eq!((r2.ran, r2.skipped), (0, 2));
+        assert!(second.stages.is_empty() && second.cached == 0 && second.epochs == 0);
+        assert_eq!(r2.rows, r1.rows);
+        // Another request size: the cached backbone and sharded model are loaded, only the cell runs.
+        let cfg2 = ExperimentConfig { fractions: vec![0.05], methods: vec![MethodSpec::Sisa], ..cfg.clone() };
+        let mut third = Counter::default();
+        let r3 = run(&cfg2, &out, &RunOptions { resume: true }, &mut third).unwrap();
+        assert_eq!((r3.ran, third.cached), (1, 2));
+        assert_eq!(third.stages.len(), 1, "{:?}", third.stages);
+        assert_eq!(mtimes(&out.join("cache")), cache);
+        assert_eq!(r3.rows[0].get("sharded_recall@20"), row.get("sharded_recall@20"));
+        assert_eq!(r3.rows[0].get("sharded_train_secs"), row.get("sharded_train_secs"));
+        // Deterministic per seed: a fresh run gives the same figures.
+        let cfg3 = ExperimentConfig { methods: vec![MethodSpec::Sisa], ..cfg };
+        let r4 = run(&cfg3, &tmp.path().join("out2"), &RunOptions::default(), &mut Silent).unwrap();
+        for k in ["recall@20", "ndcg@20", "removed_after", "sharded_recall@20"] {
+            assert_eq!(r4.rows[0].get(k), row.get(k), "{k}");
+        }
+        assert_eq!(r4.rows[0].config_hash, row.config_hash);
+    }
+
     #[test]
     fn bad_configurations_write_nothing() {
         let tmp = tempfile::tempdir().unwrap();
@@ -229,6 +294,12 @@ mod tests {
         let cfg =
             ExperimentConfig { datasets: vec![tmp.path().join("absent").display().to_string()], ..Default::default() };
         assert!(run(&cfg, &out, &RunOptions::default(), &mut Silent).is_err());
+        // More user-partition shards than users.
+        let mut cfg = tiny_config(&tiny_data(tmp.path()));
+        cfg.methods = vec![MethodSpec::Sisa];
+        cfg.baselines.sisa.shards = 61;
+        let err = run(&cfg, &out, &RunOptions::default(), &mut Silent).unwrap_err().to_string();
+        assert!(err.contains("baselines.sisa.shards") && err.contains("61 shards for the"), "{err}");
         assert!(!out.exists());
     }
 }
