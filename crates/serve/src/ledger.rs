@@ -1,0 +1,532 @@
+//! The ledger: a SQLite database (WAL, `synchronous=FULL`) that is the single source of truth of the
+//! service.
+//!
+//! Two tables:
+//! - `requests`: one row per distinct forget request, keyed by [`Forget::id`] (a content hash, so a repeated
+//!   request finds its row again), with its status (`queued` → `applied` | `failed`), the edges it removed and
+//!   its receipt once applied.
+//! - `versions`: one row per model version. Version 0 is the checkpoint the service was first started with;
+//!   each applied batch adds one, recording the checkpoint's path and SHA-256 and the remaining-data
+//!   directory. The current version is the largest.
+//!
+//! [`Ledger::commit_batch`] marks a batch applied and records the new version in **one** transaction: a
+//! crash leaves either both or neither, which is what makes application exactly-once.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ServeError};
+
+/// What a forget request asks for, in external ids, in canonical form (items sorted and de-duplicated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Forget {
+    /// These interactions of one user.
+    Pairs {
+        /// The user.
+        user: String,
+        /// The items (sorted, distinct).
+        items: Vec<String>,
+    },
+    /// Every interaction of a user.
+    User {
+        /// The user.
+        user: String,
+    },
+    /// Every interaction of an item.
+    Item {
+        /// The item.
+        item: String,
+    },
+}
+
+impl Forget {
+    /// The canonical form: items sorted and de-duplicated.
+    pub fn canonical(self) -> Self {
+        match self {
+            Forget::Pairs { user, mut items } => {
+                items.sort_unstable();
+                items.dedup();
+                Forget::Pairs { user, items }
+            }
+            other => other,
+        }
+    }
+
+    /// The canonical JSON text (the form that is hashed and stored).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a Forget always serialises")
+    }
+
+    /// The request id: the first 16 hex digits of the SHA-256 of [`Forget::to_json`] of the canonical form.
+    pub fn id(&self) -> String {
+        let sha = unlearnrec_core::io::receipt::sha256_hex(self.clone().canonical().to_json().as_bytes());
+        sha[..16].to_string()
+    }
+}
+
+/// Where a request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Committed to the ledger, waiting for the worker.
+    Queued,
+    /// Applied to the model; see its version and receipt.
+    Applied,
+    /// Could not be applied; see the reason.
+    Failed,
+}
+
+impl Status {
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "queued" => Ok(Status::Queued),
+            "applied" => Ok(Status::Applied),
+            "failed" => Ok(Status::Failed),
+            other => Err(ServeError::Corrupt(format!("unknown request status {other:?}"))),
+        }
+    }
+}
+
+/// A row of `requests`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestRow {
+    /// The content-hash id.
+    pub id: String,
+    /// Arrival order.
+    pub seq: i64,
+    /// What to forget.
+    pub forget: Forget,
+    /// Status.
+    pub status: Status,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// UTC time it was committed, RFC 3339.
+    pub created_utc: String,
+    /// UTC time it was applied or failed.
+    pub done_utc: Option<String>,
+    /// The model version that applied it.
+    pub version: Option<u64>,
+    /// The `(user, item)` pairs (external ids) this request removed, once applied.
+    pub edges: Option<Vec<(String, String)>>,
+    /// The receipt (JSON text), once applied with a model change.
+    pub receipt: Option<String>,
+}
+
+/// A row of `versions`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionRow {
+    /// The version (0: the checkpoint the service started from).
+    pub version: u64,
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// SHA-256 of the checkpoint file.
+    pub sha256: String,
+    /// The remaining-data directory (LightGCN format); `None` for version 0 (the original dataset).
+    pub data_dir: Option<PathBuf>,
+    /// Edges removed by this version's batch.
+    pub edges: usize,
+    /// UTC time of the commit.
+    pub created_utc: String,
+}
+
+/// One applied request of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    /// The request id.
+    pub id: String,
+    /// The pairs it removed (external ids).
+    pub edges: Vec<(String, String)>,
+    /// Its receipt (JSON text), when the model changed.
+    pub receipt: Option<String>,
+}
+
+/// The outcome of [`Ledger::submit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    /// The request's row (existing or new).
+    pub row: RequestRow,
+    /// True when the same request was already in the ledger.
+    pub duplicate: bool,
+}
+
+/// A connection to the ledger. Each thread opens its own; SQLite serialises writers.
+pub struct Ledger {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'applied', 'failed')),
+    reason TEXT,
+    created_utc TEXT NOT NULL,
+    done_utc TEXT,
+    version INTEGER REFERENCES versions(version),
+    edges TEXT,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_status ON requests(status, seq);
+CREATE TABLE IF NOT EXISTS versions (
+    version INTEGER PRIMARY KEY,
+    checkpoint TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    data_dir TEXT,
+    edges INTEGER NOT NULL,
+    created_utc TEXT NOT NULL
+);
+";
+
+/// Now as RFC 3339 UTC.
+pub(crate) fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    unlearnrec_core::io::receipt::rfc3339(secs)
+}
+
+fn path_text(p: &Path) -> Result<String> {
+    p.to_str().map(str::to_owned).ok_or_else(|| ServeError::Config(format!("path {} is not UTF-8", p.display())))
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path`, in WAL mode with `synchronous=FULL`.
+    ///
+    /// # Errors
+    /// [`ServeError::Ledger`] when the file cannot be opened or is not a ledger.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(ServeError::Config(format!("{}: could not switch the ledger to WAL mode", path.display())));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// Records the first version (the checkpoint the service starts from) unless a version exists, and
+    /// returns the current version.
+    pub fn init_base(&mut self, checkpoint: &Path, sha256: &str) -> Result<VersionRow> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO versions (version, checkpoint, sha256, data_dir, edges, created_utc)
+             VALUES (0, ?1, ?2, NULL, 0, ?3)",
+            params![path_text(checkpoint)?, sha256, now_utc()],
+        )?;
+        tx.commit()?;
+        self.current()
+    }
+
+    /// The version row `version`.
+    pub fn version(&self, version: u64) -> Result<Option<VersionRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc FROM versions WHERE version = ?1",
+                [version as i64],
+                version_row,
+            )
+            .optional()?)
+    }
+
+    /// The current (largest) version.
+    ///
+    /// # Errors
+    /// [`ServeError::Corrupt`] when the ledger has no version (never initialised).
+    pub fn current(&self) -> Result<VersionRow> {
+        self.conn
+            .query_row(
+                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc FROM versions
+                 ORDER BY version DESC LIMIT 1",
+                [],
+                version_row,
+            )
+            .optional()?
+            .ok_or_else(|| ServeError::Corrupt("the ledger has no model version".into()))
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> Result<Vec<VersionRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT version, checkpoint, sha256, data_dir, edges, created_utc FROM versions ORDER BY version",
+        )?;
+        let rows = st.query_map([], version_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Commits a request (idempotent by content: a request already present is returned as it is).
+    pub fn submit(&mut self, forget: &Forget) -> Result<Submitted> {
+        let forget = forget.clone().canonical();
+        let id = forget.id();
+        let body = forget.to_json();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "INSERT INTO requests (id, body, status, created_utc) VALUES (?1, ?2, 'queued', ?3)
+             ON CONFLICT(id) DO NOTHING",
+            params![id, body, now_utc()],
+        )?;
+        let row = tx.query_row(&format!("{SELECT_REQUEST} WHERE id = ?1"), [&id], request_row)??;
+        if row.forget != forget {
+            return Err(ServeError::Corrupt(format!("request id {id} collides with a different request")));
+        }
+        tx.commit()?;
+        Ok(Submitted { row, duplicate: n == 0 })
+    }
+
+    /// A request by id.
+    pub fn get(&self, id: &str) -> Result<Option<RequestRow>> {
+        self.conn.query_row(&format!("{SELECT_REQUEST} WHERE id = ?1"), [id], request_row).optional()?.transpose()
+    }
+
+    /// Up to `limit` queued requests, oldest first.
+    pub fn queued(&self, limit: usize) -> Result<Vec<RequestRow>> {
+        let mut st = self.conn.prepare(&format!("{SELECT_REQUEST} WHERE status = 'queued' ORDER BY seq LIMIT ?1"))?;
+        let rows = st.query_map([limit as i64], request_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().collect()
+    }
+
+    /// Every request, in arrival order.
+    pub fn all(&self) -> Result<Vec<RequestRow>> {
+        let mut st = self.conn.prepare(&format!("{SELECT_REQUEST} ORDER BY seq"))?;
+        let rows = st.query_map([], request_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().collect()
+    }
+
+    /// Requests per status: `(queued, applied, failed)`.
+    pub fn counts(&self) -> Result<(u64, u64, u64)> {
+        let mut st = self.conn.prepare("SELECT status, COUNT(*) FROM requests GROUP BY status")?;
+        let mut out = (0, 0, 0);
+        for r in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (s, n) = r?;
+            match Status::parse(&s)? {
+                Status::Queued => out.0 = n as u64,
+                Status::Applied => out.1 = n as u64,
+                Status::Failed => out.2 = n as u64,
+            }
+        }
+        Ok(out)
+    }
+
+    /// In one transaction: marks every request of `applied` applied by `version` and, when `version` is new
+    /// (a model change), records it. `version.version` must be the current version (no model change) or
+    /// the current version plus one.
+    ///
+    /// # Errors
+    /// [`ServeError::Conflict`] (and nothing is written) when a request is not queued or the version is not
+    /// the next one.
+    pub fn commit_batch(&mut self, version: &VersionRow, applied: &[Applied]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row("SELECT MAX(version) FROM versions", [], |r| r.get(0))?;
+        let v = version.version as i64;
+        if v == current + 1 {
+            tx.execute(
+                "INSERT INTO versions (version, checkpoint, sha256, data_dir, edges, created_utc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    v,
+                    path_text(&version.checkpoint)?,
+                    version.sha256,
+                    version.data_dir.as_deref().map(path_text).transpose()?,
+                    version.edges as i64,
+                    version.created_utc
+                ],
+            )?;
+        } else if v != current {
+            return Err(ServeError::Conflict(format!("version {v} does not follow the current version {current}")));
+        }
+        let now = now_utc();
+        for a in applied {
+            let edges = serde_json::to_string(&a.edges)?;
+            let n = tx.execute(
+                "UPDATE requests SET status = 'applied', version = ?1, edges = ?2, receipt = ?3, done_utc = ?4
+                 WHERE id = ?5 AND status = 'queued'",
+                params![v, edges, a.receipt, now, a.id],
+            )?;
+            if n != 1 {
+                return Err(ServeError::Conflict(format!("request {} is not queued", a.id)));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a queued request failed with a reason.
+    ///
+    /// # Errors
+    /// [`ServeError::Conflict`] when it is not queued.
+    pub fn fail(&mut self, id: &str, reason: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE requests SET status = 'failed', reason = ?1, done_utc = ?2 WHERE id = ?3 AND status = 'queued'",
+            params![reason, now_utc(), id],
+        )?;
+        if n != 1 {
+            return Err(ServeError::Conflict(format!("request {id} is not queued")));
+        }
+        Ok(())
+    }
+}
+
+const SELECT_REQUEST: &str =
+    "SELECT id, seq, body, status, reason, created_utc, done_utc, version, edges, receipt FROM requests";
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        version: r.get::<_, i64>(0)? as u64,
+        checkpoint: PathBuf::from(r.get::<_, String>(1)?),
+        sha256: r.get(2)?,
+        data_dir: r.get::<_, Option<String>>(3)?.map(PathBuf::from),
+        edges: r.get::<_, i64>(4)? as usize,
+        created_utc: r.get(5)?,
+    })
+}
+
+/// Reads a request row; the outer result is SQLite's, the inner one the decoding of the stored JSON.
+fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RequestRow>> {
+    let body: String = r.get(2)?;
+    let status: String = r.get(3)?;
+    let edges: Option<String> = r.get(8)?;
+    let row = RequestRow {
+        id: r.get(0)?,
+        seq: r.get(1)?,
+        forget: Forget::Item { item: String::new() },
+        status: Status::Queued,
+        reason: r.get(4)?,
+        created_utc: r.get(5)?,
+        done_utc: r.get(6)?,
+        version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        edges: None,
+        receipt: r.get(9)?,
+    };
+    Ok((|| {
+        let forget = serde_json::from_str(&body)?;
+        let edges = edges.map(|e| serde_json::from_str(&e)).transpose()?;
+        Ok(RequestRow { forget, status: Status::parse(&status)?, edges, ..row })
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        l.init_base(Path::new("/m/base.safetensors"), "abc").unwrap();
+        (dir, l)
+    }
+
+    fn pairs(user: &str, items: &[&str]) -> Forget {
+        Forget::Pairs { user: user.into(), items: items.iter().map(|s| s.to_string()).collect() }
+    }
+
+    fn version(v: u64) -> VersionRow {
+        VersionRow {
+            version: v,
+            checkpoint: format!("/s/model-v{v}.safetensors").into(),
+            sha256: format!("sha{v}"),
+            data_dir: Some(format!("/s/data-v{v}").into()),
+            edges: 3,
+            created_utc: now_utc(),
+        }
+    }
+
+    #[test]
+    fn submitting_is_idempotent_by_content() {
+        let (_d, mut l) = ledger();
+        let a = l.submit(&pairs("7", &["3", "1", "3"])).unwrap();
+        assert!(!a.duplicate);
+        assert_eq!(a.row.status, Status::Queued);
+        assert_eq!(a.row.forget, pairs("7", &["1", "3"]));
+        let b = l.submit(&pairs("7", &["1", "3"])).unwrap();
+        assert!(b.duplicate);
+        assert_eq!(a.row.id, b.row.id);
+        assert_eq!(a.row.seq, b.row.seq);
+        let c = l.submit(&Forget::User { user: "7".into() }).unwrap();
+        assert_ne!(c.row.id, a.row.id);
+        assert_ne!(Forget::User { user: "1".into() }.id(), Forget::Item { item: "1".into() }.id());
+        assert_eq!(l.all().unwrap().len(), 2);
+        assert_eq!(l.counts().unwrap(), (2, 0, 0));
+    }
+
+    #[test]
+    fn ledger_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite");
+        let id = {
+            let mut l = Ledger::open(&path).unwrap();
+            l.init_base(Path::new("/b"), "x").unwrap();
+            l.submit(&Forget::Item { item: "9".into() }).unwrap().row.id
+        };
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.init_base(Path::new("/other"), "y").unwrap().checkpoint, PathBuf::from("/b"));
+        assert_eq!(l.get(&id).unwrap().unwrap().status, Status::Queued);
+        assert!(l.get("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_batch_commits_with_its_version_in_one_transaction() {
+        let (_d, mut l) = ledger();
+        let a = l.submit(&pairs("1", &["2"])).unwrap().row;
+        let b = l.submit(&Forget::User { user: "4".into() }).unwrap().row;
+        assert_eq!(l.queued(10).unwrap().iter().map(|r| &r.id).collect::<Vec<_>>(), vec![&a.id, &b.id]);
+        let applied = vec![
+            Applied { id: a.id.clone(), edges: vec![("1".into(), "2".into())], receipt: Some("{}".into()) },
+            Applied { id: b.id.clone(), edges: vec![], receipt: None },
+        ];
+        l.commit_batch(&version(1), &applied).unwrap();
+        assert_eq!(l.current().unwrap(), version(1).clone_with_time(&l.current().unwrap()));
+        let got = l.get(&a.id).unwrap().unwrap();
+        assert_eq!((got.status, got.version), (Status::Applied, Some(1)));
+        assert_eq!(got.edges, Some(vec![("1".to_string(), "2".to_string())]));
+        assert!(l.queued(10).unwrap().is_empty());
+        // Applying again is refused and changes nothing (exactly once).
+        let err = l.commit_batch(&version(2), &applied).unwrap_err();
+        assert!(matches!(err, ServeError::Conflict(_)), "{err}");
+        assert_eq!(l.current().unwrap().version, 1);
+        assert_eq!(l.versions().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_conflicting_batch_rolls_back_entirely() {
+        let (_d, mut l) = ledger();
+        let a = l.submit(&pairs("1", &["2"])).unwrap().row;
+        let b = l.submit(&pairs("1", &["3"])).unwrap().row;
+        l.fail(&b.id, "boom").unwrap();
+        let applied = vec![
+            Applied { id: a.id.clone(), edges: vec![], receipt: None },
+            Applied { id: b.id.clone(), edges: vec![], receipt: None },
+        ];
+        assert!(l.commit_batch(&version(1), &applied).is_err());
+        assert_eq!(l.get(&a.id).unwrap().unwrap().status, Status::Queued);
+        assert_eq!(l.current().unwrap().version, 0);
+        // A version that skips one is refused too.
+        assert!(l.commit_batch(&version(2), &applied[..1]).is_err());
+        // No model change: the batch is applied at the current version.
+        l.commit_batch(&l.current().unwrap(), &applied[..1]).unwrap();
+        assert_eq!(l.get(&a.id).unwrap().unwrap().version, Some(0));
+    }
+
+    #[test]
+    fn status_transitions_only_leave_queued() {
+        let (_d, mut l) = ledger();
+        let a = l.submit(&Forget::Item { item: "5".into() }).unwrap().row;
+        l.fail(&a.id, "diverged").unwrap();
+        let got = l.get(&a.id).unwrap().unwrap();
+        assert_eq!((got.status, got.reason.as_deref()), (Status::Failed, Some("diverged")));
+        assert!(l.fail(&a.id, "again").is_err());
+        let again = l.submit(&Forget::Item { item: "5".into() }).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.row.status, Status::Failed);
+        assert_eq!(l.counts().unwrap(), (0, 0, 1));
+    }
+
+    impl VersionRow {
+        fn clone_with_time(&self, other: &VersionRow) -> VersionRow {
+            VersionRow { created_utc: other.created_utc.clone(), ..self.clone() }
+        }
+    }
+}

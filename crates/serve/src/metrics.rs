@@ -1,0 +1,187 @@
+//! Prometheus metrics, rendered in the text exposition format by [`Metrics::render`].
+//!
+//! - `unlearnrec_http_requests_total{route,method,status}`: requests by route template and status code.
+//! - `unlearnrec_http_request_duration_seconds{route}`: a latency histogram per route.
+//! - `unlearnrec_forget_queue_depth`: queued requests, as the worker last saw them.
+//! - `unlearnrec_model_version`: the served model version.
+//! - `unlearnrec_batches_total`, `unlearnrec_forget_applied_total`, `unlearnrec_forget_failed_total`,
+//!   `unlearnrec_apply_errors_total`, `unlearnrec_batch_duration_seconds_{sum,count}`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds of the latency buckets, seconds.
+pub const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, String, u16), u64>,
+    latency: BTreeMap<String, Histogram>,
+    batches: u64,
+    applied: u64,
+    batch_secs: f64,
+    failed: u64,
+    apply_errors: u64,
+}
+
+/// The service's counters.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+    queue_depth: AtomicU64,
+    model_version: AtomicU64,
+}
+
+impl Metrics {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one HTTP request.
+    pub fn request(&self, route: &str, method: &str, status: u16, secs: f64) {
+        let mut m = self.inner();
+        *m.requests.entry((route.to_string(), method.to_string(), status)).or_default() += 1;
+        let h = m.latency.entry(route.to_string()).or_default();
+        if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
+            h.counts[b] += 1;
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// Sets the queue depth.
+    pub fn set_queue_depth(&self, n: u64) {
+        self.queue_depth.store(n, Ordering::Relaxed);
+    }
+
+    /// The queue depth last set.
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Sets the served model version.
+    pub fn set_model_version(&self, v: u64) {
+        self.model_version.store(v, Ordering::Relaxed);
+    }
+
+    /// Records an applied batch.
+    pub fn batch_done(&self, requests: u64, secs: f64, version: u64) {
+        let mut m = self.inner();
+        m.batches += 1;
+        m.applied += requests;
+        m.batch_secs += secs;
+        self.set_model_version(version);
+    }
+
+    /// Records a failed request.
+    pub fn failed(&self) {
+        self.inner().failed += 1;
+    }
+
+    /// Records a batch that could not be written (left queued).
+    pub fn apply_error(&self) {
+        self.inner().apply_errors += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let m = self.inner();
+        let mut s = String::new();
+        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        s.push_str("# HELP unlearnrec_http_requests_total HTTP requests by route, method and status.\n");
+        s.push_str("# TYPE unlearnrec_http_requests_total counter\n");
+        for ((route, method, status), n) in &m.requests {
+            let _ = writeln!(
+                s,
+                "unlearnrec_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+                esc(route),
+                esc(method)
+            );
+        }
+        s.push_str("# HELP unlearnrec_http_request_duration_seconds HTTP request latency by route.\n");
+        s.push_str("# TYPE unlearnrec_http_request_duration_seconds histogram\n");
+        for (route, h) in &m.latency {
+            let route = esc(route);
+            let mut cum = 0;
+            for (le, c) in BUCKETS.iter().zip(&h.counts) {
+                cum += c;
+                let _ = writeln!(
+                    s,
+                    "unlearnrec_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cum}"
+                );
+            }
+            let _ = writeln!(
+                s,
+                "unlearnrec_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(s, "unlearnrec_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+            let _ = writeln!(s, "unlearnrec_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+        }
+        let gauges = [
+            (
+                "unlearnrec_forget_queue_depth",
+                "Forget requests queued in the ledger.",
+                self.queue_depth.load(Ordering::Relaxed),
+            ),
+            ("unlearnrec_model_version", "The served model version.", self.model_version.load(Ordering::Relaxed)),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let counters = [
+            ("unlearnrec_batches_total", "Batches applied.", m.batches),
+            ("unlearnrec_forget_applied_total", "Forget requests applied.", m.applied),
+            ("unlearnrec_forget_failed_total", "Forget requests that failed.", m.failed),
+            (
+                "unlearnrec_apply_errors_total",
+                "Batches whose files or ledger commit failed (left queued).",
+                m.apply_errors,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let _ = writeln!(
+            s,
+            "# HELP unlearnrec_batch_duration_seconds Time to apply batches.\n# TYPE unlearnrec_batch_duration_seconds summary\nunlearnrec_batch_duration_seconds_sum {}\nunlearnrec_batch_duration_seconds_count {}",
+            m.batch_secs, m.batches
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.request("/v1/recommend", "GET", 200, 0.002);
+        m.request("/v1/recommend", "GET", 200, 0.3);
+        m.request("/v1/recommend", "GET", 404, 9.0);
+        m.set_queue_depth(4);
+        m.batch_done(3, 0.5, 2);
+        let s = m.render();
+        assert!(
+            s.contains("unlearnrec_http_requests_total{route=\"/v1/recommend\",method=\"GET\",status=\"200\"} 2"),
+            "{s}"
+        );
+        assert!(s.contains("unlearnrec_http_request_duration_seconds_bucket{route=\"/v1/recommend\",le=\"0.0025\"} 1"));
+        assert!(s.contains("unlearnrec_http_request_duration_seconds_bucket{route=\"/v1/recommend\",le=\"0.5\"} 2"));
+        assert!(s.contains("unlearnrec_http_request_duration_seconds_bucket{route=\"/v1/recommend\",le=\"+Inf\"} 3"));
+        assert!(s.contains("unlearnrec_forget_queue_depth 4"));
+        assert!(s.contains("unlearnrec_model_version 2"));
+        assert!(s.contains("unlearnrec_forget_applied_total 3"));
+    }
+}

@@ -1,0 +1,561 @@
+//! The model the service answers from, and the files of its versions.
+//!
+//! - [`Served`]: one checkpoint with what answering needs precomputed (final embeddings, the seen-item
+//!   filter, the erased catalogue, id lookups). Readers take it from an [`ArcSwap`] and never wait for the
+//!   worker.
+//! - [`Store`]: the worker's side. [`Store::open`] recovers: it loads the version the ledger says is current
+//!   (checking its SHA-256) and deletes files of versions the ledger never committed. [`Store::apply`] applies
+//!   a batch: unlearning, then `model-v{N}.safetensors` and `data-v{N}/` written atomically under the state
+//!   directory, then one ledger transaction, then the swap.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use unlearnrec_core::data::{Dataset, IdMap, Interactions};
+use unlearnrec_core::graph::Graph;
+use unlearnrec_core::io::checkpoint::{self, Checkpoint};
+use unlearnrec_core::io::receipt;
+use unlearnrec_core::model::{Backbone, Embeddings};
+use unlearnrec_core::pipeline::union;
+use unlearnrec_core::train::Silent;
+use unlearnrec_core::unlearn::{self, FinetuneConfig, Unlearner};
+
+use crate::error::{Result, ServeError};
+use crate::ledger::{Applied, Forget, Ledger, RequestRow, VersionRow, now_utc};
+
+/// Why a forget request is refused before it is recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// An id the model does not know.
+    #[error("unknown {kind} id {id:?}")]
+    Unknown {
+        /// `user` or `item`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// Known ids that name no interaction of the model, past or present.
+    #[error("{0}")]
+    NoInteraction(String),
+}
+
+/// A checkpoint ready to answer.
+pub struct Served {
+    /// Its version in the ledger.
+    pub version: u64,
+    /// Its file.
+    pub path: PathBuf,
+    /// SHA-256 of its file.
+    pub sha256: String,
+    /// The checkpoint.
+    pub ckpt: Checkpoint,
+    /// External user ids.
+    pub users: IdMap,
+    /// External item ids.
+    pub items: IdMap,
+    emb: Embeddings,
+    seen: Graph,
+    removed: Graph,
+    erased_items: Vec<u32>,
+}
+
+impl Served {
+    /// Precomputes the final embeddings and filters of `ckpt`.
+    pub fn new(version: u64, path: PathBuf, sha256: String, ckpt: Checkpoint) -> Result<Self> {
+        let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
+            .map_err(|d| ServeError::Corrupt(format!("duplicate user id {d:?} in the checkpoint")))?;
+        let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
+            .map_err(|d| ServeError::Corrupt(format!("duplicate item id {d:?} in the checkpoint")))?;
+        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+        let emb = ckpt.final_embeddings()?;
+        let seen = Graph::from_interactions(nu, ni, &ckpt.seen());
+        let removed = Graph::from_interactions(nu, ni, &ckpt.removed);
+        // As `Checkpoint::recommend`: items whose every interaction was unlearned leave the catalogue.
+        let erased_items: Vec<u32> = (0..ni as u32)
+            .filter(|&i| {
+                !removed.item_users().row(i as usize).is_empty() && seen.item_users().row(i as usize).is_empty()
+            })
+            .collect();
+        Ok(Self { version, path, sha256, ckpt, users, items, emb, seen, removed, erased_items })
+    }
+
+    /// The internal id of an external user id.
+    pub fn user(&self, external: &str) -> Option<u32> {
+        self.users.get(external)
+    }
+
+    /// True when every interaction of the user was unlearned.
+    pub fn is_erased_user(&self, user: u32) -> bool {
+        self.ckpt.is_erased_user(user)
+    }
+
+    /// The top-`k` unseen items of `user` (external id, score), best first; as `Checkpoint::recommend`
+    /// with the embeddings computed once per version.
+    pub fn recommend(&self, user: u32, k: usize) -> Result<Vec<(String, f32)>> {
+        let top = unlearnrec_core::eval::recommend(
+            &[user],
+            &self.emb.users,
+            &self.emb.items,
+            self.emb.dim,
+            Some(self.seen.user_items()),
+            &self.erased_items,
+            k,
+        )?;
+        let (items, scores) = top.row(0);
+        Ok(items.iter().zip(scores).map(|(&i, &s)| (self.items.external(i).to_string(), s)).collect())
+    }
+
+    fn lookup(&self, f: &Forget) -> Result<(Option<u32>, Vec<u32>), Rejection> {
+        let user = |u: &str| self.users.get(u).ok_or(Rejection::Unknown { kind: "user", id: u.to_string() });
+        let item = |i: &str| self.items.get(i).ok_or(Rejection::Unknown { kind: "item", id: i.to_string() });
+        Ok(match f {
+            Forget::Pairs { user: u, items } => {
+                (Some(user(u)?), items.iter().map(|i| item(i)).collect::<Result<_, _>>()?)
+            }
+            Forget::User { user: u } => (Some(user(u)?), Vec::new()),
+            Forget::Item { item: i } => (None, vec![item(i)?]),
+        })
+    }
+
+    /// Checks a request before it is recorded: known ids that name interactions the model has or had.
+    pub fn check(&self, f: &Forget) -> Result<(), Rejection> {
+        let had = |u: u32, i: u32| self.seen.contains(u, i) || self.removed.contains(u, i);
+        match (f, self.lookup(f)?) {
+            (Forget::Pairs { user, items }, (Some(u), ids)) => {
+                if let Some(k) = ids.iter().position(|&i| !had(u, i)) {
+                    return Err(Rejection::NoInteraction(format!(
+                        "({user}, {}) is not an interaction of this model",
+                        items[k]
+                    )));
+                }
+            }
+            (Forget::User { user }, (Some(u), _)) => {
+                let row = |g: &Graph| g.user_items().row(u as usize).is_empty();
+                if row(&self.seen) && row(&self.removed) {
+                    return Err(Rejection::NoInteraction(format!("user {user:?} has no interactions")));
+                }
+            }
+            (Forget::Item { item }, (_, ids)) => {
+                let row = |g: &Graph| g.item_users().row(ids[0] as usize).is_empty();
+                if row(&self.seen) && row(&self.removed) {
+                    return Err(Rejection::NoInteraction(format!("item {item:?} has no interactions")));
+                }
+            }
+            _ => unreachable!("lookup returns a user for user requests"),
+        }
+        Ok(())
+    }
+
+    /// The interactions (training graph or validation) a request still names, internal ids.
+    pub fn resolve(&self, f: &Forget) -> Result<Vec<(u32, u32)>, Rejection> {
+        let (user, ids) = self.lookup(f)?;
+        Ok(match f {
+            Forget::Pairs { .. } => {
+                let u = user.expect("pairs have a user");
+                ids.into_iter().filter(|&i| self.seen.contains(u, i)).map(|i| (u, i)).collect()
+            }
+            Forget::User { .. } => {
+                let u = user.expect("user requests have a user");
+                self.seen.user_items().row(u as usize).iter().map(|&i| (u, i)).collect()
+            }
+            Forget::Item { .. } => self.seen.item_users().row(ids[0] as usize).iter().map(|&u| (u, ids[0])).collect(),
+        })
+    }
+
+    fn external(&self, edges: &[(u32, u32)]) -> Vec<(String, String)> {
+        edges.iter().map(|&(u, i)| (self.users.external(u).to_string(), self.items.external(i).to_string())).collect()
+    }
+}
+
+/// A point at which [`Store::apply`] aborts the process, for crash tests.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// After the new checkpoint is written, before the remaining data.
+    AfterCheckpoint,
+    /// After both files are written, before the ledger commit.
+    BeforeCommit,
+    /// After the ledger commit, before the served model is swapped.
+    AfterCommit,
+}
+
+impl std::str::FromStr for FaultPoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "after-checkpoint" => Ok(FaultPoint::AfterCheckpoint),
+            "before-commit" => Ok(FaultPoint::BeforeCommit),
+            "after-commit" => Ok(FaultPoint::AfterCommit),
+            _ => Err(format!("unknown fault point {s:?} (after-checkpoint, before-commit, after-commit)")),
+        }
+    }
+}
+
+/// What the worker's store needs.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The checkpoint the service was first started with (version 0).
+    pub model: PathBuf,
+    /// The pre-trained unlearner.
+    pub unlearner: PathBuf,
+    /// The ledger.
+    pub db: PathBuf,
+    /// Where versioned checkpoints and remaining data go.
+    pub state_dir: PathBuf,
+    /// Fine-tuning after the encoder pass.
+    pub finetune: FinetuneConfig,
+    /// Crash injection (tests only).
+    #[doc(hidden)]
+    pub fault: Option<FaultPoint>,
+}
+
+/// The outcome of [`Store::apply`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The batch is applied; `changed` when a new model version was written.
+    Applied {
+        /// The served version after the batch.
+        version: u64,
+        /// Requests applied.
+        requests: usize,
+        /// Edges removed.
+        edges: usize,
+        /// Whether the model changed.
+        changed: bool,
+    },
+    /// The service is stopping; the batch stays queued and will be applied on the next start.
+    Abandoned,
+}
+
+/// Why [`Store::apply`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Unlearning itself failed on this batch (deterministic: retrying the same batch fails again).
+    #[error("{0}")]
+    Request(String),
+    /// Files or the ledger (possibly transient; the batch stays queued).
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+impl From<unlearnrec_core::Error> for ApplyError {
+    fn from(e: unlearnrec_core::Error) -> Self {
+        ApplyError::Serve(e.into())
+    }
+}
+
+/// The worker's view of the state: the ledger connection, the data and unlearner, the served model.
+pub struct Store {
+    cfg: StoreConfig,
+    ledger: Ledger,
+    dataset: Dataset,
+    unlearner: Unlearner,
+    served: Arc<ArcSwap<Served>>,
+}
+
+/// The file name of version `v`'s checkpoint.
+pub fn checkpoint_name(v: u64) -> String {
+    format!("model-v{v:06}.safetensors")
+}
+
+/// The directory name of version `v`'s remaining data.
+pub fn data_name(v: u64) -> String {
+    format!("data-v{v:06}")
+}
+
+fn version_of(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("model-v").and_then(|s| s.strip_suffix(".safetensors"));
+    let digits = digits.or_else(|| name.strip_prefix("data-v"))?;
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+fn remove_path(p: &Path) -> Result<()> {
+    let r = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ServeError::io(p, e)),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| ServeError::io(dir, e))
+}
+
+/// Deletes what the ledger never committed (versions above `current`, temporary files) and versions older
+/// than `current - 1`. Returns the deleted names.
+pub fn clean_state_dir(dir: &Path, current: u64) -> Result<Vec<String>> {
+    let mut gone = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| ServeError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| ServeError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = match version_of(&name) {
+            Some(v) => v > current || v + 1 < current,
+            None => name.starts_with(".unlearnrec-") || name.starts_with(".data-v"),
+        };
+        if stale {
+            remove_path(&entry.path())?;
+            gone.push(name);
+        }
+    }
+    if !gone.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(gone)
+}
+
+fn read_with_sha(path: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(path).map_err(|e| ServeError::io(path, e))?;
+    let sha = receipt::sha256_hex(&bytes);
+    Ok((bytes, sha))
+}
+
+/// The remaining data of `ckpt` as a dataset (as `unlearnrec unlearn --write-data`): the training split is the
+/// model's graph (plus the validation edges when these were carved from it); test is untouched.
+pub fn remaining_data(ds: &Dataset, ckpt: &Checkpoint) -> Dataset {
+    let mut rest = ds.clone();
+    if ckpt.meta.carved_valid {
+        rest.train = union(&ckpt.graph, &ckpt.valid);
+    } else {
+        rest.train = ckpt.graph.clone();
+        rest.valid = rest.valid.is_some().then(|| ckpt.valid.clone());
+    }
+    rest
+}
+
+/// Writes `ds` in LightGCN format to `dir` atomically: a temporary directory, every file synced, renamed.
+fn write_data_dir(ds: &Dataset, dir: &Path) -> Result<()> {
+    let parent = dir.parent().expect("the data directory is inside the state directory");
+    let name = dir.file_name().expect("a data directory has a name").to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp"));
+    remove_path(&tmp)?;
+    unlearnrec_core::data::write_lightgcn(ds, &tmp)?;
+    for entry in std::fs::read_dir(&tmp).map_err(|e| ServeError::io(&tmp, e))? {
+        let p = entry.map_err(|e| ServeError::io(&tmp, e))?.path();
+        std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| ServeError::io(&p, e))?;
+    }
+    sync_dir(&tmp)?;
+    remove_path(dir)?;
+    std::fs::rename(&tmp, dir).map_err(|e| ServeError::io(dir, e))?;
+    sync_dir(parent)
+}
+
+fn fault(at: FaultPoint, cfg: Option<FaultPoint>) {
+    if cfg == Some(at) {
+        eprintln!("fault injection: aborting at {at:?}");
+        std::process::abort();
+    }
+}
+
+/// `ckpt` with `edges` (validation edges only, which the model never trained on) moved to its removed set.
+fn drop_valid_edges(ckpt: &Checkpoint, edges: &Interactions) -> Result<Checkpoint> {
+    let m = &ckpt.model;
+    let model = Backbone::from_embeddings(m.config.clone(), m.n_users(), m.n_items(), m.base_vec()?)?;
+    Ok(Checkpoint {
+        model,
+        meta: ckpt.meta.clone(),
+        graph: ckpt.graph.clone(),
+        valid: ckpt.valid.difference(edges).0,
+        removed: union(&ckpt.removed, edges),
+    })
+}
+
+impl Store {
+    /// Opens the ledger and recovers: version 0 is recorded on first start; the current version's checkpoint
+    /// is loaded and checked against its recorded SHA-256; files of versions the ledger never committed are
+    /// deleted. Queued requests stay queued for the worker.
+    ///
+    /// # Errors
+    /// A ledger started from another checkpoint, a checkpoint whose hash differs from the ledger's, a dataset
+    /// or unlearner that does not match the checkpoint.
+    pub fn open(mut cfg: StoreConfig, dataset: Dataset) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| ServeError::io(&cfg.state_dir, e))?;
+        // The ledger records absolute paths, so that a restart from another directory finds the files.
+        cfg.state_dir = std::path::absolute(&cfg.state_dir).map_err(|e| ServeError::io(&cfg.state_dir, e))?;
+        let model = std::path::absolute(&cfg.model).map_err(|e| ServeError::io(&cfg.model, e))?;
+        let mut ledger = Ledger::open(&cfg.db)?;
+        let (_, base_sha) = read_with_sha(&model)?;
+        ledger.init_base(&model, &base_sha)?;
+        let base = ledger.version(0)?.ok_or_else(|| ServeError::Corrupt("no version 0".into()))?;
+        if base.sha256 != base_sha {
+            return Err(ServeError::Config(format!(
+                "the ledger {} was started from checkpoint {} (sha256 {}), not {} (sha256 {base_sha})",
+                cfg.db.display(),
+                base.checkpoint.display(),
+                base.sha256,
+                model.display()
+            )));
+        }
+        let current = ledger.current()?;
+        let gone = clean_state_dir(&cfg.state_dir, current.version)?;
+        if !gone.is_empty() {
+            tracing::warn!("deleted files the ledger never committed or no longer needs: {}", gone.join(", "));
+        }
+        let (_, sha) = read_with_sha(&current.checkpoint)?;
+        if sha != current.sha256 {
+            return Err(ServeError::Corrupt(format!(
+                "{} has sha256 {sha}, the ledger recorded {} for version {}",
+                current.checkpoint.display(),
+                current.sha256,
+                current.version
+            )));
+        }
+        if let Some(d) = &current.data_dir
+            && !d.is_dir()
+        {
+            return Err(ServeError::Corrupt(format!(
+                "the remaining data {} of the current version is missing",
+                d.display()
+            )));
+        }
+        let ckpt = checkpoint::load(&current.checkpoint)?;
+        ckpt.meta.check_dataset(&dataset)?;
+        let unlearner = Unlearner::load(&cfg.unlearner)?;
+        unlearner.check(&ckpt)?;
+        let served = Served::new(current.version, current.checkpoint.clone(), current.sha256.clone(), ckpt)?;
+        Ok(Self { cfg, ledger, dataset, unlearner, served: Arc::new(ArcSwap::from_pointee(served)) })
+    }
+
+    /// The served model, shared with the readers.
+    pub fn served(&self) -> Arc<ArcSwap<Served>> {
+        self.served.clone()
+    }
+
+    /// The worker's ledger connection.
+    pub fn ledger(&mut self) -> &mut Ledger {
+        &mut self.ledger
+    }
+
+    /// Applies `batch` (queued requests, oldest first) exactly once: each request removes the interactions
+    /// it names that are still there and not taken by an earlier request of the batch; the union is
+    /// unlearned with the encoder in one pass; the new checkpoint and remaining data are written under new
+    /// versioned names; one ledger transaction marks the batch applied and records the version; then the
+    /// served model is swapped. A batch with nothing left to remove is marked applied at the current
+    /// version. When `stop` is set once unlearning finished, nothing is written and the batch stays queued.
+    ///
+    /// Requests whose ids the model does not know are marked failed and left out.
+    pub fn apply(&mut self, batch: &[RequestRow], stop: &AtomicBool) -> Result<Outcome, ApplyError> {
+        let cur = self.served.load_full();
+        let mut taken = HashSet::new();
+        let mut parts: Vec<(&RequestRow, Vec<(u32, u32)>)> = Vec::new();
+        for row in batch {
+            match cur.resolve(&row.forget) {
+                Ok(edges) => {
+                    let own: Vec<(u32, u32)> = edges.into_iter().filter(|e| taken.insert(*e)).collect();
+                    parts.push((row, own));
+                }
+                Err(why) => self.ledger.fail(&row.id, &why.to_string())?,
+            }
+        }
+        let all: Vec<(u32, u32)> = parts.iter().flat_map(|(_, e)| e.iter().copied()).collect();
+        let n_edges = all.len();
+        let request = Interactions::from_pairs(all).0;
+        if request.is_empty() {
+            let version = self.ledger.current()?;
+            let applied: Vec<Applied> =
+                parts.iter().map(|(r, _)| Applied { id: r.id.clone(), edges: Vec::new(), receipt: None }).collect();
+            self.ledger.commit_batch(&version, &applied)?;
+            return Ok(Outcome::Applied { version: cur.version, requests: applied.len(), edges: 0, changed: false });
+        }
+        let learned = unlearn::check_request(&cur.ckpt, &request).map_err(|e| ApplyError::Request(e.to_string()))?;
+        let (next, report) = if learned.is_empty() {
+            (drop_valid_edges(&cur.ckpt, &request)?, None)
+        } else {
+            let (c, r) = unlearn::unlearn(&cur.ckpt, &self.unlearner, &request, &self.cfg.finetune, &mut Silent)
+                .map_err(|e| ApplyError::Request(e.to_string()))?;
+            (c, Some(r))
+        };
+        if stop.load(Ordering::SeqCst) {
+            return Ok(Outcome::Abandoned);
+        }
+        let mut next = next;
+        let v = cur.version + 1;
+        next.meta.provenance.insert("serve_version".into(), v.to_string());
+        let ckpt_path = self.cfg.state_dir.join(checkpoint_name(v));
+        let data_dir = self.cfg.state_dir.join(data_name(v));
+        // Leftovers of an attempt that never committed.
+        remove_path(&ckpt_path)?;
+        checkpoint::save(&ckpt_path, &next)?;
+        fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
+        write_data_dir(&remaining_data(&self.dataset, &next), &data_dir)?;
+        sync_dir(&self.cfg.state_dir)?;
+        fault(FaultPoint::BeforeCommit, self.cfg.fault);
+        let (before, _) = read_with_sha(&cur.path)?;
+        let (after, sha) = read_with_sha(&ckpt_path)?;
+        let mut applied = Vec::with_capacity(parts.len());
+        for (row, edges) in &parts {
+            let receipt = match (&report, edges.is_empty()) {
+                (Some(report), false) => {
+                    let req = Interactions::from_pairs(edges.clone()).0;
+                    let mut r = receipt::build(&req, &cur.users, &cur.items, report, &before, &after);
+                    (r.users, r.items) = touched(&req);
+                    r.edges = req.len();
+                    Some(serde_json::to_string(&r).map_err(ServeError::from)?)
+                }
+                _ => None,
+            };
+            applied.push(Applied { id: row.id.clone(), edges: cur.external(edges), receipt });
+        }
+        let version = VersionRow {
+            version: v,
+            checkpoint: ckpt_path.clone(),
+            sha256: sha.clone(),
+            data_dir: Some(data_dir),
+            edges: n_edges,
+            created_utc: now_utc(),
+        };
+        self.ledger.commit_batch(&version, &applied)?;
+        fault(FaultPoint::AfterCommit, self.cfg.fault);
+        self.served.store(Arc::new(Served::new(v, ckpt_path, sha, next)?));
+        if v >= 2 {
+            for old in [checkpoint_name(v - 2), data_name(v - 2)] {
+                if let Err(e) = remove_path(&self.cfg.state_dir.join(&old)) {
+                    tracing::warn!("could not delete {old}: {e}");
+                }
+            }
+        }
+        Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true })
+    }
+}
+
+fn touched(req: &Interactions) -> (usize, usize) {
+    let mut u = req.users().to_vec();
+    u.dedup();
+    let mut i = req.items().to_vec();
+    i.sort_unstable();
+    i.dedup();
+    (u.len(), i.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_names_round_trip() {
+        assert_eq!(version_of(&checkpoint_name(12)), Some(12));
+        assert_eq!(version_of(&data_name(3)), Some(3));
+        assert_eq!(version_of("model-v12.safetensors"), None);
+        assert_eq!(version_of("token"), None);
+    }
+
+    #[test]
+    fn cleaning_keeps_current_and_previous_and_drops_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in 1..=5 {
+            std::fs::write(dir.path().join(checkpoint_name(v)), b"x").unwrap();
+            std::fs::create_dir(dir.path().join(data_name(v))).unwrap();
+        }
+        std::fs::write(dir.path().join(".unlearnrec-abc"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join(".data-v000006.tmp")).unwrap();
+        std::fs::write(dir.path().join("token"), b"t").unwrap();
+        clean_state_dir(dir.path(), 3).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, vec![data_name(2), data_name(3), checkpoint_name(2), checkpoint_name(3), "token".into()]);
+    }
+}

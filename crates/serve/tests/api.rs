@@ -1,0 +1,334 @@
+//! The HTTP API in process (tower `oneshot`) on a tiny trained model: authentication, input validation,
+//! idempotency, status and recommendation semantics.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt;
+use unlearnrec_core::data::Dataset;
+use unlearnrec_core::data::synthetic::{SynthConfig, generate};
+use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::model::{ModelConfig, ModelKind};
+use unlearnrec_core::train::{Silent, TrainConfig};
+use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
+use unlearnrec_serve::api::{AppState, router};
+use unlearnrec_serve::ledger::{Ledger, Status};
+use unlearnrec_serve::metrics::Metrics;
+use unlearnrec_serve::store::{Outcome, Store, StoreConfig};
+use unlearnrec_serve::worker::Kick;
+use unlearnrec_serve::{Limits, Token};
+
+const TOKEN: &str = "s3cret-token";
+
+/// A trained model and unlearner on a tiny synthetic dataset, shared by the tests (read-only).
+struct Trained {
+    _dir: tempfile::TempDir,
+    ds: Dataset,
+    model: PathBuf,
+    unlearner: PathBuf,
+}
+
+fn trained() -> &'static Trained {
+    static T: OnceLock<Trained> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = generate(&SynthConfig { users: 60, items: 40, interactions: 900, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 16, layers: 2, ..Default::default() };
+        let tc = TrainConfig { epochs: 1, batch_size: 256, eval_every: 1, ..Default::default() };
+        let (ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
+        let model = dir.path().join("model.safetensors");
+        checkpoint::save(&model, &ckpt).unwrap();
+        let pc = PretrainConfig { epochs: 1, batch_size: 256, max_steps_per_epoch: Some(2), ..Default::default() };
+        let un = unlearn::pretrain(&ckpt, &pc, &mut Silent).unwrap();
+        let unlearner = dir.path().join("unlearner.safetensors");
+        un.save(&unlearner).unwrap();
+        Trained { _dir: dir, ds, model, unlearner }
+    })
+}
+
+struct Service {
+    _dir: tempfile::TempDir,
+    store: Store,
+    app: Router,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+fn service() -> Service {
+    service_with(0)
+}
+
+fn service_with(finetune_epochs: usize) -> Service {
+    let t = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.sqlite");
+    let cfg = StoreConfig {
+        model: t.model.clone(),
+        unlearner: t.unlearner.clone(),
+        db: db.clone(),
+        state_dir: dir.path().join("state"),
+        finetune: FinetuneConfig { epochs: finetune_epochs, batch_size: 256, ..Default::default() },
+        fault: None,
+    };
+    let store = Store::open(cfg, t.ds.clone()).unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
+    let state = AppState {
+        served: store.served(),
+        ledger: ledger.clone(),
+        kick: Arc::new(Kick::default()),
+        metrics: Arc::new(Metrics::default()),
+        token: Token::new(TOKEN).unwrap(),
+        limits: Limits::default(),
+    };
+    Service { _dir: dir, store, app: router(state), ledger }
+}
+
+impl Service {
+    async fn call(&self, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.header("content-type", "application/json").body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, json)
+    }
+
+    async fn forget(&self, body: &str) -> (StatusCode, serde_json::Value) {
+        self.call("POST", "/v1/forget", Some(&format!("Bearer {TOKEN}")), body).await
+    }
+
+    fn recorded(&self) -> usize {
+        self.ledger.lock().unwrap().all().unwrap().len()
+    }
+
+    fn apply_queued(&mut self) -> Outcome {
+        let rows = self.store.ledger().queued(100).unwrap();
+        self.store.apply(&rows, &AtomicBool::new(false)).unwrap()
+    }
+}
+
+fn is_error(v: &serde_json::Value) -> bool {
+    v.get("error").is_some_and(|e| e.is_string() && !e.as_str().unwrap().is_empty())
+}
+
+/// A user with at least two training interactions, and two of its items.
+fn some_user() -> (String, Vec<String>) {
+    let ds = &trained().ds;
+    let u = ds.train.users()[0];
+    let items: Vec<String> =
+        ds.train.iter().filter(|&(uu, _)| uu == u).take(2).map(|(_, i)| ds.items.external(i).to_string()).collect();
+    (ds.users.external(u).to_string(), items)
+}
+
+#[tokio::test]
+async fn forget_without_the_right_token_is_401_and_records_nothing() {
+    let s = service();
+    let (user, _) = some_user();
+    let body = format!("{{\"user\": \"{user}\"}}");
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic czNjcmV0LXRva2Vu"),
+        Some("Bearer"),
+        Some(""),
+        Some("Bearer s3cret-toke"),
+    ] {
+        let (st, v) = s.call("POST", "/v1/forget", auth, &body).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(is_error(&v), "{v}");
+    }
+    // Even a malformed or oversized body without a token is refused as unauthorised, before anything else.
+    let (st, _) = s.call("POST", "/v1/forget", None, "{nope").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = s.call("GET", "/v1/forget/0123456789abcdef", Some("Bearer nope"), "").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.recorded(), 0);
+    // The right token, with the scheme in any case.
+    let (st, v) = s.call("POST", "/v1/forget", Some(&format!("bearer {TOKEN}")), &body).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(s.recorded(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_json_error_and_records_nothing() {
+    let s = service();
+    let (user, items) = some_user();
+    let ds = &trained().ds;
+    // An item this user never interacted with.
+    let u = ds.users.get(&user).unwrap();
+    let stranger = (0..ds.n_items() as u32)
+        .find(|&i| {
+            !ds.train.contains(u, i) && !ds.test.contains(u, i) && ds.valid.as_ref().is_none_or(|v| !v.contains(u, i))
+        })
+        .map(|i| ds.items.external(i).to_string())
+        .unwrap();
+    let oversized = format!("{{\"user\": \"{user}\", \"items\": [{}]}}", vec!["\"1\""; 20_000].join(","));
+    let too_many = format!("{{\"user\": \"{user}\", \"items\": [{}]}}", vec!["\"1\""; 1001].join(","));
+    let long_id = format!("{{\"user\": \"{}\"}}", "x".repeat(300));
+    let cases: Vec<(String, StatusCode)> = vec![
+        (String::new(), StatusCode::BAD_REQUEST),
+        ("   ".into(), StatusCode::BAD_REQUEST),
+        ("{\"user\": ".into(), StatusCode::BAD_REQUEST),
+        ("not json".into(), StatusCode::BAD_REQUEST),
+        ("[1, 2]".into(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("{}".into(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("null".into(), StatusCode::UNPROCESSABLE_ENTITY),
+        (format!("{{\"user\": \"{user}\", \"item\": \"{}\"}}", items[0]), StatusCode::UNPROCESSABLE_ENTITY),
+        (format!("{{\"items\": [\"{}\"]}}", items[0]), StatusCode::UNPROCESSABLE_ENTITY),
+        (format!("{{\"user\": \"{user}\", \"items\": []}}"), StatusCode::UNPROCESSABLE_ENTITY),
+        (format!("{{\"user\": \"{user}\", \"extra\": 1}}"), StatusCode::UNPROCESSABLE_ENTITY),
+        ("{\"user\": -1}".into(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("{\"user\": 1.5}".into(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("{\"user\": \"\"}".into(), StatusCode::UNPROCESSABLE_ENTITY),
+        (long_id, StatusCode::UNPROCESSABLE_ENTITY),
+        (too_many, StatusCode::UNPROCESSABLE_ENTITY),
+        (oversized, StatusCode::PAYLOAD_TOO_LARGE),
+        ("{\"user\": \"no-such-user\"}".into(), StatusCode::NOT_FOUND),
+        ("{\"item\": \"no-such-item\"}".into(), StatusCode::NOT_FOUND),
+        (format!("{{\"user\": \"{user}\", \"items\": [\"no-such-item\"]}}"), StatusCode::NOT_FOUND),
+        (format!("{{\"user\": \"{user}\", \"items\": [\"{stranger}\"]}}"), StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (body, want) in &cases {
+        let (st, v) = s.forget(body).await;
+        assert_eq!(st, *want, "{body:.80}: {v}");
+        assert!(is_error(&v), "{body:.80}: {v}");
+    }
+    assert_eq!(s.recorded(), 0);
+    for (uri, want) in [
+        ("/v1/recommend", StatusCode::BAD_REQUEST),
+        ("/v1/recommend?user=no-such-user", StatusCode::NOT_FOUND),
+        (&*format!("/v1/recommend?user={user}&k=0"), StatusCode::BAD_REQUEST),
+        (&*format!("/v1/recommend?user={user}&k=1001"), StatusCode::BAD_REQUEST),
+        (&*format!("/v1/recommend?user={user}&k=-3"), StatusCode::BAD_REQUEST),
+        (&*format!("/v1/recommend?user={user}&k=abc"), StatusCode::BAD_REQUEST),
+        (&*format!("/v1/recommend?user={user}&k=99999999999999999999999"), StatusCode::BAD_REQUEST),
+        ("/no/such/route", StatusCode::NOT_FOUND),
+    ] {
+        let (st, v) = s.call("GET", uri, None, "").await;
+        assert_eq!(st, want, "{uri}: {v}");
+        assert!(is_error(&v), "{uri}: {v}");
+    }
+    let (st, v) = s.call("GET", "/v1/forget/unknown", Some(&format!("Bearer {TOKEN}")), "").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, _) = s.call("DELETE", "/v1/forget", Some(&format!("Bearer {TOKEN}")), "").await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn requests_are_idempotent_and_report_their_status_and_receipt() {
+    // With the default one fine-tuning epoch.
+    let mut s = service_with(1);
+    let (user, items) = some_user();
+    let (st, a) = s.forget(&format!("{{\"user\": \"{user}\", \"items\": [\"{}\", \"{}\"]}}", items[1], items[0])).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{a}");
+    assert_eq!(a["status"], "queued");
+    assert_eq!(a["duplicate"], false);
+    // Same content, other order and a repeat: same id.
+    let (st, b) = s
+        .forget(&format!("{{\"user\": \"{user}\", \"items\": [\"{}\", \"{}\", \"{}\"]}}", items[0], items[1], items[0]))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(b["duplicate"], true);
+    let (_, c) = s.forget(&format!("{{\"user\": \"{user}\"}}")).await;
+    assert_ne!(a["id"], c["id"]);
+    assert_eq!(s.recorded(), 2);
+    let auth = format!("Bearer {TOKEN}");
+    let (st, q) = s.call("GET", &format!("/v1/forget/{}", a["id"].as_str().unwrap()), Some(&auth), "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(q["status"], "queued");
+    assert_eq!(q["request"]["kind"], "pairs");
+
+    let before = s.store.served().load().version;
+    assert!(matches!(s.apply_queued(), Outcome::Applied { changed: true, requests: 2, .. }));
+    let served = s.store.served().load_full();
+    assert_eq!(served.version, before + 1);
+    let (_, q) = s.call("GET", &format!("/v1/forget/{}", a["id"].as_str().unwrap()), Some(&auth), "").await;
+    assert_eq!(q["status"], "applied", "{q}");
+    assert_eq!(q["model_version"], before + 1);
+    assert_eq!(q["edges"].as_array().unwrap().len(), 2, "{q}");
+    assert_eq!(q["receipt"]["edges"], 2, "{q}");
+    assert_eq!(q["receipt"]["checkpoint_after_sha256"], served.sha256);
+    // The user request took the rest of the user's interactions.
+    let (_, q) = s.call("GET", &format!("/v1/forget/{}", c["id"].as_str().unwrap()), Some(&auth), "").await;
+    assert_eq!(q["status"], "applied");
+    let (st, v) = s.call("GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert_eq!(st, StatusCode::GONE, "{v}");
+    // Posting an applied request again returns it, applied; nothing new is queued.
+    let (st, again) = s.forget(&format!("{{\"user\": \"{user}\"}}")).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(
+        (&again["id"], &again["status"], &again["duplicate"]),
+        (&c["id"], &serde_json::json!("applied"), &serde_json::json!(true))
+    );
+    assert!(s.store.ledger().queued(10).unwrap().is_empty());
+    let rows = s.ledger.lock().unwrap().all().unwrap();
+    assert!(rows.iter().all(|r| r.status == Status::Applied));
+}
+
+#[tokio::test]
+async fn recommendations_match_the_checkpoint_and_exclude_seen_items() {
+    let s = service();
+    let served = s.store.served().load_full();
+    let ds = &trained().ds;
+    for u in [0u32, 7, 31] {
+        let ext = ds.users.external(u);
+        let (st, v) = s.call("GET", &format!("/v1/recommend?user={ext}&k=5"), None, "").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let got: Vec<(String, f32)> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["item"].as_str().unwrap().to_string(), x["score"].as_f64().unwrap() as f32))
+            .collect();
+        let want = served.ckpt.recommend(u, 5).unwrap();
+        assert_eq!(got.len(), 5);
+        for ((gi, gs), (wi, ws)) in got.iter().zip(&want) {
+            assert_eq!(gi, wi);
+            assert!((gs - ws).abs() <= 1e-5 * ws.abs().max(1.0));
+        }
+        let seen = served.ckpt.seen();
+        assert!(got.iter().all(|(i, _)| !seen.contains(u, ds.items.get(i).unwrap())));
+    }
+    let (_, v) = s.call("GET", &format!("/v1/recommend?user={}&k=1000", ds.users.external(0)), None, "").await;
+    assert!(v["items"].as_array().unwrap().len() < ds.n_items());
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let s = service();
+    let (st, h) = s.call("GET", "/v1/health", None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["status"], "ok");
+    let _ = s.call("GET", "/v1/recommend?user=nobody", None, "").await;
+    let (st, m) = s.call("GET", "/metrics", None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    let m = m.as_str().unwrap().to_string();
+    assert!(
+        m.contains("unlearnrec_http_requests_total{route=\"/v1/recommend\",method=\"GET\",status=\"404\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("unlearnrec_http_request_duration_seconds_bucket{route=\"/v1/health\""), "{m}");
+    assert!(m.contains("unlearnrec_model_version 0"));
+    assert!(m.contains("unlearnrec_forget_queue_depth"));
+    let (st, doc) = s.call("GET", "/openapi.json", None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in ["/v1/recommend", "/v1/forget", "/v1/forget/{id}", "/v1/health", "/metrics", "/openapi.json"] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["ForgetRequest"]["oneOf"].as_array().is_some_and(|a| a.len() == 3));
+}
