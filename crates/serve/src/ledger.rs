@@ -7,7 +7,8 @@
 //!   its receipt once applied.
 //! - `versions`: one row per model version. Version 0 is the checkpoint the service was first started with;
 //!   each applied batch adds one, recording the checkpoint's path and SHA-256 and the remaining-data
-//!   directory. The current version is the largest.
+//!   directory. The current version is the largest. A version with `retrain = 1` is an exact retrain of
+//!   the previous one ([`Ledger::commit_retrain`]): same removed edges, no request.
 //!
 //! [`Ledger::commit_batch`] marks a batch applied and records the new version in **one** transaction: a
 //! crash leaves either both or neither, which is what makes application exactly-once.
@@ -130,6 +131,8 @@ pub struct VersionRow {
     pub edges: usize,
     /// UTC time of the commit.
     pub created_utc: String,
+    /// True when this version is an exact retrain of the previous one (the retrain schedule), not a batch.
+    pub retrain: bool,
 }
 
 /// One applied request of a batch.
@@ -177,7 +180,8 @@ CREATE TABLE IF NOT EXISTS versions (
     sha256 TEXT NOT NULL,
     data_dir TEXT,
     edges INTEGER NOT NULL,
-    created_utc TEXT NOT NULL
+    created_utc TEXT NOT NULL,
+    retrain INTEGER NOT NULL DEFAULT 0
 );
 ";
 
@@ -205,6 +209,14 @@ impl Ledger {
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
+        // Ledgers written before the retrain schedule have no `retrain` column.
+        let has_retrain: bool =
+            conn.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('versions') WHERE name = 'retrain'", [], |r| {
+                r.get(0)
+            })?;
+        if !has_retrain {
+            conn.execute_batch("ALTER TABLE versions ADD COLUMN retrain INTEGER NOT NULL DEFAULT 0;")?;
+        }
         Ok(Self { conn })
     }
 
@@ -226,7 +238,7 @@ impl Ledger {
         Ok(self
             .conn
             .query_row(
-                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc FROM versions WHERE version = ?1",
+                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc, retrain FROM versions WHERE version = ?1",
                 [version as i64],
                 version_row,
             )
@@ -240,7 +252,7 @@ impl Ledger {
     pub fn current(&self) -> Result<VersionRow> {
         self.conn
             .query_row(
-                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc FROM versions
+                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc, retrain FROM versions
                  ORDER BY version DESC LIMIT 1",
                 [],
                 version_row,
@@ -252,7 +264,7 @@ impl Ledger {
     /// Every version, oldest first.
     pub fn versions(&self) -> Result<Vec<VersionRow>> {
         let mut st = self.conn.prepare(
-            "SELECT version, checkpoint, sha256, data_dir, edges, created_utc FROM versions ORDER BY version",
+            "SELECT version, checkpoint, sha256, data_dir, edges, created_utc, retrain FROM versions ORDER BY version",
         )?;
         let rows = st.query_map([], version_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
@@ -354,6 +366,30 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records `version` (an exact retrain of version `base`, same removed set) as the next version, in one
+    /// transaction, only when the current version is still `base`. Returns false (and writes nothing)
+    /// when a batch committed a newer version meanwhile.
+    pub fn commit_retrain(&mut self, base: u64, version: &VersionRow) -> Result<bool> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row("SELECT MAX(version) FROM versions", [], |r| r.get(0))?;
+        if current != base as i64 || version.version != base + 1 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO versions (version, checkpoint, sha256, data_dir, edges, created_utc, retrain)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, 1)",
+            params![
+                version.version as i64,
+                path_text(&version.checkpoint)?,
+                version.sha256,
+                version.data_dir.as_deref().map(path_text).transpose()?,
+                version.created_utc
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Marks a queued request failed with a reason.
     ///
     /// # Errors
@@ -381,6 +417,7 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         data_dir: r.get::<_, Option<String>>(3)?.map(PathBuf::from),
         edges: r.get::<_, i64>(4)? as usize,
         created_utc: r.get(5)?,
+        retrain: r.get::<_, i64>(6)? != 0,
     })
 }
 
@@ -431,7 +468,21 @@ mod tests {
             data_dir: Some(format!("/s/data-v{v}").into()),
             edges: 3,
             created_utc: now_utc(),
+            retrain: false,
         }
+    }
+
+    #[test]
+    fn a_retrain_commits_only_on_the_version_it_retrained() {
+        let (_d, mut l) = ledger();
+        l.commit_batch(&version(1), &[]).unwrap();
+        assert!(!l.commit_retrain(0, &version(1)).unwrap());
+        assert!(!l.commit_retrain(1, &version(3)).unwrap());
+        assert!(l.commit_retrain(1, &version(2)).unwrap());
+        let cur = l.current().unwrap();
+        assert_eq!((cur.version, cur.retrain, cur.edges), (2, true, 0));
+        assert!(!l.version(1).unwrap().unwrap().retrain);
+        assert!(!l.commit_retrain(1, &version(2)).unwrap());
     }
 
     #[test]

@@ -25,6 +25,11 @@
 //! how closely the model matches a retrained one. Either way the removed edges leave the served graph, the
 //! seen-item filter and the catalogue as soon as the batch is committed, and an erased user gets 410.
 //!
+//! With [`ServeConfig::retrain_every`] (`--retrain-every-secs`), a [`retrain`] schedule retrains the
+//! backbone exactly (from scratch, the checkpoint's own configuration and seed) on the current version's
+//! remaining data in the background and swaps it in as the next version, recorded as a retrain in the
+//! ledger; a retrain overtaken by a batch is discarded and retried at the next tick.
+//!
 //! [`run`] ties them together and returns when SIGTERM or ctrl-c arrives: the listener stops accepting,
 //! in-flight HTTP requests finish, and a batch in flight is either committed or left queued.
 #![warn(missing_docs)]
@@ -37,6 +42,7 @@ pub mod api;
 pub mod error;
 pub mod ledger;
 pub mod metrics;
+pub mod retrain;
 pub mod store;
 pub mod worker;
 
@@ -62,6 +68,10 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How long in-flight HTTP requests may take to finish after a stop signal.
     pub drain: Duration,
+    /// The retrain schedule (`--retrain-every-secs`): every this long, when a batch was applied since the
+    /// last retrain, an exact retrain of the current version runs in the background and is committed and
+    /// swapped in as the next version unless a batch committed meanwhile ([`retrain`]). `None`: off.
+    pub retrain_every: Option<Duration>,
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -122,11 +132,20 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
         .block_on(tokio::net::TcpListener::bind(cfg.listen))
         .map_err(|e| ServeError::io(cfg.listen.to_string(), e))?;
     let addr = listener.local_addr().map_err(|e| ServeError::io(cfg.listen.to_string(), e))?;
+    let retrains = Arc::new(retrain::Retrains::default());
+    if let Some(every) = cfg.retrain_every {
+        let (served, retrains, kick, db) = (store.served(), retrains.clone(), kick.clone(), cfg.store.db.clone());
+        // Not joined: a retrain in progress when the service stops is discarded.
+        std::thread::Builder::new()
+            .name("unlearnrec-retrain".into())
+            .spawn(move || retrain::run(every, db, served, retrains, kick))
+            .map_err(|e| ServeError::io("retrain thread", e))?;
+    }
     let worker = {
         let (kick, metrics, batch) = (kick.clone(), metrics.clone(), cfg.batch);
         std::thread::Builder::new()
             .name("unlearnrec-worker".into())
-            .spawn(move || worker::run(store, batch, kick, metrics))
+            .spawn(move || worker::run(store, batch, kick, metrics, retrains))
             .map_err(|e| ServeError::io("worker thread", e))?
     };
     on_listen(addr);

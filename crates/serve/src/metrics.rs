@@ -6,6 +6,8 @@
 //! - `unlearnrec_model_version`: the served model version.
 //! - `unlearnrec_batches_total`, `unlearnrec_forget_applied_total`, `unlearnrec_forget_failed_total`,
 //!   `unlearnrec_apply_errors_total`, `unlearnrec_batch_duration_seconds_{sum,count}`.
+//! - `unlearnrec_last_retrain_timestamp_seconds{version}`: when the last exact retrain of the schedule was
+//!   swapped in (Unix seconds), labelled with its model version; absent before the first.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -31,6 +33,7 @@ struct Inner {
     batch_secs: f64,
     failed: u64,
     apply_errors: u64,
+    last_retrain: Option<(u64, f64)>,
 }
 
 /// The service's counters.
@@ -79,6 +82,13 @@ impl Metrics {
         m.batches += 1;
         m.applied += requests;
         m.batch_secs += secs;
+        self.set_model_version(version);
+    }
+
+    /// Records an exact retrain swapped in as version `version`, now.
+    pub fn retrained(&self, version: u64) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.inner().last_retrain = Some((version, now));
         self.set_model_version(version);
     }
 
@@ -138,6 +148,13 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        if let Some((version, at)) = m.last_retrain {
+            let name = "unlearnrec_last_retrain_timestamp_seconds";
+            let _ = writeln!(
+                s,
+                "# HELP {name} When the last exact retrain was swapped in (Unix seconds), by its model version.\n# TYPE {name} gauge\n{name}{{version=\"{version}\"}} {at}"
+            );
+        }
         let counters = [
             ("unlearnrec_batches_total", "Batches applied.", m.batches),
             ("unlearnrec_forget_applied_total", "Forget requests applied.", m.applied),
@@ -183,5 +200,10 @@ mod tests {
         assert!(s.contains("unlearnrec_forget_queue_depth 4"));
         assert!(s.contains("unlearnrec_model_version 2"));
         assert!(s.contains("unlearnrec_forget_applied_total 3"));
+        assert!(!s.contains("unlearnrec_last_retrain"));
+        m.retrained(3);
+        let s = m.render();
+        assert!(s.contains("unlearnrec_last_retrain_timestamp_seconds{version=\"3\"} "), "{s}");
+        assert!(s.contains("unlearnrec_model_version 3"));
     }
 }

@@ -473,18 +473,8 @@ impl Store {
         }
         let mut next = next;
         let v = cur.version + 1;
-        next.meta.provenance.insert("serve_version".into(), v.to_string());
-        let ckpt_path = self.cfg.state_dir.join(checkpoint_name(v));
-        let data_dir = self.cfg.state_dir.join(data_name(v));
-        // Leftovers of an attempt that never committed.
-        remove_path(&ckpt_path)?;
-        checkpoint::save(&ckpt_path, &next)?;
-        fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
-        write_data_dir(&remaining_data(&self.dataset, &next), &data_dir)?;
-        sync_dir(&self.cfg.state_dir)?;
-        fault(FaultPoint::BeforeCommit, self.cfg.fault);
+        let (ckpt_path, data_dir, after, sha) = self.write_version(v, &mut next)?;
         let (before, _) = read_with_sha(&cur.path)?;
-        let (after, sha) = read_with_sha(&ckpt_path)?;
         let mut applied = Vec::with_capacity(parts.len());
         for (row, edges) in &parts {
             let receipt = match (&report, edges.is_empty()) {
@@ -506,9 +496,32 @@ impl Store {
             data_dir: Some(data_dir),
             edges: n_edges,
             created_utc: now_utc(),
+            retrain: false,
         };
         self.ledger.commit_batch(&version, &applied)?;
         fault(FaultPoint::AfterCommit, self.cfg.fault);
+        self.swap_in(v, ckpt_path, sha, next)?;
+        Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true })
+    }
+
+    /// Writes version `v`'s checkpoint and remaining data under their versioned names (replacing leftovers of
+    /// an attempt that never committed). Returns the paths, the checkpoint's bytes and its SHA-256.
+    fn write_version(&self, v: u64, next: &mut Checkpoint) -> Result<(PathBuf, PathBuf, Vec<u8>, String)> {
+        next.meta.provenance.insert("serve_version".into(), v.to_string());
+        let ckpt_path = self.cfg.state_dir.join(checkpoint_name(v));
+        let data_dir = self.cfg.state_dir.join(data_name(v));
+        remove_path(&ckpt_path)?;
+        checkpoint::save(&ckpt_path, next)?;
+        fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
+        write_data_dir(&remaining_data(&self.dataset, next), &data_dir)?;
+        sync_dir(&self.cfg.state_dir)?;
+        fault(FaultPoint::BeforeCommit, self.cfg.fault);
+        let (after, sha) = read_with_sha(&ckpt_path)?;
+        Ok((ckpt_path, data_dir, after, sha))
+    }
+
+    /// Serves committed version `v` and deletes version `v - 2`'s files.
+    fn swap_in(&self, v: u64, ckpt_path: PathBuf, sha: String, next: Checkpoint) -> Result<()> {
         self.served.store(Arc::new(Served::new(v, ckpt_path, sha, next)?));
         if v >= 2 {
             for old in [checkpoint_name(v - 2), data_name(v - 2)] {
@@ -517,7 +530,47 @@ impl Store {
                 }
             }
         }
-        Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true })
+        Ok(())
+    }
+
+    /// Commits `next`, an exact retrain of version `base` ([`crate::retrain::exact`]), as version
+    /// `base + 1` (files as a batch, then one ledger transaction that records it as a retrain, then the swap)
+    /// when `base` is still the current version and `next` has the same graph and removed edges. Returns
+    /// the new version, or `None` when the retrain is stale and was discarded (a batch committed since).
+    ///
+    /// # Errors
+    /// Files or the ledger; nothing is committed and the served model is unchanged.
+    pub fn commit_retrain(&mut self, base: u64, mut next: Checkpoint) -> Result<Option<u64>> {
+        let cur = self.served.load_full();
+        if cur.version != base || self.ledger.current()?.version != base {
+            return Ok(None);
+        }
+        if next.graph != cur.ckpt.graph || next.removed != cur.ckpt.removed || next.valid != cur.ckpt.valid {
+            return Ok(None);
+        }
+        self.unlearner.check(&next)?;
+        let v = base + 1;
+        next.meta.provenance.insert("serve_retrain_of".into(), base.to_string());
+        let (ckpt_path, data_dir, _, sha) = self.write_version(v, &mut next)?;
+        let version = VersionRow {
+            version: v,
+            checkpoint: ckpt_path.clone(),
+            sha256: sha.clone(),
+            data_dir: Some(data_dir.clone()),
+            edges: 0,
+            created_utc: now_utc(),
+            retrain: true,
+        };
+        if !self.ledger.commit_retrain(base, &version)? {
+            // Only this worker writes versions, so this is another process on the same ledger; the files
+            // are ours and uncommitted.
+            remove_path(&ckpt_path)?;
+            remove_path(&data_dir)?;
+            return Ok(None);
+        }
+        fault(FaultPoint::AfterCommit, self.cfg.fault);
+        self.swap_in(v, ckpt_path, sha, next)?;
+        Ok(Some(v))
     }
 }
 

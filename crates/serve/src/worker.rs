@@ -5,12 +5,16 @@
 //! whichever comes first. A batch whose unlearning fails is split and retried one request at a time; a single
 //! request that fails is marked `failed` with the reason. File and ledger errors leave the batch queued and
 //! are retried after a pause.
+//!
+//! The worker also commits the retrains the [`crate::retrain`] schedule hands it, between batches, so that
+//! only this thread ever writes versions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
+use crate::retrain::Retrains;
 use crate::store::{ApplyError, Outcome, Store};
 
 /// Batching of queued requests.
@@ -61,12 +65,23 @@ impl Kick {
     }
 }
 
-/// Runs the worker loop until [`Kick::stop`].
-pub fn run(mut store: Store, batch: BatchConfig, kick: Arc<Kick>, metrics: Arc<Metrics>) {
+/// Runs the worker loop until [`Kick::stop`]; commits the retrains handed over in `retrains`.
+pub fn run(mut store: Store, batch: BatchConfig, kick: Arc<Kick>, metrics: Arc<Metrics>, retrains: Arc<Retrains>) {
     let mut first_seen: Option<Instant> = None;
     // After a failed batch, this many requests are applied one at a time.
     let mut singles = 0usize;
     while !kick.stopping() {
+        if let Some(p) = retrains.take() {
+            match store.commit_retrain(p.base, p.ckpt) {
+                Ok(Some(v)) => {
+                    metrics.retrained(v);
+                    tracing::info!("swapped in the exact retrain of version {} as version {v}", p.base);
+                }
+                Ok(None) => tracing::info!("discarded the retrain of version {}: a batch committed since", p.base),
+                Err(e) => tracing::error!("committing the retrain of version {}: {e}; retrying later", p.base),
+            }
+            continue;
+        }
         let queued = match store.ledger().counts() {
             Ok((q, ..)) => q as usize,
             Err(e) => {

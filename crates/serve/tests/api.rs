@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -18,8 +19,9 @@ use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
 use unlearnrec_serve::api::{AppState, router};
 use unlearnrec_serve::ledger::{Ledger, Status};
 use unlearnrec_serve::metrics::Metrics;
+use unlearnrec_serve::retrain::Retrains;
 use unlearnrec_serve::store::{Outcome, Store, StoreConfig};
-use unlearnrec_serve::worker::Kick;
+use unlearnrec_serve::worker::{self, BatchConfig, Kick};
 use unlearnrec_serve::{Limits, Token};
 
 const TOKEN: &str = "s3cret-token";
@@ -88,21 +90,7 @@ fn service_with(finetune_epochs: usize) -> Service {
 
 impl Service {
     async fn call(&self, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.header("content-type", "application/json").body(Body::from(body.to_string())).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        let json = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, json)
+        call(&self.app, method, uri, auth, body).await
     }
 
     async fn forget(&self, body: &str) -> (StatusCode, serde_json::Value) {
@@ -117,6 +105,29 @@ impl Service {
         let rows = self.store.ledger().queued(100).unwrap();
         self.store.apply(&rows, &AtomicBool::new(false)).unwrap()
     }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.header("content-type", "application/json").body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, json)
 }
 
 fn is_error(v: &serde_json::Value) -> bool {
@@ -331,4 +342,106 @@ async fn health_metrics_and_openapi() {
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert!(doc["components"]["schemas"]["ForgetRequest"]["oneOf"].as_array().is_some_and(|a| a.len() == 3));
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most 10 s.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
+    let t = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.sqlite");
+    let cfg = StoreConfig {
+        model: t.model.clone(),
+        unlearner: t.unlearner.clone(),
+        db: db.clone(),
+        state_dir: dir.path().join("state"),
+        finetune: FinetuneConfig { epochs: 0, batch_size: 256, ..Default::default() },
+        fault: None,
+    };
+    let store = Store::open(cfg, t.ds.clone()).unwrap();
+    let served = store.served();
+    let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
+    let (kick, metrics, retrains) =
+        (Arc::new(Kick::default()), Arc::new(Metrics::default()), Arc::new(Retrains::default()));
+    let app = router(AppState {
+        served: served.clone(),
+        ledger: ledger.clone(),
+        kick: kick.clone(),
+        metrics: metrics.clone(),
+        token: Token::new(TOKEN).unwrap(),
+        limits: Limits::default(),
+    });
+    let worker = {
+        let (kick, metrics, retrains) = (kick.clone(), metrics.clone(), retrains.clone());
+        let batch = BatchConfig { max: 64, wait: Duration::from_millis(10) };
+        std::thread::spawn(move || worker::run(store, batch, kick, metrics, retrains))
+    };
+    let schedule = {
+        let (served, retrains, kick, db) = (served.clone(), retrains.clone(), kick.clone(), db.clone());
+        std::thread::spawn(move || {
+            unlearnrec_serve::retrain::run(Duration::from_millis(100), db, served, retrains, kick)
+        })
+    };
+    let auth = format!("Bearer {TOKEN}");
+    let applied = |id: &str| {
+        let row = ledger.lock().unwrap().get(id).unwrap().unwrap();
+        (row.status == Status::Applied).then(|| row.version.unwrap())
+    };
+
+    // Erase a user; the batch becomes version 1.
+    let (user, _) = some_user();
+    let u = served.load().user(&user).unwrap();
+    let erased: Vec<(u32, u32)> = served.load().ckpt.seen().iter().filter(|&(uu, _)| uu == u).collect();
+    assert!(!erased.is_empty());
+    let (st, a) = call(&app, "POST", "/v1/forget", Some(&auth), &format!("{{\"user\": \"{user}\"}}")).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{a}");
+    let v1 = eventually("the forget", || applied(a["id"].as_str().unwrap())).await;
+    assert_eq!(v1, 1);
+
+    // The schedule retrains version 1 exactly and the worker swaps it in as version 2.
+    let row =
+        eventually("a retrain version", || ledger.lock().unwrap().versions().unwrap().into_iter().find(|r| r.retrain))
+            .await;
+    assert_eq!(row.version, 2);
+    eventually("the swap", || (served.load().version == 2).then_some(())).await;
+    let cur = served.load_full();
+    assert_eq!(cur.sha256, row.sha256);
+    assert!(erased.iter().all(|&(uu, i)| cur.ckpt.removed.contains(uu, i)));
+    assert_eq!(cur.ckpt.meta.provenance.get("method").map(String::as_str), Some("retrain"));
+    assert!(!cur.ckpt.meta.provenance.contains_key("encoder_offset"));
+    let (st, v) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert_eq!(st, StatusCode::GONE, "{v}");
+    let (_, m) = call(&app, "GET", "/metrics", None, "").await;
+    assert!(m.as_str().unwrap().contains("unlearnrec_last_retrain_timestamp_seconds{version=\"2\"}"), "{m}");
+
+    // A later forget is applied on top of the retrained model, keeping the first erasure.
+    let (u2, i2) = cur.ckpt.graph.iter().find(|&(uu, _)| uu != u).unwrap();
+    let body = format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", cur.users.external(u2), cur.items.external(i2));
+    let (st, b) = call(&app, "POST", "/v1/forget", Some(&auth), &body).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let v3 = eventually("the second forget", || applied(b["id"].as_str().unwrap())).await;
+    assert_eq!(v3, 3);
+    let versions = ledger.lock().unwrap().versions().unwrap();
+    assert!(!versions[3].retrain);
+    let now = served.load_full();
+    assert!(now.version >= 3);
+    assert!(now.ckpt.removed.contains(u2, i2));
+    assert!(erased.iter().all(|&(uu, i)| now.ckpt.removed.contains(uu, i)));
+    let (st, _) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert_eq!(st, StatusCode::GONE);
+
+    kick.stop();
+    worker.join().unwrap();
+    schedule.join().unwrap();
 }

@@ -51,6 +51,12 @@ pub struct ServeArgs {
     /// Fine-tuning epochs after the encoder pass (default 1, as `unlearn`; 0 for zero-shot latency).
     #[arg(long)]
     finetune_epochs: Option<usize>,
+    /// Every this many seconds, when a batch was applied since the last retrain, retrain the backbone exactly
+    /// (from scratch, the checkpoint's own configuration and seed) on the current version's remaining data
+    /// in the background and swap it in as the next version, recorded as a retrain in the ledger; a retrain
+    /// overtaken by a batch is discarded and retried at the next tick (default: off).
+    #[arg(long, value_name = "S")]
+    retrain_every_secs: Option<u64>,
     /// Abort at this point of the first batch (crash tests).
     #[arg(long, hide = true)]
     fault_point: Option<FaultPoint>,
@@ -97,6 +103,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let batch =
         BatchConfig { max: a.batch_max.unwrap_or(d.max), wait: a.batch_wait_ms.map_or(d.wait, Duration::from_millis) };
     anyhow::ensure!(batch.max >= 1, "--batch-max must be at least 1");
+    anyhow::ensure!(a.retrain_every_secs != Some(0), "--retrain-every-secs must be at least 1");
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let cfg = ServeConfig {
         store: StoreConfig {
@@ -112,6 +119,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         batch,
         limits: Limits::default(),
         drain: Duration::from_secs(10),
+        retrain_every: a.retrain_every_secs.map(Duration::from_secs),
     };
     unlearnrec_serve::run(cfg, ds, |addr| {
         let mut out = std::io::stdout().lock();

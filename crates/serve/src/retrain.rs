@@ -1,0 +1,127 @@
+//! The optional retrain schedule (`--retrain-every-secs`): an exact retrain of the served version in the
+//! background, swapped in when done.
+//!
+//! Every `every` seconds, when at least one batch was applied since the last retrain (the current version is
+//! not version 0 and not itself a retrain), the schedule thread retrains the backbone from scratch on the
+//! current version `N`'s remaining data ([`exact`]: the checkpoint's own configuration and seed, its current
+//! graph and validation edges; the removed set is version `N`'s). The result is handed to the worker
+//! ([`Retrains`]), which writes and commits it as version `N + 1` through the same files and ledger path as a
+//! batch ([`crate::store::Store::commit_retrain`]), only while the current version is still `N`: when a batch
+//! committed meanwhile, the retrain is discarded and the next tick retries. An applied erasure is never lost.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use unlearnrec_core::io::checkpoint::Checkpoint;
+use unlearnrec_core::model::{Backbone, ModelKind};
+use unlearnrec_core::train::{Silent, TrainData};
+
+use crate::error::Result;
+use crate::ledger::Ledger;
+use crate::store::Served;
+use crate::worker::Kick;
+
+/// The provenance key marking base embeddings that carry the encoder's offset (see
+/// `unlearnrec_core::unlearn`); a retrained model has no offset, so it must not carry it.
+const OFFSET_KEY: &str = "encoder_offset";
+
+/// Retrains `ckpt`'s backbone from scratch on its current graph and validation edges, with its own model
+/// and training configuration and seed (as `unlearnrec_core::unlearn::retrain`, for the empty request). The
+/// result has the same graph, validation and removed edges as `ckpt`.
+pub fn exact(ckpt: &Checkpoint) -> Result<Checkpoint> {
+    let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+    let data = TrainData::new(nu, ni, &ckpt.graph, &ckpt.valid);
+    let mut model = if ckpt.model.kind() == ModelKind::Pop {
+        Backbone::popularity(nu, &unlearnrec_core::pipeline::popularity(ni, &ckpt.graph))?
+    } else {
+        Backbone::new(ckpt.model.config.clone(), nu, ni, ckpt.meta.train.seed)?
+    };
+    unlearnrec_core::train::fit(&mut model, &data, &ckpt.meta.train, &mut Silent)?;
+    let mut meta = ckpt.meta.clone();
+    meta.provenance.remove(OFFSET_KEY);
+    meta.provenance.insert("method".into(), "retrain".into());
+    Ok(Checkpoint { model, meta, graph: ckpt.graph.clone(), valid: ckpt.valid.clone(), removed: ckpt.removed.clone() })
+}
+
+/// A finished retrain waiting for the worker.
+pub struct Pending {
+    /// The version it retrained.
+    pub base: u64,
+    /// The retrained checkpoint.
+    pub ckpt: Checkpoint,
+}
+
+/// The hand-off between the schedule thread and the worker (at most one retrain waits).
+#[derive(Default)]
+pub struct Retrains {
+    pending: Mutex<Option<Pending>>,
+}
+
+impl Retrains {
+    /// Hands a retrain to the worker (replacing one not yet taken).
+    pub fn offer(&self, p: Pending) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// The waiting retrain, if any.
+    pub fn take(&self) -> Option<Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn waiting(&self) -> bool {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+/// Whether version `served` needs a retrain: a batch version (not 0, not a retrain) that is the ledger's
+/// current version.
+fn due(ledger: &Ledger, served: u64) -> Result<bool> {
+    if served == 0 || ledger.current()?.version != served {
+        return Ok(false);
+    }
+    Ok(ledger.version(served)?.is_some_and(|row| !row.retrain))
+}
+
+/// The schedule loop: every `every`, retrains the served version when [`due`] and hands the result to the
+/// worker, until [`Kick::stop`]. A retrain in progress when the service stops is discarded.
+pub fn run(every: Duration, db: PathBuf, served: Arc<ArcSwap<Served>>, retrains: Arc<Retrains>, kick: Arc<Kick>) {
+    let ledger = match Ledger::open(&db) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("retrain schedule: opening the ledger: {e}; no retrains");
+            return;
+        }
+    };
+    let step = Duration::from_millis(50).min(every);
+    let mut tick = Instant::now();
+    while !kick.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if tick.elapsed() < every {
+            std::thread::sleep(step);
+            continue;
+        }
+        tick = Instant::now();
+        if retrains.waiting() {
+            continue;
+        }
+        let cur = served.load_full();
+        match due(&ledger, cur.version) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!("retrain schedule: reading the ledger: {e}");
+                continue;
+            }
+        }
+        let t0 = Instant::now();
+        match exact(&cur.ckpt) {
+            Ok(ckpt) => {
+                tracing::info!("retrained version {} in {:.2}s", cur.version, t0.elapsed().as_secs_f64());
+                retrains.offer(Pending { base: cur.version, ckpt });
+                kick.kick();
+            }
+            Err(e) => tracing::error!("retraining version {}: {e}; retrying at the next tick", cur.version),
+        }
+    }
+}
