@@ -6,7 +6,7 @@ use crate::data::{Dataset, Interactions};
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, RankingReport};
 use crate::graph::Graph;
-use crate::io::checkpoint::{Checkpoint, CheckpointMeta, DatasetInfo, FORMAT_VERSION};
+use crate::io::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::model::{Backbone, Embeddings, ModelConfig, ModelKind};
 use crate::tensor::SpMat;
 use crate::train::{FitReport, Observer, TrainConfig, TrainData, fit};
@@ -55,23 +55,9 @@ pub fn train(
         return Err(Error::config("data", "the training split is empty"));
     }
     let data = TrainData::new(ds.n_users(), ds.n_items(), &train, &valid);
-    let mut model = if model_cfg.kind == ModelKind::Pop {
-        Backbone::popularity(ds.n_users(), &popularity(ds.n_items(), &train))?
-    } else {
-        Backbone::new(model_cfg.clone(), ds.n_users(), ds.n_items(), train_cfg.seed)?
-    };
+    let mut model = fresh_backbone(model_cfg, ds.n_users(), ds.n_items(), &train, train_cfg.seed)?;
     let report = fit(&mut model, &data, train_cfg, obs)?;
-    let meta = CheckpointMeta {
-        format: FORMAT_VERSION,
-        model: model.config.clone(),
-        train: train_cfg.clone(),
-        dataset: DatasetInfo::of(ds),
-        user_ids: ds.users.ids().to_vec(),
-        item_ids: ds.items.ids().to_vec(),
-        carved_valid: carved,
-        history: Some(report.clone()),
-        provenance: HashMap::from([("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
-    };
+    let meta = CheckpointMeta::trained(ds, &model.config, train_cfg, carved, Some(report.clone()));
     let ckpt = Checkpoint { model, meta, graph: train, valid, removed: Interactions::default() };
     Ok((ckpt, report))
 }
@@ -83,6 +69,22 @@ pub enum Split {
     Valid,
     /// The dataset's test split (training and validation items masked).
     Test,
+}
+
+/// The model `fit` starts from: most-popular scores of `train` for [`ModelKind::Pop`], else a seeded
+/// initialisation of `config`.
+pub fn fresh_backbone(
+    config: &ModelConfig,
+    n_users: usize,
+    n_items: usize,
+    train: &Interactions,
+    seed: u64,
+) -> Result<Backbone> {
+    if config.kind == ModelKind::Pop {
+        Backbone::popularity(n_users, &popularity(n_items, train))
+    } else {
+        Backbone::new(config.clone(), n_users, n_items, seed)
+    }
 }
 
 impl Checkpoint {
@@ -104,6 +106,20 @@ impl Checkpoint {
     /// All items each user has seen: training graph plus validation edges.
     pub fn seen(&self) -> Interactions {
         union(&self.graph, &self.valid)
+    }
+
+    /// The remaining data as a dataset (what `unlearn --write-data` and the server write): the training split
+    /// is the graph plus the validation edges when these were carved from it, else the dataset's validation
+    /// split is the remaining validation edges; the test split is `ds`'s.
+    pub fn remaining_dataset(&self, ds: &Dataset) -> Dataset {
+        let mut rest = ds.clone();
+        if self.meta.carved_valid {
+            rest.train = self.seen();
+        } else {
+            rest.train = self.graph.clone();
+            rest.valid = rest.valid.is_some().then(|| self.valid.clone());
+        }
+        rest
     }
 
     /// The internal id of an external user id.

@@ -15,17 +15,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use unlearnrec_core::io::checkpoint::Checkpoint;
-use unlearnrec_core::model::{Backbone, ModelKind};
+use unlearnrec_core::pipeline::fresh_backbone;
 use unlearnrec_core::train::{Silent, TrainData};
+use unlearnrec_core::unlearn::OFFSET_KEY;
 
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::store::Served;
 use crate::worker::Kick;
-
-/// The provenance key marking base embeddings that carry the encoder's offset (see
-/// `unlearnrec_core::unlearn`); a retrained model has no offset, so it must not carry it.
-const OFFSET_KEY: &str = "encoder_offset";
 
 /// Retrains `ckpt`'s backbone from scratch on its current graph and validation edges, with its own model
 /// and training configuration and seed (as `unlearnrec_core::unlearn::retrain`, for the empty request). The
@@ -33,13 +30,10 @@ const OFFSET_KEY: &str = "encoder_offset";
 pub fn exact(ckpt: &Checkpoint) -> Result<Checkpoint> {
     let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
     let data = TrainData::new(nu, ni, &ckpt.graph, &ckpt.valid);
-    let mut model = if ckpt.model.kind() == ModelKind::Pop {
-        Backbone::popularity(nu, &unlearnrec_core::pipeline::popularity(ni, &ckpt.graph))?
-    } else {
-        Backbone::new(ckpt.model.config.clone(), nu, ni, ckpt.meta.train.seed)?
-    };
+    let mut model = fresh_backbone(&ckpt.model.config, nu, ni, &ckpt.graph, ckpt.meta.train.seed)?;
     unlearnrec_core::train::fit(&mut model, &data, &ckpt.meta.train, &mut Silent)?;
     let mut meta = ckpt.meta.clone();
+    // A retrained model carries no encoder offset; later batches must apply it afresh.
     meta.provenance.remove(OFFSET_KEY);
     meta.provenance.insert("method".into(), "retrain".into());
     Ok(Checkpoint { model, meta, graph: ckpt.graph.clone(), valid: ckpt.valid.clone(), removed: ckpt.removed.clone() })

@@ -313,19 +313,6 @@ fn read_with_sha(path: &Path) -> Result<(Vec<u8>, String)> {
     Ok((bytes, sha))
 }
 
-/// The remaining data of `ckpt` as a dataset (as `unlearnrec unlearn --write-data`): the training split is the
-/// model's graph (plus the validation edges when these were carved from it); test is untouched.
-pub fn remaining_data(ds: &Dataset, ckpt: &Checkpoint) -> Dataset {
-    let mut rest = ds.clone();
-    if ckpt.meta.carved_valid {
-        rest.train = union(&ckpt.graph, &ckpt.valid);
-    } else {
-        rest.train = ckpt.graph.clone();
-        rest.valid = rest.valid.is_some().then(|| ckpt.valid.clone());
-    }
-    rest
-}
-
 /// Writes `ds` in LightGCN format to `dir` atomically: a temporary directory, every file synced, renamed.
 fn write_data_dir(ds: &Dataset, dir: &Path) -> Result<()> {
     let parent = dir.parent().expect("the data directory is inside the state directory");
@@ -481,7 +468,7 @@ impl Store {
                 (Some(report), false) => {
                     let req = Interactions::from_pairs(edges.clone()).0;
                     let mut r = receipt::build(&req, &cur.users, &cur.items, report, &before, &after);
-                    (r.users, r.items) = touched(&req);
+                    (r.users, r.items) = unlearn::touched(&req);
                     r.edges = req.len();
                     Some(serde_json::to_string(&r).map_err(ServeError::from)?)
                 }
@@ -513,7 +500,7 @@ impl Store {
         remove_path(&ckpt_path)?;
         checkpoint::save(&ckpt_path, next)?;
         fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
-        write_data_dir(&remaining_data(&self.dataset, next), &data_dir)?;
+        write_data_dir(&next.remaining_dataset(&self.dataset), &data_dir)?;
         sync_dir(&self.cfg.state_dir)?;
         fault(FaultPoint::BeforeCommit, self.cfg.fault);
         let (after, sha) = read_with_sha(&ckpt_path)?;
@@ -572,15 +559,6 @@ impl Store {
         self.swap_in(v, ckpt_path, sha, next)?;
         Ok(Some(v))
     }
-}
-
-fn touched(req: &Interactions) -> (usize, usize) {
-    let mut u = req.users().to_vec();
-    u.dedup();
-    let mut i = req.items().to_vec();
-    i.sort_unstable();
-    i.dedup();
-    (u.len(), i.len())
 }
 
 #[cfg(test)]

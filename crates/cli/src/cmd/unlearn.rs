@@ -253,15 +253,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     .with_context(|| format!("writing {}", a.out.display()))?;
     if let Some(dir) = &a.write_data {
-        // The remaining data: what the model trains on plus validation edges, which came from the
-        // training file when they were carved, or stay in the dataset's own validation split.
-        let mut rest = ds.clone();
-        if out.meta.carved_valid {
-            rest.train = unlearnrec_core::pipeline::union(&out.graph, &out.valid);
-        } else {
-            rest.train = out.graph.clone();
-            rest.valid = rest.valid.is_some().then(|| out.valid.clone());
-        }
+        let rest = out.remaining_dataset(&ds);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         unlearnrec_core::data::write_lightgcn(&rest, dir)?;
     }

@@ -72,6 +72,27 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
+    /// Metadata of a model freshly trained on `ds` (this build's format and version in the provenance).
+    pub fn trained(
+        ds: &Dataset,
+        model: &ModelConfig,
+        train: &TrainConfig,
+        carved_valid: bool,
+        history: Option<FitReport>,
+    ) -> Self {
+        Self {
+            format: FORMAT_VERSION,
+            model: model.clone(),
+            train: train.clone(),
+            dataset: DatasetInfo::of(ds),
+            user_ids: ds.users.ids().to_vec(),
+            item_ids: ds.items.ids().to_vec(),
+            carved_valid,
+            history,
+            provenance: HashMap::from([("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+        }
+    }
+
     /// Refuses a dataset other than the one the checkpoint was made from.
     ///
     /// # Errors

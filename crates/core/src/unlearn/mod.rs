@@ -526,7 +526,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
 
 const UNLEARNER_KEY: &str = "unlearnrec_unlearner";
 /// Provenance key marking a checkpoint whose base embeddings already carry the encoder's offset.
-const OFFSET_KEY: &str = "encoder_offset";
+pub const OFFSET_KEY: &str = "encoder_offset";
 
 fn var_bytes(v: &Var) -> Result<Vec<u8>> {
     Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -640,7 +640,8 @@ pub struct UnlearnReport {
     pub valid: HashMap<String, f64>,
 }
 
-pub(crate) fn touched(req: &Interactions) -> (usize, usize) {
+/// Distinct users and items of a request.
+pub fn touched(req: &Interactions) -> (usize, usize) {
     let mut u = req.users().to_vec();
     u.dedup();
     let mut i = req.items().to_vec();
@@ -845,14 +846,13 @@ pub fn retrain(
     let valid: Vec<(u32, u32)> = ckpt.valid.iter().filter(|&(u, i)| !request.contains(u, i)).collect();
     let valid = Interactions::from_pairs(valid).0;
     let data = TrainData::new(graph.n_users(), graph.n_items(), &remaining.to_interactions(), &valid);
-    let mut model = if ckpt.model.kind() == ModelKind::Pop {
-        Backbone::popularity(
-            graph.n_users(),
-            &crate::pipeline::popularity(graph.n_items(), &remaining.to_interactions()),
-        )?
-    } else {
-        Backbone::new(ckpt.model.config.clone(), graph.n_users(), graph.n_items(), ckpt.meta.train.seed)?
-    };
+    let mut model = crate::pipeline::fresh_backbone(
+        &ckpt.model.config,
+        graph.n_users(),
+        graph.n_items(),
+        &remaining.to_interactions(),
+        ckpt.meta.train.seed,
+    )?;
     crate::train::fit(&mut model, &data, &ckpt.meta.train, obs)?;
     let secs = t.elapsed().as_secs_f64();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));

@@ -46,7 +46,7 @@ use super::{Prepared, deep_copy};
 use crate::data::{Dataset, Interactions};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NormAdj};
-use crate::io::checkpoint::{self, Checkpoint, CheckpointMeta, DatasetInfo, FORMAT_VERSION, read_f32};
+use crate::io::checkpoint::{self, Checkpoint, CheckpointMeta, read_f32};
 use crate::model::{Backbone, ModelConfig, ModelKind};
 use crate::tensor::SpMat;
 use crate::train::{FitReport, Observer, Silent, StopReason, TrainConfig, TrainData, fit};
@@ -336,19 +336,8 @@ pub fn train_sharded(
         reports.push(report);
     }
     let model = serving(&meta, &shards, &user_shard, &train)?;
-    let mut provenance = HashMap::from([("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]);
-    provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
-    let ckpt_meta = CheckpointMeta {
-        format: FORMAT_VERSION,
-        model: model.config.clone(),
-        train: train_cfg.clone(),
-        dataset: DatasetInfo::of(ds),
-        user_ids: ds.users.ids().to_vec(),
-        item_ids: ds.items.ids().to_vec(),
-        carved_valid: carved,
-        history: None,
-        provenance,
-    };
+    let mut ckpt_meta = CheckpointMeta::trained(ds, &model.config, train_cfg, carved, None);
+    ckpt_meta.provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
     let checkpoint = Checkpoint { model, meta: ckpt_meta, graph: train, valid, removed: Interactions::default() };
     Ok((ShardedCheckpoint { checkpoint, shards: ShardSet { meta, models: shards, user_shard } }, reports))
 }
