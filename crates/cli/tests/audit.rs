@@ -1,35 +1,10 @@
 //! End-to-end runs of `unlearnrec request make` and `unlearnrec audit` on small generated data.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unlearnrec")).args(args).output().expect("runs")
-}
+use std::path::PathBuf;
 
-#[track_caller]
-fn ok(args: &[&str]) -> (String, String) {
-    let out = run(args);
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
-    assert!(out.status.success(), "unlearnrec {args:?} failed: {stderr}\n{stdout}");
-    (stdout, stderr)
-}
-
-#[track_caller]
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "unlearnrec {args:?} should fail with 2: {err}");
-    for needle in needles {
-        assert!(err.contains(needle), "unlearnrec {args:?}: expected {needle:?} in {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
+use common::{fails_with_all as fails, ok_with_stderr as ok, p};
 
 /// A temporary directory with a synthetic dataset `data` (seed 3).
 struct Fixture {

@@ -1,37 +1,10 @@
 //! End-to-end runs of the baseline unlearning methods (`unlearn --method finetune | gradient-ascent |
 //! influence | sisa`) on small generated data in a temporary directory.
 
+mod common;
+
+use common::{fails, ok, p};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unlearnrec")).args(args).output().expect("runs")
-}
-
-#[track_caller]
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "unlearnrec {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-#[track_caller]
-fn fails(args: &[&str], needle: &str) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "unlearnrec {args:?} should fail with 2: {err}");
-    assert!(err.contains(needle), "unlearnrec {args:?}: expected {needle:?} in {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,

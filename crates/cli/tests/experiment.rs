@@ -1,37 +1,12 @@
 //! `unlearnrec experiment` end to end on a tiny synthetic dataset: the grid's files, resumption, and
 //! bad experiment files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::SystemTime;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unlearnrec")).args(args).output().expect("runs")
-}
-
-#[track_caller]
-fn ok(args: &[&str]) -> (String, String) {
-    let out = run(args);
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
-    assert!(out.status.success(), "unlearnrec {args:?} failed: {stderr}\n{stdout}");
-    (stdout, stderr)
-}
-
-#[track_caller]
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "unlearnrec {args:?} should fail with 2: {err}");
-    for n in needles {
-        assert!(err.contains(n), "unlearnrec {args:?}: expected {n:?} in {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
+use common::{fails_with_all as fails, ok_with_stderr as ok, p};
 
 fn mtimes(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
