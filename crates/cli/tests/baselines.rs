@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, ok, p};
+use common::{fails, ok, ok_with_stderr, p};
 use std::path::{Path, PathBuf};
 
 struct Fixture {
@@ -121,4 +121,51 @@ fn unknown_methods_and_unsharded_checkpoints_are_refused() {
     fails(&[&base[..], &["--method", "sisa"]].concat(), "sharded");
     assert!(!out.exists(), "no output on failure");
     fails(&["train", "--data", p(&data), "--partition", "user", "--out", p(&out)], "--shards");
+    let own_random = ["--shards", "2", "--partition", "random", "--aggregation", "own"];
+    fails(&[&["train", "--data", p(&data), "--out", p(&out)][..], &own_random].concat(), "user partition");
+    assert!(!out.exists(), "no output on failure");
+}
+
+#[test]
+fn receraser_attention_aggregation_trains_serves_and_unlearns() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    let ckpt = f.path("att.safetensors");
+    let (_, err) = ok_with_stderr(&[
+        "train",
+        "--data",
+        p(&data),
+        "--model",
+        "mf",
+        "--dim",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "512",
+        "--shards",
+        "3",
+        "--partition",
+        "random",
+        "--aggregation",
+        "attention",
+        "--attention-epochs",
+        "2",
+        "--out",
+        p(&ckpt),
+    ]);
+    assert!(err.contains("attention aggregation"), "{err}");
+    assert!(err.contains("mean user weight per shard ["), "{err}");
+    // Served as one MF model of the shards' dimension, exported as such.
+    let emb = f.path("emb.safetensors");
+    ok(&["export", "--model", p(&ckpt), "--out", p(&emb)]);
+    let bytes = std::fs::read(&emb).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("user_embeddings").unwrap().shape()[1], 8);
+    let (out, r) = f.forget_user_7(&ckpt, "sisa");
+    assert_eq!(r["method"], "sisa", "{r}");
+    fails(&["recommend", "--model", p(&out), "--user", "7"], "erased");
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--model", p(&out), "--data", p(&data), "--json"])).unwrap();
+    assert!(ev["recall@20"].as_f64().unwrap() > 0.0, "{ev}");
 }

@@ -10,7 +10,7 @@ use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::model::ModelKind;
 use unlearnrec_core::pipeline::{self, RunConfig, Split};
 use unlearnrec_core::train::StopReason;
-use unlearnrec_core::unlearn::baselines::sisa::{self, Partition, ShardConfig};
+use unlearnrec_core::unlearn::baselines::sisa::{self, Aggregation, Partition, ShardConfig};
 
 use super::data::DataOpts;
 use crate::progress::TrainBars;
@@ -90,6 +90,12 @@ pub struct TrainArgs {
     /// How shards are drawn: balanced k-means groups of users (RecEraser) or random edges (SISA).
     #[arg(long, value_enum, requires = "shards")]
     partition: Option<PartitionArg>,
+    /// How the shards' scores are combined [default: own for the user partition, mean for random].
+    #[arg(long, value_enum, requires = "shards")]
+    aggregation: Option<AggregationArg>,
+    /// Epochs of the attention aggregator (with `--aggregation attention`).
+    #[arg(long, value_name = "N", requires = "shards")]
+    attention_epochs: Option<usize>,
     /// Output checkpoint (.safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -102,6 +108,17 @@ pub enum PartitionArg {
     User,
     /// Edges at random (SISA).
     Random,
+}
+
+/// Shard aggregations on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AggregationArg {
+    /// The mean of the shards' scores (SISA).
+    Mean,
+    /// Each user is scored by their own shard (user partition).
+    Own,
+    /// RecEraser's attention over the shards, trained after them.
+    Attention,
 }
 
 /// `unlearnrec eval`.
@@ -206,17 +223,35 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 PartitionArg::Random => Partition::Random,
             };
         }
+        sc.aggregation = a.aggregation.map(|g| match g {
+            AggregationArg::Mean => Aggregation::Mean,
+            AggregationArg::Own => Aggregation::Own,
+            AggregationArg::Attention => Aggregation::Attention,
+        });
+        set(&mut sc.attention_epochs, a.attention_epochs);
+        sc.validate()?;
         let (sharded, reports) = sisa::train_sharded(&ds, &cfg.model, &cfg.train, &sc, &mut bars)?;
         bars.finish();
         sisa::save(&a.out, &sharded.checkpoint, &sharded.shards)
             .with_context(|| format!("writing {}", a.out.display()))?;
         let secs: f64 = reports.iter().map(|r| r.secs).sum();
+        let meta = &sharded.shards.meta;
         eprintln!(
-            "trained {n} {:?}-partitioned shards of {} in {secs:.1}s; wrote {}",
+            "trained {n} {:?}-partitioned shards of {} in {secs:.1}s ({} aggregation); wrote {}",
             sc.partition,
             cfg.model.kind,
+            meta.aggregation().name(),
             a.out.display()
         );
+        if let Some(att) = &meta.attention {
+            let w: Vec<String> = att.user_weights.iter().map(|w| format!("{w:.3}")).collect();
+            eprintln!(
+                "attention: kept epoch {} of {}, mean user weight per shard [{}]",
+                att.best_epoch + 1,
+                att.losses.len(),
+                w.join(", ")
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (ckpt, report) = pipeline::train(&ds, &cfg.model, &cfg.train, &mut bars)?;

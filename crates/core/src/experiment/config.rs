@@ -222,8 +222,9 @@ pub struct BaselinesConfig {
     /// `[baselines.influence]`.
     pub influence: InfluenceConfig,
     /// `[baselines.sisa]`: `shards`, `partition` (`"user"`: RecEraser's balanced user groups, or
-    /// `"random"`: SISA's hashed edges), `kmeans_iters` and `pretrain_epochs` (user partition) of the
-    /// sharded model; the backbone kind, `[model]` and `[train]` (seed included) are the cell's.
+    /// `"random"`: SISA's hashed edges), `kmeans_iters` and `pretrain_epochs` (user partition),
+    /// `aggregation` (`"own"`, `"mean"` or `"attention"`) and `attention_epochs` of the sharded model; the
+    /// backbone kind, `[model]` and `[train]` (seed included) are the cell's.
     pub sisa: ShardConfig,
 }
 

@@ -17,20 +17,30 @@
 //! - [`Partition::Random`]: SISA's uniform split of the edges, by a seeded hash of each (user, item) pair,
 //!   so an edge keeps its shard when others are removed.
 //!
-//! The sub-models are served as **one ordinary checkpoint**: an MF model of dimension `K·d` whose item
-//! rows are the concatenated final item embeddings of the shards and whose user rows are the concatenated
-//! final user embeddings, block `k` weighted by `w_uk`, so that a plain dot product is the aggregated score
-//! `Σ_k w_uk s_k(u, i)`: `w_uk = 1/K` (the mean of the shards' scores) for the random partition, and
-//! `w_uk = 1` for the user's own shard, 0 otherwise, for the user partition (every user is served by the
-//! sub-model that learned from them; RecEraser learns an attention over shards instead). `eval`,
-//! `recommend` and `export` therefore work unchanged. The same file holds the sub-models' base embeddings
-//! (`sisa.shard.{k}`, `(n_users + n_items, d)`), the user partition (`sisa.user_shard`, u32) and a JSON
-//! [`ShardMeta`] in the checkpoint's provenance under `sisa` (see [`save`] and [`load`]). Other unlearning
-//! methods see a sharded checkpoint as the plain MF model it serves; their output is no longer sharded.
+//! The sub-models are served as **one ordinary checkpoint**, an MF model, so that `eval`, `recommend` and
+//! `export` work unchanged. How the shards' scores are combined is the [`Aggregation`]:
+//!
+//! - [`Aggregation::Mean`] (SISA; the default of the random partition) and [`Aggregation::Own`] (the default
+//!   of the user partition: every user is served by the sub-model that learned from them): an MF model of
+//!   dimension `K·d` whose item rows are the concatenated final item embeddings of the shards and whose user
+//!   rows are the concatenated final user embeddings, block `k` weighted by `w_uk`, so that a plain dot
+//!   product is the aggregated score `Σ_k w_uk s_k(u, i)` (`w_uk = 1/K` for the mean; 1 for the user's own
+//!   shard and 0 otherwise for own);
+//! - [`Aggregation::Attention`] (RecEraser): an aggregator trained over the frozen shards (see
+//!   [`attention`]) gives every user and item one embedding of dimension `d`.
+//!
+//! The same file holds the sub-models' base embeddings (`sisa.shard.{k}`, `(n_users + n_items, d)`), the user
+//! partition (`sisa.user_shard`, u32) and a JSON [`ShardMeta`] in the checkpoint's provenance under `sisa`
+//! (see [`save`] and [`load`]). Other unlearning methods see a sharded checkpoint as the plain MF model it
+//! serves; their output is no longer sharded.
 //!
 //! [`sisa`] forgets a request by retraining from scratch every shard that holds a removed training or
 //! validation edge (validation edges select a shard's epoch) on its remaining edges; the other shards are
-//! kept bit for bit. Guarantee: the result is exactly the sharded model trained without the request.
+//! kept bit for bit. With attention, the aggregator is then retrained from scratch (same seed) on all
+//! remaining edges, as RecEraser does. Guarantee: the result is exactly the sharded model trained without
+//! the request.
+
+pub mod attention;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,6 +52,7 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
+use self::attention::{AttentionConfig, AttentionReport, train_attention};
 use super::{Prepared, deep_copy};
 use crate::data::{Dataset, Interactions};
 use crate::error::{Error, Result};
@@ -65,6 +76,29 @@ pub enum Partition {
     Random,
 }
 
+/// How the shards' scores are combined into the served model (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// The mean of the shards' scores (SISA).
+    Mean,
+    /// Each user is scored by the shard that holds them (user partition only).
+    Own,
+    /// RecEraser's attention over the shards, trained over the frozen shards.
+    Attention,
+}
+
+impl Aggregation {
+    /// The name used in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Own => "own",
+            Self::Attention => "attention",
+        }
+    }
+}
+
 /// Sharded training hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,11 +111,24 @@ pub struct ShardConfig {
     pub kmeans_iters: usize,
     /// Epochs of the MF pre-training whose user embeddings are clustered ([`Partition::User`]).
     pub pretrain_epochs: usize,
+    /// How the shards are combined; `None`: [`Aggregation::Own`] for the user partition,
+    /// [`Aggregation::Mean`] for the random one.
+    pub aggregation: Option<Aggregation>,
+    /// Epochs of the attention aggregator's training ([`Aggregation::Attention`]), at the backbone's learning
+    /// rate and batch size.
+    pub attention_epochs: usize,
 }
 
 impl Default for ShardConfig {
     fn default() -> Self {
-        Self { shards: 4, partition: Partition::User, kmeans_iters: 10, pretrain_epochs: 5 }
+        Self {
+            shards: 4,
+            partition: Partition::User,
+            kmeans_iters: 10,
+            pretrain_epochs: 5,
+            aggregation: None,
+            attention_epochs: 5,
+        }
     }
 }
 
@@ -93,6 +140,12 @@ impl ShardConfig {
         }
         if self.partition == Partition::User && (self.kmeans_iters == 0 || self.pretrain_epochs == 0) {
             return Err(Error::config("shards.kmeans_iters", "kmeans_iters and pretrain_epochs must be at least 1"));
+        }
+        if self.aggregation == Some(Aggregation::Own) && self.partition != Partition::User {
+            return Err(Error::config("aggregation", "\"own\" needs the user partition (a user's edges in one shard)"));
+        }
+        if self.aggregation == Some(Aggregation::Attention) && self.attention_epochs == 0 {
+            return Err(Error::config("attention_epochs", "must be at least 1 with attention aggregation"));
         }
         Ok(())
     }
@@ -111,6 +164,16 @@ pub struct ShardMeta {
     pub seed: u64,
     /// The shards retrained by the last unlearning request (empty after training).
     pub last_retrained: Vec<usize>,
+    /// How the shards are combined (`None` in files written before it was configurable: the partition's
+    /// default).
+    #[serde(default)]
+    pub aggregation: Option<Aggregation>,
+    /// Epochs of the attention aggregator.
+    #[serde(default)]
+    pub attention_epochs: usize,
+    /// What the attention aggregator learned when it was last trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionReport>,
 }
 
 /// The sub-models behind a sharded checkpoint.
@@ -145,6 +208,22 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl ShardMeta {
+    /// The aggregation in force.
+    pub fn aggregation(&self) -> Aggregation {
+        self.aggregation.unwrap_or(match self.partition {
+            Partition::User => Aggregation::Own,
+            Partition::Random => Aggregation::Mean,
+        })
+    }
+
+    /// The dimension of the served MF model.
+    pub fn serving_dim(&self) -> usize {
+        match self.aggregation() {
+            Aggregation::Attention => self.model.dim,
+            Aggregation::Mean | Aggregation::Own => self.shards * self.model.dim,
+        }
+    }
+
     /// The shard of edge (`user`, `item`).
     fn shard_of(&self, user_shard: &[u32], user: u32, item: u32) -> usize {
         match self.partition {
@@ -251,19 +330,49 @@ fn train_shard(
     Ok((model, report))
 }
 
-/// The serving model of the shards: MF of dimension `K·d`, user block `k` weighted by `w_uk`.
-fn serving(meta: &ShardMeta, shards: &[Backbone], user_shard: &[u32], graph: &Interactions) -> Result<Backbone> {
+/// The serving model of the shards (see the module docs) over the training `graph`; `valid` selects the
+/// attention aggregator's epoch. Also returns what the aggregator learned, with attention.
+fn serving(
+    meta: &ShardMeta,
+    shards: &[Backbone],
+    user_shard: &[u32],
+    (graph, valid): (&Interactions, &Interactions),
+    train: &TrainConfig,
+) -> Result<(Backbone, Option<AttentionReport>)> {
     let k_all = meta.shards;
     let (nu, ni, d) = (shards[0].n_users(), shards[0].n_items(), meta.model.dim);
+    let finals = shards
+        .iter()
+        .enumerate()
+        .map(|(k, model)| {
+            let g = Graph::from_interactions(nu, ni, &shard_edges(meta, user_shard, graph, k));
+            model.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let aggregation = meta.aggregation();
+    if aggregation == Aggregation::Attention {
+        let cfg = AttentionConfig {
+            epochs: meta.attention_epochs,
+            lr: train.lr,
+            batch_size: train.batch_size,
+            reg: meta.model.reg,
+            seed: shard_seed(meta.seed, k_all),
+        };
+        let g = Graph::from_interactions(nu, ni, graph);
+        let v = Graph::from_interactions(nu, ni, valid);
+        let (emb, report) = train_attention(&finals, &g, v.user_items(), &cfg)?;
+        let mut table = emb.users;
+        table.extend(emb.items);
+        let cfg = ModelConfig { kind: ModelKind::Mf, dim: d, combine: None, ..meta.model.clone() };
+        return Ok((Backbone::from_embeddings(cfg, nu, ni, table)?, Some(report)));
+    }
     let wide = k_all * d;
     let mut table = vec![0f32; (nu + ni) * wide];
-    for (k, model) in shards.iter().enumerate() {
-        let g = Graph::from_interactions(nu, ni, &shard_edges(meta, user_shard, graph, k));
-        let emb = model.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g)))?;
+    for (k, emb) in finals.iter().enumerate() {
         for u in 0..nu {
-            let w = match meta.partition {
-                Partition::User => f32::from(user_shard[u] as usize == k),
-                Partition::Random => 1.0 / k_all as f32,
+            let w = match aggregation {
+                Aggregation::Own => f32::from(user_shard[u] as usize == k),
+                _ => 1.0 / k_all as f32,
             };
             for (o, &x) in table[u * wide + k * d..][..d].iter_mut().zip(&emb.users[u * d..(u + 1) * d]) {
                 *o = w * x;
@@ -274,7 +383,7 @@ fn serving(meta: &ShardMeta, shards: &[Backbone], user_shard: &[u32], graph: &In
         }
     }
     let cfg = ModelConfig { kind: ModelKind::Mf, dim: wide, combine: None, ..meta.model.clone() };
-    Backbone::from_embeddings(cfg, nu, ni, table)
+    Ok((Backbone::from_embeddings(cfg, nu, ni, table)?, None))
 }
 
 /// Trains `shard_cfg.shards` sub-models of `model_cfg` on the shards of `ds`'s training data (see the module
@@ -304,12 +413,15 @@ pub fn train_sharded(
     if train.is_empty() {
         return Err(Error::config("data", "the training split is empty"));
     }
-    let meta = ShardMeta {
+    let mut meta = ShardMeta {
         shards: shard_cfg.shards,
         partition: shard_cfg.partition,
         model: model_cfg.clone(),
         seed: train_cfg.seed,
         last_retrained: vec![],
+        aggregation: shard_cfg.aggregation,
+        attention_epochs: shard_cfg.attention_epochs,
+        attention: None,
     };
     let user_shard = match shard_cfg.partition {
         Partition::Random => vec![],
@@ -335,7 +447,8 @@ pub fn train_sharded(
         shards.push(model);
         reports.push(report);
     }
-    let model = serving(&meta, &shards, &user_shard, &train)?;
+    let model;
+    (model, meta.attention) = serving(&meta, &shards, &user_shard, (&train, &valid), train_cfg)?;
     let mut ckpt_meta = CheckpointMeta::trained(ds, &model.config, train_cfg, carved, None);
     ckpt_meta.provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
     let checkpoint = Checkpoint { model, meta: ckpt_meta, graph: train, valid, removed: Interactions::default() };
@@ -373,9 +486,10 @@ pub fn sisa(
             models.push(deep_copy(old)?);
         }
     }
-    let model = serving(&set.meta, &models, &set.user_shard, &remaining)?;
-    phases.insert("retrain".to_string(), t.elapsed().as_secs_f64());
     let mut meta = set.meta.clone();
+    let model;
+    (model, meta.attention) = serving(&meta, &models, &set.user_shard, (&remaining, &prep.valid), &ckpt.meta.train)?;
+    phases.insert("retrain".to_string(), t.elapsed().as_secs_f64());
     meta.last_retrained = (0..meta.shards).filter(|&k| affected[k]).collect();
     tracing::info!(retrained = ?meta.last_retrained, shards = meta.shards, "sisa");
     let report = prep.report(Method::Sisa, &ckpt.model, &model, phases, vec![], meta.seed)?;
@@ -429,8 +543,14 @@ pub fn load(path: &Path) -> Result<ShardedCheckpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
     let (nu, ni, d) = (checkpoint.model.n_users(), checkpoint.model.n_items(), meta.model.dim);
-    if checkpoint.model.dim() != meta.shards * d {
-        return Err(bad(format!("serving dimension {} is not {} shards × {d}", checkpoint.model.dim(), meta.shards)));
+    if checkpoint.model.dim() != meta.serving_dim() {
+        return Err(bad(format!(
+            "serving dimension {} is not {} for {} shards of dimension {d} with {} aggregation",
+            checkpoint.model.dim(),
+            meta.serving_dim(),
+            meta.shards,
+            meta.aggregation().name()
+        )));
     }
     let shards = (0..meta.shards)
         .map(|k| {
@@ -461,11 +581,14 @@ mod tests {
     use crate::data::synthetic::{SynthConfig, generate};
 
     fn setup(kind: ModelKind, partition: Partition) -> (Dataset, ShardedCheckpoint) {
+        setup_with(kind, ShardConfig { shards: 3, partition, ..ShardConfig::default() })
+    }
+
+    fn setup_with(kind: ModelKind, shards: ShardConfig) -> (Dataset, ShardedCheckpoint) {
         let ds =
             generate(&SynthConfig { users: 90, items: 70, interactions: 2000, seed: 7, ..Default::default() }).unwrap();
         let model = ModelConfig { kind, dim: 8, layers: 2, reg: 1e-4, ..ModelConfig::default() };
         let train = TrainConfig { epochs: 6, batch_size: 128, lr: 1e-2, eval_every: 3, ..TrainConfig::default() };
-        let shards = ShardConfig { shards: 3, partition, ..ShardConfig::default() };
         let (sc, reports) = train_sharded(&ds, &model, &train, &shards, &mut Silent).unwrap();
         assert_eq!(reports.len(), 3);
         (ds, sc)
@@ -587,5 +710,89 @@ mod tests {
             assert_eq!(out.shards.models[j].base_vec().unwrap(), sc.shards.models[j].base_vec().unwrap());
         }
         assert_ne!(out.shards.models[k].base_vec().unwrap(), sc.shards.models[k].base_vec().unwrap());
+    }
+
+    #[test]
+    fn attention_aggregation_is_served_at_dim_d_and_retrained_after_unlearning() {
+        let cfg = ShardConfig {
+            shards: 3,
+            partition: Partition::Random,
+            aggregation: Some(Aggregation::Attention),
+            attention_epochs: 3,
+            ..ShardConfig::default()
+        };
+        let (_, sc) = setup_with(ModelKind::LightGcn, cfg);
+        let ckpt = &sc.checkpoint;
+        assert_eq!(ckpt.model.dim(), 8, "attention serves one embedding of the shards' dimension");
+        let att = sc.shards.meta.attention.as_ref().expect("attention report");
+        assert_eq!(att.losses.len(), 3);
+        assert!((att.user_weights.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{att:?}");
+        // Forget one edge: one shard is retrained, the others are kept bit for bit, and the aggregator is
+        // retrained from scratch on the remaining edges with the same seed.
+        let first = ckpt.graph.iter().nth(10).unwrap();
+        let req = Interactions::from_pairs(vec![first]).0;
+        let (out, _) = sisa(&sc, &req, &mut Silent).unwrap();
+        let k = sc.shards.shard_of(first.0, first.1);
+        assert_eq!(out.shards.meta.last_retrained, vec![k]);
+        for j in (0..3).filter(|&j| j != k) {
+            assert_eq!(out.shards.models[j].base_vec().unwrap(), sc.shards.models[j].base_vec().unwrap());
+        }
+        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+        let remaining = ckpt.graph.difference(&req).0;
+        let finals: Vec<_> = (0..3)
+            .map(|j| {
+                let g = Graph::from_interactions(nu, ni, &out.shards.shard_edges(&remaining, j));
+                out.shards.models[j].final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g))).unwrap()
+            })
+            .collect();
+        let acfg = AttentionConfig {
+            epochs: 3,
+            lr: ckpt.meta.train.lr,
+            batch_size: ckpt.meta.train.batch_size,
+            reg: sc.shards.meta.model.reg,
+            seed: shard_seed(sc.shards.meta.seed, 3),
+        };
+        let g = Graph::from_interactions(nu, ni, &remaining);
+        let v = Graph::from_interactions(nu, ni, &out.checkpoint.valid);
+        let (expect, _) = train_attention(&finals, &g, v.user_items(), &acfg).unwrap();
+        let served = out.checkpoint.final_embeddings().unwrap();
+        assert_eq!(served.users, expect.users);
+        assert_eq!(served.items, expect.items);
+        assert_ne!(served.users, ckpt.final_embeddings().unwrap().users);
+        // Saved and loaded with the narrower serving model.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attention.safetensors");
+        save(&path, &out.checkpoint, &out.shards).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.shards.meta, out.shards.meta);
+        assert_eq!(back.shards.meta.aggregation(), Aggregation::Attention);
+    }
+
+    #[test]
+    fn own_aggregation_needs_the_user_partition() {
+        let cfg =
+            ShardConfig { partition: Partition::Random, aggregation: Some(Aggregation::Own), ..ShardConfig::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("user partition"));
+        let cfg =
+            ShardConfig { aggregation: Some(Aggregation::Attention), attention_epochs: 0, ..ShardConfig::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("attention_epochs"));
+        // Metadata written before aggregation was configurable keeps its partition's aggregation.
+        let meta = ShardMeta {
+            shards: 2,
+            partition: Partition::Random,
+            model: ModelConfig::default(),
+            seed: 1,
+            last_retrained: vec![],
+            aggregation: Some(Aggregation::Attention),
+            attention_epochs: 4,
+            attention: None,
+        };
+        let mut json = serde_json::to_value(&meta).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        assert!(obj.remove("aggregation").is_some() && obj.remove("attention_epochs").is_some());
+        let old: ShardMeta = serde_json::from_value(json).unwrap();
+        assert_eq!(old.aggregation(), Aggregation::Mean);
+        assert_eq!(old.serving_dim(), 2 * meta.model.dim);
+        assert_eq!(meta.serving_dim(), meta.model.dim);
     }
 }
