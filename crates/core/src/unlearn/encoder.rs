@@ -158,23 +158,47 @@ impl Encoder {
         for _ in 0..self.config.remaining_hops {
             s = spmm(remaining, &s)?;
         }
+        let x = (s - self.withdraw(idm, e_fnl)?)?;
+        Ok(EncoderOutput { delta: self.mlp(&x)?, h, h_dropped })
+    }
+
+    /// The withdraw term `ρ · Â_Δᴸ (E_fnl ⊙ w)`.
+    fn withdraw(&self, idm: &SpMat, e_fnl: &Tensor) -> Result<Tensor> {
         let mut wl = e_fnl.broadcast_mul(self.w.as_tensor())?;
         for _ in 0..self.hops {
             wl = spmm(idm, &wl)?;
         }
-        let mut delta = (s - (wl * self.config.withdraw_rate)?)?;
+        Ok((wl * self.config.withdraw_rate)?)
+    }
+
+    /// The MLP applied to `x` `(n_nodes, d)`.
+    pub fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = x.clone();
         for (w, b) in &self.mlp {
-            delta = leaky_relu(&delta.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, self.config.leaky)?;
+            y = leaky_relu(&y.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, self.config.leaky)?;
         }
-        Ok(EncoderOutput { delta, h, h_dropped })
+        Ok(y)
+    }
+
+    /// The MLP's input for a request, `S − ρ·Â_Δᴸ(E_fnl ⊙ w)`, detached: with `H⁰` and `w` frozen (fine-tuning)
+    /// it is the same at every step, so [`Encoder::mlp`] of it equals `forward(..).delta` without recomputing
+    /// the propagations or back-propagating into the frozen variables.
+    pub fn mlp_input(&self, idm: &SpMat, e_fnl: &Tensor, remaining: &SpMat) -> Result<Tensor> {
+        let h0 = self.h0.as_tensor().detach();
+        let mut prev = h0.clone();
+        let mut s = h0;
+        for _ in 0..self.hops {
+            prev = spmm(idm, &prev)?;
+            s = (s + &prev)?;
+        }
+        for _ in 0..self.config.remaining_hops {
+            s = spmm(remaining, &s)?;
+        }
+        Ok((s - self.withdraw(idm, &e_fnl.detach())?.detach())?.detach())
     }
 
     /// `MLP(H⁰)`: the request-independent offset that the encoder adds to every node.
     pub fn offset(&self) -> Result<Tensor> {
-        let mut x = self.h0.as_tensor().clone();
-        for (w, b) in &self.mlp {
-            x = leaky_relu(&x.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, self.config.leaky)?;
-        }
-        Ok(x)
+        self.mlp(self.h0.as_tensor())
     }
 }

@@ -767,6 +767,8 @@ pub fn unlearn(
             None
         };
         let mut best: Option<(f64, Vec<f32>)> = None;
+        // H⁰ and w are frozen: the MLP's input is computed once; only the MLP and E⁰ see gradients.
+        let mlp_in = enc_ft.mlp_input(&req.idm, &e_fnl, &req.adj_pk)?;
         for epoch in 0..ft.epochs {
             let triples = sample_epoch(req.remaining.user_items(), ft.seed, epoch as u64);
             let n_steps = triples.n_batches(ft.batch_size);
@@ -775,7 +777,7 @@ pub fn unlearn(
             let mut ep_loss = 0.0;
             for step in 0..n_steps {
                 let batch = triples.batch(step, ft.batch_size);
-                let out = enc_ft.forward(&req.idm, None, &e_fnl, &req.adj_pk)?;
+                let out = encoder::EncoderOutput { delta: enc_ft.mlp(&mlp_in)?, h: vec![], h_dropped: vec![] };
                 let e_t = (e0.as_tensor() + &out.delta)?;
                 let total = step_loss(backbone, &e_t, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
                 let loss = total.to_scalar::<f32>()? as f64;

@@ -151,6 +151,10 @@ fn encoder_forward_matches_the_reference() {
     // With W = I and b = 0 the MLP is LeakyReLU applied twice; Δ before the MLP is checked through it.
     let e_tilde = (&e0 + &out.delta).unwrap();
     close(&e_tilde, &ie["E0_tilde"], 1e-5, "E0_tilde");
+    // Fine-tuning's shortcut (the MLP input computed once) gives the same Δ, bit for bit.
+    let x = enc.mlp_input(&c.idm, &e_fnl, &c.pk).unwrap();
+    let delta = enc.mlp(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(delta, out.delta.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     close(&c.backbone.forward(&c.pk, &e_tilde).unwrap(), &ie["unlearned_final"], 1e-5, "unlearned_final");
     // The reference's own initial state: H⁰ = 0, w = 2·lr.
     let init = Encoder::new(EncoderConfig::default(), c.nu + c.ni, 4, 3).unwrap();
