@@ -246,7 +246,8 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if let Some(att) = &meta.attention {
             let w: Vec<String> = att.user_weights.iter().map(|w| format!("{w:.3}")).collect();
             eprintln!(
-                "attention: kept epoch {} of {}, mean user weight per shard [{}]",
+                "attention: trained in {:.1}s, kept epoch {} of {}, mean user weight per shard [{}]",
+                att.secs,
                 att.best_epoch + 1,
                 att.losses.len(),
                 w.join(", ")
