@@ -693,4 +693,20 @@ retrain_every = 2
         more.baselines.sisa.shards += 1;
         assert_ne!(sisa, hash_json(&more.method_json(MethodSpec::Sisa, 1)));
     }
+
+    #[test]
+    fn the_shipped_example_experiments_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("exp-") && name.ends_with(".toml") {
+                let cfg = ExperimentConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!cfg.datasets.is_empty(), "{name}");
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the example experiments in {}", dir.display());
+    }
 }
