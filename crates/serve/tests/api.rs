@@ -1,7 +1,7 @@
 //! The HTTP API in process (tower `oneshot`) on a tiny trained model: authentication, input validation,
 //! idempotency, status and recommendation semantics.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -63,19 +63,24 @@ fn service() -> Service {
     service_with(0)
 }
 
-fn service_with(finetune_epochs: usize) -> Service {
+/// A store over the shared trained model with its ledger and state in `dir`; returns it and the ledger path.
+fn open_store(dir: &Path, finetune_epochs: usize) -> (Store, PathBuf) {
     let t = trained();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.sqlite");
+    let db = dir.join("ledger.sqlite");
     let cfg = StoreConfig {
         model: t.model.clone(),
         unlearner: t.unlearner.clone(),
         db: db.clone(),
-        state_dir: dir.path().join("state"),
+        state_dir: dir.join("state"),
         finetune: FinetuneConfig { epochs: finetune_epochs, batch_size: 256, ..Default::default() },
         fault: None,
     };
-    let store = Store::open(cfg, t.ds.clone()).unwrap();
+    (Store::open(cfg, t.ds.clone()).unwrap(), db)
+}
+
+fn service_with(finetune_epochs: usize) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = open_store(dir.path(), finetune_epochs);
     let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
     let state = AppState {
         served: store.served(),
@@ -358,18 +363,8 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
-    let t = trained();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.sqlite");
-    let cfg = StoreConfig {
-        model: t.model.clone(),
-        unlearner: t.unlearner.clone(),
-        db: db.clone(),
-        state_dir: dir.path().join("state"),
-        finetune: FinetuneConfig { epochs: 0, batch_size: 256, ..Default::default() },
-        fault: None,
-    };
-    let store = Store::open(cfg, t.ds.clone()).unwrap();
+    let (store, db) = open_store(dir.path(), 0);
     let served = store.served();
     let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
     let (kick, metrics, retrains) =

@@ -180,13 +180,14 @@ pub fn train_attention(
         let mut sum = 0.0;
         for step in 0..n {
             let b = triples.batch(step, cfg.batch_size);
-            let idx = |v: Vec<u32>| Tensor::from_vec(v, b.users.len(), &Device::Cpu);
-            let (u, _) = params.aggregate(&users, Some(&idx(b.users.clone())?), 0)?;
-            let (p, _) = params.aggregate(&items, Some(&idx(b.pos.clone())?), 1)?;
-            let (q, _) = params.aggregate(&items, Some(&idx(b.neg.clone())?), 1)?;
+            let len = b.len();
+            let idx = |v: Vec<u32>| Tensor::from_vec(v, len, &Device::Cpu);
+            let (u, _) = params.aggregate(&users, Some(&idx(b.users)?), 0)?;
+            let (p, _) = params.aggregate(&items, Some(&idx(b.pos)?), 1)?;
+            let (q, _) = params.aggregate(&items, Some(&idx(b.neg)?), 1)?;
             let emb_reg = ((sq_norm(&u)? + sq_norm(&p)?)? + sq_norm(&q)?)?;
             let trans_reg = (sq_norm(params.trans_w.as_tensor())? + sq_norm(params.trans_b.as_tensor())?)?;
-            let loss = ((bpr(&u, &p, &q)? + (emb_reg * (cfg.reg / (2.0 * b.users.len() as f64)))?)?
+            let loss = ((bpr(&u, &p, &q)? + (emb_reg * (cfg.reg / (2.0 * len as f64)))?)?
                 + (trans_reg * (TRANSFER_REG / 2.0))?)?;
             let l = f64::from(loss.to_scalar::<f32>()?);
             if !l.is_finite() {

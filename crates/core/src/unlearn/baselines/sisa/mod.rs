@@ -606,6 +606,20 @@ mod tests {
         m.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g))).unwrap()
     }
 
+    /// Forgets the `nth` training edge of a 3-shard model: exactly its shard is retrained and the others are
+    /// kept bit for bit. Returns the result and the retrained shard.
+    fn forget_one_edge(sc: &ShardedCheckpoint, nth: usize) -> (ShardedCheckpoint, usize) {
+        let edge = sc.checkpoint.graph.iter().nth(nth).unwrap();
+        let req = Interactions::from_pairs(vec![edge]).0;
+        let (out, _) = sisa(sc, &req, &mut Silent).unwrap();
+        let k = sc.shards.shard_of(edge.0, edge.1);
+        assert_eq!(out.shards.meta.last_retrained, vec![k]);
+        for j in (0..3).filter(|&j| j != k) {
+            assert_eq!(out.shards.models[j].base_vec().unwrap(), sc.shards.models[j].base_vec().unwrap());
+        }
+        (out, k)
+    }
+
     #[test]
     fn balanced_kmeans_finds_separated_groups_within_capacity() {
         let mut emb = vec![];
@@ -701,14 +715,7 @@ mod tests {
             let mean = (0..3).map(|k| dot(&shard_final(&sc, k), u, i)).sum::<f32>() / 3.0;
             assert!((dot(&served, u, i) - mean).abs() < 1e-4);
         }
-        let first = ckpt.graph.iter().next().unwrap();
-        let req = Interactions::from_pairs(vec![first]).0;
-        let (out, _) = sisa(&sc, &req, &mut Silent).unwrap();
-        let k = sc.shards.shard_of(first.0, first.1);
-        assert_eq!(out.shards.meta.last_retrained, vec![k]);
-        for j in (0..3).filter(|&j| j != k) {
-            assert_eq!(out.shards.models[j].base_vec().unwrap(), sc.shards.models[j].base_vec().unwrap());
-        }
+        let (out, k) = forget_one_edge(&sc, 0);
         assert_ne!(out.shards.models[k].base_vec().unwrap(), sc.shards.models[k].base_vec().unwrap());
     }
 
@@ -729,22 +736,11 @@ mod tests {
         assert!((att.user_weights.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{att:?}");
         // Forget one edge: one shard is retrained, the others are kept bit for bit, and the aggregator is
         // retrained from scratch on the remaining edges with the same seed.
-        let first = ckpt.graph.iter().nth(10).unwrap();
-        let req = Interactions::from_pairs(vec![first]).0;
-        let (out, _) = sisa(&sc, &req, &mut Silent).unwrap();
-        let k = sc.shards.shard_of(first.0, first.1);
-        assert_eq!(out.shards.meta.last_retrained, vec![k]);
-        for j in (0..3).filter(|&j| j != k) {
-            assert_eq!(out.shards.models[j].base_vec().unwrap(), sc.shards.models[j].base_vec().unwrap());
-        }
+        let (out, _) = forget_one_edge(&sc, 10);
         let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
-        let remaining = ckpt.graph.difference(&req).0;
-        let finals: Vec<_> = (0..3)
-            .map(|j| {
-                let g = Graph::from_interactions(nu, ni, &out.shards.shard_edges(&remaining, j));
-                out.shards.models[j].final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g))).unwrap()
-            })
-            .collect();
+        let remaining = &out.checkpoint.graph;
+        assert_eq!(remaining.len() + 1, ckpt.graph.len());
+        let finals: Vec<_> = (0..3).map(|j| shard_final(&out, j)).collect();
         let acfg = AttentionConfig {
             epochs: 3,
             lr: ckpt.meta.train.lr,
@@ -752,7 +748,7 @@ mod tests {
             reg: sc.shards.meta.model.reg,
             seed: shard_seed(sc.shards.meta.seed, 3),
         };
-        let g = Graph::from_interactions(nu, ni, &remaining);
+        let g = Graph::from_interactions(nu, ni, remaining);
         let v = Graph::from_interactions(nu, ni, &out.checkpoint.valid);
         let (expect, _) = train_attention(&finals, &g, v.user_items(), &acfg).unwrap();
         let served = out.checkpoint.final_embeddings().unwrap();
