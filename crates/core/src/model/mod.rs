@@ -27,7 +27,7 @@ use crate::tensor::{SpMat, spmm};
 pub mod loss;
 mod objective;
 
-pub use objective::{Batch, LossInput, LossParts, SglViews};
+pub use objective::{Batch, LossInput, LossParts, SglViews, gather_rows};
 
 /// Which recommender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -72,11 +72,35 @@ pub struct LossParts {
     pub ssl: Option<Tensor>,
     /// The final (main, un-augmented) embeddings, shape `(n_users + n_items, dim)`.
     pub final_emb: Tensor,
+    /// Rows of `final_emb` for the batch's users, `(B, dim)` (reuse them rather than gathering again: every
+    /// gather adds a full-size gradient pass in the backward).
+    pub batch_users: Tensor,
+    /// Rows of `final_emb` for the batch's positive items, `(B, dim)`.
+    pub batch_pos: Tensor,
 }
 
 fn idx(v: &[u32], offset: u32) -> Result<Tensor> {
     let data: Vec<u32> = v.iter().map(|&x| x + offset).collect();
     Ok(Tensor::from_vec(data, v.len(), &Device::Cpu)?)
+}
+
+/// Rows of `x` for several id lists at once, each shifted by its offset: one gather and cheap narrows. Every
+/// `index_select` of a full-size tensor costs a full-size gradient copy in the backward, so one is better
+/// than several.
+pub fn gather_rows(x: &Tensor, groups: &[(&[u32], u32)]) -> Result<Vec<Tensor>> {
+    let n: usize = groups.iter().map(|(v, _)| v.len()).sum();
+    let mut ids = Vec::with_capacity(n);
+    for (v, off) in groups {
+        ids.extend(v.iter().map(|&x| x + off));
+    }
+    let all = x.index_select(&Tensor::from_vec(ids, n, &Device::Cpu)?, 0)?;
+    let mut start = 0;
+    let mut out = Vec::with_capacity(groups.len());
+    for (v, _) in groups {
+        out.push(all.narrow(0, start, v.len())?);
+        start += v.len();
+    }
+    Ok(out)
 }
 
 fn unique(v: &[u32]) -> Vec<u32> {
@@ -95,11 +119,11 @@ impl Backbone {
         let cfg = &self.config;
         let nu = self.n_users() as u32;
         let b = input.batch;
-        let (iu, ip, ineg) = (idx(&b.users, 0)?, idx(&b.pos, nu)?, idx(&b.neg, nu)?);
         let layers = self.layers(input.adj, input.e0)?;
         let fin = if cfg.kind.is_graph() { combine(&layers, cfg.combine())? } else { input.e0.clone() };
-        let (fu, fp, fnn) = (fin.index_select(&iu, 0)?, fin.index_select(&ip, 0)?, fin.index_select(&ineg, 0)?);
-        let bpr_t = bpr(&fu, &fp, &fnn)?;
+        let rows = gather_rows(&fin, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?;
+        let (fu, fp, fnn) = (&rows[0], &rows[1], &rows[2]);
+        let bpr_t = bpr(fu, fp, fnn)?;
         let zero = Tensor::new(0f32, &Device::Cpu)?;
         let reg_t = if !input.with_reg || cfg.reg == 0.0 {
             zero.clone()
@@ -108,12 +132,11 @@ impl Backbone {
                 ModelKind::Pop | ModelKind::Mf | ModelKind::LightGcn => sq_norm(input.e0)?,
                 ModelKind::SimGcl => {
                     let bsz = b.len() as f64;
-                    ((sq_norm(&fu)?.sqrt()? / bsz)? + (sq_norm(&fp)?.sqrt()? / bsz)?)?
+                    ((sq_norm(fu)?.sqrt()? / bsz)? + (sq_norm(fp)?.sqrt()? / bsz)?)?
                 }
                 ModelKind::Sgl => {
-                    let e0 = input.e0;
-                    let s = (sq_norm(&e0.index_select(&iu, 0)?)? + sq_norm(&e0.index_select(&ip, 0)?)?)?;
-                    (s + sq_norm(&e0.index_select(&ineg, 0)?)?)?
+                    let r0 = gather_rows(input.e0, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?;
+                    ((sq_norm(&r0[0])? + sq_norm(&r0[1])?)? + sq_norm(&r0[2])?)?
                 }
             }
         };
@@ -137,7 +160,15 @@ impl Backbone {
         if let Some(s) = &ssl {
             total = (total + (s * cfg.ssl_reg)?)?;
         }
-        Ok(LossParts { total, bpr: bpr_t, reg: reg_t, ssl, final_emb: fin })
+        Ok(LossParts {
+            total,
+            bpr: bpr_t,
+            reg: reg_t,
+            ssl,
+            final_emb: fin,
+            batch_users: fu.clone(),
+            batch_pos: fp.clone(),
+        })
     }
 
     /// InfoNCE of two views on the batch's distinct users plus on its distinct positive items.

@@ -1,9 +1,16 @@
-//! Tensor kernels for candle: the sparse × dense product `Â · E` that propagates embeddings over the graph.
+//! Tensor kernels for candle: the sparse × dense product `Â · E` that propagates embeddings over the graph,
+//! and two fused ops of UnlearnRec's fine-tuning step: the in-batch softmax of the alignment loss
+//! ([`in_batch_log_prob`]) and the encoder MLP's layer ([`linear_leaky`]).
 //!
 //! [`spmm`] is a differentiable candle op ([`SpMat`] implements [`candle_core::CustomOp1`]) whose backward
 //! pass is a second product with the stored transpose, `∂L/∂x = Aᵀ · ∂L/∂(A·x)`. [`spmm_into`] is the same
 //! kernel on plain slices.
 
+mod inbatch;
+mod linear;
 mod spmm;
+
+pub use inbatch::in_batch_log_prob;
+pub use linear::linear_leaky;
 
 pub use spmm::{SpMat, spmm, spmm_into};

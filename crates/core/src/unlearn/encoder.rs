@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tensor::{SpMat, spmm};
+use crate::tensor::{SpMat, linear_leaky, spmm};
 
 /// Architecture of the encoder. Defaults are the reference's (SPEC §12).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,11 +171,17 @@ impl Encoder {
         Ok((wl * self.config.withdraw_rate)?)
     }
 
-    /// The MLP applied to `x` `(n_nodes, d)`.
+    /// The MLP applied to `x` `(n_nodes, d)`: one fused op per layer ([`linear_leaky`]) when the slope is in
+    /// `[0, 1]` (the reference's 0.99), candle's primitive ops otherwise.
     pub fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = x.clone();
+        let alpha = self.config.leaky;
         for (w, b) in &self.mlp {
-            y = leaky_relu(&y.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, self.config.leaky)?;
+            y = if (0.0..=1.0).contains(&alpha) {
+                linear_leaky(&y, w.as_tensor(), b.as_tensor(), alpha)?
+            } else {
+                leaky_relu(&y.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, alpha)?
+            };
         }
         Ok(y)
     }

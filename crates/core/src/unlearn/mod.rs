@@ -323,8 +323,8 @@ fn step_loss(
         let pos: Vec<u32> = batch.pos.iter().map(|&i| i + nu as u32).collect();
         let ip = Tensor::from_vec(pos, batch.len(), &Device::Cpu)?;
         let la = objective::align_loss(
-            &fin.index_select(&iu, 0)?,
-            &fin.index_select(&ip, 0)?,
+            &parts.batch_users,
+            &parts.batch_pos,
             &e_fnl.index_select(&iu, 0)?,
             &e_fnl.index_select(&ip, 0)?,
             w.align_temp,

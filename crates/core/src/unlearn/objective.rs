@@ -5,6 +5,7 @@ use candle_core::{D, Device, Tensor};
 
 use crate::data::Interactions;
 use crate::error::Result;
+use crate::model::gather_rows;
 use crate::model::loss::{logsumexp_rows, softplus};
 
 fn index(v: impl Iterator<Item = u32>) -> Result<Tensor> {
@@ -16,9 +17,8 @@ fn index(v: impl Iterator<Item = u32>) -> Result<Tensor> {
 /// Row-wise dot products `e_u · e_i` of the given (user, item) edges from final embeddings `fin`
 /// `(n_users + n_items, d)`; shape `(edges,)`.
 pub fn edge_scores(fin: &Tensor, n_users: usize, edges: &Interactions) -> Result<Tensor> {
-    let iu = index(edges.users().iter().copied())?;
-    let ii = index(edges.items().iter().map(|&i| i + n_users as u32))?;
-    Ok((fin.index_select(&iu, 0)? * fin.index_select(&ii, 0)?)?.sum(D::Minus1)?)
+    let rows = gather_rows(fin, &[(edges.users(), 0), (edges.items(), n_users as u32)])?;
+    Ok((&rows[0] * &rows[1])?.sum(D::Minus1)?)
 }
 
 /// How removed edges are pushed down (`--unlearn_type`).
@@ -42,17 +42,9 @@ pub fn unlearn_loss(fin: &Tensor, n_users: usize, request: &Interactions, kind: 
 
 /// The reference's in-batch log-probability of each positive (alignment v2), computed without overflow:
 /// `dist_b = log( exp(p_b) / (Σ_c exp(M_bc) + 1e-6) + 1e-6 )` with `M_bc = (u_b·i_c)/τ + 1e-8` and
-/// `p_b = (u_b·i_b)/τ`. With `m_b = max_c M_bc` the ratio is `exp(p_b − m_b) / (Σ_c exp(M_bc − m_b) +
-/// 1e-6·exp(−m_b))`, whose terms are all bounded (`exp(−m_b)` is capped at `e⁸⁰`).
+/// `p_b = (u_b·i_b)/τ`, shifted by the row maximum; one fused op ([`crate::tensor::in_batch_log_prob`]).
 pub fn in_batch_log_prob(users: &Tensor, items: &Tensor, temp: f64) -> Result<Tensor> {
-    let m = ((users.matmul(&items.t()?)? / temp)? + 1e-8)?;
-    let p = ((users * items)?.sum(D::Minus1)? / temp)?;
-    let mx = m.max_keepdim(D::Minus1)?.detach();
-    let s = m.broadcast_sub(&mx)?.exp()?.sum(D::Minus1)?;
-    let mx = mx.squeeze(D::Minus1)?;
-    let tail = (mx.neg()?.clamp(f64::NEG_INFINITY, 80.0)?.exp()? * 1e-6)?;
-    let ratio = ((p - &mx)?.exp()? / (s + tail)?)?;
-    Ok((ratio + 1e-6)?.log()?)
+    crate::tensor::in_batch_log_prob(users, items, temp)
 }
 
 /// Distribution-preservation loss `L_a` (reference align v2) on a batch of positive (user, item) rows of
