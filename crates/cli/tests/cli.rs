@@ -315,3 +315,23 @@ fn write_data_keeps_carved_validation_edges() {
     assert_eq!(count(&rest.join("train.txt")), (0, others));
     assert!(!rest.join("valid.txt").exists());
 }
+
+/// `bench --json` on the built-in synthetic data reports every timed operation as a positive duration.
+#[test]
+fn bench_reports_every_timing() {
+    let out = ok(&["bench", "--repeat", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    for key in [
+        "norm_adj_ms",
+        "spmm_ms",
+        "train_step_ms",
+        "encoder_mlp_ms",
+        "align_loss_ms",
+        "negative_sampling_epoch_ms",
+        "full_eval_ms",
+    ] {
+        let t = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {out}"));
+        assert!(t > 0.0 && t.is_finite(), "{key} = {t}");
+    }
+    assert_eq!(v["batch_size"], 2048);
+}

@@ -1,4 +1,5 @@
-//! `unlearnrec bench`: timings of the hot paths on a dataset (a benchmark, not a test).
+//! `unlearnrec bench`: timings of the hot paths on a dataset (a benchmark, not a test). A whole UnlearnRec
+//! fine-tuning step on a real request is timed by `cargo run --release --example ftprof`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,10 +10,12 @@ use rand_chacha::ChaCha8Rng;
 use unlearnrec_core::data::Interactions;
 use unlearnrec_core::eval::EvalConfig;
 use unlearnrec_core::graph::{Graph, NormAdj};
-use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind};
+use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind, gather_rows};
 use unlearnrec_core::tensor::{SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
 use unlearnrec_core::train::{Adam, AdamConfig};
+use unlearnrec_core::unlearn::objective::align_loss;
+use unlearnrec_core::unlearn::{Encoder, EncoderConfig, FinetuneConfig};
 
 use super::data::{DataOpts, ReadOpts};
 use crate::util::{Ctx, print_json};
@@ -101,6 +104,16 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         opt.step(&parts.total.backward()?)?;
         Ok(())
     })?;
+    // The two terms that a fine-tuning step of UnlearnRec adds to a training step: the encoder MLP over all
+    // nodes (its input is the request's fixed encoding) and the alignment loss on the batch.
+    let enc = Encoder::new(EncoderConfig::default(), nu + ni, a.dim, a.layers)?;
+    let x = e0.detach();
+    let mlp_ms = time(a.repeat, || Ok(enc.mlp(&x)?.sum_all()?.backward()?))?;
+    let rows = gather_rows(model.base().as_tensor(), &[(&batch.users, 0), (&batch.pos, nu as u32)])?;
+    let target = gather_rows(&x, &[(&batch.users, 0), (&batch.pos, nu as u32)])?;
+    let align_ms = time(a.repeat, || {
+        Ok(align_loss(&rows[0], &rows[1], &target[0], &target[1], FinetuneConfig::default().align_temp)?.backward()?)
+    })?;
     let sample_ms = time(a.repeat, || Ok(sample_epoch(graph.user_items(), 1, 0)))?;
     let emb = model.final_embeddings(&adj)?;
     let test = Graph::from_interactions(nu, ni, &ds.test);
@@ -124,6 +137,8 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         "remove_1pct_ms": remove_ms,
         "spmm_ms": spmm_ms,
         "train_step_ms": step_ms,
+        "encoder_mlp_ms": mlp_ms,
+        "align_loss_ms": align_ms,
         "batch_size": a.batch_size,
         "negative_sampling_epoch_ms": sample_ms,
         "full_eval_ms": eval_ms,
@@ -146,6 +161,8 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("  remove 1 % of edges          {remove_ms:9.1} ms");
         println!("  SpMM Â·E                     {spmm_ms:9.1} ms");
         println!("  LightGCN step (batch {:>5})  {step_ms:9.1} ms", a.batch_size);
+        println!("  encoder MLP fwd+bwd (all)    {mlp_ms:9.1} ms");
+        println!("  alignment loss (batch {:>5}) {align_ms:9.1} ms", a.batch_size);
         println!("  negatives for one epoch      {sample_ms:9.1} ms");
         println!("  full-ranking eval (all users){eval_ms:9.1} ms");
         if let Some(m) = peak_rss_mib() {
