@@ -10,8 +10,10 @@
 //!
 //! which is the reference's `log(exp(p_b) / (Σ_c exp(M_bc) + 1e-6) + 1e-6)` shifted by the row maximum so
 //! that nothing overflows. Written with candle's primitive ops this costs about twenty passes over `B × B`
-//! temporaries per step, forward and backward; here the logits are computed in blocks of rows with a GEMM,
-//! reduced at once, and recomputed in the backward pass, so no `B × B` matrix is ever allocated.
+//! temporaries per step, forward and backward, and libm's scalar `expf` on each element; here the logits are
+//! computed in blocks of rows with a GEMM and reduced at once with a vectorised `exp`; the backward pass
+//! recomputes each block once and gets from it both the users' gradient rows and a partial gradient of the
+//! items (added in block order). No `B × B` matrix is ever allocated.
 //!
 //! Backward, with `g_b = ∂L/∂out_b`, `q_b = g_b·r_b/(r_b + 1e-6)` and `P_bc = exp(M_bc − m_b)/denom_b`:
 //! `∂L/∂u_b = (q_b/τ)·(i_b − Σ_c P_bc i_c)`, `∂L/∂i_c = (q_c/τ)·u_c − Σ_b (q_b/τ) P_bc u_b`.
