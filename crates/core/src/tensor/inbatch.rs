@@ -23,6 +23,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+
 /// Rows per block of the forward pass: a `ROWS × B` logit block stays in the L2 cache.
 const ROWS: usize = 32;
 
@@ -258,12 +260,8 @@ fn backward(u: &[f32], it: &[f32], d: usize, temp: f32, res: &[f32], grad: &[f32
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<(&'a [f32], usize, usize)> {
-    let CpuStorage::F32(data) = s else { candle_core::bail!("in_batch_log_prob: {what} must be f32") };
     let &[b, d] = l.dims() else { candle_core::bail!("in_batch_log_prob: {what} must be (B, d), got {:?}", l.dims()) };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("in_batch_log_prob: {what} must be contiguous")
-    };
-    Ok((&data[start..end], b, d))
+    Ok((cpu_f32("in_batch_log_prob", s, l, what)?, b, d))
 }
 
 impl CustomOp2 for InBatchLogProb {

@@ -12,6 +12,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+
 /// Rows per parallel block.
 const ROWS: usize = 2048;
 
@@ -96,18 +98,14 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
 }
 
 /// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.
-pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("expected a CPU tensor") };
-    Ok(f(f32_data(cpu, layout, "tensor")?))
+    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("linear_leaky: expected a CPU tensor") };
+    Ok(f(cpu_f32("linear_leaky", cpu, layout, "tensor")?))
 }
 
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else { candle_core::bail!("linear_leaky: {what} must be f32") };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("linear_leaky: {what} must be contiguous")
-    };
-    Ok(&data[start..end])
+    cpu_f32("linear_leaky", s, l, what)
 }
 
 impl CustomOp3 for LinearLeaky {

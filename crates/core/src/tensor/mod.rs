@@ -14,3 +14,15 @@ pub use inbatch::in_batch_log_prob;
 pub use linear::linear_leaky;
 
 pub use spmm::{SpMat, spmm, spmm_into};
+
+/// The contiguous `f32` data of a custom op's CPU input; errors name the op and the input.
+fn cpu_f32<'a>(
+    op: &str,
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = s else { candle_core::bail!("{op}: {what} must be f32") };
+    let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{op}: {what} must be contiguous") };
+    Ok(&data[start..end])
+}

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::eval::EvalConfig;
 use crate::graph::{Graph, NormAdj};
 use crate::io::checkpoint::{Checkpoint, read_document, read_f32, write_safetensors};
-use crate::model::{Backbone, Batch, Embeddings, LossInput, ModelKind, SglViews};
+use crate::model::{Backbone, Batch, Embeddings, LossInput, ModelKind, SglViews, gather_rows};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
 use crate::train::sampler::sample_epoch;
@@ -319,16 +319,8 @@ fn step_loss(
         total = (total + (lu * w.unlearn)?)?;
     }
     if w.align != 0.0 {
-        let iu = Tensor::from_slice(&batch.users, batch.len(), &Device::Cpu)?;
-        let pos: Vec<u32> = batch.pos.iter().map(|&i| i + nu as u32).collect();
-        let ip = Tensor::from_vec(pos, batch.len(), &Device::Cpu)?;
-        let la = objective::align_loss(
-            &parts.batch_users,
-            &parts.batch_pos,
-            &e_fnl.index_select(&iu, 0)?,
-            &e_fnl.index_select(&ip, 0)?,
-            w.align_temp,
-        )?;
+        let target = gather_rows(e_fnl, &[(&batch.users, 0), (&batch.pos, nu as u32)])?;
+        let la = objective::align_loss(&parts.batch_users, &parts.batch_pos, &target[0], &target[1], w.align_temp)?;
         total = (total + (la * w.align)?)?;
     }
     if w.ssl != 0.0 && !out.h_dropped.is_empty() {
