@@ -27,11 +27,16 @@ use crate::worker::Kick;
 /// Retrains `ckpt`'s backbone from scratch on its current graph and validation edges, with its own model
 /// and training configuration and seed (as `unlearnrec_core::unlearn::retrain`, for the empty request). The
 /// result has the same graph, validation and removed edges as `ckpt`.
+///
+/// # Errors
+/// A tensor error, or a diverged training run ([`unlearnrec_core::Error::Diverged`]).
 pub fn exact(ckpt: &Checkpoint) -> Result<Checkpoint> {
     let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
     let data = TrainData::new(nu, ni, &ckpt.graph, &ckpt.valid);
     let mut model = fresh_backbone(&ckpt.model.config, nu, ni, &ckpt.graph, ckpt.meta.train.seed)?;
-    unlearnrec_core::train::fit(&mut model, &data, &ckpt.meta.train, &mut Silent)?;
+    // A diverged fit holds its last good state (the random initialisation when the first epoch diverged):
+    // never an exact retrain.
+    unlearnrec_core::train::fit(&mut model, &data, &ckpt.meta.train, &mut Silent)?.require_converged()?;
     let mut meta = ckpt.meta.clone();
     // A retrained model carries no encoder offset; later batches must apply it afresh.
     meta.provenance.remove(OFFSET_KEY);
@@ -117,5 +122,27 @@ pub fn run(every: Duration, db: PathBuf, served: Arc<ArcSwap<Served>>, retrains:
             }
             Err(e) => tracing::error!("retraining version {}: {e}; retrying at the next tick", cur.version),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use unlearnrec_core::data::synthetic::{SynthConfig, generate};
+    use unlearnrec_core::model::{ModelConfig, ModelKind};
+    use unlearnrec_core::train::TrainConfig;
+
+    use super::*;
+    use crate::error::ServeError;
+
+    #[test]
+    fn a_diverged_scheduled_retrain_is_an_error_not_a_version() {
+        let ds = generate(&SynthConfig { users: 40, items: 30, interactions: 500, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::Mf, dim: 8, ..Default::default() };
+        let tc = TrainConfig { epochs: 1, batch_size: 128, lr: 1e-2, eval_every: 1, ..Default::default() };
+        let (mut ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
+        assert!(exact(&ckpt).is_ok());
+        ckpt.meta.train = TrainConfig { lr: 1e30, epochs: 3, eval_every: 100, ..tc };
+        let err = exact(&ckpt).err().expect("a diverged retrain must fail");
+        assert!(matches!(err, ServeError::Core(unlearnrec_core::Error::Diverged { .. })), "{err}");
     }
 }

@@ -30,7 +30,7 @@ mod lightgcn;
 #[cfg(test)]
 mod reader_tests;
 pub mod split;
-mod stats;
+pub(crate) mod stats;
 pub mod synthetic;
 pub mod write;
 

@@ -87,17 +87,17 @@ fn distinct_users(set: &Interactions) -> usize {
 }
 
 /// 64-bit FNV-1a, fed little-endian words.
-struct Fnv(u64);
+pub(crate) struct Fnv(pub(crate) u64);
 
 impl Fnv {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    pub(crate) const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
 
     fn byte(&mut self, b: u8) {
         self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
     }
 
-    fn word(&mut self, x: u64) {
+    pub(crate) fn word(&mut self, x: u64) {
         for b in x.to_le_bytes() {
             self.byte(b);
         }

@@ -657,13 +657,14 @@ mod tests {
     // ---- golden vectors -------------------------------------------------------------------------
 
     fn golden() -> Option<serde_json::Value> {
-        let path = std::env::var("UNLEARNREC_GOLDEN").unwrap_or_else(|_| {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/golden/unlearnrec_tiny.json").to_string()
-        });
+        let path = crate::graph::testutil::golden_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => Some(serde_json::from_str(&text).expect("golden file is valid JSON")),
+            Err(e) if crate::graph::testutil::golden_required() => {
+                panic!("golden file {}: {e} (required: UNLEARNREC_GOLDEN or CI is set)", path.display())
+            }
             Err(e) => {
-                eprintln!("skipping golden test: cannot read {path}: {e}");
+                eprintln!("skipping golden test: cannot read {}: {e}", path.display());
                 None
             }
         }

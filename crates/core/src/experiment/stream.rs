@@ -13,7 +13,7 @@ use crate::data::{Dataset, Interactions};
 use crate::error::Result;
 use crate::io::checkpoint::{Checkpoint, write_atomic};
 use crate::pipeline::{Split, union};
-use crate::unlearn::forgetting::forgetting_report;
+use crate::unlearn::forgetting::{self, forgetting_report};
 use crate::unlearn::protocol::make_request;
 use crate::unlearn::{self, ForgettingReport};
 
@@ -90,6 +90,8 @@ pub(crate) fn run_streams(
                 let orig_graph = orig.graph();
                 let measure = |ckpt: &Checkpoint, removed: &Interactions| -> Result<(f64, f64, ForgettingReport)> {
                     let (recall, ndcg) = eval20(ckpt, ds, split)?;
+                    // The sample of the edges removed so far, the same for UnlearnRec and the retrain.
+                    let seed = forgetting::request_seed(removed);
                     let f = forgetting_report(&orig_emb, &ckpt.final_embeddings()?, &orig_graph, removed, seed);
                     Ok((recall, ndcg, f))
                 };

@@ -6,6 +6,11 @@ use serde_json::Value;
 
 use crate::data::Interactions;
 
+/// Whether a missing golden file is an error rather than a skip: `UNLEARNREC_GOLDEN` or `CI` is set.
+pub(crate) fn golden_required() -> bool {
+    std::env::var_os("UNLEARNREC_GOLDEN").is_some() || std::env::var_os("CI").is_some()
+}
+
 /// Where the golden file lies: `$UNLEARNREC_GOLDEN`, else the workspace's `shared/golden` copy.
 pub(crate) fn golden_path() -> PathBuf {
     std::env::var_os("UNLEARNREC_GOLDEN").map(PathBuf::from).unwrap_or_else(|| {
@@ -17,11 +22,15 @@ pub(crate) fn golden_path() -> PathBuf {
 pub(crate) struct Golden(Value);
 
 impl Golden {
-    /// Loads the golden file, or prints why it is skipped and returns `None` when it is absent.
+    /// Loads the golden file, or prints why it is skipped and returns `None` when it is absent (a panic
+    /// when [`golden_required`]).
     pub(crate) fn load() -> Option<Golden> {
         let path = golden_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => Some(Golden(serde_json::from_str(&text).expect("golden file is not valid JSON"))),
+            Err(e) if golden_required() => {
+                panic!("golden file {}: {e} (required: UNLEARNREC_GOLDEN or CI is set)", path.display())
+            }
             Err(e) => {
                 eprintln!("skipping golden test: cannot read {}: {e}", path.display());
                 None

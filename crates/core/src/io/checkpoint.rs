@@ -93,10 +93,11 @@ impl CheckpointMeta {
         }
     }
 
-    /// Refuses a dataset other than the one the checkpoint was made from.
+    /// Refuses a dataset other than the one the checkpoint was made from: another fingerprint or size, or
+    /// the same interactions under other external ids (the fingerprint leaves the id maps out).
     ///
     /// # Errors
-    /// [`Error::CheckpointMismatch`] naming both datasets.
+    /// [`Error::CheckpointMismatch`] naming both datasets, or the first internal id whose external ids differ.
     pub fn check_dataset(&self, ds: &Dataset) -> Result<()> {
         let fp = ds.fingerprint();
         if fp != self.dataset.fingerprint
@@ -115,6 +116,20 @@ impl CheckpointMeta {
                     self.dataset.name, self.dataset.n_users, self.dataset.n_items, self.dataset.fingerprint
                 ),
             });
+        }
+        for (kind, theirs, ours) in [("user", ds.users.ids(), &self.user_ids), ("item", ds.items.ids(), &self.item_ids)]
+        {
+            // Equal lengths here: the sizes matched and a loaded checkpoint has one id per row.
+            if let Some((k, (a, b))) = theirs.iter().zip(ours.iter()).enumerate().find(|(_, (a, b))| a != b) {
+                return Err(Error::CheckpointMismatch {
+                    expected: format!("dataset {:?} whose {kind} {k} has external id {a:?}", ds.name),
+                    found: format!(
+                        "a checkpoint trained on {:?} whose {kind} {k} has external id {b:?} (same interactions, \
+                         other ids)",
+                        self.dataset.name
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -264,6 +279,30 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::IdMap;
+    use crate::data::synthetic::{SynthConfig, generate};
+
+    #[test]
+    fn check_dataset_refuses_the_same_interactions_under_other_external_ids() {
+        let ds = generate(&SynthConfig { users: 30, items: 20, interactions: 300, ..Default::default() }).unwrap();
+        let meta = CheckpointMeta::trained(&ds, &ModelConfig::default(), &TrainConfig::default(), false, None);
+        meta.check_dataset(&ds).unwrap();
+        // Two users' external ids swapped: same fingerprint, but user 3 is now someone else.
+        let mut ids = ds.users.ids().to_vec();
+        ids.swap(3, 4);
+        let swapped = Dataset { users: IdMap::from_ids(ids).unwrap(), ..ds.clone() };
+        assert_eq!(swapped.fingerprint(), ds.fingerprint());
+        let err = meta.check_dataset(&swapped).unwrap_err();
+        assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("user 3") && msg.contains("\"4\"") && msg.contains("\"3\""), "{msg}");
+        // An item renamed.
+        let mut ids = ds.items.ids().to_vec();
+        ids[7] = "renamed".into();
+        let renamed = Dataset { items: IdMap::from_ids(ids).unwrap(), ..ds.clone() };
+        let msg = meta.check_dataset(&renamed).unwrap_err().to_string();
+        assert!(msg.contains("item 7") && msg.contains("\"renamed\"") && msg.contains("\"7\""), "{msg}");
+    }
 
     #[cfg(unix)]
     #[test]

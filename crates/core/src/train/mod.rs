@@ -165,6 +165,21 @@ pub struct FitReport {
     pub secs: f64,
 }
 
+impl FitReport {
+    /// Refuses a run that stopped on a non-finite loss, for callers whose model must be trained (a retrain):
+    /// [`fit`] then leaves the last good state, which is the random initialisation when the first epoch
+    /// diverged.
+    ///
+    /// # Errors
+    /// [`Error::Diverged`] with the epoch and loss of [`StopReason::Diverged`].
+    pub fn require_converged(&self) -> Result<()> {
+        match self.stop {
+            StopReason::Diverged { epoch, loss } => Err(Error::Diverged { epoch, loss }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Progress callbacks; the library never prints, the CLI draws bars from these.
 pub trait Observer {
     /// An epoch of `n_steps` minibatches starts.

@@ -75,8 +75,23 @@ pub fn sample_non_edges(graph: &Graph, request: &Interactions, n: usize, seed: u
     out
 }
 
+/// The seed of the samples behind the forgetting figures of `request`: a stable 64-bit FNV-1a hash of its
+/// pairs (as [`crate::data::Dataset::fingerprint`] hashes a dataset). Every method passes it to
+/// [`forgetting_report`], so methods applied to the same request are compared on the same non-edges and
+/// remaining edges, whatever their own seeds.
+pub fn request_seed(request: &Interactions) -> u64 {
+    let mut h = crate::data::stats::Fnv(crate::data::stats::Fnv::OFFSET_BASIS);
+    h.word(request.len() as u64);
+    for (u, i) in request.iter() {
+        h.word((u64::from(u) << 32) | u64::from(i));
+    }
+    h.0
+}
+
 /// The figures for `request`, removed from `original` (the graph before), comparing embeddings `before`
-/// and `after`. Samples are drawn from `seed`.
+/// and `after`. The non-edge and remaining-edge samples are drawn from `seed`: callers pass
+/// [`request_seed`]`(request)`, so that every method applied to one request is measured on one sample
+/// (the original model's `non_edges.before` and `remaining.before` are then the same for all).
 pub fn forgetting_report(
     before: &Embeddings,
     after: &Embeddings,
@@ -140,6 +155,15 @@ mod tests {
         assert_eq!(r.remaining, ScorePair { before: 2.0, after: 2.0 });
         assert!((r.mi_bf - sigmoid(3.0) / sigmoid(-2.0)).abs() < 1e-12);
         assert!((r.gap - (r.non_edges.after + 2.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn request_seed_depends_on_the_pairs_only() {
+        let (a, _) = Interactions::from_pairs(vec![(0, 1), (2, 3)]);
+        let (b, _) = Interactions::from_pairs(vec![(2, 3), (0, 1), (0, 1)]);
+        assert_eq!(request_seed(&a), request_seed(&b));
+        assert_ne!(request_seed(&a), request_seed(&Interactions::from_pairs(vec![(0, 1), (2, 4)]).0));
+        assert_ne!(request_seed(&a), request_seed(&Interactions::from_pairs(vec![(0, 1)]).0));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub mod protocol;
 pub mod request;
 
 pub use encoder::{Encoder, EncoderConfig};
-pub use forgetting::{ForgettingReport, forgetting_report};
+pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
 pub use objective::UnlearnLoss;
 
 /// The reference's batch size for which the alignment weights were tuned; our alignment loss is a mean,
@@ -361,13 +361,12 @@ fn validate_zero_shot(
     graph: &Graph,
     req: &RequestCtx,
     valid: &crate::graph::Csr,
-    seed: u64,
 ) -> Result<(f64, f64)> {
     let e_tilde = zero_shot(enc, backbone.base().as_tensor(), e_fnl, req)?;
     let fin = backbone.forward(&req.adj_pk, &e_tilde)?;
     let after = embeddings_of(&fin, backbone.n_users())?;
     let before = embeddings_of(e_fnl, backbone.n_users())?;
-    let f = forgetting_report(&before, &after, graph, &req.request, seed);
+    let f = forgetting_report(&before, &after, graph, &req.request, request_seed(&req.request));
     let r = crate::eval::evaluate_ranking(
         &after.users,
         &after.items,
@@ -425,7 +424,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
                       loss: Option<f64>,
                       best: &mut Option<(f64, Vec<f32>, Vec<f32>)>|
      -> Result<()> {
-        let (gap, recall) = validate_zero_shot(backbone, enc, &e_fnl, graph, &valid_req, &data.valid, cfg.seed)?;
+        let (gap, recall) = validate_zero_shot(backbone, enc, &e_fnl, graph, &valid_req, &data.valid)?;
         let ok = recall >= cfg.min_recall_ratio * base_recall;
         let kept = ok && best.as_ref().is_none_or(|(g, _, _)| gap > *g);
         if kept {
@@ -664,15 +663,21 @@ pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<Intera
     Ok(Interactions::from_pairs(in_graph).0)
 }
 
+/// The checkpoint's validation edges without those of `request`: what every method selects its state on,
+/// reports and keeps. A request erases the user's validation edges too; validating on them would favour
+/// the state that best predicts the erased items.
+pub(crate) fn remaining_valid(ckpt: &Checkpoint, request: &Interactions) -> Interactions {
+    ckpt.valid.difference(request).0
+}
+
 pub(crate) fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions, remaining: &Graph) -> Checkpoint {
-    let valid: Vec<(u32, u32)> = ckpt.valid.iter().filter(|&(u, i)| !request.contains(u, i)).collect();
     let mut meta = ckpt.meta.clone();
     meta.provenance.insert("unlearned_edges".into(), (ckpt.removed.len() + request.len()).to_string());
     Checkpoint {
         model,
         meta,
         graph: remaining.to_interactions(),
-        valid: Interactions::from_pairs(valid).0,
+        valid: remaining_valid(ckpt, request),
         removed: union(&ckpt.removed, request),
     }
 }
@@ -727,7 +732,8 @@ pub fn unlearn(
     let e_tilde = zero_shot(&enc, &e0_start, &e_fnl, &req)?;
     phases.insert("zero_shot".to_string(), t.elapsed().as_secs_f64());
     let seen_valid = req.remaining.clone();
-    let valid_csr = Graph::from_interactions(graph.n_users(), graph.n_items(), &ckpt.valid).user_items().clone();
+    let valid = remaining_valid(ckpt, request);
+    let valid_csr = Graph::from_interactions(graph.n_users(), graph.n_items(), &valid).user_items().clone();
     let out_model = Backbone::from_embeddings(
         backbone.config.clone(),
         backbone.n_users(),
@@ -806,7 +812,7 @@ pub fn unlearn(
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
     let before = backbone.final_embeddings(&adj)?;
     let after = out_model.final_embeddings(&req.adj_pk)?;
-    let forgetting = forgetting_report(&before, &after, &graph, &learned, ft.seed);
+    let forgetting = forgetting_report(&before, &after, &graph, &learned, request_seed(&learned));
     let valid = valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?;
     let (users, items) = touched(request);
     let report = UnlearnReport {
@@ -828,6 +834,9 @@ pub fn unlearn(
 
 /// The exact baseline: trains the backbone from scratch on the remaining data with the checkpoint's own
 /// configuration and seed.
+///
+/// # Errors
+/// An invalid request, or a training run that diverged ([`Error::Diverged`]).
 pub fn retrain(
     ckpt: &Checkpoint,
     request: &Interactions,
@@ -837,8 +846,7 @@ pub fn retrain(
     let t = Instant::now();
     let graph = ckpt.graph();
     let remaining = graph.remove(&learned);
-    let valid: Vec<(u32, u32)> = ckpt.valid.iter().filter(|&(u, i)| !request.contains(u, i)).collect();
-    let valid = Interactions::from_pairs(valid).0;
+    let valid = remaining_valid(ckpt, request);
     let data = TrainData::new(graph.n_users(), graph.n_items(), &remaining.to_interactions(), &valid);
     let mut model = crate::pipeline::fresh_backbone(
         &ckpt.model.config,
@@ -847,12 +855,13 @@ pub fn retrain(
         &remaining.to_interactions(),
         ckpt.meta.train.seed,
     )?;
-    crate::train::fit(&mut model, &data, &ckpt.meta.train, obs)?;
+    // A diverged fit holds its last good state (the random initialisation when the first epoch diverged).
+    crate::train::fit(&mut model, &data, &ckpt.meta.train, obs)?.require_converged()?;
     let secs = t.elapsed().as_secs_f64();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
     let before = ckpt.model.final_embeddings(&adj)?;
     let after = model.final_embeddings(&data.adj)?;
-    let forgetting = forgetting_report(&before, &after, &graph, &learned, ckpt.meta.train.seed);
+    let forgetting = forgetting_report(&before, &after, &graph, &learned, request_seed(&learned));
     let valid_m = valid_metrics(&model, &data.adj, &data.graph, &data.valid)?;
     let (users, items) = touched(request);
     let report = UnlearnReport {
@@ -875,6 +884,72 @@ pub fn retrain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::synthetic::{SynthConfig, generate};
+    use crate::model::ModelConfig;
+    use crate::train::{Silent, TrainConfig};
+
+    /// A tiny trained LightGCN checkpoint (training seed 7, unlike the fine-tuning default) and its unlearner.
+    fn tiny() -> (Checkpoint, Unlearner) {
+        let ds = generate(&SynthConfig { users: 60, items: 40, interactions: 900, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 16, layers: 2, ..Default::default() };
+        let tc = TrainConfig { epochs: 2, batch_size: 256, eval_every: 2, seed: 7, ..Default::default() };
+        let (ckpt, _) = crate::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
+        let pc = PretrainConfig { epochs: 1, batch_size: 256, max_steps_per_epoch: Some(2), ..Default::default() };
+        let un = pretrain(&ckpt, &pc, &mut Silent).unwrap();
+        (ckpt, un)
+    }
+
+    /// Every interaction (training and validation) of the first `k` users with validation edges.
+    fn users_request(ckpt: &Checkpoint, k: usize) -> Interactions {
+        let mut users = ckpt.valid.users().to_vec();
+        users.dedup();
+        users.truncate(k);
+        let pairs = ckpt.graph.iter().chain(ckpt.valid.iter()).filter(|(u, _)| users.contains(u)).collect();
+        Interactions::from_pairs(pairs).0
+    }
+
+    #[test]
+    fn unlearn_validates_without_the_requests_validation_edges() {
+        let (ckpt, un) = tiny();
+        let request = users_request(&ckpt, 4);
+        assert!(request.iter().any(|(u, i)| ckpt.valid.contains(u, i)));
+        let ft = FinetuneConfig { epochs: 1, batch_size: 256, ..FinetuneConfig::default() };
+        let (out, report) = unlearn(&ckpt, &un, &request, &ft, &mut Silent).unwrap();
+        assert!(out.valid.iter().all(|(u, i)| !request.contains(u, i)));
+        // The report's validation figures are those of the remaining validation edges.
+        let graph = out.graph();
+        let valid = Graph::from_interactions(graph.n_users(), graph.n_items(), &out.valid);
+        let want = valid_metrics(&out.model, &out.adjacency(), &graph, valid.user_items()).unwrap();
+        for (k, w) in &want {
+            assert!((report.valid[k] - w).abs() < 1e-12, "{k}: {} vs {w}", report.valid[k]);
+        }
+        assert!((report.valid_recall[1] - want["recall@20"]).abs() < 1e-12, "{:?}", report.valid_recall);
+    }
+
+    #[test]
+    fn a_diverged_retrain_is_an_error() {
+        let (mut ckpt, _) = tiny();
+        ckpt.meta.train = TrainConfig { lr: 1e30, epochs: 3, eval_every: 100, ..ckpt.meta.train.clone() };
+        let request = users_request(&ckpt, 1);
+        let err = retrain(&ckpt, &request, &mut Silent).err().expect("a diverged retrain must fail");
+        assert!(matches!(err, Error::Diverged { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_method_measures_forgetting_on_the_same_non_edge_sample() {
+        let (ckpt, un) = tiny();
+        let request = Interactions::from_pairs(ckpt.graph.iter().step_by(23).collect()).0;
+        let ft = FinetuneConfig { epochs: 0, ..FinetuneConfig::default() };
+        let (_, a) = unlearn(&ckpt, &un, &request, &ft, &mut Silent).unwrap();
+        let (_, b) = retrain(&ckpt, &request, &mut Silent).unwrap();
+        let ga = baselines::GradientAscentConfig { steps: 1, seed: 99, ..Default::default() };
+        let (_, c) = baselines::gradient_ascent(&ckpt, &request, &ga, &mut Silent).unwrap();
+        for r in [&b, &c] {
+            assert_eq!(r.forgetting.non_edges.before, a.forgetting.non_edges.before, "{:?}", r.method);
+            assert_eq!(r.forgetting.remaining.before, a.forgetting.remaining.before, "{:?}", r.method);
+            assert_eq!(r.forgetting.removed.before, a.forgetting.removed.before, "{:?}", r.method);
+        }
+    }
 
     #[test]
     fn random_request_has_the_asked_size_and_is_seeded() {

@@ -70,13 +70,11 @@ pub fn finetune(
         TrainConfig { epochs: cfg.epochs, eval_every: 1, patience: 0, seed: cfg.seed, ..ckpt.meta.train.clone() };
     let mut model = deep_copy(&ckpt.model)?;
     let fit_report = fit(&mut model, &data, &train, obs)?;
-    if let crate::train::StopReason::Diverged { epoch, loss } = fit_report.stop {
-        return Err(Error::Diverged { epoch, loss });
-    }
+    fit_report.require_converged()?;
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
     let recall: Vec<f64> =
         fit_report.history.iter().filter_map(|r| r.valid.as_ref().and_then(|v| v.get("recall@20").copied())).collect();
-    let report = prep.report(Method::Finetune, &ckpt.model, &model, phases, recall, cfg.seed)?;
+    let report = prep.report(Method::Finetune, &ckpt.model, &model, phases, recall)?;
     Ok((prep.finish(ckpt, model, "finetune"), report))
 }
 

@@ -172,7 +172,7 @@ pub fn gradient_ascent(
         valid: None,
     });
     phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
-    let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![], cfg.seed)?;
+    let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![])?;
     Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
 }
 

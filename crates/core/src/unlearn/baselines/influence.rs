@@ -445,7 +445,7 @@ pub fn influence(
     }
     model.set_base(&base)?;
     phases.insert("influence".to_string(), t.elapsed().as_secs_f64());
-    let mut report = prep.report(Method::Influence, &ckpt.model, &model, phases, vec![], cfg.seed)?;
+    let mut report = prep.report(Method::Influence, &ckpt.model, &model, phases, vec![])?;
     report.solver_residual = Some(cg.residual);
     Ok((prep.finish(ckpt, model, "influence"), report))
 }

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Method, UnlearnReport, check_request, finish, forgetting_report, touched, valid_metrics};
+use super::{Method, UnlearnReport, check_request, finish, forgetting_report, request_seed, touched, valid_metrics};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::graph::{Csr, Graph, NormAdj};
@@ -83,12 +83,13 @@ impl Prepared {
         let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
         let remaining = graph.remove(&learned);
         let adj_remaining = SpMat::from_norm_adj(&NormAdj::from_graph(&remaining));
-        let valid = ckpt.valid.difference(request).0;
+        let valid = super::remaining_valid(ckpt, request);
         let valid_csr = Graph::from_interactions(graph.n_users(), graph.n_items(), &valid).user_items().clone();
         Ok(Self { request: request.clone(), learned, graph, adj, remaining, adj_remaining, valid, valid_csr })
     }
 
-    /// The report of `method` turning `before` (on the original graph) into `after` (on the remaining one).
+    /// The report of `method` turning `before` (on the original graph) into `after` (on the remaining one);
+    /// its forgetting figures are drawn from [`request_seed`], like every method's.
     pub fn report(
         &self,
         method: Method,
@@ -96,14 +97,13 @@ impl Prepared {
         after: &Backbone,
         phase_secs: HashMap<String, f64>,
         mut valid_recall: Vec<f64>,
-        seed: u64,
     ) -> Result<UnlearnReport> {
         let forgetting = forgetting_report(
             &before.final_embeddings(&self.adj)?,
             &after.final_embeddings(&self.adj_remaining)?,
             &self.graph,
             &self.learned,
-            seed,
+            request_seed(&self.learned),
         );
         let valid = valid_metrics(after, &self.adj_remaining, &self.remaining, &self.valid_csr)?;
         if valid_recall.is_empty() {

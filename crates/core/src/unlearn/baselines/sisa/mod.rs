@@ -60,7 +60,7 @@ use crate::graph::{Graph, NormAdj};
 use crate::io::checkpoint::{self, Checkpoint, CheckpointMeta, read_f32};
 use crate::model::{Backbone, ModelConfig, ModelKind};
 use crate::tensor::SpMat;
-use crate::train::{FitReport, Observer, Silent, StopReason, TrainConfig, TrainData, fit};
+use crate::train::{FitReport, Observer, Silent, TrainConfig, TrainData, fit};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// The provenance key of a sharded checkpoint's [`ShardMeta`].
@@ -324,9 +324,7 @@ fn train_shard(
     let mut model = Backbone::new(meta.model.clone(), n_users, n_items, seed)?;
     let data = TrainData::new(n_users, n_items, edges.0, edges.1);
     let report = fit(&mut model, &data, &TrainConfig { seed, ..train.clone() }, obs)?;
-    if let StopReason::Diverged { epoch, loss } = report.stop {
-        return Err(Error::Diverged { epoch, loss });
-    }
+    report.require_converged()?;
     Ok((model, report))
 }
 
@@ -492,7 +490,7 @@ pub fn sisa(
     phases.insert("retrain".to_string(), t.elapsed().as_secs_f64());
     meta.last_retrained = (0..meta.shards).filter(|&k| affected[k]).collect();
     tracing::info!(retrained = ?meta.last_retrained, shards = meta.shards, "sisa");
-    let report = prep.report(Method::Sisa, &ckpt.model, &model, phases, vec![], meta.seed)?;
+    let report = prep.report(Method::Sisa, &ckpt.model, &model, phases, vec![])?;
     let mut out = prep.finish(ckpt, model, "sisa");
     out.meta.provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
     let shards = ShardSet { meta, models, user_shard: set.user_shard.clone() };
