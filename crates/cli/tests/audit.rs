@@ -118,6 +118,62 @@ fn request_make_then_audit_with_reference_and_original() {
     assert_eq!(agreement["top_k_overlap"].as_f64(), Some(1.0), "{v}");
     assert_eq!(agreement["kl"].as_f64(), Some(0.0), "{v}");
 
+    // A second exact retrain with another seed: its agreement with the first is the noise floor.
+    let retrained2 = f.path("retrained2.safetensors");
+    let retrain2 = [
+        "-q",
+        "unlearn",
+        "--method",
+        "retrain",
+        "--seed",
+        "2",
+        "--model",
+        p(&ckpt),
+        "--data",
+        p(&data),
+        "--request",
+        p(&req),
+        "--out",
+        p(&retrained2),
+    ];
+    ok(&retrain2);
+    let (json, _) = ok(&[
+        "audit",
+        "--model",
+        p(&retrained2),
+        "--data",
+        p(&data),
+        "--request",
+        p(&req),
+        "--reference",
+        p(&retrained),
+        "--original",
+        p(&ckpt),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let floor = v["reference"]["agreement"]["top_k_overlap"].as_f64().unwrap();
+    assert!(floor > 0.0 && floor < 1.0, "{v}");
+    let names: Vec<&str> =
+        v["mia"]["attackers"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["logistic", "gbt", "logistic+difference", "gbt+difference"], "{v}");
+    fails(
+        &[
+            "unlearn",
+            "--model",
+            p(&ckpt),
+            "--data",
+            p(&data),
+            "--request",
+            p(&req),
+            "--seed",
+            "2",
+            "--out",
+            p(&f.path("x")),
+        ],
+        &["--seed sets the training seed of --method retrain only"],
+    );
+
     // The original model against the retrained one, as a table.
     let (table, _) =
         ok(&["audit", "--model", p(&ckpt), "--data", p(&data), "--request", p(&req), "--reference", p(&retrained)]);

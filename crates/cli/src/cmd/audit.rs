@@ -168,27 +168,53 @@ pub fn run(a: AuditArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn game(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".to_string(), |v| format!("{v:.3}"))
+}
+
 fn print_table(model: &Path, r: &AuditReport) {
     println!("audit of {}: {} removed interactions ({} users, {} items)", model.display(), r.removed, r.users, r.items);
     let k = r.rank.k;
     println!(
-        "| model | mean rank | median rank | in top-{k} | MIA AUC | removed called members | non-members called members |"
+        "| model | mean rank | median rank | in top-{k} | strongest attacker | its AUC | removed called members | strongest distinguisher | removed vs held-out AUC |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = vec![("audited", &r.rank, &r.mia)];
     if let Some(x) = &r.reference {
         rows.push(("reference", &x.rank, &x.mia));
     }
-    for (name, rank, mia) in rows {
+    for (name, rank, mia) in &rows {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {name} | {:.1} | {:.1} | {:.3} | {} | {:.3} | {:.3} | {} | {} |",
             rank.mean_rank,
             rank.median_rank,
             rank.top_k_fraction,
+            mia.strongest,
             mia.auc,
             mia.removed_member_fraction,
-            mia.non_member_fraction
+            mia.strongest_distinguisher.as_deref().unwrap_or("–"),
+            game(mia.removed_vs_held_out_auc)
         );
+    }
+    println!(
+        "every attacker (membership: AUC of members vs held-out non-members, removed edges called members at the median threshold; difference attackers play only the removed-vs-held-out game):"
+    );
+    println!(
+        "| model | attacker | AUC | removed called members | non-members called members | removed vs held-out AUC |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, _, mia) in &rows {
+        for a in &mia.attackers {
+            let (auc, removed, non) = match &a.membership {
+                Some(m) => (
+                    format!("{:.3}", m.auc),
+                    format!("{:.3}", m.removed_member_fraction),
+                    format!("{:.3}", m.non_member_fraction),
+                ),
+                None => ("–".into(), "–".into(), "–".into()),
+            };
+            println!("| {name} | {} | {auc} | {removed} | {non} | {} |", a.name, game(a.removed_vs_held_out_auc));
+        }
     }
     if let Some(x) = &r.reference {
         let g = &x.agreement;

@@ -106,6 +106,10 @@ pub struct UnlearnArgs {
     /// Neighbourhood hops of the rows --method influence updates.
     #[arg(long)]
     hops: Option<usize>,
+    /// Training seed of --method retrain [default: the checkpoint's own]. Another seed gives a second
+    /// exact retrain: its distance to the first is the noise floor of "indistinguishable from retraining".
+    #[arg(long)]
+    seed: Option<u64>,
     /// TOML file with a `[finetune]` table.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -182,6 +186,9 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if a.request.is_none() && a.users.is_empty() && a.items.is_empty() {
         bail!("nothing to forget: give --request FILE, --user ID or --item ID");
     }
+    if a.seed.is_some() && !matches!(a.method, MethodArg::Retrain) {
+        bail!("--seed sets the training seed of --method retrain only");
+    }
     let mut ft = match &a.config {
         Some(p) => read_toml(p)?.finetune,
         None => FinetuneConfig::default(),
@@ -219,7 +226,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         MethodArg::Retrain => {
             bars = TrainBars::new(ctx.quiet, ckpt.meta.train.epochs);
-            unlearn::retrain(&ckpt, &req, &mut bars)?
+            unlearn::retrain_seeded(&ckpt, &req, a.seed.unwrap_or(ckpt.meta.train.seed), &mut bars)?
         }
         MethodArg::Finetune => {
             let d = FinetuneOnlyConfig::default();

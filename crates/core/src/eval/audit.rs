@@ -7,12 +7,19 @@
 //!   `rank = 1 + #{j unmasked : s(u, j) > s(u, i)}` (ties count in the item's favour; the item's own mask
 //!   never counts), summarised as mean, median and the fraction still in the top K. A model that forgot
 //!   ranks removed items like any unseen item; one that did not keeps them near the top.
-//! * [`membership_inference`]: a logistic-regression [`Attacker`] on per-pair [`Features`] (score, rank
-//!   percentile, `ln(1 + user degree)`, `ln(1 + item popularity)`, degrees counted before removal)
-//!   separates members (a seeded sample of remaining training edges) from non-members (held-out test
-//!   edges that are not training edges). It is trained on half of a balanced sample and judged on the
-//!   other half by its [`auc`]; then it is applied to the removed edges: the fraction it calls members
-//!   (`p > 0.5`) should fall towards the non-member rate after unlearning.
+//! * [`membership_inference`]: attackers that tell members (a seeded sample of remaining training edges)
+//!   from non-members (held-out test edges that are not training edges) by per-pair features
+//!   ([`FEATURE_NAMES`]: the score; its rank among the user's unseen items and among all items; its
+//!   z-score within the user's scores; `ln(1 + user degree)`, `ln(1 + item popularity)`, degrees
+//!   counted before removal) and, when the model before unlearning is given, the *difference* features
+//!   ([`DIFFERENCE_FEATURE_NAMES`]: the change of score, ranks and z-score from that model: the
+//!   difference attacker of the unlearning literature). Each [`Classifier`] (logistic regression,
+//!   gradient-boosted trees) on each feature set is trained on half of a balanced sample and judged on
+//!   the other half by its [`auc`]; it is then applied to the removed edges, which count as called
+//!   members above the threshold that calls half of the balanced held-out half members (the median of
+//!   its probabilities). Every attacker is also given the *distinguishing game*: tell the removed
+//!   edges from held-out non-members of the same users, by the same features, judged by a two-fold
+//!   cross-validated AUC. The strongest attacker (highest held-out AUC) is the report's headline.
 //! * [`agreement`]: between a model and a reference (typically the model retrained without the removed
 //!   edges) on a sample of users: the mean overlap `|A ∩ B| / K` of their top-K lists and the mean
 //!   `KL(P_ref ‖ P_model)` of the per-user softmax over the unmasked items' scores,
@@ -53,20 +60,30 @@ use crate::{Error, Result};
 
 mod attack;
 
-pub use attack::{AttackConfig, Attacker, auc};
+pub use attack::{AttackConfig, Attacker, Classifier, Gbt, Logistic, Node, auc, fraction_above, median};
 
 /// The top-K cut-off of the audit reports unless configured otherwise.
 pub const DEFAULT_K: usize = 20;
 /// Users per GEMM block and rayon task.
 pub const BLOCK_USERS: usize = 64;
-/// The number of attacker features.
-pub const N_FEATURES: usize = 4;
-/// The attacker's features, in [`Features`] order.
-pub const FEATURE_NAMES: [&str; N_FEATURES] =
-    ["score", "rank_percentile", "log1p_user_degree", "log1p_item_popularity"];
+/// The attacker's features of one model, in [`pair_features`] order.
+pub const FEATURE_NAMES: [&str; 6] = [
+    "score",
+    "rank_percentile_unseen",
+    "rank_percentile_all",
+    "user_z_score",
+    "log1p_user_degree",
+    "log1p_item_popularity",
+];
+/// The difference attacker's extra features (audited minus original model), in [`pair_features`] order.
+pub const DIFFERENCE_FEATURE_NAMES: [&str; 4] =
+    ["delta_score", "delta_rank_percentile_unseen", "delta_rank_percentile_all", "delta_user_z_score"];
+/// Fewest pairs per class of the distinguishing game (smaller requests report no such AUC).
+pub const MIN_GAME_PAIRS: usize = 8;
 
-/// One pair's attacker features: `[s(u, i), (rank − 1) / #unmasked, ln(1 + deg u), ln(1 + deg i)]`.
-pub type Features = [f64; N_FEATURES];
+/// One pair's attacker features: [`FEATURE_NAMES`], then [`DIFFERENCE_FEATURE_NAMES`] when an original
+/// model was given.
+pub type Features = Vec<f64>;
 
 /// The edge sets an audit of one model reads. All ids are internal.
 #[derive(Clone, Copy, Debug)]
@@ -97,32 +114,67 @@ pub struct RankReport {
     pub top_k_fraction: f64,
 }
 
-/// What [`membership_inference`] found.
+/// An attacker's figures in the membership game; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Membership {
+    /// AUC on the held-out half of members vs non-members (0.5: members look like non-members).
+    pub auc: f64,
+    /// The threshold calling half of the balanced held-out half members (median probability).
+    pub threshold: f64,
+    /// Fraction of removed edges called members (probability above the threshold, ties half).
+    pub removed_member_fraction: f64,
+    /// Fraction of held-out non-members called members at the threshold.
+    pub non_member_fraction: f64,
+    /// Mean probability over the removed edges.
+    pub removed_mean_probability: f64,
+}
+
+/// What one attacker found; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackerReport {
+    /// `classifier` or `classifier+difference`.
+    pub name: String,
+    /// The classifier.
+    pub classifier: Classifier,
+    /// Whether the difference features (against the original model) were used.
+    pub difference: bool,
+    /// The membership game (model features only: members and non-members barely change from the
+    /// original model, so the difference features teach it nothing and it plays only the distinguishing
+    /// game).
+    pub membership: Option<Membership>,
+    /// Two-fold cross-validated AUC of telling removed edges from held-out non-members of the same
+    /// users (`None` with fewer than [`MIN_GAME_PAIRS`] per class).
+    pub removed_vs_held_out_auc: Option<f64>,
+}
+
+/// What [`membership_inference`] found: the strongest attackers' figures as the headline, and every
+/// attacker's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MiaReport {
-    /// AUC of the attacker on its test half (0.5: members look like non-members).
+    /// The strongest membership attacker (highest held-out AUC; the first on a tie).
+    pub strongest: String,
+    /// Its AUC on the held-out half (0.5: members look like non-members).
     pub auc: f64,
-    /// Fraction of removed edges the attacker calls members (`p > 0.5`).
+    /// Fraction of removed edges it calls members.
     pub removed_member_fraction: f64,
-    /// Mean attacker probability over the removed edges.
+    /// Its mean probability over the removed edges.
     pub removed_mean_probability: f64,
-    /// Fraction of the test half's non-members called members (the false-positive rate to compare with).
+    /// Fraction of the held-out non-members it calls members.
     pub non_member_fraction: f64,
+    /// The strongest distinguisher (highest removed-vs-held-out AUC), when the game was played.
+    pub strongest_distinguisher: Option<String>,
+    /// Its AUC: how well the removed edges are told from held-out non-members of the same users.
+    pub removed_vs_held_out_auc: Option<f64>,
+    /// Every attacker.
+    pub attackers: Vec<AttackerReport>,
     /// Attacker-training pairs (members plus non-members).
     pub n_train: usize,
     /// Attacker-test pairs (members plus non-members).
     pub n_test: usize,
     /// Removed edges scored.
     pub n_removed: usize,
-}
-
-/// A trained attacker with its report.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MiaOutcome {
-    /// The figures.
-    pub report: MiaReport,
-    /// The attacker, to apply to further pairs of the same model ([`pair_features`], [`Attacker::probability`]).
-    pub attacker: Attacker,
+    /// Held-out non-members (and as many removed edges) in the distinguishing game.
+    pub n_game: usize,
 }
 
 /// Which users [`agreement_users`] draws from.
@@ -238,12 +290,18 @@ where
         .collect()
 }
 
-/// Score, rank and number of unmasked items of one pair.
+/// Score, ranks and the user's score statistics of one pair.
 #[derive(Clone, Copy, Debug)]
 struct PairRank {
     score: f32,
+    /// Rank among the unmasked items.
     rank: usize,
+    /// Unmasked items.
     candidates: usize,
+    /// Rank among all items.
+    rank_all: usize,
+    /// `(s − mean) / std` over the user's whole score row.
+    z: f64,
 }
 
 /// Above this many pairs of one user, ranks come from a sorted copy of the row instead of a scan each.
@@ -270,7 +328,14 @@ fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<
         let candidates = n_items - masked.len();
         let k = users.binary_search(&u).expect("a user of the list");
         let mine = &order[starts[k]..starts[k + 1]];
-        let higher: Box<dyn Fn(f32) -> usize> = if mine.len() > SORT_ABOVE {
+        let (sum, sq) = row.iter().filter(|x| x.is_finite()).fold((0f64, 0f64), |(a, b), &x| {
+            let x = x as f64;
+            (a + x, b + x * x)
+        });
+        let mean = sum / n_items as f64;
+        let std = (sq / n_items as f64 - mean * mean).max(0.0).sqrt().max(1e-12);
+        // Items scoring above `s`: (unmasked, masked).
+        let higher: Box<dyn Fn(f32) -> (usize, usize)> = if mine.len() > SORT_ABOVE {
             let mut open: Vec<f32> = Vec::with_capacity(candidates);
             let mut m = masked.iter().peekable();
             for (j, &s) in row.iter().enumerate() {
@@ -279,21 +344,27 @@ fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<
                 }
             }
             open.sort_unstable_by(|a, b| b.total_cmp(a));
-            Box::new(move |s| open.partition_point(|&x| x > s))
+            Box::new(move |s| {
+                let masked_higher = masked.iter().filter(|&&j| row[j as usize] > s).count();
+                (open.partition_point(|&x| x > s), masked_higher)
+            })
         } else {
             Box::new(|s| {
                 let all = row.iter().filter(|&&x| x > s).count();
-                all - masked.iter().filter(|&&j| row[j as usize] > s).count()
+                let masked_higher = masked.iter().filter(|&&j| row[j as usize] > s).count();
+                (all - masked_higher, masked_higher)
             })
         };
         mine.iter()
             .map(|&j| {
                 let score = row[pairs[j].1 as usize];
-                (j, PairRank { score, rank: 1 + higher(score), candidates })
+                let (open, hidden) = higher(score);
+                let z = (score as f64 - mean) / std;
+                (j, PairRank { score, rank: 1 + open, candidates, rank_all: 1 + open + hidden, z })
             })
             .collect::<Vec<_>>()
     });
-    let mut out = vec![PairRank { score: 0.0, rank: 0, candidates: 0 }; pairs.len()];
+    let mut out = vec![PairRank { score: 0.0, rank: 0, candidates: 0, rank_all: 0, z: 0.0 }; pairs.len()];
     for (j, r) in per_user.into_iter().flatten() {
         out[j] = r;
     }
@@ -309,6 +380,63 @@ fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<
 /// the item table or with more rows than users, or tables that are not a multiple of `dim` long.
 pub fn pair_ranks(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<usize>> {
     Ok(rank_pairs(emb, seen, pairs)?.into_iter().map(|r| r.rank).collect())
+}
+
+/// The rank percentile `(rank − 1) / #unmasked` of each pair (see [`pair_ranks`]), in input order: 0 for
+/// the user's top unseen item, near 1 for the bottom one.
+///
+/// # Errors
+/// As [`pair_ranks`].
+pub fn pair_percentiles(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<f64>> {
+    Ok(rank_pairs(emb, seen, pairs)?.into_iter().map(|r| (r.rank - 1) as f64 / r.candidates.max(1) as f64).collect())
+}
+
+/// For each `(user, q)` with `q` in `[0, 1]`, the score found at rank percentile `q` of the user's items
+/// not in `seen` (the `⌊q · #unmasked⌋`-th highest, clamped), in input order; 0 for a user with no
+/// unmasked item. The inverse of [`pair_percentiles`] up to ties.
+///
+/// # Errors
+/// As [`pair_ranks`] (users are checked; no item is read).
+pub fn scores_at_percentiles(emb: &Embeddings, seen: &Csr, targets: &[(u32, f64)]) -> Result<Vec<f32>> {
+    let (n_users, n_items) = check_emb(emb)?;
+    check_seen(seen, n_users, n_items)?;
+    if let Some(&(u, _)) = targets.iter().find(|&&(u, _)| u as usize >= n_users) {
+        return Err(Error::IdOutOfRange { kind: "user", id: u.into(), n: n_users });
+    }
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by_key(|&j| targets[j].0);
+    let mut users: Vec<u32> = order.iter().map(|&j| targets[j].0).collect();
+    users.dedup();
+    let per_user = for_rows(&[emb], n_items, &users, |u, rows| {
+        let row = rows[0];
+        let mut m = seen_row(seen, u).iter().peekable();
+        let mut open: Vec<f32> = Vec::with_capacity(n_items);
+        for (j, &s) in row.iter().enumerate() {
+            if m.next_if(|&&x| x as usize == j).is_none() && !s.is_nan() {
+                open.push(s);
+            }
+        }
+        open.sort_unstable_by(|a, b| b.total_cmp(a));
+        let lo = order.partition_point(|&j| targets[j].0 < u);
+        let hi = order.partition_point(|&j| targets[j].0 <= u);
+        order[lo..hi]
+            .iter()
+            .map(|&j| {
+                let q = targets[j].1.clamp(0.0, 1.0);
+                let score = if open.is_empty() {
+                    0.0
+                } else {
+                    open[((q * open.len() as f64 + 1e-9) as usize).min(open.len() - 1)]
+                };
+                (j, score)
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut out = vec![0f32; targets.len()];
+    for (j, s) in per_user.into_iter().flatten() {
+        out[j] = s;
+    }
+    Ok(out)
 }
 
 /// Mean, median and top-`k` fraction of [`pair_ranks`] over `pairs`.
@@ -335,11 +463,31 @@ pub fn rank_report(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)], k: usize)
     })
 }
 
-/// The attacker [`Features`] of each pair, in input order, with degrees read from `degrees`.
+fn check_same_shape(a: &Embeddings, b: &Embeddings, what: &'static str) -> Result<(usize, usize)> {
+    let (nu, ni) = check_emb(a)?;
+    let (ru, ri) = check_emb(b)?;
+    if (nu, ni) != (ru, ri) {
+        return Err(Error::Shape {
+            op: what,
+            expected: format!("{nu} users × {ni} items (the audited model)"),
+            got: format!("{ru} users × {ri} items"),
+        });
+    }
+    Ok((nu, ni))
+}
+
+/// The attacker [`Features`] of each pair, in input order, with degrees read from `degrees`; with
+/// `original`, the [`DIFFERENCE_FEATURE_NAMES`] follow (the original ranked with the same `seen`).
 ///
 /// # Errors
-/// As [`pair_ranks`]; [`Error::Shape`] when `degrees` has other sizes than the embeddings.
-pub fn pair_features(emb: &Embeddings, seen: &Csr, degrees: &Graph, pairs: &[(u32, u32)]) -> Result<Vec<Features>> {
+/// As [`pair_ranks`]; [`Error::Shape`] when `degrees` or `original` have other sizes than `emb`.
+pub fn pair_features(
+    emb: &Embeddings,
+    original: Option<&Embeddings>,
+    seen: &Csr,
+    degrees: &Graph,
+    pairs: &[(u32, u32)],
+) -> Result<Vec<Features>> {
     let (n_users, n_items) = check_emb(emb)?;
     if degrees.n_users() != n_users || degrees.n_items() != n_items {
         return Err(Error::Shape {
@@ -348,30 +496,81 @@ pub fn pair_features(emb: &Embeddings, seen: &Csr, degrees: &Graph, pairs: &[(u3
             got: format!("{} × {}", degrees.n_users(), degrees.n_items()),
         });
     }
+    let of = |r: &PairRank| {
+        [
+            r.score as f64,
+            (r.rank - 1) as f64 / r.candidates.max(1) as f64,
+            (r.rank_all - 1) as f64 / n_items.max(1) as f64,
+            r.z,
+        ]
+    };
     let ranks = rank_pairs(emb, seen, pairs)?;
+    let before = match original {
+        Some(o) => {
+            check_same_shape(emb, o, "original model")?;
+            Some(rank_pairs(o, seen, pairs)?)
+        }
+        None => None,
+    };
     Ok(pairs
         .iter()
-        .zip(ranks)
-        .map(|(&(u, i), r)| {
-            [
-                r.score as f64,
-                (r.rank - 1) as f64 / r.candidates.max(1) as f64,
-                (degrees.user_degree(u as usize) as f64).ln_1p(),
-                (degrees.item_degree(i as usize) as f64).ln_1p(),
-            ]
+        .zip(&ranks)
+        .enumerate()
+        .map(|(j, (&(u, i), r))| {
+            let mine = of(r);
+            let mut x = mine.to_vec();
+            x.push((degrees.user_degree(u as usize) as f64).ln_1p());
+            x.push((degrees.item_degree(i as usize) as f64).ln_1p());
+            if let Some(b) = &before {
+                let theirs = of(&b[j]);
+                x.extend(mine.iter().zip(theirs).map(|(a, b)| a - b));
+            }
+            x
         })
         .collect())
 }
 
-/// Trains an [`Attacker`] on `emb` and reports it (see the [module docs](self)).
+/// Draws `n` indices of `0..len` with `rng`, in a seeded random order.
+fn draw(rng: &mut ChaCha8Rng, len: usize, n: usize) -> Vec<usize> {
+    let mut idx = sample(rng, len, n).into_vec();
+    idx.shuffle(rng);
+    idx
+}
+
+/// The two-fold cross-validated AUC of `kind` telling `pos` from `neg` (each in a random order).
+fn two_fold_auc(
+    kind: Classifier,
+    pos: &[Features],
+    neg: &[Features],
+    cols: &[usize],
+    cfg: &AttackConfig,
+) -> Result<f64> {
+    let pick = |x: &[Features]| -> Vec<Features> { x.iter().map(|r| cols.iter().map(|&c| r[c]).collect()).collect() };
+    let (pos, neg) = (pick(pos), pick(neg));
+    let (hp, hn) = (pos.len() / 2, neg.len() / 2);
+    let (mut sp, mut sn) = (Vec::new(), Vec::new());
+    for (train_p, train_n, test_p, test_n) in
+        [(&pos[..hp], &neg[..hn], &pos[hp..], &neg[hn..]), (&pos[hp..], &neg[hn..], &pos[..hp], &neg[..hn])]
+    {
+        let a = Attacker::fit(kind, train_p, train_n, cfg)?;
+        sp.extend(a.probabilities(test_p));
+        sn.extend(a.probabilities(test_n));
+    }
+    Ok(auc(&sp, &sn))
+}
+
+/// Trains the attackers on `emb` (with the difference features when `original` is given) and reports
+/// them (see the [module docs](self)).
 ///
 /// Members: `min(|remaining|, |non-members|, cfg.max_pairs_per_class)` training edges of `data.remaining`
 /// drawn with `seed`; non-members: as many held-out pairs that are neither remaining nor removed edges.
-/// Each class is split in halves (seeded); the attacker is fitted on the first halves, its AUC measured on
-/// the second, and it is applied to every removed edge. The degree features are read from
-/// `remaining ∪ removed`, the graph before removal, so that a removed edge differs from a member only
-/// through the model's score and rank, not through the degree its user or item lost (a wholly removed
-/// user would otherwise be recognised by its degree 0 alone).
+/// Each class is split in halves (seeded); every attacker is fitted on the first halves, its AUC and
+/// its threshold (the median probability) measured on the second, and it is applied to every removed
+/// edge. The distinguishing game pits the removed edges (at most `max_pairs_per_class`) against as many
+/// held-out non-members of the request's users (of all users when those are fewer than
+/// [`MIN_GAME_PAIRS`]). The degree features are read from `remaining ∪ removed`, the graph before
+/// removal, so that a removed edge differs from a member only through the model, not through the
+/// degree its user or item lost (a wholly removed user would otherwise be recognised by its degree 0).
 ///
 /// # Errors
 /// [`Error::InvalidRequest`] with fewer than two members or non-members, or no removed edges;
@@ -379,10 +578,11 @@ pub fn pair_features(emb: &Embeddings, seen: &Csr, degrees: &Graph, pairs: &[(u3
 /// [`Attacker::fit`].
 pub fn membership_inference(
     emb: &Embeddings,
+    original: Option<&Embeddings>,
     data: &AuditData<'_>,
     cfg: &AttackConfig,
     seed: u64,
-) -> Result<MiaOutcome> {
+) -> Result<MiaReport> {
     cfg.validate()?;
     let members = data.remaining.to_interactions();
     let non: Vec<(u32, u32)> = data
@@ -405,40 +605,105 @@ pub fn membership_inference(
     if data.removed.is_empty() {
         return Err(Error::InvalidRequest("no removed pairs to attack".into()));
     }
+    let removed_all: Vec<(u32, u32)> = data.removed.iter().collect();
+    check_pairs(&removed_all, data.remaining.n_users(), data.remaining.n_items())?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut take = |len: usize| {
-        let mut idx = sample(&mut rng, len, n).into_vec();
-        idx.shuffle(&mut rng);
-        idx
-    };
     let member_pairs: Vec<(u32, u32)> =
-        take(members.len()).into_iter().map(|j| (members.users()[j], members.items()[j])).collect();
-    let non_pairs: Vec<(u32, u32)> = take(non.len()).into_iter().map(|j| non[j]).collect();
-    let removed: Vec<(u32, u32)> = data.removed.iter().collect();
-    check_pairs(&removed, data.remaining.n_users(), data.remaining.n_items())?;
+        draw(&mut rng, members.len(), n).into_iter().map(|j| (members.users()[j], members.items()[j])).collect();
+    let non_pairs: Vec<(u32, u32)> = draw(&mut rng, non.len(), n).into_iter().map(|j| non[j]).collect();
+    // The distinguishing game: removed edges against held-out non-members of the same users.
+    let game_removed: Vec<(u32, u32)> = if removed_all.len() > cfg.max_pairs_per_class {
+        draw(&mut rng, removed_all.len(), cfg.max_pairs_per_class).into_iter().map(|j| removed_all[j]).collect()
+    } else {
+        let mut r = removed_all.clone();
+        r.shuffle(&mut rng);
+        r
+    };
+    let same_user: Vec<(u32, u32)> =
+        non.iter().copied().filter(|&(u, _)| data.removed.users().binary_search(&u).is_ok()).collect();
+    let pool = if same_user.len() >= MIN_GAME_PAIRS { &same_user } else { &non };
+    let n_game = game_removed.len().min(pool.len());
+    let game_non: Vec<(u32, u32)> = draw(&mut rng, pool.len(), n_game).into_iter().map(|j| pool[j]).collect();
     // Degrees before removal: a removed edge must not give itself away by its user's or item's lost degree.
     let degrees = data.remaining.add(data.removed);
     let mut pairs = member_pairs;
     pairs.extend(&non_pairs);
-    pairs.extend(removed);
-    let feats = pair_features(emb, data.seen, &degrees, &pairs)?;
+    pairs.extend(&removed_all);
+    pairs.extend(&game_removed[..n_game]);
+    pairs.extend(&game_non);
+    let feats = pair_features(emb, original, data.seen, &degrees, &pairs)?;
     let (m, rest) = feats.split_at(n);
-    let (nm, removed) = rest.split_at(n);
+    let (nm, rest) = rest.split_at(n);
+    let (removed, rest) = rest.split_at(removed_all.len());
+    let (g_pos, g_neg) = rest.split_at(n_game);
     let half = n / 2;
-    let attacker = Attacker::fit(&m[..half], &nm[..half], cfg)?;
-    let (pm, pn) = (attacker.probabilities(&m[half..]), attacker.probabilities(&nm[half..]));
-    let pr = attacker.probabilities(removed);
-    let frac = |p: &[f64]| p.iter().filter(|&&x| x > 0.5).count() as f64 / p.len() as f64;
-    let report = MiaReport {
-        auc: auc(&pm, &pn),
-        removed_member_fraction: frac(&pr),
-        removed_mean_probability: pr.iter().sum::<f64>() / pr.len() as f64,
-        non_member_fraction: frac(&pn),
+    let base: Vec<usize> = (0..FEATURE_NAMES.len()).collect();
+    let all: Vec<usize> = (0..FEATURE_NAMES.len() + DIFFERENCE_FEATURE_NAMES.len()).collect();
+    let mut sets = vec![(false, base)];
+    if original.is_some() {
+        sets.push((true, all));
+    }
+    let mut attackers = Vec::new();
+    for (difference, cols) in &sets {
+        let pick =
+            |x: &[Features]| -> Vec<Features> { x.iter().map(|r| cols.iter().map(|&c| r[c]).collect()).collect() };
+        for &kind in &cfg.classifiers {
+            let membership = if *difference {
+                None
+            } else {
+                let (mtr, mte, ntr, nte) = (pick(&m[..half]), pick(&m[half..]), pick(&nm[..half]), pick(&nm[half..]));
+                let attacker = Attacker::fit(kind, &mtr, &ntr, cfg)?;
+                let (pm, pn) = (attacker.probabilities(&mte), attacker.probabilities(&nte));
+                let pr = attacker.probabilities(&pick(removed));
+                let threshold = median(&[pm.as_slice(), pn.as_slice()].concat());
+                Some(Membership {
+                    auc: auc(&pm, &pn),
+                    threshold,
+                    removed_member_fraction: fraction_above(&pr, threshold),
+                    non_member_fraction: fraction_above(&pn, threshold),
+                    removed_mean_probability: pr.iter().sum::<f64>() / pr.len() as f64,
+                })
+            };
+            let game = if n_game >= MIN_GAME_PAIRS { Some(two_fold_auc(kind, g_pos, g_neg, cols, cfg)?) } else { None };
+            attackers.push(AttackerReport {
+                name: if *difference { format!("{}+difference", kind.name()) } else { kind.name().to_string() },
+                classifier: kind,
+                difference: *difference,
+                membership,
+                removed_vs_held_out_auc: game,
+            });
+        }
+    }
+    // The first attacker with the highest AUC of each game.
+    let mut strongest: Option<(&str, &Membership)> = None;
+    let mut distinguisher: Option<(&str, f64)> = None;
+    for a in &attackers {
+        if let Some(m) = &a.membership
+            && strongest.is_none_or(|(_, s)| m.auc > s.auc)
+        {
+            strongest = Some((&a.name, m));
+        }
+        if let Some(g) = a.removed_vs_held_out_auc
+            && distinguisher.is_none_or(|(_, d)| g > d)
+        {
+            distinguisher = Some((&a.name, g));
+        }
+    }
+    let (name, s) = strongest.expect("classifiers are validated non-empty");
+    Ok(MiaReport {
+        strongest: name.to_string(),
+        auc: s.auc,
+        removed_member_fraction: s.removed_member_fraction,
+        removed_mean_probability: s.removed_mean_probability,
+        non_member_fraction: s.non_member_fraction,
+        strongest_distinguisher: distinguisher.map(|(n, _)| n.to_string()),
+        removed_vs_held_out_auc: distinguisher.map(|(_, g)| g),
         n_train: 2 * half,
         n_test: 2 * (n - half),
-        n_removed: pr.len(),
-    };
-    Ok(MiaOutcome { report, attacker })
+        n_removed: removed_all.len(),
+        n_game,
+        attackers,
+    })
 }
 
 /// The users an [`agreement`] compares: those with a removed edge (or every user of `0..n_users`),
@@ -604,6 +869,42 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_and_scores_at_percentiles_invert_each_other() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (nu, ni) = (30, 200);
+        let e = random_emb(&mut rng, nu, ni, 6);
+        let rows: Vec<Vec<u32>> = (0..nu).map(|_| (0..ni as u32).filter(|_| rng.random_bool(0.1)).collect()).collect();
+        let seen = csr(ni, &rows);
+        let pairs: Vec<(u32, u32)> =
+            (0..200).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))).collect();
+        let p = pair_percentiles(&e, &seen, &pairs).unwrap();
+        assert!(p.iter().all(|q| (0.0..1.0).contains(q)));
+        let back =
+            scores_at_percentiles(&e, &seen, &pairs.iter().zip(&p).map(|(&(u, _), &q)| (u, q)).collect::<Vec<_>>())
+                .unwrap();
+        for ((&(u, i), &q), &s) in pairs.iter().zip(&p).zip(&back) {
+            let own = (0..6).map(|d| e.users[u as usize * 6 + d] * e.items[i as usize * 6 + d]).sum::<f32>();
+            if !rows[u as usize].contains(&i) {
+                // An unmasked item's own percentile leads back to its own score.
+                assert!((s - own).abs() < 1e-5, "({u},{i}) q {q}: {s} vs {own}");
+            } else {
+                // A masked item's percentile leads to the first unmasked score below it.
+                assert!(s <= own + 1e-5, "({u},{i}) q {q}: {s} vs {own}");
+            }
+        }
+        // q = 0 is the top unseen score, q = 1 the bottom one.
+        let top = scores_at_percentiles(&e, &seen, &[(0, 0.0), (0, 1.0)]).unwrap();
+        let open: Vec<f32> = (0..ni)
+            .filter(|j| !rows[0].contains(&(*j as u32)))
+            .map(|j| (0..6).map(|d| e.users[d] * e.items[j * 6 + d]).sum::<f32>())
+            .collect();
+        let max = open.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let min = open.iter().copied().fold(f32::INFINITY, f32::min);
+        assert!((top[0] - max).abs() < 1e-5 && (top[1] - min).abs() < 1e-5, "{top:?} vs {max} {min}");
+        assert!(scores_at_percentiles(&e, &seen, &[(nu as u32, 0.5)]).is_err());
+    }
+
+    #[test]
     fn kl_of_identical_models_is_zero_and_a_two_item_case_matches_the_closed_form() {
         let e = emb(1, vec![1.0, 2.0], vec![0.5, -1.0, 2.0]);
         let seen = csr(3, &[vec![2], vec![]]);
@@ -638,39 +939,119 @@ mod tests {
         assert!(diff.top_k_overlap.is_finite() && diff.top_k_overlap < 0.5);
     }
 
-    #[test]
-    fn membership_inference_on_a_memorising_model() {
-        // Scores: members 5 + noise, everything else noise; the removed edges still look like members.
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let (nu, ni) = (60, 80);
-        let train: Vec<(u32, u32)> =
-            (0..nu as u32).flat_map(|u| (0..10).map(move |k| (u, (u * 3 + k * 7) % ni as u32))).collect();
-        let (train, _) = Interactions::from_pairs(train);
-        let test: Vec<(u32, u32)> =
-            (0..nu as u32).flat_map(|u| (0..4).map(move |k| (u, (u * 3 + 71 + k) % 80))).collect();
-        let (test, _) = Interactions::from_pairs(test);
-        let (test, _) = test.difference(&train);
-        let (removed, _) = Interactions::from_pairs(train.iter().filter(|&(u, _)| u % 6 == 0).collect());
-        let (remaining, _) = train.difference(&removed);
-        let graph = Graph::from_interactions(nu, ni, &remaining);
-        // One-hot users (dim nu), items carry the per-user score in the user's coordinate.
-        let mut items = vec![0f32; ni * nu];
-        for u in 0..nu {
-            for i in 0..ni {
-                let s = if train.contains(u as u32, i as u32) { 5.0 } else { 0.0 };
-                items[i * nu + u] = s + rng.random_range(-1.0f32..1.0);
+    /// 64 users × 80 items; user u trains on the 10 items ≡ u (mod 8) and holds out 4 items ≡ u + 4 (mod 8),
+    /// so every user has degree 10 and every item popularity 8: the degree features carry nothing. The
+    /// request is each user's first 3 training items.
+    struct Toy {
+        train: Interactions,
+        test: Interactions,
+        removed: Interactions,
+        graph: Graph,
+    }
+
+    impl Toy {
+        const NU: usize = 64;
+        const NI: usize = 80;
+
+        fn new() -> Self {
+            let pairs = |off: u32, k: u32| -> Vec<(u32, u32)> {
+                (0..Self::NU as u32).flat_map(|u| (0..k).map(move |k| (u, (u + off + 8 * k) % 80))).collect()
+            };
+            let train = Interactions::from_pairs(pairs(0, 10)).0;
+            let test = Interactions::from_pairs(pairs(4, 4)).0;
+            let removed = Interactions::from_pairs(pairs(0, 3)).0;
+            let graph = Graph::from_interactions(Self::NU, Self::NI, &train.difference(&removed).0);
+            Self { train, test, removed, graph }
+        }
+
+        fn data(&self) -> AuditData<'_> {
+            AuditData {
+                seen: self.graph.user_items(),
+                remaining: &self.graph,
+                held_out: &self.test,
+                removed: &self.removed,
             }
         }
-        let users: Vec<f32> = (0..nu * nu).map(|j| if j / nu == j % nu { 1.0 } else { 0.0 }).collect();
-        let e = emb(nu, users, items);
-        let data = AuditData { seen: graph.user_items(), remaining: &graph, held_out: &test, removed: &removed };
-        let out = membership_inference(&e, &data, &AttackConfig::default(), 9).unwrap();
-        assert!(out.report.auc > 0.95, "{:?}", out.report);
-        assert!(out.report.removed_member_fraction > 0.9, "{:?}", out.report);
-        assert_eq!(out.report.n_removed, removed.len());
-        assert_eq!(out.report, membership_inference(&e, &data, &AttackConfig::default(), 9).unwrap().report);
-        let feats = pair_features(&e, data.seen, &graph, &removed.iter().collect::<Vec<_>>()).unwrap();
-        assert!(out.attacker.probabilities(&feats).iter().all(|p| (0.0..=1.0).contains(p)));
+
+        /// One-hot users; item `i` carries `f(u, i)` in user `u`'s coordinate, so `s(u, i) = f(u, i)`.
+        fn scored(f: impl Fn(u32, u32) -> f32) -> Embeddings {
+            let (nu, ni) = (Self::NU, Self::NI);
+            let mut items = vec![0f32; ni * nu];
+            for u in 0..nu {
+                for i in 0..ni {
+                    items[i * nu + u] = f(u as u32, i as u32);
+                }
+            }
+            let users: Vec<f32> = (0..nu * nu).map(|j| if j / nu == j % nu { 1.0 } else { 0.0 }).collect();
+            emb(nu, users, items)
+        }
+    }
+
+    fn noise(seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..Toy::NU * Toy::NI).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn every_attacker_recognises_a_memorising_model() {
+        // Training edges (removed ones included) score 5 + noise, everything else noise.
+        let t = Toy::new();
+        let z = noise(5);
+        let e =
+            Toy::scored(|u, i| (if t.train.contains(u, i) { 5.0 } else { 0.0 }) + z[u as usize * Toy::NI + i as usize]);
+        let r = membership_inference(&e, None, &t.data(), &AttackConfig::default(), 9).unwrap();
+        assert_eq!(r.attackers.len(), 2);
+        for a in &r.attackers {
+            let m = a.membership.as_ref().unwrap();
+            assert!(m.auc > 0.99, "{a:?}");
+            assert!(m.removed_member_fraction > 0.9, "{a:?}");
+            assert!(m.non_member_fraction < 0.1, "{a:?}");
+            // The removed edges are told from held-out ones by the score alone.
+            assert!(a.removed_vs_held_out_auc.unwrap() > 0.99, "{a:?}");
+        }
+        assert_eq!(r.n_removed, t.removed.len());
+        assert!(r.n_game >= MIN_GAME_PAIRS);
+        assert_eq!(r, membership_inference(&e, None, &t.data(), &AttackConfig::default(), 9).unwrap());
+        let feats = pair_features(&e, None, t.data().seen, &t.graph, &t.removed.iter().collect::<Vec<_>>()).unwrap();
+        assert!(feats.iter().all(|x| x.len() == FEATURE_NAMES.len() && x.iter().all(|v| v.is_finite())));
+    }
+
+    #[test]
+    fn the_difference_attacker_finds_pairs_whose_scores_alone_were_lowered() {
+        // The original memorises; the "unlearned" model only lowers the removed edges to the noise level:
+        // by its own scores a removed edge looks like a held-out one, but its change from the original
+        // gives it away.
+        let t = Toy::new();
+        let z = noise(6);
+        let noise_of = |u: u32, i: u32| z[u as usize * Toy::NI + i as usize];
+        let original = Toy::scored(|u, i| (if t.train.contains(u, i) { 5.0 } else { 0.0 }) + noise_of(u, i));
+        let lowered = Toy::scored(|u, i| {
+            (if t.train.contains(u, i) && !t.removed.contains(u, i) { 5.0 } else { 0.0 }) + noise_of(u, i)
+        });
+        let r = membership_inference(&lowered, Some(&original), &t.data(), &AttackConfig::default(), 3).unwrap();
+        assert_eq!(r.attackers.len(), 4);
+        for a in &r.attackers {
+            let game = a.removed_vs_held_out_auc.unwrap();
+            if a.difference {
+                assert!(game > 0.95, "{a:?}");
+                assert!(a.membership.is_none());
+            } else {
+                assert!((game - 0.5).abs() < 0.12, "{a:?}");
+                assert!(a.membership.as_ref().unwrap().removed_member_fraction < 0.1, "{a:?}");
+            }
+        }
+        assert!(r.removed_vs_held_out_auc.unwrap() > 0.95, "{r:?}");
+        assert!(r.strongest_distinguisher.as_deref().unwrap().ends_with("+difference"), "{r:?}");
+        assert!(!r.strongest.ends_with("+difference"), "{r:?}");
+        // Without the original, no attacker can find them.
+        let alone = membership_inference(&lowered, None, &t.data(), &AttackConfig::default(), 3).unwrap();
+        assert!(alone.removed_vs_held_out_auc.unwrap() < 0.62, "{alone:?}");
+        let wrong = Toy::scored(|_, _| 0.0);
+        let small = Embeddings { dim: wrong.dim, users: wrong.users.clone(), items: wrong.items[..wrong.dim].to_vec() };
+        assert!(matches!(
+            membership_inference(&lowered, Some(&small), &t.data(), &AttackConfig::default(), 3),
+            Err(Error::Shape { .. })
+        ));
     }
 
     #[test]

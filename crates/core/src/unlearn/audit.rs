@@ -45,7 +45,8 @@ use crate::model::Embeddings;
 pub struct AuditConfig {
     /// The top-K cut-off of the rank and agreement figures. Default [`DEFAULT_K`] (20).
     pub k: usize,
-    /// Seed of the attacker's samples, the agreement users' sample and the forgetting samples. Default 0.
+    /// Seed of the attacker's samples and the agreement users' sample. Default 0. (The forgetting figures'
+    /// non-edge sample is seeded by the request itself, as in every method's report.)
     pub seed: u64,
     /// The membership attacker.
     pub attack: AttackConfig,
@@ -151,8 +152,11 @@ pub fn audit(
     }
     let pairs: Vec<(u32, u32)> = removed.iter().collect();
     let rank = rank_report(model.embeddings, model.data.seen, &pairs, cfg.k)?;
-    let mia = membership_inference(model.embeddings, &model.data, &cfg.attack, cfg.seed)?.report;
-    let forgetting = original.map(|o| forgetting_report(o.embeddings, model.embeddings, o.graph, removed, cfg.seed));
+    let orig_emb = original.map(|o| o.embeddings);
+    let mia = membership_inference(model.embeddings, orig_emb, &model.data, &cfg.attack, cfg.seed)?;
+    let forgetting = original.map(|o| {
+        forgetting_report(o.embeddings, model.embeddings, o.graph, removed, super::forgetting::request_seed(removed))
+    });
     let reference = match reference {
         None => None,
         Some(r) => {
@@ -160,7 +164,7 @@ pub fn audit(
             let users = agreement_users(n_users, removed, cfg.agreement_users, cfg.max_agreement_users, cfg.seed);
             Some(ReferenceReport {
                 rank: rank_report(r.embeddings, r.data.seen, &pairs, cfg.k)?,
-                mia: membership_inference(r.embeddings, &r.data, &cfg.attack, cfg.seed)?.report,
+                mia: membership_inference(r.embeddings, orig_emb, &r.data, &cfg.attack, cfg.seed)?,
                 agreement: agreement(model.embeddings, r.embeddings, model.data.seen, &users, cfg.k)?,
             })
         }
@@ -223,13 +227,42 @@ fn check_same_dataset(model: &Checkpoint, other: &Checkpoint, what: &str) -> Res
     Ok(())
 }
 
+/// The training edges a checkpoint's lineage started from: its graph, validation and removed edges.
+fn universe(c: &Checkpoint) -> Interactions {
+    crate::pipeline::union(&crate::pipeline::union(&c.graph, &c.valid), &c.removed)
+}
+
+/// Refuses an `original` that is not an ancestor of `model`: another backbone, other training edges
+/// before unlearning, or edges removed from it that `model` has not removed.
+fn check_parent(model: &Checkpoint, original: &Checkpoint) -> Result<()> {
+    let (m, o) = (&model.model, &original.model);
+    let mismatch = |why: String| Error::CheckpointMismatch {
+        expected: "an original checkpoint that the audited model was unlearned from".into(),
+        found: why,
+    };
+    if m.kind() != o.kind() || m.dim() != o.dim() {
+        return Err(mismatch(format!("a {} (d={}) for a {} (d={}) model", o.kind(), o.dim(), m.kind(), m.dim())));
+    }
+    if universe(model) != universe(original) {
+        return Err(mismatch("one trained on other interactions than the audited model's before unlearning".into()));
+    }
+    if let Some((u, i)) = original.removed.iter().find(|&(u, i)| !model.removed.contains(u, i)) {
+        return Err(mismatch(format!(
+            "one that had already forgotten ({}, {}), which the audited model has not",
+            model.meta.user_ids[u as usize], model.meta.item_ids[i as usize]
+        )));
+    }
+    Ok(())
+}
+
 /// [`audit`] of checkpoint `model` on `request` (internal ids), with `held_out` (the dataset's test split)
 /// as the attacker's non-members; `reference` (e.g. the model retrained without the request) and
 /// `original` (the model before unlearning) are optional. Each checkpoint's seen items and training graph
 /// lose the request first.
 ///
 /// # Errors
-/// [`Error::CheckpointMismatch`] when `reference` or `original` come from another dataset;
+/// [`Error::CheckpointMismatch`] when `reference` or `original` come from another dataset, or `original`
+/// is not an ancestor of `model` (another backbone or other training edges);
 /// [`Error::IdOutOfRange`] for request ids outside the model; the errors of [`audit`].
 pub fn audit_checkpoints(
     model: &Checkpoint,
@@ -242,6 +275,9 @@ pub fn audit_checkpoints(
     cfg.validate()?;
     for (other, what) in reference.map(|r| (r, "reference")).into_iter().chain(original.map(|o| (o, "original"))) {
         check_same_dataset(model, other, what)?;
+    }
+    if let Some(o) = original {
+        check_parent(model, o)?;
     }
     let (nu, ni) = request.id_bounds();
     if nu > model.model.n_users() || ni > model.model.n_items() {
@@ -301,6 +337,31 @@ mod tests {
         let a = &r2.reference.unwrap().agreement;
         assert!(a.top_k_overlap < 1.0 && a.kl > 0.0, "{a:?}");
         assert!(r2.forgetting.is_none());
+    }
+
+    #[test]
+    fn an_original_that_is_not_the_audited_models_parent_is_refused() {
+        let (ds, ckpt) = trained(1);
+        let request = make_request(&ckpt.graph(), Protocol::Random, 0.05, 3).unwrap();
+        let other = make_request(&ckpt.graph(), Protocol::Random, 0.05, 4).unwrap().difference(&request).0;
+        let (unlearned, _) = crate::unlearn::retrain(&ckpt, &request, &mut Silent).unwrap();
+        let cfg = AuditConfig::default();
+        // The parent is accepted, and so is the model itself (nothing removed since).
+        audit_checkpoints(&unlearned, &request, &ds.test, None, Some(&ckpt), &cfg).unwrap();
+        audit_checkpoints(&unlearned, &request, &ds.test, None, Some(&unlearned), &cfg).unwrap();
+        // A sibling that forgot other edges.
+        let (sibling, _) = crate::unlearn::retrain(&ckpt, &other, &mut Silent).unwrap();
+        let err = audit_checkpoints(&unlearned, &request, &ds.test, None, Some(&sibling), &cfg).unwrap_err();
+        assert!(
+            matches!(err, Error::CheckpointMismatch { .. }) && err.to_string().contains("already forgotten"),
+            "{err}"
+        );
+        // Another backbone on the same data.
+        let lg = ModelConfig { kind: ModelKind::LightGcn, dim: 8, ..Default::default() };
+        let (other_kind, _) =
+            pipeline::train(&ds, &lg, &TrainConfig { epochs: 1, seed: 1, ..Default::default() }, &mut Silent).unwrap();
+        let err = audit_checkpoints(&unlearned, &request, &ds.test, None, Some(&other_kind), &cfg).unwrap_err();
+        assert!(err.to_string().contains("lightgcn"), "{err}");
     }
 
     #[test]

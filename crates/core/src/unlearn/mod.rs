@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use rand::SeedableRng;
 use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,7 @@ use crate::train::{Adam, AdamConfig, Observer, TrainData};
 
 pub mod audit;
 pub mod baselines;
+pub mod calibrate;
 pub mod encoder;
 pub mod forgetting;
 pub mod objective;
@@ -162,6 +163,14 @@ pub struct FinetuneConfig {
     pub align_weight: f64,
     /// Alignment temperature.
     pub align_temp: f64,
+    /// Steps of the calibration phase that ends unlearning ([`calibrate`]; 0 = off): full-batch Adam on
+    /// `E⁰` pulling each request edge's score to its target while holding other scores of the request's
+    /// users and items in place.
+    pub calibration_steps: usize,
+    /// Adam learning rate of the calibration phase.
+    pub calibration_lr: f64,
+    /// Weight of the hold-in-place term of the calibration phase.
+    pub calibration_keep: f64,
     /// Seed of negatives and augmentations.
     pub seed: u64,
 }
@@ -178,6 +187,9 @@ impl Default for FinetuneConfig {
             unlearn_loss: UnlearnLoss::V1,
             align_weight: 0.01 * ALIGN_REFERENCE_BATCH,
             align_temp: 10.0,
+            calibration_steps: 0,
+            calibration_lr: 1e-2,
+            calibration_keep: 1.0,
             seed: 1234,
         }
     }
@@ -345,6 +357,67 @@ fn step_loss(
         }
     }
     Ok(total)
+}
+
+/// Random items per request user (and random users per request item) held in place by the calibration
+/// phase.
+const CALIBRATION_KEEP_PAIRS: usize = 16;
+
+/// The calibration phase (see [`calibrate`]): from the base embeddings of `model`, `ft.calibration_steps`
+/// full-batch Adam steps on `mean (s − τ)² + keep · mean (s_other − s⁰_other)²`, where `τ` are the request
+/// edges' targets under the current model and the other pairs are seeded random items of the request's
+/// users and random users of its items, with their current scores `s⁰`. Returns the new base embeddings.
+fn calibration_phase(
+    model: &Backbone,
+    req: &RequestCtx,
+    valid: &Interactions,
+    ft: &FinetuneConfig,
+) -> Result<(Vec<f32>, calibrate::Targets)> {
+    let (nu, ni) = (model.n_users(), model.n_items());
+    let fin0 = model.final_embeddings(&req.adj_pk)?;
+    let seen = Graph::from_interactions(nu, ni, &union(&req.remaining.to_interactions(), valid));
+    let targets = calibrate::targets(&fin0, &req.remaining, seen.user_items(), valid, &req.request, ft.seed)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(ft.seed ^ 0x5eed_ca1b);
+    let mut users: Vec<u32> = req.request.users().to_vec();
+    users.dedup();
+    let mut items: Vec<u32> = req.request.items().to_vec();
+    items.sort_unstable();
+    items.dedup();
+    let mut keep: Vec<(u32, u32)> = Vec::new();
+    for &u in &users {
+        keep.extend((0..CALIBRATION_KEEP_PAIRS).map(|_| (u, rng.random_range(0..ni as u32))));
+    }
+    for &i in &items {
+        keep.extend((0..CALIBRATION_KEEP_PAIRS).map(|_| (rng.random_range(0..nu as u32), i)));
+    }
+    let keep = Interactions::from_pairs(keep).0.difference(&req.request).0;
+    let d = fin0.dim;
+    let dot = |u: u32, i: u32| -> f32 {
+        let (a, b) =
+            (&fin0.users[u as usize * d..(u as usize + 1) * d], &fin0.items[i as usize * d..(i as usize + 1) * d]);
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    };
+    let keep_s0: Vec<f32> = keep.iter().map(|(u, i)| dot(u, i)).collect();
+    let dev = Device::Cpu;
+    let tau = Tensor::from_vec(targets.scores.clone(), targets.scores.len(), &dev)?;
+    let s0 = Tensor::from_vec(keep_s0, keep.len(), &dev)?;
+    let e0 = Var::from_tensor(&model.base().as_tensor().copy()?)?;
+    let mut opt = Adam::new(vec![e0.clone()], AdamConfig { lr: ft.calibration_lr, ..AdamConfig::default() })?;
+    for step in 0..ft.calibration_steps {
+        let fin = model.forward(&req.adj_pk, e0.as_tensor())?;
+        let lc = (objective::edge_scores(&fin, nu, &req.request)? - &tau)?.sqr()?.mean_all()?;
+        let mut total = lc;
+        if !keep.is_empty() && ft.calibration_keep > 0.0 {
+            let lk = (objective::edge_scores(&fin, nu, &keep)? - &s0)?.sqr()?.mean_all()?;
+            total = (total + (lk * ft.calibration_keep)?)?;
+        }
+        let loss = total.to_scalar::<f32>()? as f64;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { epoch: step, loss });
+        }
+        opt.step(&total.backward()?)?;
+    }
+    Ok((e0.as_tensor().flatten_all()?.to_vec1::<f32>()?, targets))
 }
 
 /// Zero-shot application of `enc` to `req` from base `e0`: returns `Ẽ⁰`.
@@ -810,6 +883,12 @@ pub fn unlearn(
         }
     }
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
+    if ft.calibration_steps > 0 && !req.request.is_empty() {
+        let t = Instant::now();
+        let (base, _) = calibration_phase(&out_model, &req, &valid, ft)?;
+        out_model.set_base(&base)?;
+        phases.insert("calibrate".to_string(), t.elapsed().as_secs_f64());
+    }
     let before = backbone.final_embeddings(&adj)?;
     let after = out_model.final_embeddings(&req.adj_pk)?;
     let forgetting = forgetting_report(&before, &after, &graph, &learned, request_seed(&learned));
@@ -842,6 +921,18 @@ pub fn retrain(
     request: &Interactions,
     obs: &mut dyn Observer,
 ) -> Result<(Checkpoint, UnlearnReport)> {
+    retrain_seeded(ckpt, request, ckpt.meta.train.seed, obs)
+}
+
+/// [`retrain`] with another training seed (initialisation, negatives, dropout): a second exact retrain
+/// whose distance to the first is the noise floor of "indistinguishable from retraining". The
+/// checkpoint records the seed it was trained with.
+pub fn retrain_seeded(
+    ckpt: &Checkpoint,
+    request: &Interactions,
+    seed: u64,
+    obs: &mut dyn Observer,
+) -> Result<(Checkpoint, UnlearnReport)> {
     let learned = check_request(ckpt, request)?;
     let t = Instant::now();
     let graph = ckpt.graph();
@@ -853,10 +944,11 @@ pub fn retrain(
         graph.n_users(),
         graph.n_items(),
         &remaining.to_interactions(),
-        ckpt.meta.train.seed,
+        seed,
     )?;
+    let train = crate::train::TrainConfig { seed, ..ckpt.meta.train.clone() };
     // A diverged fit holds its last good state (the random initialisation when the first epoch diverged).
-    crate::train::fit(&mut model, &data, &ckpt.meta.train, obs)?.require_converged()?;
+    crate::train::fit(&mut model, &data, &train, obs)?.require_converged()?;
     let secs = t.elapsed().as_secs_f64();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
     let before = ckpt.model.final_embeddings(&adj)?;
@@ -876,6 +968,7 @@ pub fn retrain(
         valid: valid_m,
     };
     let mut out = finish(ckpt, model, request, &remaining);
+    out.meta.train.seed = seed;
     out.meta.provenance.remove(OFFSET_KEY);
     out.meta.provenance.insert("method".into(), "retrain".into());
     Ok((out, report))
@@ -949,6 +1042,52 @@ mod tests {
             assert_eq!(r.forgetting.remaining.before, a.forgetting.remaining.before, "{:?}", r.method);
             assert_eq!(r.forgetting.removed.before, a.forgetting.removed.before, "{:?}", r.method);
         }
+    }
+
+    #[test]
+    fn the_calibration_phase_moves_removed_edges_to_their_targets() {
+        let (ckpt, un) = tiny();
+        let request = Interactions::from_pairs(ckpt.graph.iter().step_by(11).collect()).0;
+        let plain = FinetuneConfig { epochs: 0, ..FinetuneConfig::default() };
+        let (zs, _) = unlearn(&ckpt, &un, &request, &plain, &mut Silent).unwrap();
+        let cal = FinetuneConfig { calibration_steps: 60, ..plain.clone() };
+        let (out, report) = unlearn(&ckpt, &un, &request, &cal, &mut Silent).unwrap();
+        assert!(report.phase_secs.contains_key("calibrate"));
+        // The targets of the zero-shot model, and how far each model's scores are from them.
+        let req = RequestCtx::new(&ckpt.graph(), request.clone());
+        let valid = remaining_valid(&ckpt, &request);
+        let (_, targets) = calibration_phase(&zs.model, &req, &valid, &cal).unwrap();
+        let miss = |c: &Checkpoint| {
+            let e = c.final_embeddings().unwrap();
+            let d = e.dim;
+            request
+                .iter()
+                .zip(&targets.scores)
+                .map(|((u, i), &t)| {
+                    let s: f32 = (0..d).map(|k| e.users[u as usize * d + k] * e.items[i as usize * d + k]).sum();
+                    ((s - t) as f64).powi(2)
+                })
+                .sum::<f64>()
+                / request.len() as f64
+        };
+        let (before, after) = (miss(&zs), miss(&out));
+        assert!(after < 0.25 * before, "mean squared miss {before} -> {after}");
+        // Deterministic.
+        let (again, _) = unlearn(&ckpt, &un, &request, &cal, &mut Silent).unwrap();
+        assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
+    }
+
+    #[test]
+    fn a_second_retrain_seed_gives_another_exact_model_and_says_so() {
+        let (ckpt, _) = tiny();
+        let request = users_request(&ckpt, 2);
+        let (a, _) = retrain(&ckpt, &request, &mut Silent).unwrap();
+        let (b, _) = retrain_seeded(&ckpt, &request, 8, &mut Silent).unwrap();
+        let (c, _) = retrain_seeded(&ckpt, &request, ckpt.meta.train.seed, &mut Silent).unwrap();
+        assert_eq!(a.model.base_vec().unwrap(), c.model.base_vec().unwrap());
+        assert_ne!(a.model.base_vec().unwrap(), b.model.base_vec().unwrap());
+        assert_eq!((a.meta.train.seed, b.meta.train.seed), (7, 8));
+        assert_eq!(a.graph, b.graph);
     }
 
     #[test]

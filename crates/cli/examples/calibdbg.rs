@@ -1,0 +1,53 @@
+//! Development aid (not a test): compares calibration targets with where a retrain puts the removed edges.
+//! `cargo run --release --example calibdbg -- ZEROSHOT_CKPT RETRAIN_CKPT UNLEARNED_CKPT REQUEST`
+use std::path::PathBuf;
+
+use unlearnrec_core::data::IdMap;
+use unlearnrec_core::eval::audit::pair_percentiles;
+use unlearnrec_core::graph::Graph;
+use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::pipeline::union;
+use unlearnrec_core::unlearn::calibrate;
+use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
+
+fn q(v: &[f64]) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |c: f64| v[((v.len() - 1) as f64 * c) as usize];
+    format!("p10 {:.4} p25 {:.4} p50 {:.4} p75 {:.4} p90 {:.4}", at(0.1), at(0.25), at(0.5), at(0.75), at(0.9))
+}
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    let zs = checkpoint::load(&PathBuf::from(&a[1]))?;
+    let rt = checkpoint::load(&PathBuf::from(&a[2]))?;
+    let un = checkpoint::load(&PathBuf::from(&a[3]))?;
+    let users = IdMap::from_ids(zs.meta.user_ids.clone()).unwrap();
+    let items = IdMap::from_ids(zs.meta.item_ids.clone()).unwrap();
+    let (nu, ni) = (zs.model.n_users(), zs.model.n_items());
+    let before = union(&zs.seen(), &zs.removed);
+    let graph = Graph::from_interactions(nu, ni, &before);
+    let spec = RequestSpec { file: Some(PathBuf::from(&a[4])), users: vec![], items: vec![] };
+    let (req, _) = resolve(&spec, &users, &items, &graph, false)?;
+    let remaining = zs.graph();
+    let seen = Graph::from_interactions(nu, ni, &zs.seen());
+    let pairs: Vec<(u32, u32)> = req.iter().collect();
+    let fin = zs.final_embeddings()?;
+    let t = calibrate::targets(&fin, &remaining, seen.user_items(), &zs.valid, &req, 1)?;
+    println!("targets      {} (cold {}, map pairs {})", q(&t.percentiles), t.cold, t.valid_pairs);
+    println!("zero-shot    {}", q(&pair_percentiles(&fin, seen.user_items(), &pairs)?));
+    println!("unlearned    {}", q(&pair_percentiles(&un.final_embeddings()?, seen.user_items(), &pairs)?));
+    let rp = pair_percentiles(&rt.final_embeddings()?, seen.user_items(), &pairs)?;
+    println!("retrain      {}", q(&rp));
+    let vp: Vec<(u32, u32)> = zs.valid.iter().collect();
+    println!("valid@zs     {}", q(&pair_percentiles(&fin, seen.user_items(), &vp)?));
+    println!("valid@rt     {}", q(&pair_percentiles(&rt.final_embeddings()?, seen.user_items(), &vp)?));
+    // Correlation of target and retrain percentiles.
+    let n = rp.len() as f64;
+    let (mx, my) = (t.percentiles.iter().sum::<f64>() / n, rp.iter().sum::<f64>() / n);
+    let cov: f64 = t.percentiles.iter().zip(&rp).map(|(x, y)| (x - mx) * (y - my)).sum::<f64>();
+    let vx: f64 = t.percentiles.iter().map(|x| (x - mx).powi(2)).sum::<f64>();
+    let vy: f64 = rp.iter().map(|y| (y - my).powi(2)).sum::<f64>();
+    println!("corr(target, retrain) {:.3}", cov / (vx * vy).sqrt());
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Calibrated forgetting: where an exact retrain would put each removed edge.
+//!
+//! A model retrained without an edge `(u, i)` has never seen it: it ranks `i` among `u`'s unseen items
+//! the way it ranks any held-out interaction that is as plausible, and ranks it like a random item when
+//! the retrain knows nothing of `u` (or of `i`). Pushing removed edges down by a fixed loss lands their
+//! *mean* score near the retrain's but not their ranks: a membership attacker that reads ranks still
+//! finds them. Calibration gives each removed edge a **target rank percentile** and fine-tuning pulls its
+//! score to the score found at that percentile of its user's unseen items:
+//!
+//! 1. A *leave-edge-out proxy* says how plausible `(u, i)` is without the edge: the item scored against
+//!    the mean final embedding of `u`'s **remaining** training items (`p_u = mean_{j ∈ N(u) ∖ R} e_j`);
+//!    the removed edge itself does not enter `p_u`.
+//! 2. The proxy's percentile is mapped to the model's scale on pairs the model never trained on: a
+//!    seeded sample of validation edges (held-out interactions) and as many random unseen items of the
+//!    same users. Over them, the proxy's percentiles and the model's give two empirical distributions,
+//!    and the removed edge's proxy percentile is sent to the model quantile at the same CDF level (a
+//!    monotone quantile map). A removed real interaction thus lands where held-out interactions of its
+//!    plausibility rank; an injected or implausible one lands among the random items.
+//! 3. An edge whose user or item keeps no training edge after the request (a retrain knows nothing of
+//!    it) is spread uniformly: the cold edges, ordered by their current percentile, get the percentiles
+//!    `(k + ½) / n`.
+//!
+//! Without validation edges the proxy percentile is used as it is. Nothing here reads the test split or
+//! selects on the real request's outcome.
+
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::Interactions;
+use crate::error::Result;
+use crate::eval::audit::{pair_percentiles, scores_at_percentiles};
+use crate::graph::{Csr, Graph};
+use crate::model::Embeddings;
+
+/// Validation edges sampled at most for the quantile map (as many random unseen pairs join them).
+pub const MAX_VALID_PAIRS: usize = 5_000;
+
+/// Target percentiles and scores of a request's edges.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Targets {
+    /// Target rank percentile of each request edge (request order), in `[0, 1]`.
+    pub percentiles: Vec<f64>,
+    /// The score at that percentile of the user's unseen items under the model (request order).
+    pub scores: Vec<f32>,
+    /// Edges spread uniformly because their user or item keeps no training edge.
+    pub cold: usize,
+    /// Pairs behind the quantile map (validation edges plus as many random unseen items).
+    pub valid_pairs: usize,
+}
+
+/// The leave-edge-out proxy: user rows are the mean final embedding of the user's items in
+/// `remaining` (zero for a user without one); item rows are the model's.
+fn proxy(fin: &Embeddings, remaining: &Graph) -> Embeddings {
+    let d = fin.dim;
+    let n_users = remaining.n_users();
+    let mut users = vec![0f32; n_users * d];
+    for u in 0..n_users {
+        let items = remaining.user_items().row(u);
+        if items.is_empty() {
+            continue;
+        }
+        let row = &mut users[u * d..(u + 1) * d];
+        for &i in items {
+            for (a, b) in row.iter_mut().zip(&fin.items[i as usize * d..(i as usize + 1) * d]) {
+                *a += b;
+            }
+        }
+        let n = items.len() as f32;
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    Embeddings { dim: d, users, items: fin.items.clone() }
+}
+
+/// The value at CDF level `c` in `[0, 1]` of the sorted sample `v` (linear interpolation).
+fn quantile(v: &[f64], c: f64) -> f64 {
+    let x = c.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+}
+
+/// The CDF level of `x` in the sorted sample `v`: the share below it, ties counting half.
+fn cdf(v: &[f64], x: f64) -> f64 {
+    let below = v.partition_point(|&y| y < x);
+    let upto = v.partition_point(|&y| y <= x);
+    (below + upto) as f64 / (2 * v.len()) as f64
+}
+
+/// Target percentiles and scores (see the [module docs](self)) of `request` (edges of the model before
+/// removal) for the model with final embeddings `fin`, whose remaining training graph is `remaining`,
+/// seen items `seen` (remaining training plus validation edges) and validation edges `valid`.
+///
+/// # Errors
+/// The errors of the rank computations (shapes, ids out of range).
+pub fn targets(
+    fin: &Embeddings,
+    remaining: &Graph,
+    seen: &Csr,
+    valid: &Interactions,
+    request: &Interactions,
+    seed: u64,
+) -> Result<Targets> {
+    let pairs: Vec<(u32, u32)> = request.iter().collect();
+    let px = proxy(fin, remaining);
+    let warm = |u: u32, i: u32| remaining.user_degree(u as usize) > 0 && remaining.item_degree(i as usize) > 0;
+    // The quantile map, from validation edges of users with a history.
+    let pool: Vec<(u32, u32)> = valid
+        .iter()
+        .filter(|&(u, i)| (u as usize) < remaining.n_users() && (i as usize) < remaining.n_items() && warm(u, i))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut sampled: Vec<(u32, u32)> = if pool.len() > MAX_VALID_PAIRS {
+        let mut idx = sample(&mut rng, pool.len(), MAX_VALID_PAIRS).into_vec();
+        idx.sort_unstable();
+        idx.into_iter().map(|j| pool[j]).collect()
+    } else {
+        pool
+    };
+    // As many unseen random items of the same users: the map must reach implausible pairs too.
+    let n_items = remaining.n_items() as u32;
+    let unseen: Vec<(u32, u32)> = sampled
+        .iter()
+        .filter_map(|&(u, _)| {
+            let row = if (u as usize) < seen.n_rows() { seen.row(u as usize) } else { &[] };
+            (row.len() < n_items as usize).then(|| {
+                loop {
+                    let j = rng.random_range(0..n_items);
+                    if row.binary_search(&j).is_err() {
+                        break (u, j);
+                    }
+                }
+            })
+        })
+        .collect();
+    sampled.extend(unseen);
+    let (mut valid_proxy, mut valid_model) =
+        (pair_percentiles(&px, seen, &sampled)?, pair_percentiles(fin, seen, &sampled)?);
+    valid_proxy.sort_by(f64::total_cmp);
+    valid_model.sort_by(f64::total_cmp);
+    let proxy_p = pair_percentiles(&px, seen, &pairs)?;
+    let model_p = pair_percentiles(fin, seen, &pairs)?;
+    let mut q: Vec<f64> = pairs
+        .iter()
+        .zip(&proxy_p)
+        .map(|(&(u, i), &p)| {
+            if !warm(u, i) {
+                f64::NAN
+            } else if valid_proxy.is_empty() {
+                p
+            } else {
+                quantile(&valid_model, cdf(&valid_proxy, p))
+            }
+        })
+        .collect();
+    // Cold edges: uniform percentiles in the order of their current ones.
+    let mut cold: Vec<usize> = (0..pairs.len()).filter(|&j| q[j].is_nan()).collect();
+    cold.sort_by(|&a, &b| model_p[a].total_cmp(&model_p[b]).then(a.cmp(&b)));
+    let n_cold = cold.len();
+    for (k, &j) in cold.iter().enumerate() {
+        q[j] = (k as f64 + 0.5) / n_cold as f64;
+    }
+    let scores =
+        scores_at_percentiles(fin, seen, &pairs.iter().zip(&q).map(|(&(u, _), &q)| (u, q)).collect::<Vec<_>>())?;
+    Ok(Targets { percentiles: q, scores, cold: n_cold, valid_pairs: valid_model.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_and_cdf() {
+        let v = [0.0, 0.1, 0.2, 0.3, 0.4];
+        assert_eq!(quantile(&v, 0.0), 0.0);
+        assert_eq!(quantile(&v, 1.0), 0.4);
+        assert!((quantile(&v, 0.5) - 0.2).abs() < 1e-12);
+        assert!((quantile(&v, 0.125) - 0.05).abs() < 1e-12);
+        assert_eq!(cdf(&v, -1.0), 0.0);
+        assert_eq!(cdf(&v, 1.0), 1.0);
+        assert!((cdf(&v, 0.2) - 0.5).abs() < 1e-12);
+    }
+
+    /// Users like the items of their own group (4 groups); the model memorises its training edges on
+    /// top of that (+3), and the request holds real edges (own group), injected ones (another group)
+    /// and every edge of one user.
+    #[test]
+    fn real_edges_land_where_held_out_ones_rank_injected_and_cold_ones_lower() {
+        let (nu, ni, d) = (80usize, 120usize, 4usize);
+        let group = |x: usize| x % 4;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut train = Vec::new();
+        let mut valid = Vec::new();
+        for u in 0..nu {
+            let own: Vec<usize> = (0..ni).filter(|&i| group(i) == group(u)).collect();
+            for (k, &i) in own.iter().enumerate() {
+                match (k + u) % 5 {
+                    0 | 1 => train.push((u as u32, i as u32)),
+                    2 => valid.push((u as u32, i as u32)),
+                    _ => {}
+                }
+            }
+        }
+        // Injected edges: each of users 0..20 gets one item of another group.
+        let injected: Vec<(u32, u32)> =
+            (0..20u32).map(|u| (u, ((u as usize + 1) % 4 + 4 * u as usize) as u32 % ni as u32)).collect();
+        train.extend(&injected);
+        let train = Interactions::from_pairs(train).0;
+        let valid = Interactions::from_pairs(valid).0;
+        // Request: 20 real edges of users 20..40, the injected ones, and all of user 79's edges.
+        let mut req: Vec<(u32, u32)> = (20..40u32)
+            .map(|u| (u, train.iter().find(|&(x, i)| x == u && group(i as usize) == group(u as usize)).unwrap().1))
+            .collect();
+        req.extend(&injected);
+        req.extend(train.iter().filter(|&(u, _)| u == 79));
+        let request = Interactions::from_pairs(req).0;
+        let remaining = Graph::from_interactions(nu, ni, &train.difference(&request).0);
+        // Final embeddings: the group taste plus noise (the targets read the proxy and the held-out scale).
+        let mut emb = |n: usize, g: &dyn Fn(usize) -> usize| -> Vec<f32> {
+            (0..n * d).map(|k| (if k % d == g(k / d) { 2.0 } else { 0.0 }) + rng.random_range(-0.3f32..0.3)).collect()
+        };
+        let fin = Embeddings { dim: d, users: emb(nu, &group), items: emb(ni, &group) };
+        let seen_pairs = crate::pipeline::union(&remaining.to_interactions(), &valid);
+        let seen = Graph::from_interactions(nu, ni, &seen_pairs);
+        let t = targets(&fin, &remaining, seen.user_items(), &valid, &request, 3).unwrap();
+        assert_eq!(t.percentiles.len(), request.len());
+        assert!(t.percentiles.iter().all(|q| (0.0..=1.0).contains(q)));
+        // User 79's edges, and any edge whose item nobody else trained on.
+        let cold_n = request
+            .iter()
+            .filter(|&(u, i)| remaining.user_degree(u as usize) == 0 || remaining.item_degree(i as usize) == 0)
+            .count();
+        assert!(cold_n >= train.iter().filter(|&(u, _)| u == 79).count());
+        assert_eq!(t.cold, cold_n);
+        assert!(t.valid_pairs > 100);
+        let pairs: Vec<(u32, u32)> = request.iter().collect();
+        let mean = |f: &dyn Fn(u32, u32) -> bool| {
+            let v: Vec<f64> = pairs.iter().zip(&t.percentiles).filter(|(p, _)| f(p.0, p.1)).map(|(_, &q)| q).collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let real = mean(&|u, i| u != 79 && group(u as usize) == group(i as usize));
+        let inj = mean(&|u, i| injected.contains(&(u, i)));
+        let cold = mean(&|u, _| u == 79);
+        // Held-out own-group items rank in the top quarter; injected ones far below; cold ones at ½.
+        assert!(real < 0.25, "real {real}");
+        assert!(inj > 0.5, "injected {inj}");
+        assert!((cold - 0.5).abs() < 0.05, "cold {cold}");
+        // The target scores follow the percentiles within a user (higher percentile, lower score).
+        let s79: Vec<(f64, f32)> = pairs
+            .iter()
+            .zip(&t.percentiles)
+            .zip(&t.scores)
+            .filter(|((p, _), _)| p.0 == 79)
+            .map(|((_, &q), &s)| (q, s))
+            .collect();
+        for a in &s79 {
+            for b in &s79 {
+                if a.0 < b.0 {
+                    assert!(a.1 >= b.1, "{s79:?}");
+                }
+            }
+        }
+        // Deterministic.
+        assert_eq!(t, targets(&fin, &remaining, seen.user_items(), &valid, &request, 3).unwrap());
+    }
+}
