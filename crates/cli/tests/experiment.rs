@@ -92,6 +92,22 @@ fn experiment_grid_writes_results_and_resumes() {
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
     assert_eq!(csv.lines().count(), 1 + 12, "{csv}");
     assert!(csv.starts_with("dataset,model,protocol,fraction,method,seed,config_hash,"), "{csv}");
+    // The audit's columns: the strongest attackers', the removed items' rank, and each attacker's.
+    let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
+    for k in [
+        "mia_auc",
+        "removed_called_members",
+        "removed_vs_held_out_auc",
+        "removed_median_rank",
+        "removed_top20",
+        "mia_auc_gbt",
+        "removed_called_members_logistic",
+        "removed_vs_held_out_auc_gbt_difference",
+        "agreement_top20",
+    ] {
+        assert!(header.contains(&k), "{k}: {header:?}");
+    }
+    assert!(lines[0].contains("removed vs held-out AUC") && lines[0].contains("removed median rank"), "{table}");
     for svg in ["quality_vs_time.svg", "forgetting.svg", "stream.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).expect(svg);
         assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{svg}");

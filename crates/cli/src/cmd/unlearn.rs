@@ -107,7 +107,8 @@ pub struct UnlearnArgs {
     #[arg(long)]
     hops: Option<usize>,
     /// Training seed of --method retrain [default: the checkpoint's own]. Another seed gives a second
-    /// exact retrain: its distance to the first is the noise floor of "indistinguishable from retraining".
+    /// exact retrain: its distance to the first is the noise floor of "indistinguishable from retraining"
+    /// (the `retrain-seed2` method of `unlearnrec experiment` is the checkpoint's seed + 1).
     #[arg(long)]
     seed: Option<u64>,
     /// TOML file with a `[finetune]` table.

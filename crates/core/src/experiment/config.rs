@@ -64,8 +64,14 @@ impl FromStr for ProtocolSpec {
 /// An unlearning method of the grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MethodSpec {
-    /// Exact retraining from scratch ([`crate::unlearn::retrain`]).
+    /// Exact retraining from scratch ([`crate::unlearn::retrain`]). With `audit = true` its model is the
+    /// reference every cell of the group is audited against.
     Retrain,
+    /// A second exact retrain with another training seed (the checkpoint's `train.seed + 1`, through
+    /// [`crate::unlearn::retrain_seeded`]): the noise floor. It is audited against the first retrain
+    /// like every other method (it is never the reference), so its `agreement_top20`, `agreement_kl` and
+    /// attacker figures are how far two exact retrains differ: the best any method can do.
+    RetrainSeed2,
     /// UnlearnRec's encoder pass alone ([`crate::unlearn::unlearn`] with 0 fine-tuning epochs).
     UnlearnrecZeroShot,
     /// UnlearnRec: encoder pass plus the `[finetune]` epochs.
@@ -86,8 +92,9 @@ pub enum MethodSpec {
 
 impl MethodSpec {
     /// Every method, in documentation order.
-    pub const ALL: [MethodSpec; 7] = [
+    pub const ALL: [MethodSpec; 8] = [
         MethodSpec::Retrain,
+        MethodSpec::RetrainSeed2,
         MethodSpec::UnlearnrecZeroShot,
         MethodSpec::Unlearnrec,
         MethodSpec::Finetune,
@@ -100,6 +107,7 @@ impl MethodSpec {
     pub fn name(self) -> &'static str {
         match self {
             MethodSpec::Retrain => "retrain",
+            MethodSpec::RetrainSeed2 => "retrain-seed2",
             MethodSpec::UnlearnrecZeroShot => "unlearnrec-zero-shot",
             MethodSpec::Unlearnrec => "unlearnrec",
             MethodSpec::Finetune => "finetune",
@@ -113,6 +121,17 @@ impl MethodSpec {
     /// before `runner::apply` dispatches it is refused here, before anything is written.
     pub fn available(self) -> bool {
         true
+    }
+
+    /// Whether it retrains from scratch (`retrain`, `retrain-seed2`): the methods that need no embeddings
+    /// of the backbone.
+    pub fn is_retrain(self) -> bool {
+        matches!(self, MethodSpec::Retrain | MethodSpec::RetrainSeed2)
+    }
+
+    /// The training seed of [`MethodSpec::RetrainSeed2`] for a backbone trained with `seed`.
+    pub fn second_retrain_seed(seed: u64) -> u64 {
+        seed.wrapping_add(1)
     }
 
     /// Whether it needs a pre-trained unlearner.
@@ -465,10 +484,10 @@ impl ExperimentConfig {
                 format!("method {m:?} is not available in the experiment runner yet", m = m.name()),
             ));
         }
-        if self.models.contains(&ModelKind::Pop) && self.methods.iter().any(|m| *m != MethodSpec::Retrain) {
+        if self.models.contains(&ModelKind::Pop) && self.methods.iter().any(|m| !m.is_retrain()) {
             return Err(Error::config(
                 "models",
-                "pop has no embeddings to unlearn; only the retrain method applies to it",
+                "pop has no embeddings to unlearn; only the retrain methods (retrain, retrain-seed2) apply to it",
             ));
         }
         if !(self.poison_ratio > 0.0 && self.poison_ratio <= 1.0) {
@@ -542,6 +561,7 @@ impl ExperimentConfig {
         let b = &self.baselines;
         let v = match method {
             MethodSpec::Retrain => Ok(serde_json::Value::Null),
+            MethodSpec::RetrainSeed2 => Ok(serde_json::json!({ "train_seed": MethodSpec::second_retrain_seed(seed) })),
             MethodSpec::Sisa => serde_json::to_value(&b.sisa),
             MethodSpec::UnlearnrecZeroShot | MethodSpec::Unlearnrec => {
                 serde_json::to_value((self.pretrain_config(seed), self.finetune_config(method, seed)))
@@ -634,6 +654,25 @@ retrain_every = 2
     }
 
     #[test]
+    fn the_second_retrain_parses() {
+        for name in ["retrain-seed2", "retrain_seed2", " Retrain-Seed2 "] {
+            assert_eq!(name.parse::<MethodSpec>().unwrap(), MethodSpec::RetrainSeed2, "{name}");
+        }
+        assert_eq!(MethodSpec::RetrainSeed2.to_string(), "retrain-seed2");
+        assert!(MethodSpec::ALL.contains(&MethodSpec::RetrainSeed2));
+        let m = MethodSpec::RetrainSeed2;
+        assert!(m.available() && !m.needs_unlearner() && m.is_retrain());
+        assert_eq!(MethodSpec::second_retrain_seed(7), 8);
+        let cfg = parse("datasets = [\"synth\"]\nmethods = [\"retrain\", \"retrain-seed2\"]\naudit = true\n").unwrap();
+        assert_eq!(cfg.methods, vec![MethodSpec::Retrain, MethodSpec::RetrainSeed2]);
+        // An exact retrain applies to pop as well.
+        let cfg = parse("datasets = [\"synth\"]\nmodels = [\"pop\"]\nmethods = [\"retrain-seed2\"]\n").unwrap();
+        assert_eq!(cfg.methods, vec![MethodSpec::RetrainSeed2]);
+        let msg = parse("datasets = [\"synth\"]\nmethods = [\"retrain-seed3\"]\n").unwrap_err().to_string();
+        assert!(msg.contains("retrain-seed2"), "{msg}");
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let err = parse("datasets = [\"synth\"]\nfractions = 0.1\n").unwrap_err();
         let msg = err.to_string();
@@ -688,6 +727,11 @@ retrain_every = 2
         assert_eq!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 1)));
         assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 2)));
         assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::UnlearnrecZeroShot, 1)));
+        // The second retrain hashes apart from the first (and follows the seed).
+        let retrain = hash_json(&cfg.method_json(MethodSpec::Retrain, 1));
+        let seed2 = hash_json(&cfg.method_json(MethodSpec::RetrainSeed2, 1));
+        assert_ne!(retrain, seed2);
+        assert_ne!(seed2, hash_json(&cfg.method_json(MethodSpec::RetrainSeed2, 2)));
         let sisa = hash_json(&cfg.method_json(MethodSpec::Sisa, 1));
         let mut more = cfg.clone();
         more.baselines.sisa.shards += 1;

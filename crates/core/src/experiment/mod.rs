@@ -9,8 +9,9 @@
 //! protocols = ["random", "users", "adversarial"]  # random users items popular tail adversarial
 //! fraction = 0.01                          # or a list; in (0, 1); not used by adversarial
 //! methods = ["retrain", "unlearnrec-zero-shot", "unlearnrec"]  # + finetune gradient-ascent influence sisa
+//!                                          # + retrain-seed2 (retrain with seed + 1: the noise floor)
 //! seeds = [1, 2]                           # training, pre-training, fine-tuning, request, poison seeds
-//! audit = false                            # MIA AUC, removed called members, agreement with retrain
+//! audit = false                            # attackers' AUCs, removed rank, agreement with retrain
 //! poison_ratio = 0.5                       # adversarial: share of users and items given a least-related edge
 //!
 //! [model]          # crate::model::ModelConfig
@@ -29,7 +30,13 @@
 //! poisoned data, and forgets every injected edge. Each cell (one method on one request) yields a
 //! [`ResultRow`]: test Recall@20 / NDCG@20 ([`crate::io::Checkpoint::evaluate`]), the forgetting
 //! figures of the [`crate::unlearn::UnlearnReport`], its time and, with `audit = true`, the
-//! [`crate::unlearn::audit`] figures against the retrained model of the same request. `sisa` does not
+//! [`crate::unlearn::audit`] figures against the retrained model of the same request (the `retrain`
+//! cell's model, or one retrained for the audit when `retrain` is not listed): `mia_auc` and
+//! `removed_called_members` of the strongest membership attacker, `removed_vs_held_out_auc` of the
+//! strongest distinguisher, `removed_median_rank` and `removed_top20`, the same per attacker
+//! (`mia_auc_<attacker>`, …) and `agreement_top20` / `agreement_kl` with the reference.
+//! `retrain-seed2`, a second exact retrain with the next training seed, is audited against that
+//! reference too: its row is the noise floor two exact retrains already differ by. `sisa` does not
 //! start from the backbone: per (dataset, model, seed) and shard settings it trains (or loads from the
 //! cache) a sharded model of the same kind on the same, possibly poisoned, training data with
 //! [`crate::unlearn::baselines::train_sharded`], and forgets the request by retraining the shards that
@@ -283,6 +290,84 @@ mod tests {
             assert_eq!(r4.rows[0].get(k), row.get(k), "{k}");
         }
         assert_eq!(r4.rows[0].config_hash, row.config_hash);
+    }
+
+    #[test]
+    fn audited_cells_have_the_attackers_columns_and_the_second_retrain_is_the_noise_floor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = generate(&SynthConfig { users: 80, items: 60, interactions: 1400, ..Default::default() }).unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write_lightgcn(&ds, &data).unwrap();
+        let out = tmp.path().join("out");
+        let mut cfg = tiny_config(&data);
+        cfg.methods = vec![MethodSpec::Retrain, MethodSpec::RetrainSeed2, MethodSpec::UnlearnrecZeroShot];
+        cfg.fractions = vec![0.05];
+        cfg.audit = true;
+        let mut obs = Counter::default();
+        let r = run(&cfg, &out, &RunOptions::default(), &mut obs).unwrap();
+        assert_eq!(r.ran, 3);
+        let methods: Vec<&str> = r.rows.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(methods, ["retrain", "retrain-seed2", "unlearnrec-zero-shot"]);
+        // The retrain cell is the reference: no separate audit reference is trained.
+        assert!(!obs.stages.iter().any(|s| s.contains("audit reference")), "{:?}", obs.stages);
+        for row in &r.rows {
+            for k in [
+                "mia_auc",
+                "removed_called_members",
+                "removed_vs_held_out_auc",
+                "removed_median_rank",
+                "removed_top20",
+                "mia_auc_logistic",
+                "mia_auc_gbt",
+                "removed_called_members_logistic",
+                "removed_called_members_gbt",
+                "removed_vs_held_out_auc_logistic",
+                "removed_vs_held_out_auc_gbt",
+                "removed_vs_held_out_auc_logistic_difference",
+                "removed_vs_held_out_auc_gbt_difference",
+                "agreement_top20",
+                "agreement_kl",
+            ] {
+                assert!(row.get(k).is_finite(), "{} {k}: {row:?}", row.method);
+            }
+            // The headline is the strongest attacker's.
+            let best = row.get("mia_auc_logistic").max(row.get("mia_auc_gbt"));
+            assert_eq!(row.get("mia_auc"), best, "{row:?}");
+            let game = ["logistic", "gbt", "logistic_difference", "gbt_difference"]
+                .map(|a| row.get(&format!("removed_vs_held_out_auc_{a}")))
+                .into_iter()
+                .fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(row.get("removed_vs_held_out_auc"), game, "{row:?}");
+            assert!(row.get("removed_median_rank") >= 1.0, "{row:?}");
+            // The difference attackers play only the distinguishing game.
+            assert!(row.get("mia_auc_gbt_difference").is_nan(), "{row:?}");
+        }
+        let (retrain, seed2) = (&r.rows[0], &r.rows[1]);
+        assert_eq!(retrain.get("agreement_top20"), 1.0, "{retrain:?}");
+        assert!(seed2.get("agreement_top20") < 1.0, "{seed2:?}");
+        assert!(seed2.get("agreement_kl") > 0.0, "{seed2:?}");
+        // Another seed, so another model: same removal, different figures.
+        assert_ne!(seed2.get("recall@20"), retrain.get("recall@20"));
+        assert_ne!(seed2.config_hash, retrain.config_hash);
+        // The columns reach results.csv (and back) and results.md.
+        let csv = std::fs::read_to_string(out.join(RESULTS_CSV)).unwrap();
+        let header = csv.lines().next().unwrap();
+        for k in
+            ["removed_vs_held_out_auc", "removed_median_rank", "mia_auc_gbt", "removed_vs_held_out_auc_gbt_difference"]
+        {
+            assert!(header.split(',').any(|h| h == k), "{k}: {header}");
+        }
+        assert_eq!(results::read_results(&out.join(RESULTS_CSV)).unwrap(), r.rows);
+        assert!(r.markdown.contains("removed median rank") && r.markdown.contains("| retrain-seed2 | 1 |"));
+        // Without retrain listed, the reference is retrained for the audit, and the second retrain is
+        // still measured against it (same figures as above).
+        let cfg2 = ExperimentConfig { methods: vec![MethodSpec::RetrainSeed2], ..cfg };
+        let mut obs2 = Counter::default();
+        let r2 = run(&cfg2, &tmp.path().join("out2"), &RunOptions::default(), &mut obs2).unwrap();
+        assert!(obs2.stages.iter().any(|s| s.contains("audit reference")), "{:?}", obs2.stages);
+        assert_eq!(r2.rows[0].get("agreement_top20"), seed2.get("agreement_top20"));
+        assert_eq!(r2.rows[0].get("recall@20"), seed2.get("recall@20"));
     }
 
     #[test]

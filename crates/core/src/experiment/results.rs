@@ -8,7 +8,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::write_atomic;
 
-/// Metric columns of `results.csv`, in file order (a row may leave any of them empty).
+/// Metric columns of `results.csv`, in file order (a row may leave any of them empty). Columns of
+/// other names follow them (the `sharded_*` figures of `sisa` rows, the audit's per-attacker
+/// `mia_auc_<attacker>`, `removed_called_members_<attacker>` and `removed_vs_held_out_auc_<attacker>`).
 pub const METRICS: &[&str] = &[
     "edges",
     "users",
@@ -32,6 +34,9 @@ pub const METRICS: &[&str] = &[
     "backbone_secs",
     "mia_auc",
     "removed_called_members",
+    "removed_vs_held_out_auc",
+    "removed_median_rank",
+    "removed_top20",
     "agreement_top20",
     "agreement_kl",
 ];
@@ -340,17 +345,21 @@ pub fn format_stat(stat: Option<(f64, f64)>, seeds: usize, digits: usize) -> Str
 
 /// The Markdown table of `summaries`: one row per (dataset, model, protocol, fraction, method), metrics as
 /// mean ± std over the seeds; `× retrain` is the method's mean test Recall@20 over the retrained model's
-/// of the same group. The audit columns appear when some row has them.
+/// of the same group. The audit columns (the strongest attackers' membership AUC, removed edges called
+/// members and removed-vs-held-out AUC, the removed items' median rank, the top-20 agreement with the
+/// retrained model) appear when some row has them.
 pub fn markdown(summaries: &[Summary]) -> String {
     let audit = summaries.iter().any(|s| s.mean("mia_auc").is_finite());
     let mut out = String::from(
         "| dataset | model | protocol | fraction | method | seeds | edges | Recall@20 | NDCG@20 | × retrain | removed-edge score | non-edge score | MI-NG | time (s) |",
     );
     if audit {
-        out.push_str(" MIA AUC | removed called members | top-20 agreement with retrain |");
+        out.push_str(
+            " MIA AUC | removed called members | removed vs held-out AUC | removed median rank | top-20 agreement with retrain |",
+        );
     }
     out.push('\n');
-    let cols = 14 + if audit { 3 } else { 0 };
+    let cols = 14 + if audit { 5 } else { 0 };
     out.push_str(&"|---".repeat(cols));
     out.push_str("|\n");
     for s in summaries {
@@ -387,9 +396,11 @@ pub fn markdown(summaries: &[Summary]) -> String {
         if audit {
             let _ = write!(
                 out,
-                " {} | {} | {} |",
+                " {} | {} | {} | {} | {} |",
                 f("mia_auc", 3),
                 f("removed_called_members", 3),
+                f("removed_vs_held_out_auc", 3),
+                f("removed_median_rank", 1),
                 f("agreement_top20", 3)
             );
         }
@@ -565,6 +576,35 @@ mod tests {
         assert!(lines[3].contains("| 0.903 |") && lines[3].contains("2.000 ± 1.414"), "{md}");
         assert!(lines[4].contains("| users |") && lines[4].contains("| 0.5000 |") && lines[4].contains("| – |"));
         assert!(!lines[0].contains("MIA"));
+    }
+
+    #[test]
+    fn audit_columns_reach_the_table() {
+        let mut rows = vec![row("retrain", 1, 0.3, 10.0), row("retrain-seed2", 1, 0.29, 11.0)];
+        for (r, agreement) in rows.iter_mut().zip([1.0, 0.8]) {
+            for (k, v) in [
+                ("mia_auc", 0.61),
+                ("removed_called_members", 0.4),
+                ("removed_vs_held_out_auc", 0.55),
+                ("removed_median_rank", 7.5),
+                ("agreement_top20", agreement),
+                ("removed_vs_held_out_auc_gbt_difference", 0.55),
+            ] {
+                r.metrics.insert(k.into(), v);
+            }
+        }
+        let md = markdown(&aggregate(&rows));
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(lines[0].contains("| removed vs held-out AUC | removed median rank |"), "{md}");
+        assert_eq!(lines[0].matches('|').count(), lines[1].matches('|').count(), "{md}");
+        assert_eq!(lines[0].matches('|').count(), lines[3].matches('|').count(), "{md}");
+        assert!(
+            lines[3].contains("| retrain-seed2 |") && lines[3].ends_with("| 0.610 | 0.400 | 0.550 | 7.5 | 0.800 |")
+        );
+        // The per-attacker columns follow the fixed ones in results.csv.
+        let csv = results_csv(&rows);
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        assert_eq!(header.last(), Some(&"removed_vs_held_out_auc_gbt_difference"), "{csv}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::graph::Graph;
 use crate::io::checkpoint::{self, Checkpoint, write_atomic};
 use crate::model::ModelKind;
 use crate::pipeline::{self, Split, union};
-use crate::unlearn::audit::{AuditConfig, audit_checkpoints};
+use crate::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use crate::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
 use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, Partition, train_sharded};
 use crate::unlearn::poison::least_related_edges;
@@ -277,6 +277,9 @@ fn apply(
     let (b, ckpt) = (&cfg.baselines, start.ckpt);
     match method {
         MethodSpec::Retrain => unlearn::retrain(ckpt, request, obs),
+        MethodSpec::RetrainSeed2 => {
+            unlearn::retrain_seeded(ckpt, request, MethodSpec::second_retrain_seed(ckpt.meta.train.seed), obs)
+        }
         MethodSpec::Unlearnrec | MethodSpec::UnlearnrecZeroShot => {
             let un = start.un.ok_or_else(|| Error::config("methods", "unlearnrec needs a pre-trained unlearner"))?;
             unlearn::unlearn(ckpt, un, request, &cfg.finetune_config(method, seed), obs)
@@ -299,10 +302,51 @@ fn apply(
 
 fn epochs_of(cfg: &ExperimentConfig, method: MethodSpec) -> usize {
     match method {
-        MethodSpec::Retrain => cfg.train.epochs,
+        MethodSpec::Retrain | MethodSpec::RetrainSeed2 => cfg.train.epochs,
         MethodSpec::Unlearnrec => cfg.finetune.epochs,
         MethodSpec::Finetune => cfg.baselines.finetune.epochs,
         _ => 0,
+    }
+}
+
+/// The audit's columns of a row (NaN figures are left out, as every metric of a row):
+///
+/// * `mia_auc`, `removed_called_members`: the strongest membership attacker's held-out AUC and the
+///   fraction of removed edges it calls members;
+/// * `removed_vs_held_out_auc`: the strongest distinguisher's AUC of telling the removed edges from
+///   held-out non-members of the same users (absent when the request was too small for that game);
+/// * `removed_median_rank`, `removed_top20`: the removed items' median rank and the fraction of them
+///   still in their user's top 20 (the audit's K);
+/// * per attacker `<name>` (with `+` written `_`, e.g. `gbt_difference`): `mia_auc_<name>` and
+///   `removed_called_members_<name>` when it played the membership game,
+///   `removed_vs_held_out_auc_<name>` when it played the distinguishing game;
+/// * `agreement_top20`, `agreement_kl`: agreement with the reference (the group's retrained model).
+fn audit_columns(m: &mut BTreeMap<String, f64>, a: &AuditReport) {
+    let mut put = |k: String, v: f64| {
+        if !v.is_nan() {
+            m.insert(k, v);
+        }
+    };
+    put("mia_auc".into(), a.mia.auc);
+    put("removed_called_members".into(), a.mia.removed_member_fraction);
+    if let Some(v) = a.mia.removed_vs_held_out_auc {
+        put("removed_vs_held_out_auc".into(), v);
+    }
+    put("removed_median_rank".into(), a.rank.median_rank);
+    put("removed_top20".into(), a.rank.top_k_fraction);
+    for att in &a.mia.attackers {
+        let name = att.name.replace('+', "_");
+        if let Some(mem) = &att.membership {
+            put(format!("mia_auc_{name}"), mem.auc);
+            put(format!("removed_called_members_{name}"), mem.removed_member_fraction);
+        }
+        if let Some(v) = att.removed_vs_held_out_auc {
+            put(format!("removed_vs_held_out_auc_{name}"), v);
+        }
+    }
+    if let Some(r) = &a.reference {
+        put("agreement_top20".into(), r.agreement.top_k_overlap);
+        put("agreement_kl".into(), r.agreement.kl);
     }
 }
 
@@ -557,7 +601,8 @@ fn run_group(
         let frac = g.fraction.map_or(String::new(), |f| format!(" {f}"));
         format!("{} / {} / {}{frac} / seed {}: {m}", slot.ds.name, g.kind, g.protocol, g.seed)
     };
-    // The audit compares with the retrained model: retrain first.
+    // The audit compares with the retrained model: retrain first. `retrain-seed2` is never the
+    // reference: it is audited against it like every other method (the noise floor).
     let mut reference: Option<Checkpoint> = None;
     let ref_path = reference_path(cache, trained, g);
     if cfg.audit {
@@ -626,12 +671,7 @@ fn run_group(
             let reference = reference.as_ref().unwrap_or(&model);
             let acfg = AuditConfig { seed: g.seed, ..AuditConfig::default() };
             let a = audit_checkpoints(&model, &request, &ds.test, Some(reference), Some(before), &acfg)?;
-            m.insert("mia_auc".into(), a.mia.auc);
-            m.insert("removed_called_members".into(), a.mia.removed_member_fraction);
-            if let Some(r) = &a.reference {
-                m.insert("agreement_top20".into(), r.agreement.top_k_overlap);
-                m.insert("agreement_kl".into(), r.agreement.kl);
-            }
+            audit_columns(m, &a);
         }
         if method == MethodSpec::Retrain && cfg.audit {
             reference = Some(model);
