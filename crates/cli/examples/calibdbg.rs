@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use unlearnrec_core::data::IdMap;
-use unlearnrec_core::eval::audit::pair_percentiles;
+use unlearnrec_core::eval::audit::{FEATURE_NAMES, auc, pair_features, pair_percentiles};
 use unlearnrec_core::graph::Graph;
 use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::pipeline::union;
@@ -49,5 +49,25 @@ fn main() -> anyhow::Result<()> {
     let vx: f64 = t.percentiles.iter().map(|x| (x - mx).powi(2)).sum::<f64>();
     let vy: f64 = rp.iter().map(|y| (y - my).powi(2)).sum::<f64>();
     println!("corr(target, retrain) {:.3}", cov / (vx * vy).sqrt());
+    // Univariate AUC of each attacker feature: removed edges vs held-out test edges of the same users.
+    if let Some(data) = a.get(5) {
+        let ds = unlearnrec_core::data::format::load(&PathBuf::from(data), &Default::default())?;
+        let held: Vec<(u32, u32)> = ds.test.iter().filter(|&(u, _)| req.users().binary_search(&u).is_ok()).collect();
+        let degrees = Graph::from_interactions(nu, ni, &union(&remaining.to_interactions(), &req));
+        for (name, c) in [("zero-shot", &zs), ("unlearned", &un), ("retrain", &rt)] {
+            let orig = None;
+            let e = c.final_embeddings()?;
+            let fr = pair_features(&e, orig, seen.user_items(), &degrees, &pairs)?;
+            let fh = pair_features(&e, orig, seen.user_items(), &degrees, &held)?;
+            let aucs: Vec<String> = (0..FEATURE_NAMES.len())
+                .map(|f| {
+                    let x: Vec<f64> = fr.iter().map(|r| r[f]).collect();
+                    let y: Vec<f64> = fh.iter().map(|r| r[f]).collect();
+                    format!("{} {:.3}", FEATURE_NAMES[f], auc(&x, &y))
+                })
+                .collect();
+            println!("{name:10} {}", aucs.join(", "));
+        }
+    }
     Ok(())
 }

@@ -14,7 +14,8 @@
 //!    seeded sample of validation edges (held-out interactions) and as many random unseen items of the
 //!    same users. Over them, the proxy's percentiles and the model's give two empirical distributions,
 //!    and the removed edge's proxy percentile is sent to the model quantile at the same CDF level (a
-//!    monotone quantile map). A removed real interaction thus lands where held-out interactions of its
+//!    monotone quantile map; one map per quartile of user degree, since held-out items of heavy and
+//!    light users rank differently). A removed real interaction thus lands where held-out interactions of its
 //!    plausibility rank; an injected or implausible one lands among the random items.
 //! 3. An edge whose user or item keeps no training edge after the request (a retrain knows nothing of
 //!    it) is spread uniformly: the cold edges, ordered by their current percentile, get the percentiles
@@ -33,6 +34,8 @@ use crate::eval::audit::{pair_percentiles, scores_at_percentiles};
 use crate::graph::{Csr, Graph};
 use crate::model::Embeddings;
 
+/// User-degree buckets, each with its own quantile map.
+pub const DEGREE_BUCKETS: usize = 4;
 /// Validation edges sampled at most for the quantile map (as many random unseen pairs join them).
 pub const MAX_VALID_PAIRS: usize = 5_000;
 
@@ -133,22 +136,39 @@ pub fn targets(
         })
         .collect();
     sampled.extend(unseen);
-    let (mut valid_proxy, mut valid_model) =
-        (pair_percentiles(&px, seen, &sampled)?, pair_percentiles(fin, seen, &sampled)?);
-    valid_proxy.sort_by(f64::total_cmp);
-    valid_model.sort_by(f64::total_cmp);
+    let (sample_proxy, sample_model) = (pair_percentiles(&px, seen, &sampled)?, pair_percentiles(fin, seen, &sampled)?);
+    // One quantile map per user-degree bucket (held-out items of heavy and light users rank differently),
+    // with bucket edges at the sample's degree quantiles.
+    let degree = |u: u32| remaining.user_degree(u as usize);
+    let mut degs: Vec<usize> = sampled.iter().map(|&(u, _)| degree(u)).collect();
+    degs.sort_unstable();
+    let mut edges: Vec<usize> =
+        (1..DEGREE_BUCKETS).filter_map(|b| degs.get(b * degs.len() / DEGREE_BUCKETS).copied()).collect();
+    edges.dedup();
+    let bucket = |u: u32| edges.partition_point(|&e| e <= degree(u));
+    let mut maps: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); edges.len() + 1];
+    for ((&(u, _), &p), &m) in sampled.iter().zip(&sample_proxy).zip(&sample_model) {
+        let b = &mut maps[bucket(u)];
+        b.0.push(p);
+        b.1.push(m);
+    }
+    for (p, m) in &mut maps {
+        p.sort_by(f64::total_cmp);
+        m.sort_by(f64::total_cmp);
+    }
     let proxy_p = pair_percentiles(&px, seen, &pairs)?;
     let model_p = pair_percentiles(fin, seen, &pairs)?;
     let mut q: Vec<f64> = pairs
         .iter()
         .zip(&proxy_p)
         .map(|(&(u, i), &p)| {
+            let (vp, vm) = &maps[bucket(u)];
             if !warm(u, i) {
                 f64::NAN
-            } else if valid_proxy.is_empty() {
+            } else if vp.is_empty() {
                 p
             } else {
-                quantile(&valid_model, cdf(&valid_proxy, p))
+                quantile(vm, cdf(vp, p))
             }
         })
         .collect();
@@ -161,7 +181,7 @@ pub fn targets(
     }
     let scores =
         scores_at_percentiles(fin, seen, &pairs.iter().zip(&q).map(|(&(u, _), &q)| (u, q)).collect::<Vec<_>>())?;
-    Ok(Targets { percentiles: q, scores, cold: n_cold, valid_pairs: valid_model.len() })
+    Ok(Targets { percentiles: q, scores, cold: n_cold, valid_pairs: sampled.len() })
 }
 
 #[cfg(test)]

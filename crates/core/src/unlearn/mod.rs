@@ -163,7 +163,7 @@ pub struct FinetuneConfig {
     pub align_weight: f64,
     /// Alignment temperature.
     pub align_temp: f64,
-    /// Steps of the calibration phase that ends unlearning ([`calibrate`]; 0 = off): full-batch Adam on
+    /// Steps of the calibration phase that ends unlearning ([`calibrate`]; 0 = off; default 50): full-batch Adam on
     /// `E⁰` pulling each request edge's score to its target while holding other scores of the request's
     /// users and items in place.
     pub calibration_steps: usize,
@@ -187,11 +187,31 @@ impl Default for FinetuneConfig {
             unlearn_loss: UnlearnLoss::V1,
             align_weight: 0.01 * ALIGN_REFERENCE_BATCH,
             align_temp: 10.0,
-            calibration_steps: 0,
+            // Measured on ml-100k LightGCN (README, "Calibrated forgetting"): 50 steps bring the removed items'
+            // median rank to the retrain's within 20 % on random and users requests; a hold-in-place weight of
+            // 10 keeps Recall@20 within 1 % of the retrain's.
+            calibration_steps: 50,
             calibration_lr: 1e-2,
-            calibration_keep: 1.0,
+            calibration_keep: 10.0,
             seed: 1234,
         }
+    }
+}
+
+impl FinetuneConfig {
+    /// Checks the calibration settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a non-positive or non-finite `calibration_lr`, or a negative or
+    /// non-finite `calibration_keep`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.calibration_lr.is_finite() && self.calibration_lr > 0.0) {
+            return Err(Error::config("finetune.calibration_lr", "must be finite and positive"));
+        }
+        if !(self.calibration_keep.is_finite() && self.calibration_keep >= 0.0) {
+            return Err(Error::config("finetune.calibration_keep", "must be finite and non-negative"));
+        }
+        Ok(())
     }
 }
 
@@ -782,6 +802,7 @@ pub fn unlearn(
     ft: &FinetuneConfig,
     obs: &mut dyn Observer,
 ) -> Result<(Checkpoint, UnlearnReport)> {
+    ft.validate()?;
     unlearner.check(ckpt)?;
     let learned = check_request(ckpt, request)?;
     let backbone = &ckpt.model;
@@ -1006,7 +1027,7 @@ mod tests {
         let (ckpt, un) = tiny();
         let request = users_request(&ckpt, 4);
         assert!(request.iter().any(|(u, i)| ckpt.valid.contains(u, i)));
-        let ft = FinetuneConfig { epochs: 1, batch_size: 256, ..FinetuneConfig::default() };
+        let ft = FinetuneConfig { epochs: 1, batch_size: 256, calibration_steps: 0, ..FinetuneConfig::default() };
         let (out, report) = unlearn(&ckpt, &un, &request, &ft, &mut Silent).unwrap();
         assert!(out.valid.iter().all(|(u, i)| !request.contains(u, i)));
         // The report's validation figures are those of the remaining validation edges.
@@ -1048,7 +1069,7 @@ mod tests {
     fn the_calibration_phase_moves_removed_edges_to_their_targets() {
         let (ckpt, un) = tiny();
         let request = Interactions::from_pairs(ckpt.graph.iter().step_by(11).collect()).0;
-        let plain = FinetuneConfig { epochs: 0, ..FinetuneConfig::default() };
+        let plain = FinetuneConfig { epochs: 0, calibration_steps: 0, ..FinetuneConfig::default() };
         let (zs, _) = unlearn(&ckpt, &un, &request, &plain, &mut Silent).unwrap();
         let cal = FinetuneConfig { calibration_steps: 60, ..plain.clone() };
         let (out, report) = unlearn(&ckpt, &un, &request, &cal, &mut Silent).unwrap();
@@ -1075,6 +1096,8 @@ mod tests {
         // Deterministic.
         let (again, _) = unlearn(&ckpt, &un, &request, &cal, &mut Silent).unwrap();
         assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
+        let bad = FinetuneConfig { calibration_lr: 0.0, ..cal };
+        assert!(matches!(unlearn(&ckpt, &un, &request, &bad, &mut Silent), Err(Error::InvalidConfig { .. })));
     }
 
     #[test]
