@@ -72,39 +72,22 @@ fn request_make_then_audit_with_reference_and_original() {
     ok(&[&make[..], &["--out", p(&again)]].concat());
     assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
 
-    // The exact reference: retrain without the request.
+    // The exact reference: retrain without the request (with `--seed`, another retrain: the noise floor).
     let retrained = f.path("retrained.safetensors");
-    ok(&[
-        "-q",
-        "unlearn",
-        "--method",
-        "retrain",
-        "--model",
-        p(&ckpt),
-        "--data",
-        p(&data),
-        "--request",
-        p(&req),
-        "--out",
-        p(&retrained),
-    ]);
-    let (json, _) = ok(&[
-        "audit",
-        "--model",
-        p(&retrained),
-        "--data",
-        p(&data),
-        "--request",
-        p(&req),
-        "--reference",
-        p(&retrained),
-        "--original",
-        p(&ckpt),
-        "--json",
-        "--seed",
-        "2",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let retrain = |out: &std::path::Path, seed: &[&str]| {
+        let base =
+            ["-q", "unlearn", "--method", "retrain", "--model", p(&ckpt), "--data", p(&data), "--request", p(&req)];
+        ok(&[&base[..], seed, &["--out", p(out)]].concat());
+    };
+    // `audit --json` of a model against the retrained reference and the original.
+    let audit_json = |model: &std::path::Path, extra: &[&str]| -> serde_json::Value {
+        let base = ["audit", "--model", p(model), "--data", p(&data), "--request", p(&req)];
+        let against = ["--reference", p(&retrained), "--original", p(&ckpt), "--json"];
+        let (json, _) = ok(&[&base[..], &against, extra].concat());
+        serde_json::from_str(&json).expect("json")
+    };
+    retrain(&retrained, &[]);
+    let v = audit_json(&retrained, &["--seed", "2"]);
     assert_eq!(v["removed"].as_u64(), Some(n as u64));
     for k in ["mean_rank", "median_rank", "top_k_fraction", "count"] {
         assert!(v["rank"][k].is_number(), "rank.{k}: {v}");
@@ -120,38 +103,8 @@ fn request_make_then_audit_with_reference_and_original() {
 
     // A second exact retrain with another seed: its agreement with the first is the noise floor.
     let retrained2 = f.path("retrained2.safetensors");
-    let retrain2 = [
-        "-q",
-        "unlearn",
-        "--method",
-        "retrain",
-        "--seed",
-        "2",
-        "--model",
-        p(&ckpt),
-        "--data",
-        p(&data),
-        "--request",
-        p(&req),
-        "--out",
-        p(&retrained2),
-    ];
-    ok(&retrain2);
-    let (json, _) = ok(&[
-        "audit",
-        "--model",
-        p(&retrained2),
-        "--data",
-        p(&data),
-        "--request",
-        p(&req),
-        "--reference",
-        p(&retrained),
-        "--original",
-        p(&ckpt),
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    retrain(&retrained2, &["--seed", "2"]);
+    let v = audit_json(&retrained2, &[]);
     let floor = v["reference"]["agreement"]["top_k_overlap"].as_f64().unwrap();
     assert!(floor > 0.0 && floor < 1.0, "{v}");
     let names: Vec<&str> =

@@ -307,6 +307,19 @@ struct PairRank {
 /// Above this many pairs of one user, ranks come from a sorted copy of the row instead of a scan each.
 const SORT_ABOVE: usize = 16;
 
+/// The scores of `row` outside the sorted `masked` columns (NaN dropped), highest first.
+fn unmasked_sorted(row: &[f32], masked: &[u32]) -> Vec<f32> {
+    let mut m = masked.iter().peekable();
+    let mut open: Vec<f32> = Vec::with_capacity(row.len() - masked.len().min(row.len()));
+    for (j, &s) in row.iter().enumerate() {
+        if m.next_if(|&&x| x as usize == j).is_none() && !s.is_nan() {
+            open.push(s);
+        }
+    }
+    open.sort_unstable_by(|a, b| b.total_cmp(a));
+    open
+}
+
 fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<PairRank>> {
     let (n_users, n_items) = check_emb(emb)?;
     check_seen(seen, n_users, n_items)?;
@@ -336,14 +349,7 @@ fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<
         let std = (sq / n_items as f64 - mean * mean).max(0.0).sqrt().max(1e-12);
         // Items scoring above `s`: (unmasked, masked).
         let higher: Box<dyn Fn(f32) -> (usize, usize)> = if mine.len() > SORT_ABOVE {
-            let mut open: Vec<f32> = Vec::with_capacity(candidates);
-            let mut m = masked.iter().peekable();
-            for (j, &s) in row.iter().enumerate() {
-                if m.next_if(|&&x| x as usize == j).is_none() && !s.is_nan() {
-                    open.push(s);
-                }
-            }
-            open.sort_unstable_by(|a, b| b.total_cmp(a));
+            let open = unmasked_sorted(row, masked);
             Box::new(move |s| {
                 let masked_higher = masked.iter().filter(|&&j| row[j as usize] > s).count();
                 (open.partition_point(|&x| x > s), masked_higher)
@@ -409,14 +415,7 @@ pub fn scores_at_percentiles(emb: &Embeddings, seen: &Csr, targets: &[(u32, f64)
     users.dedup();
     let per_user = for_rows(&[emb], n_items, &users, |u, rows| {
         let row = rows[0];
-        let mut m = seen_row(seen, u).iter().peekable();
-        let mut open: Vec<f32> = Vec::with_capacity(n_items);
-        for (j, &s) in row.iter().enumerate() {
-            if m.next_if(|&&x| x as usize == j).is_none() && !s.is_nan() {
-                open.push(s);
-            }
-        }
-        open.sort_unstable_by(|a, b| b.total_cmp(a));
+        let open = unmasked_sorted(row, seen_row(seen, u));
         let lo = order.partition_point(|&j| targets[j].0 < u);
         let hi = order.partition_point(|&j| targets[j].0 <= u);
         order[lo..hi]
@@ -537,16 +536,13 @@ fn draw(rng: &mut ChaCha8Rng, len: usize, n: usize) -> Vec<usize> {
     idx
 }
 
+/// The first `k` features of each row: the model's own features, or those and the difference features.
+fn prefix(x: &[Features], k: usize) -> Vec<Features> {
+    x.iter().map(|r| r[..k].to_vec()).collect()
+}
+
 /// The two-fold cross-validated AUC of `kind` telling `pos` from `neg` (each in a random order).
-fn two_fold_auc(
-    kind: Classifier,
-    pos: &[Features],
-    neg: &[Features],
-    cols: &[usize],
-    cfg: &AttackConfig,
-) -> Result<f64> {
-    let pick = |x: &[Features]| -> Vec<Features> { x.iter().map(|r| cols.iter().map(|&c| r[c]).collect()).collect() };
-    let (pos, neg) = (pick(pos), pick(neg));
+fn two_fold_auc(kind: Classifier, pos: &[Features], neg: &[Features], cfg: &AttackConfig) -> Result<f64> {
     let (hp, hn) = (pos.len() / 2, neg.len() / 2);
     let (mut sp, mut sn) = (Vec::new(), Vec::new());
     for (train_p, train_n, test_p, test_n) in
@@ -612,10 +608,11 @@ pub fn membership_inference(
         draw(&mut rng, members.len(), n).into_iter().map(|j| (members.users()[j], members.items()[j])).collect();
     let non_pairs: Vec<(u32, u32)> = draw(&mut rng, non.len(), n).into_iter().map(|j| non[j]).collect();
     // The distinguishing game: removed edges against held-out non-members of the same users.
-    let game_removed: Vec<(u32, u32)> = if removed_all.len() > cfg.max_pairs_per_class {
-        draw(&mut rng, removed_all.len(), cfg.max_pairs_per_class).into_iter().map(|j| removed_all[j]).collect()
+    // (Indices into the removed edges, whose features are computed once.)
+    let game_removed: Vec<usize> = if removed_all.len() > cfg.max_pairs_per_class {
+        draw(&mut rng, removed_all.len(), cfg.max_pairs_per_class)
     } else {
-        let mut r = removed_all.clone();
+        let mut r: Vec<usize> = (0..removed_all.len()).collect();
         r.shuffle(&mut rng);
         r
     };
@@ -629,32 +626,30 @@ pub fn membership_inference(
     let mut pairs = member_pairs;
     pairs.extend(&non_pairs);
     pairs.extend(&removed_all);
-    pairs.extend(&game_removed[..n_game]);
     pairs.extend(&game_non);
     let feats = pair_features(emb, original, data.seen, &degrees, &pairs)?;
     let (m, rest) = feats.split_at(n);
     let (nm, rest) = rest.split_at(n);
-    let (removed, rest) = rest.split_at(removed_all.len());
-    let (g_pos, g_neg) = rest.split_at(n_game);
+    let (removed, g_neg) = rest.split_at(removed_all.len());
+    let g_pos: Vec<Features> = game_removed[..n_game].iter().map(|&j| removed[j].clone()).collect();
     let half = n / 2;
-    let base: Vec<usize> = (0..FEATURE_NAMES.len()).collect();
-    let all: Vec<usize> = (0..FEATURE_NAMES.len() + DIFFERENCE_FEATURE_NAMES.len()).collect();
-    let mut sets = vec![(false, base)];
+    // The model's own features; with an original, also all of them (the difference attackers).
+    let mut sets = vec![(false, FEATURE_NAMES.len())];
     if original.is_some() {
-        sets.push((true, all));
+        sets.push((true, FEATURE_NAMES.len() + DIFFERENCE_FEATURE_NAMES.len()));
     }
     let mut attackers = Vec::new();
-    for (difference, cols) in &sets {
-        let pick =
-            |x: &[Features]| -> Vec<Features> { x.iter().map(|r| cols.iter().map(|&c| r[c]).collect()).collect() };
+    for &(difference, k) in &sets {
+        let (mtr, mte, ntr, nte) =
+            (prefix(&m[..half], k), prefix(&m[half..], k), prefix(&nm[..half], k), prefix(&nm[half..], k));
+        let (rem, gp, gn) = (prefix(removed, k), prefix(&g_pos, k), prefix(g_neg, k));
         for &kind in &cfg.classifiers {
-            let membership = if *difference {
+            let membership = if difference {
                 None
             } else {
-                let (mtr, mte, ntr, nte) = (pick(&m[..half]), pick(&m[half..]), pick(&nm[..half]), pick(&nm[half..]));
                 let attacker = Attacker::fit(kind, &mtr, &ntr, cfg)?;
                 let (pm, pn) = (attacker.probabilities(&mte), attacker.probabilities(&nte));
-                let pr = attacker.probabilities(&pick(removed));
+                let pr = attacker.probabilities(&rem);
                 let threshold = median(&[pm.as_slice(), pn.as_slice()].concat());
                 Some(Membership {
                     auc: auc(&pm, &pn),
@@ -664,11 +659,11 @@ pub fn membership_inference(
                     removed_mean_probability: pr.iter().sum::<f64>() / pr.len() as f64,
                 })
             };
-            let game = if n_game >= MIN_GAME_PAIRS { Some(two_fold_auc(kind, g_pos, g_neg, cols, cfg)?) } else { None };
+            let game = if n_game >= MIN_GAME_PAIRS { Some(two_fold_auc(kind, &gp, &gn, cfg)?) } else { None };
             attackers.push(AttackerReport {
-                name: if *difference { format!("{}+difference", kind.name()) } else { kind.name().to_string() },
+                name: if difference { format!("{}+difference", kind.name()) } else { kind.name().to_string() },
                 classifier: kind,
-                difference: *difference,
+                difference,
                 membership,
                 removed_vs_held_out_auc: game,
             });

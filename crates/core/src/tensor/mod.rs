@@ -1,6 +1,7 @@
 //! Tensor kernels for candle: the sparse × dense product `Â · E` that propagates embeddings over the graph,
 //! and two fused ops of UnlearnRec's fine-tuning step: the in-batch softmax of the alignment loss
-//! ([`in_batch_log_prob`]) and the encoder MLP's layer ([`linear_leaky`]).
+//! ([`in_batch_log_prob`]) and the encoder MLP's layer ([`linear_leaky`]); and the row-pair dot products
+//! behind every per-edge score ([`pair_dot`]).
 //!
 //! [`spmm`] is a differentiable candle op ([`SpMat`] implements [`candle_core::CustomOp1`]) whose backward
 //! pass is a second product with the stored transpose, `∂L/∂x = Aᵀ · ∂L/∂(A·x)`. [`spmm_into`] is the same
@@ -8,10 +9,12 @@
 
 mod inbatch;
 mod linear;
+mod pairdot;
 mod spmm;
 
 pub use inbatch::in_batch_log_prob;
 pub use linear::linear_leaky;
+pub use pairdot::pair_dot;
 
 pub use spmm::{SpMat, spmm, spmm_into};
 

@@ -394,7 +394,8 @@ fn calibration_phase(
     ft: &FinetuneConfig,
 ) -> Result<(Vec<f32>, calibrate::Targets)> {
     let (nu, ni) = (model.n_users(), model.n_items());
-    let fin0 = model.final_embeddings(&req.adj_pk)?;
+    let fin0_t = model.forward(&req.adj_pk, model.base().as_tensor())?.detach();
+    let fin0 = embeddings_of(&fin0_t, nu)?;
     let seen = Graph::from_interactions(nu, ni, &union(&req.remaining.to_interactions(), valid));
     let targets = calibrate::targets(&fin0, &req.remaining, seen.user_items(), valid, &req.request, ft.seed)?;
     let mut rng = ChaCha8Rng::seed_from_u64(ft.seed ^ 0x5eed_ca1b);
@@ -411,24 +412,20 @@ fn calibration_phase(
         keep.extend((0..CALIBRATION_KEEP_PAIRS).map(|_| (rng.random_range(0..nu as u32), i)));
     }
     let keep = Interactions::from_pairs(keep).0.difference(&req.request).0;
-    let d = fin0.dim;
-    let dot = |u: u32, i: u32| -> f32 {
-        let (a, b) =
-            (&fin0.users[u as usize * d..(u as usize + 1) * d], &fin0.items[i as usize * d..(i as usize + 1) * d]);
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let tau = Tensor::from_vec(targets.scores.clone(), targets.scores.len(), &Device::Cpu)?;
+    let s0 = if keep.is_empty() || ft.calibration_keep == 0.0 {
+        None
+    } else {
+        Some(objective::edge_scores(&fin0_t, nu, &keep)?)
     };
-    let keep_s0: Vec<f32> = keep.iter().map(|(u, i)| dot(u, i)).collect();
-    let dev = Device::Cpu;
-    let tau = Tensor::from_vec(targets.scores.clone(), targets.scores.len(), &dev)?;
-    let s0 = Tensor::from_vec(keep_s0, keep.len(), &dev)?;
     let e0 = Var::from_tensor(&model.base().as_tensor().copy()?)?;
     let mut opt = Adam::new(vec![e0.clone()], AdamConfig { lr: ft.calibration_lr, ..AdamConfig::default() })?;
     for step in 0..ft.calibration_steps {
         let fin = model.forward(&req.adj_pk, e0.as_tensor())?;
         let lc = (objective::edge_scores(&fin, nu, &req.request)? - &tau)?.sqr()?.mean_all()?;
         let mut total = lc;
-        if !keep.is_empty() && ft.calibration_keep > 0.0 {
-            let lk = (objective::edge_scores(&fin, nu, &keep)? - &s0)?.sqr()?.mean_all()?;
+        if let Some(s0) = &s0 {
+            let lk = (objective::edge_scores(&fin, nu, &keep)? - s0)?.sqr()?.mean_all()?;
             total = (total + (lk * ft.calibration_keep)?)?;
         }
         let loss = total.to_scalar::<f32>()? as f64;

@@ -5,7 +5,6 @@ use candle_core::{D, Device, Tensor};
 
 use crate::data::Interactions;
 use crate::error::Result;
-use crate::model::gather_rows;
 use crate::model::loss::{logsumexp_rows, softplus};
 
 fn index(v: impl Iterator<Item = u32>) -> Result<Tensor> {
@@ -17,8 +16,8 @@ fn index(v: impl Iterator<Item = u32>) -> Result<Tensor> {
 /// Row-wise dot products `e_u · e_i` of the given (user, item) edges from final embeddings `fin`
 /// `(n_users + n_items, d)`; shape `(edges,)`.
 pub fn edge_scores(fin: &Tensor, n_users: usize, edges: &Interactions) -> Result<Tensor> {
-    let rows = gather_rows(fin, &[(edges.users(), 0), (edges.items(), n_users as u32)])?;
-    Ok((&rows[0] * &rows[1])?.sum(D::Minus1)?)
+    let items: Vec<u32> = edges.items().iter().map(|&i| i + n_users as u32).collect();
+    crate::tensor::pair_dot(fin, edges.users(), &items)
 }
 
 /// How removed edges are pushed down (`--unlearn_type`).
