@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 // Training allocates and frees embedding-sized buffers every step; glibc's malloc returns them to the
 // kernel and pays page faults on each reuse (2-3x slower steps), mimalloc keeps them.
@@ -16,9 +16,10 @@ mod cmd;
 mod progress;
 mod util;
 
-/// Graph recommenders that forget: train, evaluate and unlearn interactions (UnlearnRec).
+/// Train graph recommenders, then make them forget interactions, users or items in seconds, with an audit
+/// that proves it (UnlearnRec).
 #[derive(Debug, Parser)]
-#[command(name = "unlearnrec", version, about, long_about = None, propagate_version = true)]
+#[command(name = "unlearnrec", version, propagate_version = true)]
 struct Cli {
     /// More log output (-v: debug, -vv: trace). Logs go to standard error.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -63,6 +64,15 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
 }
 
+/// Parses the command line; negative numbers are values (`--lr -1` reaches the range check), everywhere.
+fn parse() -> Result<Cli, clap::Error> {
+    fn allow_negative(cmd: clap::Command) -> clap::Command {
+        cmd.allow_negative_numbers(true).mut_subcommands(allow_negative)
+    }
+    let matches = allow_negative(Cli::command()).try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> ExitCode {
     // candle's CPU ops run on their own spin-waiting thread pool beside rayon's (ours: SpMM, Adam, ranking,
     // sampling). On a small machine the two pools fight for the cores and spinning wastes most of a step
@@ -71,7 +81,7 @@ fn main() -> ExitCode {
         // SAFETY: first statement of main, before any thread exists.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
@@ -99,7 +109,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", util::render_error(&err));
             ExitCode::from(2)
         }
     }

@@ -18,8 +18,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Malformed input in a data or request file.
-    #[error("{path}:{line}: {msg}")]
+    /// Malformed input in a data or request file (`path:line: msg`, or `path: msg` when line is 0).
+    #[error("{}: {msg}", location(.path, *.line))]
     Format {
         /// The file involved.
         path: PathBuf,
@@ -100,6 +100,11 @@ pub enum Error {
     /// A JSON (de)serialisation error.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// `path:line`, or `path` alone when the whole file is at fault (line 0).
+fn location(path: &std::path::Path, line: usize) -> String {
+    if line == 0 { path.display().to_string() } else { format!("{}:{line}", path.display()) }
 }
 
 /// The library's result type.

@@ -417,8 +417,17 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert!(!cur.ckpt.meta.provenance.contains_key("encoder_offset"));
     let (st, v) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
     assert_eq!(st, StatusCode::GONE, "{v}");
-    let (_, m) = call(&app, "GET", "/metrics", None, "").await;
-    assert!(m.as_str().unwrap().contains("unlearnrec_last_retrain_timestamp_seconds{version=\"2\"}"), "{m}");
+    // The worker records the retrain's metric just after the swap: poll for it.
+    let want = "unlearnrec_last_retrain_timestamp_seconds{version=\"2\"}";
+    let mut m = serde_json::Value::Null;
+    for _ in 0..500 {
+        m = call(&app, "GET", "/metrics", None, "").await.1;
+        if m.as_str().unwrap().contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(m.as_str().unwrap().contains(want), "{m}");
 
     // A later forget is applied on top of the retrained model, keeping the first erasure.
     let (u2, i2) = cur.ckpt.graph.iter().find(|&(uu, _)| uu != u).unwrap();

@@ -14,7 +14,7 @@ use unlearnrec_core::unlearn::protocol::{DEFAULT_SEED, Protocol, make_request};
 use unlearnrec_core::unlearn::request::{RequestSpec, format_pairs, resolve};
 
 use super::data::{DataOpts, ReadOpts};
-use crate::util::{Ctx, print_json};
+use crate::util::{Ctx, check_out_file, count, print_json};
 
 /// The `request` subcommands.
 #[derive(Debug, Subcommand)]
@@ -87,6 +87,9 @@ pub struct AuditArgs {
     /// Compare at most this many of them (a seeded sample).
     #[arg(long)]
     max_agreement_users: Option<usize>,
+    /// Drop listed pairs that were never training interactions instead of failing.
+    #[arg(long)]
+    skip_missing: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -95,6 +98,7 @@ pub struct AuditArgs {
 /// Runs a `request` subcommand.
 pub fn request(c: RequestCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let RequestCommand::Make(a) = c;
+    check_out_file(&a.out, "--out")?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let graph = Graph::from_interactions(ds.n_users(), ds.n_items(), &ds.train);
     let seed = a.seed.unwrap_or(DEFAULT_SEED);
@@ -158,7 +162,10 @@ pub fn run(a: AuditArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let before = unlearnrec_core::pipeline::union(&ckpt.seen(), &ckpt.removed);
     let graph = Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &before);
     let spec = RequestSpec { file: Some(a.request.clone()), ..RequestSpec::default() };
-    let (req, _) = resolve(&spec, &users, &items, &graph, false)?;
+    let (req, rr) = resolve(&spec, &users, &items, &graph, a.skip_missing)?;
+    if rr.missing > 0 {
+        eprintln!("warning: skipped {} pair(s) that were never training interactions", rr.missing);
+    }
     let report = audit_checkpoints(&ckpt, &req, &ds.test, reference.as_ref(), original.as_ref(), &cfg)?;
     if a.json {
         print_json(&report)?;
@@ -173,7 +180,13 @@ fn game(x: Option<f64>) -> String {
 }
 
 fn print_table(model: &Path, r: &AuditReport) {
-    println!("audit of {}: {} removed interactions ({} users, {} items)", model.display(), r.removed, r.users, r.items);
+    println!(
+        "audit of {}: {} removed ({}, {})",
+        model.display(),
+        count(r.removed, "interaction"),
+        count(r.users, "user"),
+        count(r.items, "item")
+    );
     let k = r.rank.k;
     println!(
         "| model | mean rank | median rank | in top-{k} | strongest attacker | its AUC | removed called members | strongest distinguisher | removed vs held-out AUC |"
@@ -219,8 +232,12 @@ fn print_table(model: &Path, r: &AuditReport) {
     if let Some(x) = &r.reference {
         let g = &x.agreement;
         println!(
-            "agreement with the reference over {} users: top-{} overlap {:.3}, KL(reference ‖ audited) {:.4}",
-            g.users, g.k, g.top_k_overlap, g.kl
+            "agreement with the reference over {}, {}: top-{} overlap {:.3}, KL(reference ‖ audited) {:.4}",
+            count(g.users, "user"),
+            x.agreement_over,
+            g.k,
+            g.top_k_overlap,
+            g.kl
         );
     }
     if let Some(f) = &r.forgetting {

@@ -11,7 +11,7 @@ use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::unlearn::poison::least_related_edges;
 use unlearnrec_core::unlearn::request::format_pairs;
 
-use crate::util::{Ctx, print_json, write_atomic};
+use crate::util::{Ctx, Staged, check_out_dir, check_out_file, print_json};
 
 /// The `data` subcommands.
 #[derive(Debug, Subcommand)]
@@ -209,6 +209,17 @@ pub struct PoisonArgs {
     request: Option<PathBuf>,
 }
 
+impl OutFormat {
+    fn name(self) -> &'static str {
+        match self {
+            OutFormat::Lightgcn => "LightGCN text",
+            OutFormat::Csv => "CSV",
+            OutFormat::Tsv => "TSV",
+            OutFormat::Recbole => "RecBole .inter",
+        }
+    }
+}
+
 /// Output formats of `data convert`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutFormat {
@@ -277,6 +288,7 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed.unwrap_or(d.seed),
         ..d
     };
+    check_out_dir(&a.out, "--out")?;
     let ds = generate(&cfg)?;
     create_out_dir(&a.out)?;
     data::write_lightgcn(&ds, &a.out)?;
@@ -294,6 +306,7 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
+    check_out_dir(&a.out, "--out")?;
     let ds = a.data.load()?;
     create_out_dir(&a.out)?;
     match a.to {
@@ -302,10 +315,26 @@ fn convert(a: ConvertArgs) -> anyhow::Result<ExitCode> {
         OutFormat::Tsv => data::write_delimited(&ds, &a.out, b'\t')?,
         OutFormat::Recbole => data::write_recbole(&ds, &a.out)?,
     }
+    let st = ds.stats();
+    eprintln!(
+        "converted {} ({} users, {} items; {} train / {} valid / {} test interactions) to {} in {}",
+        ds.name,
+        st.users,
+        st.items,
+        st.train,
+        st.valid,
+        st.test,
+        a.to.name(),
+        a.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn poison(a: PoisonArgs) -> anyhow::Result<ExitCode> {
+    check_out_dir(&a.out, "--out")?;
+    if let Some(r) = &a.request {
+        check_out_file(r, "--request")?;
+    }
     let ds = a.data.load()?;
     let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     ckpt.meta.check_dataset(&ds)?;
@@ -319,10 +348,17 @@ fn poison(a: PoisonArgs) -> anyhow::Result<ExitCode> {
     let (train, _) = Interactions::from_pairs(ds.train.iter().chain(adv.iter()).collect());
     let poisoned = Dataset { name: format!("{}-poisoned", ds.name), train, ..ds };
     let request = a.request.clone().unwrap_or_else(|| a.out.join("adversarial.csv"));
-    create_out_dir(&a.out)?;
+    // The poisoned dataset and its request land together.
     let body = format_pairs(&adv, &poisoned.users, &poisoned.items);
-    data::write_lightgcn(&poisoned, &a.out)?;
-    write_atomic(&request, body.as_bytes())?;
+    let mut staged = Staged::default();
+    let dir_tmp = staged.dir(&a.out)?;
+    data::write_lightgcn(&poisoned, &dir_tmp).with_context(|| format!("writing {}", a.out.display()))?;
+    let req_tmp = match &a.request {
+        Some(r) => staged.file(r)?,
+        None => dir_tmp.join("adversarial.csv"),
+    };
+    std::fs::write(&req_tmp, body.as_bytes()).with_context(|| format!("writing {}", request.display()))?;
+    staged.commit()?;
     eprintln!(
         "injected {} adversarial edges ({:.2} % of {} training edges); wrote {} and the request {}",
         adv.len(),

@@ -70,7 +70,7 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         eval_every: 5,
         patience: 0,
         seed: a.seed,
-        ..TrainConfig::default()
+        ..TrainConfig::reference()
     };
     eprintln!(
         "[1/4] training {} on {} ({} users, {} items, {} interactions)",
@@ -85,14 +85,14 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let (orig, _) = pipeline::train(&ds, &model, &train, &mut bars)?;
     bars.finish();
     let train_secs = t.elapsed().as_secs_f64();
-    eprintln!("[2/4] pre-training the influence encoder ({} epochs)", a.pretrain_epochs);
+    eprintln!("[2/4] pre-training the influence encoder ({})", crate::util::count(a.pretrain_epochs, "epoch"));
     let pre = PretrainConfig {
         epochs: a.pretrain_epochs,
         batch_size: 1024,
         lr: 5e-3,
         sim_every: 5,
         seed: a.seed,
-        ..PretrainConfig::default()
+        ..PretrainConfig::reference()
     };
     let t = Instant::now();
     let mut bars = TrainBars::new(ctx.quiet, pre.epochs);
@@ -109,7 +109,7 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut bars = TrainBars::new(ctx.quiet, ft.epochs);
     let (ftm, ft_rep) = unlearn::unlearn(&orig, &un, &request, &ft, &mut bars)?;
     bars.finish();
-    eprintln!("[4/4] retraining from scratch on the remaining data ({} epochs)", train.epochs);
+    eprintln!("[4/4] retraining from scratch on the remaining data ({})", crate::util::count(train.epochs, "epoch"));
     let mut bars = TrainBars::new(ctx.quiet, train.epochs);
     let (re, re_rep) = unlearn::retrain(&orig, &request, &mut bars)?;
     bars.finish();

@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use unlearnrec_core::experiment::{self, ExperimentConfig, ExperimentObserver, ResultRow, RunOptions, StreamRow};
 use unlearnrec_core::train::{EpochRecord, Observer};
 
-use crate::util::Ctx;
+use crate::util::{Ctx, check_out_dir};
 
 /// `unlearnrec experiment`.
 #[derive(Debug, Args)]
@@ -35,6 +35,7 @@ pub fn run(a: ExperimentArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let stem = a.config.file_stem().map_or("experiment".into(), |s| s.to_string_lossy().into_owned());
         PathBuf::from("target/runs").join(stem)
     });
+    check_out_dir(&out, "--out")?;
     let started = Instant::now();
     let mut bars = GridBars::new(ctx.quiet);
     let report = experiment::run(&cfg, &out, &RunOptions { resume: a.resume }, &mut bars)

@@ -7,14 +7,15 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use unlearnrec_core::eval::{EvalConfig, RecallDenominator};
 use unlearnrec_core::io::checkpoint;
-use unlearnrec_core::model::ModelKind;
+use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::pipeline::{self, RunConfig, Split};
 use unlearnrec_core::train::StopReason;
+use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::baselines::sisa::{self, Aggregation, Partition, ShardConfig};
 
 use super::data::DataOpts;
 use crate::progress::TrainBars;
-use crate::util::{Ctx, print_json};
+use crate::util::{Ctx, check_out_file, count, print_json};
 
 /// Model kinds on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -51,38 +52,33 @@ pub struct TrainArgs {
     data: String,
     #[command(flatten)]
     data_opts: super::data::ReadOpts,
-    /// The model to train.
+    /// The model to train [default: lightgcn].
     #[arg(long, value_enum)]
     model: Option<KindArg>,
-    /// TOML file with `[model]` and `[train]` tables (flags override it).
+    /// TOML file with `[model]` and `[train]` tables (flags override it; keys in docs/cli.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Epochs.
-    #[arg(long)]
+    /// The recipe the flags start from: `default` stops early on validation (minutes on the bundled
+    /// datasets), `reference` is the reference implementation's schedule (200 epochs, no early stopping).
+    #[arg(long, value_enum, default_value = "default", conflicts_with = "config")]
+    preset: PresetArg,
+    #[arg(long, help = dflt("Epochs at most", TrainConfig::default().epochs))]
     epochs: Option<usize>,
-    /// Seed of initialisation, sampling and augmentation.
-    #[arg(long)]
+    #[arg(long, help = dflt("Seed of initialisation, sampling and augmentation", TrainConfig::default().seed))]
     seed: Option<u64>,
-    /// Embedding dimension.
-    #[arg(long)]
+    #[arg(long, help = dflt("Embedding dimension", ModelConfig::default().dim))]
     dim: Option<usize>,
-    /// Propagation layers.
-    #[arg(long)]
+    #[arg(long, help = dflt("Propagation layers", ModelConfig::default().layers))]
     layers: Option<usize>,
-    /// Learning rate.
-    #[arg(long)]
+    #[arg(long, help = dflt("Learning rate (Adam)", TrainConfig::default().lr))]
     lr: Option<f64>,
-    /// Minibatch size.
-    #[arg(long)]
+    #[arg(long, help = dflt("Minibatch size", TrainConfig::default().batch_size))]
     batch_size: Option<usize>,
-    /// L2 regularisation weight.
-    #[arg(long)]
+    #[arg(long, help = dflt("L2 regularisation weight", ModelConfig::default().reg))]
     reg: Option<f64>,
-    /// Validate every N epochs.
-    #[arg(long)]
+    #[arg(long, help = dflt("Validate every N epochs", TrainConfig::default().eval_every))]
     eval_every: Option<usize>,
-    /// Stop after N validations without improvement (0: never).
-    #[arg(long)]
+    #[arg(long, help = dflt("Stop after N validations without improvement (0: never)", TrainConfig::default().patience))]
     patience: Option<usize>,
     /// Train N sub-models on disjoint shards of the data (SISA / RecEraser; `unlearn --method sisa`).
     #[arg(long, value_name = "N")]
@@ -99,6 +95,20 @@ pub struct TrainArgs {
     /// Output checkpoint (.safetensors).
     #[arg(long)]
     out: PathBuf,
+}
+
+/// Training recipes on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PresetArg {
+    /// Early stopping on validation; minutes on the bundled datasets.
+    Default,
+    /// The reference implementation's schedule; hours on Gowalla.
+    Reference,
+}
+
+/// `text [default: value]`, for flags whose default lives in a library config.
+pub fn dflt(text: &str, value: impl std::fmt::Display) -> String {
+    format!("{text} [default: {value}]")
 }
 
 /// Shard partitions on the command line.
@@ -194,9 +204,10 @@ pub struct RecommendArgs {
 
 /// Runs `train`.
 pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let mut cfg = match &a.config {
-        Some(p) => RunConfig::from_toml_file(p)?,
-        None => RunConfig::default(),
+    let mut cfg = match (&a.config, a.preset) {
+        (Some(p), _) => RunConfig::from_toml_file(p)?,
+        (None, PresetArg::Default) => RunConfig::default(),
+        (None, PresetArg::Reference) => RunConfig { train: TrainConfig::reference(), ..RunConfig::default() },
     };
     if let Some(k) = a.model {
         cfg.model.kind = k.into();
@@ -212,6 +223,7 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     set(&mut t.eval_every, a.eval_every);
     set(&mut t.patience, a.patience);
     cfg.validate()?;
+    check_out_file(&a.out, "--out")?;
     let ds = DataOpts::new(&a.data, &a.data_opts).load()?;
     tracing::info!(model = %cfg.model.kind, users = ds.n_users(), items = ds.n_items(), "training");
     let mut bars = TrainBars::new(ctx.quiet, cfg.train.epochs);
@@ -237,8 +249,11 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let secs: f64 = reports.iter().map(|r| r.secs).sum();
         let meta = &sharded.shards.meta;
         eprintln!(
-            "trained {n} {:?}-partitioned shards of {} in {secs:.1}s ({} aggregation); wrote {}",
-            sc.partition,
+            "trained {n} {} shards of {} in {secs:.1}s ({} aggregation); wrote {}",
+            match sc.partition {
+                Partition::User => "user-partitioned",
+                Partition::Random => "randomly partitioned",
+            },
             cfg.model.kind,
             meta.aggregation().name(),
             a.out.display()
@@ -257,21 +272,25 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let (ckpt, report) = pipeline::train(&ds, &cfg.model, &cfg.train, &mut bars)?;
     bars.finish();
+    if let StopReason::Diverged { epoch, loss } = report.stop {
+        bail!(
+            "training diverged at epoch {} (loss {loss}); nothing written to {} (try a lower --lr)",
+            epoch + 1,
+            a.out.display()
+        );
+    }
     checkpoint::save(&a.out, &ckpt).with_context(|| format!("writing {}", a.out.display()))?;
     let best = report.best_metric.map_or("n/a".into(), |m| format!("{m:.4}"));
     eprintln!(
-        "trained {} in {:.1}s ({} epochs, best valid {} {} at epoch {}); wrote {}",
+        "trained {} in {:.1}s ({}, best valid {} {} at epoch {}); wrote {}",
         cfg.model.kind,
         report.secs,
-        report.history.len(),
+        count(report.history.len(), "epoch"),
         cfg.train.select_metric,
         best,
         report.best_epoch.map_or("-".into(), |e| (e + 1).to_string()),
         a.out.display()
     );
-    if let StopReason::Diverged { epoch, loss } = report.stop {
-        bail!("training diverged at epoch {} (loss {loss}); the checkpoint holds the last good state", epoch + 1);
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -308,14 +327,17 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         print_json(&obj)?;
     } else {
         println!(
-            "{} on {} ({} users, recall denominator {:?})",
+            "{} on {} ({}, recall denominator {})",
             ckpt.meta.model.kind,
             match a.split {
                 SplitArg::Test => "test",
                 SplitArg::Valid => "valid",
             },
-            r.n_users_evaluated,
-            r.recall_denominator
+            count(r.n_users_evaluated, "user"),
+            match r.recall_denominator {
+                RecallDenominator::All => "|T|",
+                RecallDenominator::MinK => "min(|T|, K)",
+            }
         );
         for k in &r.ks {
             let g = |n: &str| r.metrics.get(&format!("{n}@{k}")).copied().unwrap_or(f64::NAN);
@@ -334,6 +356,7 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 /// Runs `export`.
 pub fn export(a: ExportArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    check_out_file(&a.out, "--out")?;
     let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     pipeline::export(&ckpt, &a.out)?;
     eprintln!("wrote {} and {}", a.out.display(), pipeline::ids_path(&a.out).display());

@@ -12,8 +12,9 @@ use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
 
 use super::data::{DataOpts, ReadOpts};
+use super::model::dflt;
 use crate::progress::TrainBars;
-use crate::util::Ctx;
+use crate::util::{Ctx, Staged, check_out_dir, check_out_file, count};
 use unlearnrec_core::io::receipt;
 
 /// `unlearnrec pretrain`.
@@ -27,23 +28,22 @@ pub struct PretrainArgs {
     data: String,
     #[command(flatten)]
     read: ReadOpts,
-    /// TOML file with a `[pretrain]` table (flags override it).
+    /// TOML file with a `[pretrain]` table (flags override it; keys in docs/cli.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Epochs.
-    #[arg(long)]
+    /// The schedule the flags start from: `default` (about a minute on the bundled datasets) or
+    /// `reference` (the reference implementation's: 200 epochs of up to 2501 steps; hours).
+    #[arg(long, value_enum, default_value = "default", conflicts_with = "config")]
+    preset: super::model::PresetArg,
+    #[arg(long, help = dflt("Epochs", PretrainConfig::default().epochs))]
     epochs: Option<usize>,
-    /// Simulated request size (fraction of edges).
-    #[arg(long)]
+    #[arg(long, help = dflt("Simulated request size (fraction of edges)", PretrainConfig::default().drop_rate))]
     drop_rate: Option<f64>,
-    /// Minibatch size.
-    #[arg(long)]
+    #[arg(long, help = dflt("Minibatch size", PretrainConfig::default().batch_size))]
     batch_size: Option<usize>,
-    /// Steps per epoch at most.
-    #[arg(long)]
+    #[arg(long, help = dflt("Steps per epoch at most", PretrainConfig::default().max_steps_per_epoch.unwrap_or(0)))]
     max_steps: Option<usize>,
-    /// Seed.
-    #[arg(long)]
+    #[arg(long, help = dflt("Seed", PretrainConfig::default().seed))]
     seed: Option<u64>,
     /// Output unlearner (.safetensors).
     #[arg(long)]
@@ -139,9 +139,10 @@ fn read_toml(path: &std::path::Path) -> anyhow::Result<UnlearnToml> {
 
 /// Runs `pretrain`.
 pub fn pretrain(a: PretrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let mut cfg = match &a.config {
-        Some(p) => read_toml(p)?.pretrain,
-        None => PretrainConfig::default(),
+    let mut cfg = match (&a.config, a.preset) {
+        (Some(p), _) => read_toml(p)?.pretrain,
+        (None, super::model::PresetArg::Default) => PretrainConfig::default(),
+        (None, super::model::PresetArg::Reference) => PretrainConfig::reference(),
     };
     if let Some(v) = a.epochs {
         cfg.epochs = v;
@@ -159,6 +160,7 @@ pub fn pretrain(a: PretrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         cfg.seed = v;
     }
     cfg.validate()?;
+    check_out_file(&a.out, "--out")?;
     let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     ckpt.meta.check_dataset(&ds)?;
@@ -189,6 +191,13 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     if a.seed.is_some() && !matches!(a.method, MethodArg::Retrain) {
         bail!("--seed sets the training seed of --method retrain only");
+    }
+    check_out_file(&a.out, "--out")?;
+    if let Some(p) = &a.receipt {
+        check_out_file(p, "--receipt")?;
+    }
+    if let Some(d) = &a.write_data {
+        check_out_dir(d, "--write-data")?;
     }
     let mut ft = match &a.config {
         Some(p) => read_toml(p)?.finetune,
@@ -255,27 +264,33 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     };
     bars.finish();
+    // The checkpoint, its receipt and the remaining data land together or not at all.
+    let mut staged = Staged::default();
+    let ckpt_tmp = staged.file(&a.out)?;
     match &shards {
-        Some(s) => sisa::save(&a.out, &out, s),
-        None => checkpoint::save(&a.out, &out),
+        Some(s) => sisa::save(&ckpt_tmp, &out, s),
+        None => checkpoint::save(&ckpt_tmp, &out),
     }
     .with_context(|| format!("writing {}", a.out.display()))?;
     if let Some(dir) = &a.write_data {
         let rest = out.remaining_dataset(&ds);
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        unlearnrec_core::data::write_lightgcn(&rest, dir)?;
+        let tmp = staged.dir(dir)?;
+        unlearnrec_core::data::write_lightgcn(&rest, &tmp).with_context(|| format!("writing {}", dir.display()))?;
     }
-    let after_bytes = std::fs::read(&a.out)?;
+    let after_bytes = std::fs::read(&ckpt_tmp).with_context(|| format!("reading back {}", a.out.display()))?;
     let rec = receipt::build(&req, &users, &items, &report, &before_bytes, &after_bytes);
     if let Some(p) = &a.receipt {
-        crate::util::write_atomic(p, serde_json::to_string_pretty(&rec)?.as_bytes())?;
+        let tmp = staged.file(p)?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&rec)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
+    staged.commit()?;
     let f = &report.forgetting;
     eprintln!(
-        "forgot {} interactions ({} users, {} items) with {:?} in {:.2}s; removed-edge mean score {:.3} -> {:.3} (non-edges {:.3}), gap {:.3}, MI-BF {:.3}, MI-NG {:.3}, valid recall@20 {:.4}; wrote {}",
-        report.edges,
-        report.users,
-        report.items,
+        "forgot {} ({}, {}) with {} in {:.2}s; removed-edge mean score {:.3} -> {:.3} (non-edges {:.3}), gap {:.3}, MI-BF {:.3}, MI-NG {:.3}, valid recall@20 {:.4}; wrote {}",
+        count(report.edges, "interaction"),
+        count(report.users, "user"),
+        count(report.items, "item"),
         report.method,
         report.phase_secs.values().sum::<f64>(),
         f.removed.before,

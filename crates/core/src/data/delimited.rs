@@ -295,7 +295,15 @@ fn parse_row<'a>(
 ) -> Result<Option<Row<'a>>, String> {
     delim.split_into(line, fields);
     if fields.len() != cols.n {
-        return Err(format!("expected {} columns, found {}", cols.n, fields.len()));
+        let mut msg = format!("expected {} columns, found {}", cols.n, fields.len());
+        // Ragged rows of integers: a LightGCN `user item item …` file read as a table.
+        if fields.len() > 2 && fields.iter().all(|f| f.parse::<u64>().is_ok()) {
+            msg.push_str(
+                "; this looks like a LightGCN file (`user item item …` per line): give its directory, or add \
+                 --format lightgcn",
+            );
+        }
+        return Err(msg);
     }
     let (user, item) = (fields[cols.user], fields[cols.item]);
     if user.is_empty() || item.is_empty() {
@@ -427,7 +435,7 @@ mod tests {
         let e = load_text("c.csv", "\n1,2\n", &opts).unwrap_err().to_string();
         assert!(e.contains("c.csv:2:") && e.contains("no rating column"), "{e}");
         let e = load_text("c.csv", "1,2,1\n1,3,2\n", &opts).unwrap_err().to_string();
-        assert!(e.contains("c.csv:0:") && e.contains("no interactions"), "{e}");
+        assert!(e.contains("c.csv: no interactions") && !e.contains(":0"), "{e}");
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Parsed> {
         None => {
             return Err(Error::io(
                 dir,
-                not_found("no train.txt, {name}.train.inter, {name}.inter, train.csv or train.tsv found"),
+                not_found("no train.txt, <name>.train.inter, <name>.inter, train.csv or train.tsv found"),
             ));
         }
     };
@@ -165,7 +165,7 @@ fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<Parsed> {
                 let name = file_stem(&file);
                 delimited::load(name, SplitFiles::single(file), delimited::Dialect::RecBole, opts)
             }
-            None => Err(Error::io(dir, not_found("no {name}.train.inter or {name}.inter found"))),
+            None => Err(Error::io(dir, not_found("no <name>.train.inter or <name>.inter found"))),
         },
         Format::Delimited => match delimited_layout(dir) {
             Some(ext) => {
@@ -607,7 +607,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let empty = write(tmp.path(), "empty.csv", "\n\n");
         let e = err_text(load(&empty, &LoadOptions::default()));
-        assert!(e.contains("empty.csv:0:") && e.contains("no interactions"), "{e}");
+        assert!(e.contains("empty.csv: no interactions") && !e.contains(":0"), "{e}");
 
         let bad = tmp.path().join("bad.csv");
         std::fs::write(&bad, b"1,2\n3,4\n5,\xff\n").unwrap();

@@ -219,11 +219,34 @@ pub(crate) fn read_document<T: serde::de::DeserializeOwned>(
 ) -> Result<(Vec<u8>, T)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec {what}: {why}"));
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe(&e, &bytes)))?;
     let json =
         header.metadata().as_ref().and_then(|m| m.get(key)).ok_or_else(|| bad(format!("no `{key}` metadata")))?;
     let doc = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     Ok((bytes, doc))
+}
+
+/// A safetensors parse error in words a user can act on: a file cut short says "truncated" and by how much.
+fn describe(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    let declared = || -> Option<u64> {
+        let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let header = std::str::from_utf8(bytes.get(8..8 + usize::try_from(n).ok()?)?).ok()?;
+        let json: serde_json::Value = serde_json::from_str(header).ok()?;
+        let end = json.as_object()?.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64()).max()?;
+        Some(8 + n + end)
+    };
+    match e {
+        E::HeaderTooSmall => format!("truncated or empty ({} bytes, shorter than a safetensors header)", bytes.len()),
+        E::MetadataIncompleteBuffer => match declared() {
+            Some(want) if want > bytes.len() as u64 => {
+                format!("truncated: the file has {} bytes, its header describes {want}", bytes.len())
+            }
+            _ => "its tensors do not cover the file exactly (corrupt or tampered with)".into(),
+        },
+        E::InvalidHeaderLength | E::HeaderTooLarge => "not a safetensors file, or truncated within its header".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// The values of f32 tensor `name`, which must have exactly `shape`; errors go through `bad`.

@@ -15,8 +15,15 @@ pub struct Receipt {
     pub utc: String,
     /// The method.
     pub method: Method,
-    /// Removed interactions.
+    /// Removed interactions: `train_edges + valid_edges`.
     pub edges: usize,
+    /// Of them, training edges: the ones the model learned from, over which `forgetting` is measured
+    /// (`forgetting.n`).
+    #[serde(default)]
+    pub train_edges: usize,
+    /// Of them, validation edges: held out of training, removed so that they no longer select models.
+    #[serde(default)]
+    pub valid_edges: usize,
     /// Distinct users touched.
     pub users: usize,
     /// Distinct items touched.
@@ -85,6 +92,8 @@ pub fn build(
         utc: rfc3339(now),
         method: report.method,
         edges: report.edges,
+        train_edges: report.forgetting.n,
+        valid_edges: report.edges.saturating_sub(report.forgetting.n),
         users: report.users,
         items: report.items,
         request_sha256: sha,

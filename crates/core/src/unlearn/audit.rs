@@ -93,6 +93,11 @@ pub struct ReferenceReport {
     pub mia: MiaReport,
     /// Agreement of the audited model with the reference (the audited model's seen items masked).
     pub agreement: AgreementReport,
+    /// Over which users the agreement was measured, in words. Erased users (every edge removed) are left
+    /// out: both models score them from an untrained embedding, so their top-K lists mean nothing; when
+    /// every user of the request was erased, the agreement is measured over every other user instead.
+    #[serde(default)]
+    pub agreement_over: String,
 }
 
 /// Everything an audit measured.
@@ -154,18 +159,40 @@ pub fn audit(
     let rank = rank_report(model.embeddings, model.data.seen, &pairs, cfg.k)?;
     let orig_emb = original.map(|o| o.embeddings);
     let mia = membership_inference(model.embeddings, orig_emb, &model.data, &cfg.attack, cfg.seed)?;
+    // The forgetting figures are those `unlearn` reports: over the request's training edges (a user's
+    // validation edges were never trained on), with the same per-request non-edge sample.
     let forgetting = original.map(|o| {
-        forgetting_report(o.embeddings, model.embeddings, o.graph, removed, super::forgetting::request_seed(removed))
+        let (learned, _) =
+            crate::data::Interactions::from_pairs(removed.iter().filter(|&(u, i)| o.graph.contains(u, i)).collect());
+        forgetting_report(o.embeddings, model.embeddings, o.graph, &learned, super::forgetting::request_seed(&learned))
     });
     let reference = match reference {
         None => None,
         Some(r) => {
             let n_users = model.data.remaining.n_users();
-            let users = agreement_users(n_users, removed, cfg.agreement_users, cfg.max_agreement_users, cfg.seed);
+            let remaining = model.data.remaining.user_items();
+            let kept = |u: &u32| !remaining.row(*u as usize).is_empty();
+            let mut users = agreement_users(n_users, removed, cfg.agreement_users, cfg.max_agreement_users, cfg.seed);
+            let before = users.len();
+            users.retain(kept);
+            let erased = before - users.len();
+            let agreement_over = match cfg.agreement_users {
+                AgreementUsers::All => format!("every user ({erased} erased left out)"),
+                AgreementUsers::Removed if users.is_empty() => {
+                    users = agreement_users(n_users, removed, AgreementUsers::All, cfg.max_agreement_users, cfg.seed);
+                    users.retain(kept);
+                    format!("every user still served (all {erased} users of the request were erased)")
+                }
+                AgreementUsers::Removed if erased > 0 => {
+                    format!("users with removed edges ({erased} erased left out)")
+                }
+                AgreementUsers::Removed => "users with removed edges".to_string(),
+            };
             Some(ReferenceReport {
                 rank: rank_report(r.embeddings, r.data.seen, &pairs, cfg.k)?,
                 mia: membership_inference(r.embeddings, orig_emb, &r.data, &cfg.attack, cfg.seed)?,
                 agreement: agreement(model.embeddings, r.embeddings, model.data.seen, &users, cfg.k)?,
+                agreement_over,
             })
         }
     };

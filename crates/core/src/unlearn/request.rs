@@ -32,6 +32,8 @@ pub struct ResolveReport {
 fn split_fields(line: &str) -> Vec<&str> {
     if line.contains(',') {
         line.split(',').map(str::trim).collect()
+    } else if line.contains(';') {
+        line.split(';').map(str::trim).collect()
     } else if line.contains('\t') {
         line.split('\t').map(str::trim).collect()
     } else {
@@ -168,6 +170,15 @@ mod tests {
         let got: Vec<_> = req.iter().collect();
         assert_eq!(got, vec![(0, 1), (1, 1), (2, 0), (2, 2)]);
         assert_eq!(rep.duplicates, 2);
+    }
+
+    #[test]
+    fn request_files_may_use_semicolons_tabs_or_spaces() {
+        let (u, i, _) = setup();
+        for text in ["user;item\nalice;y\nbob ; y\n", "user\titem\nalice\ty\nbob\ty\n", "alice y\nbob   y\n"] {
+            let f = file(text);
+            assert_eq!(read_pairs(f.path(), &u, &i).unwrap(), vec![(0, 1), (1, 1)], "{text:?}");
+        }
     }
 
     #[test]
