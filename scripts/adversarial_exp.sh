@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Adversarial protocol (SPEC §2): poison DATASET with least-related edges chosen by CLEAN_CKPT (a model trained on
+# Adversarial protocol (docs/method.md §12): poison DATASET with least-related edges chosen by CLEAN_CKPT (a model trained on
 # the clean data), train the backbone on the poisoned data with TRAIN_CONFIG, then compare unlearning methods on
 # the injected edges (unlearn_exp.sh). Usage: adversarial_exp.sh DATASET_DIR CLEAN_CKPT TAG TRAIN_CONFIG [pretrain args...]
 set -eu

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compact Markdown table of an `unlearnrec experiment` results.csv (one seed per cell), as in the README.
+"""Compact Markdown table of an `unlearnrec experiment` results.csv (one seed per cell), as in docs/results.md.
 
 Usage: scripts/exp_table.py DIR/results.csv [...]
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# UnlearnRec speed against retraining on one request (README → Results → Unlearning, "Gowalla ... speed").
+# UnlearnRec speed against retraining on one request (docs/benchmarks.md, "Unlearning speed against retraining").
 # Run it on an otherwise idle machine. Writes OUT/{zs,ft_b4096,ft_b2048}.{safetensors,json} and a log on stdout.
 # Usage: speed_exp.sh DATASET_DIR MODEL_CKPT MODEL_CONFIG_TOML UNLEARNER REQUEST_CSV OUT
 #   MODEL_CONFIG_TOML: the configuration the model was trained with ([model] and [train]); one training epoch of

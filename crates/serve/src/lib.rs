@@ -20,7 +20,7 @@
 //!
 //! Fine-tuning after the encoder pass is [`StoreConfig::finetune`] (`--finetune-epochs`), by default one
 //! epoch as `unlearnrec unlearn`: that epoch is what brings the removed edges' scores to where retraining puts
-//! them (README, *Unlearning*), at the cost of one pass over the remaining data per batch. With 0 a batch is
+//! them (docs/results.md, *Unlearning*), at the cost of one pass over the remaining data per batch. With 0 a batch is
 //! the zero-shot encoder pass only (milliseconds on small data): choose it when latency matters more than
 //! how closely the model matches a retrained one. Either way the removed edges leave the served graph, the
 //! seen-item filter and the catalogue as soon as the batch is committed, and an erased user gets 410.

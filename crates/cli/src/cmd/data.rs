@@ -22,7 +22,7 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Convert a dataset between formats (LightGCN text, CSV/TSV, RecBole .inter).
     Convert(ConvertArgs),
-    /// Inject adversarial (least-related) edges into the training data, as SPEC §2's attack: the
+    /// Inject adversarial (least-related) edges into the training data, as the reference's attack (docs/method.md §12): the
     /// poisoned dataset plus the request that unlearns them.
     Poison(PoisonArgs),
 }

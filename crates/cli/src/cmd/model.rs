@@ -168,7 +168,7 @@ pub enum SplitArg {
 /// Recall denominators on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DenomArg {
-    /// |T| (SPEC §8.1).
+    /// |T| (docs/method.md §9).
     All,
     /// min(|T|, K).
     MinK,

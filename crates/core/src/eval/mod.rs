@@ -3,7 +3,7 @@
 //! A model is judged by its final embeddings: user `u` scores item `i` with `s(u, i) = e_u · e_i`, all
 //! items are ranked (full ranking, no sampled negatives), and the user's **current** training items are
 //! excluded from the ranking — after unlearning, that is the remaining history: forgotten edges are not
-//! masked (SPEC §8.1). Only users with at least one held-out item are evaluated, and the per-user values
+//! masked (docs/method.md §9). Only users with at least one held-out item are evaluated, and the per-user values
 //! are averaged. With `R_u` the top-K list (rank `r` from 0) and `T_u` the held-out items:
 //!
 //! * `recall@K` = `#(R_u ∩ T_u) / #T_u` (or `/ min(#T_u, K)`, see [`RecallDenominator`]);

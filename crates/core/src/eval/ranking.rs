@@ -36,7 +36,7 @@ pub const METRIC_NAMES: [&str; 5] = ["recall", "ndcg", "precision", "hit", "mrr"
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecallDenominator {
-    /// `|top-K ∩ T_u| / |T_u|`: all held-out items, as the reference code (`cal_metrics`, SPEC §8.1).
+    /// `|top-K ∩ T_u| / |T_u|`: all held-out items, as the reference code (`cal_metrics`, docs/method.md §9).
     /// A user with more than K test items cannot reach 1.
     #[default]
     All,

@@ -77,7 +77,7 @@ impl NormAdj {
         NormAdj { n_users: nu, n_items: ni, mat: Arc::new(SparseMat::new_unchecked(n, n, indptr, indices, values)) }
     }
 
-    /// The influence dependency matrix of an unlearning request (SPEC §4): `Â_Δ = D_Δ^{-1/2} A_Δ D_Δ^{-1/2}`,
+    /// The influence dependency matrix of an unlearning request (docs/method.md §5): `Â_Δ = D_Δ^{-1/2} A_Δ D_Δ^{-1/2}`,
     /// the normalised adjacency of the request edges alone, with degrees counted within the request. Rows
     /// and columns of nodes that no request edge touches are empty.
     ///

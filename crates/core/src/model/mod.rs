@@ -102,7 +102,7 @@ pub enum Combine {
     MeanSkipFirst,
 }
 
-/// Hyper-parameters of a backbone. Defaults follow the reference (SPEC §12); `combine` defaults by kind.
+/// Hyper-parameters of a backbone. Defaults follow the reference (docs/method.md §14); `combine` defaults by kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -112,7 +112,7 @@ pub struct ModelConfig {
     pub dim: usize,
     /// Propagation layers `L` (`--gnn_layer`).
     pub layers: usize,
-    /// L2 weight (`--reg`); what it regularises depends on the model, as in the reference (SPEC §3).
+    /// L2 weight (`--reg`); what it regularises depends on the model, as in the reference (docs/method.md §3.3).
     pub reg: f64,
     /// Weight of the BPR term (`--bpr_wei`).
     pub bpr_weight: f64,

@@ -1,4 +1,4 @@
-//! The training objective of each backbone (SPEC §3): BPR, the reference's regulariser, and the
+//! The training objective of each backbone (docs/method.md §3): BPR, the reference's regulariser, and the
 //! contrastive views of SGL and SimGCL.
 
 use candle_core::{Device, Tensor};
@@ -111,7 +111,7 @@ fn unique(v: &[u32]) -> Vec<u32> {
 }
 
 impl Backbone {
-    /// The training loss on one batch (SPEC §3.3–3.5).
+    /// The training loss on one batch (docs/method.md §3.1–3.4).
     ///
     /// # Errors
     /// Tensor errors; SGL without views when its contrastive weight is positive.
@@ -236,7 +236,7 @@ fn sign_noise(y: &Tensor, eps: f32, seed: u64) -> Result<Tensor> {
 impl SglViews {
     /// Two SGL-ED views of `graph`: each keeps every user–item edge independently with probability `keep`
     /// and is renormalised (`Â` of the subgraph), as in the SGL paper; the reference instead rescales
-    /// entries of `Â` by `1/keep` without renormalising (SPEC §11.17).
+    /// entries of `Â` by `1/keep` without renormalising (docs/method.md §13.16).
     pub fn sample(graph: &crate::graph::Graph, keep: f64, rng: &mut ChaCha8Rng) -> Result<Self> {
         let mut one = || -> Result<SpMat> {
             let all = graph.to_interactions();

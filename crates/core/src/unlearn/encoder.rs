@@ -1,4 +1,4 @@
-//! The Influence Encoder (SPEC §5): predicts the change `Δ` of the base embeddings caused by removing a
+//! The Influence Encoder (docs/method.md §6): predicts the change `Δ` of the base embeddings caused by removing a
 //! set of edges, from the request's influence dependency matrix `Â_Δ` in one forward pass.
 //!
 //! ```text
@@ -11,8 +11,8 @@
 //!
 //! The unlearned model is the frozen backbone run from `Ẽ⁰` on the remaining graph. As in the reference,
 //! `H⁰` is added for every node, so for nodes outside the request `Δ = MLP(H⁰)`: a request-independent
-//! learned offset (SPEC §11.3). The MLP starts at `W = I, b = 0`; it is frozen during pre-training and
-//! trained during fine-tuning (SPEC §11.2).
+//! learned offset (docs/method.md §13.3). The MLP starts at `W = I, b = 0`; it is frozen during pre-training and
+//! trained during fine-tuning (docs/method.md §13.2).
 
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::tensor::{SpMat, linear_leaky, spmm};
 
-/// Architecture of the encoder. Defaults are the reference's (SPEC §12).
+/// Architecture of the encoder. Defaults are the reference's (docs/method.md §14).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncoderConfig {

@@ -1,4 +1,4 @@
-//! Forgetting figures of an unlearning step (SPEC §8.3): scores of the removed edges before and after,
+//! Forgetting figures of an unlearning step (docs/method.md §10): scores of the removed edges before and after,
 //! against seeded samples of non-edges and of remaining edges, the score gap and the MI-BF / MI-NG ratios.
 
 use rand::{Rng, SeedableRng};

@@ -2,7 +2,7 @@
 //! requests (zero-shot encoder pass plus a little fine-tuning).
 //!
 //! - [`pretrain`] trains the encoder's `H⁰` and `w` against a frozen backbone on random requests of
-//!   `drop_rate` of the edges, re-drawn every `sim_every` epochs, with the four losses of SPEC §6.2. The
+//!   `drop_rate` of the edges, re-drawn every `sim_every` epochs, with the four losses of docs/method.md §7.2. The
 //!   state kept is chosen on a fixed **validation request** drawn from the training graph and on the
 //!   validation split, never on the test split or a real request.
 //! - [`unlearn`] applies a real request: `Ẽ⁰ = E⁰ + Δ(Â_Δ)`, then `epochs` of fine-tuning of `E⁰` and the
@@ -47,10 +47,10 @@ pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
 pub use objective::UnlearnLoss;
 
 /// The reference's batch size for which the alignment weights were tuned; our alignment loss is a mean,
-/// so default weights are the reference's times this (SPEC §11.4).
+/// so default weights are the reference's times this (docs/method.md §13.4).
 pub const ALIGN_REFERENCE_BATCH: f64 = 1024.0;
 
-/// Pre-training hyper-parameters (SPEC §6, §12).
+/// Pre-training hyper-parameters (docs/method.md §7, §14).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainConfig {
@@ -163,7 +163,7 @@ impl PretrainConfig {
     }
 }
 
-/// Fine-tuning hyper-parameters of a real request (SPEC §7; the reference's example values except the
+/// Fine-tuning hyper-parameters of a real request (docs/method.md §8.2; the reference's example values except the
 /// unlearning weight, 0.01 as in its logged ML-1M run).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -201,12 +201,12 @@ impl Default for FinetuneConfig {
             batch_size: 1024,
             lr: 1e-3,
             // The reference's logged ML-1M LightGCN run (its example script's 0.2 over-forgets random requests:
-            // removed edges end below random non-edges and Recall@20 falls to 0.80 × retraining; see README).
+            // removed edges end below random non-edges and Recall@20 falls to 0.80 × retraining; see docs/results.md).
             unlearn_weight: 0.01,
             unlearn_loss: UnlearnLoss::V1,
             align_weight: 0.01 * ALIGN_REFERENCE_BATCH,
             align_temp: 10.0,
-            // Measured on ml-100k LightGCN (README, "Calibrated forgetting"): 50 steps bring the removed items'
+            // Measured on ml-100k LightGCN (docs/results.md, "Forgetting under the strong audit"): 50 steps bring the removed items'
             // median rank to the retrain's within 20 % on random and users requests; a hold-in-place weight of
             // 10 keeps Recall@20 within 1 % of the retrain's.
             calibration_steps: 50,
@@ -487,7 +487,7 @@ fn validate_zero_shot(
     Ok((f.gap, r.metrics.get("recall@20").copied().unwrap_or(0.0)))
 }
 
-/// Pre-trains an encoder for the backbone in `ckpt` (SPEC §6).
+/// Pre-trains an encoder for the backbone in `ckpt` (docs/method.md §7).
 pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer) -> Result<Unlearner> {
     cfg.validate()?;
     let start = Instant::now();
@@ -867,7 +867,7 @@ pub fn unlearn(
         vec![valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?.get("recall@20").copied().unwrap_or(0.0)];
     let t = Instant::now();
     if ft.epochs > 0 {
-        // Trainable: a copy of E⁰ and the MLP; H⁰ and w frozen (SPEC §7).
+        // Trainable: a copy of E⁰ and the MLP; H⁰ and w frozen (docs/method.md §8.2).
         let e0 = Var::from_tensor(&e0_start.copy()?)?;
         let enc_ft = enc.deep_copy()?;
         let mut vars = vec![e0.clone()];

@@ -1,4 +1,4 @@
-//! UnlearnRec's loss terms (SPEC §6.2): unlearning, distribution preservation (alignment) and the
+//! UnlearnRec's loss terms (docs/method.md §7.2): unlearning, distribution preservation (alignment) and the
 //! encoder's contrastive regulariser. All in log-sum-exp form.
 
 use candle_core::{D, Device, Tensor};
@@ -50,7 +50,7 @@ pub fn in_batch_log_prob(users: &Tensor, items: &Tensor, temp: f64) -> Result<Te
 /// the unlearned model (`src_u`, `src_i`) and of the original model (`tar_u`, `tar_i`, no gradient):
 /// `mean_b (dist_b^src − dist_b^tar)²`.
 ///
-/// The reference takes the **sum** over the batch (SPEC §11.4), so its weight scales with the batch size;
+/// The reference takes the **sum** over the batch (docs/method.md §13.4), so its weight scales with the batch size;
 /// this is the mean: a weight `w` here equals the reference's `w / B`.
 pub fn align_loss(src_u: &Tensor, src_i: &Tensor, tar_u: &Tensor, tar_i: &Tensor, temp: f64) -> Result<Tensor> {
     let a = in_batch_log_prob(src_u, src_i, temp)?;
@@ -58,7 +58,7 @@ pub fn align_loss(src_u: &Tensor, src_i: &Tensor, tar_u: &Tensor, tar_i: &Tensor
     Ok((a - b)?.sqr()?.mean_all()?)
 }
 
-/// The reference's `contrastLoss` (SPEC §3.5) in log-sum-exp form: rows `z = normalize(x + 1e-8)` of the
+/// The reference's `contrastLoss` (docs/method.md §7.2) in log-sum-exp form: rows `z = normalize(x + 1e-8)` of the
 /// full matrices, picked by `nodes` (duplicates kept), then
 /// `−mean_s log( exp(z1_s·z2_s/τ) / (Σ_t exp(z1_s·z2_t/τ) + 1e-8) )`.
 pub fn contrast_loss(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Result<Tensor> {

@@ -1,4 +1,4 @@
-//! The adversarial request protocol of the reference (SPEC §2, `make_noise_dataset.py`): a model trained on
+//! The adversarial request protocol of the reference (docs/method.md §12, `make_noise_dataset.py`): a model trained on
 //! clean data scores every pair; a random `ratio` of the users each get an edge to their **least related**
 //! item (`argmin_j e_u·e_j`) and a random `ratio` of the items an edge from their least related user. The
 //! edges are injected into the training data before the backbone is trained; unlearning them must restore
