@@ -85,7 +85,7 @@ pub struct PretrainConfig {
     /// Steps per epoch at most (2501 in the reference).
     pub max_steps_per_epoch: Option<usize>,
     /// States whose validation Recall@20 falls below this fraction of the backbone's are never kept
-    /// (`--perf_degrade`, 0.5 in the reference; 0.95 here).
+    /// (`--perf_degrade`, 0.5 in the reference; 0.9 here).
     pub min_recall_ratio: f64,
     /// Seed of requests, negatives and dropout.
     pub seed: u64,
@@ -113,8 +113,10 @@ impl Default for PretrainConfig {
             ssl_keep: 0.95,
             max_steps_per_epoch: Some(40),
             // The reference's guard is 0.5 (`--perf_degrade`); states that cost up to half the quality then win
-            // on the gap and over-forget (docs/results.md, "Unlearning"). We keep states within 5 %.
-            min_recall_ratio: 0.95,
+            // on the gap and over-forget (docs/results.md, "Unlearning"). We keep states within 10 % (every
+            // published grid's value); at 5 % the first epoch at this learning rate can already be refused
+            // and the untrained encoder kept (ml-100k, default backbone: 0.287 vs 0.316).
+            min_recall_ratio: 0.9,
             seed: 1234,
         }
     }
