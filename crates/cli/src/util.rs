@@ -141,9 +141,10 @@ pub fn render_error(err: &anyhow::Error) -> String {
         said.push('\n');
         let mut shown = text.as_str();
         if let Some(last) = parts.last().and_then(|p| p.rsplit(' ').next()) {
-            let prefix = format!("{last}:");
+            // `X: cause` after a context ending in X; not `X:12: cause`, whose line number must stay.
+            let prefix = format!("{last}: ");
             if let Some(rest) = shown.strip_prefix(prefix.as_str()) {
-                shown = rest.trim_start();
+                shown = rest;
             }
         }
         parts.push(shown.to_string());
@@ -175,6 +176,16 @@ mod tests {
         let lib = unlearnrec_core::Error::io("nope.safetensors", io);
         let err = Err::<(), _>(lib).context("loading nope.safetensors").unwrap_err();
         assert_eq!(render_error(&err), "loading nope.safetensors: No such file or directory (os error 2)");
+    }
+
+    #[test]
+    fn render_error_keeps_a_line_number_after_the_path() {
+        let lib = unlearnrec_core::Error::format("data/train.txt", 2, "expected 20 columns, found 21");
+        let err = Err::<(), _>(lib).context("loading dataset data/train.txt").unwrap_err();
+        assert_eq!(
+            render_error(&err),
+            "loading dataset data/train.txt: data/train.txt:2: expected 20 columns, found 21"
+        );
     }
 
     #[test]
