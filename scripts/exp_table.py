@@ -24,8 +24,8 @@ def f(x, fmt):
 
 print("| model | protocol (edges) | method | Recall@20 | × retrain | removed-edge score before → after | non-edge "
       "| gap | MI-BF | MI-NG | MIA: removed called members | removed vs held-out AUC | removed median rank "
-      "| time (s) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| top-20 agreement with retrain | time (s) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for path in sys.argv[1:]:
     rows = list(csv.DictReader(open(path)))
     retrain = {(r["model"], r["protocol"]): float(r["recall@20"]) for r in rows if r["method"] == "retrain"}
@@ -34,11 +34,12 @@ for path in sys.argv[1:]:
         ref = retrain.get((r["model"], r["protocol"]))
         # Columns that older results.csv files lack are rendered as "–".
         members = r.get("removed_called_members")
-        print("| %s | %s (%s) | %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s (%s) | %s | %s | %s | %s → %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["model"], proto, r["edges"], NAMES.get(r["method"], r["method"]),
             f(r["recall@20"], "%.4f"), "–" if ref is None else "%.3f" % (float(r["recall@20"]) / ref),
             f(r["removed_before"], "%.2f"), f(r["removed_after"], "%.2f"), f(r["non_edges_after"], "%.2f"),
             f(r["gap"], "%.2f"), f(r["mi_bf"], "%.2f"), f(r["mi_ng"], "%.2f"),
             f(members and 100 * float(members), "%.1f %%"), f(r.get("removed_vs_held_out_auc"), "%.3f"),
-            f(r.get("removed_median_rank"), "%.1f"), f(r["unlearn_secs"], "%.1f"),
+            f(r.get("removed_median_rank"), "%.1f"), f(r.get("agreement_top20"), "%.3f"),
+            f(r["unlearn_secs"], "%.1f"),
         ))
