@@ -21,7 +21,7 @@ use unlearnrec_core::io::receipt;
 use unlearnrec_core::model::{Backbone, Embeddings};
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
-use unlearnrec_core::unlearn::{self, FinetuneConfig, Unlearner};
+use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodOptions, Unlearner, forget_method};
 
 use crate::error::{Result, ServeError};
 use crate::ledger::{Applied, Forget, Ledger, RequestRow, VersionRow, now_utc};
@@ -451,9 +451,16 @@ impl Store {
         let (next, report) = if learned.is_empty() {
             (drop_valid_edges(&cur.ckpt, &request)?, None)
         } else {
-            let (c, r) = unlearn::unlearn(&cur.ckpt, &self.unlearner, &request, &self.cfg.finetune, &mut Silent)
+            // The service forgets with UnlearnRec, built through the registry like every method.
+            let opts = MethodOptions {
+                unlearner: Some(&self.unlearner),
+                finetune: self.cfg.finetune.clone(),
+                ..Default::default()
+            };
+            let out = forget_method("unlearnrec", &opts)
+                .and_then(|m| m.forget(&cur.ckpt, &request, &mut Silent))
                 .map_err(|e| ApplyError::Request(e.to_string()))?;
-            (c, Some(r))
+            (out.checkpoint, Some(out.report))
         };
         if stop.load(Ordering::SeqCst) {
             return Ok(Outcome::Abandoned);

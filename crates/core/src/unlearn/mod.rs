@@ -37,6 +37,7 @@ pub mod baselines;
 pub mod calibrate;
 pub mod encoder;
 pub mod forgetting;
+pub mod method;
 pub mod objective;
 pub mod poison;
 pub mod protocol;
@@ -44,6 +45,7 @@ pub mod request;
 
 pub use encoder::{Encoder, EncoderConfig};
 pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
+pub use method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
 pub use objective::UnlearnLoss;
 
 /// The reference's batch size for which the alignment weights were tuned; our alignment loss is a mean,

@@ -17,6 +17,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::train::{Observer, TrainConfig, TrainData, fit};
+use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`finetune`]; learning rate, batch size and step cap come from the checkpoint's
@@ -76,6 +77,32 @@ pub fn finetune(
         fit_report.history.iter().filter_map(|r| r.valid.as_ref().and_then(|v| v.get("recall@20").copied())).collect();
     let report = prep.report(Method::Finetune, &ckpt.model, &model, phases, recall)?;
     Ok((prep.finish(ckpt, model, "finetune"), report))
+}
+
+/// [`finetune`] as a [`ForgetMethod`] (`finetune`).
+pub struct Finetune {
+    /// Its configuration.
+    pub cfg: FinetuneOnlyConfig,
+}
+
+/// Builds [`Finetune`] from [`MethodOptions::finetune_only`].
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(Finetune { cfg: o.finetune_only.clone() }))
+}
+
+impl ForgetMethod for Finetune {
+    fn name(&self) -> &'static str {
+        "finetune"
+    }
+
+    fn epochs(&self, _ckpt: &Checkpoint) -> usize {
+        self.cfg.epochs
+    }
+
+    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
+        let (checkpoint, report) = finetune(ckpt, request, &self.cfg, obs)?;
+        Ok(Forgotten { checkpoint, report, shards: None })
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::model::loss::softplus;
 use crate::model::{Batch, LossInput, ModelKind, SglViews};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, EpochRecord, Observer};
+use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`gradient_ascent`].
@@ -174,6 +175,32 @@ pub fn gradient_ascent(
     phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
     let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![])?;
     Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
+}
+
+/// [`gradient_ascent`] as a [`ForgetMethod`] (`gradient-ascent`).
+pub struct GradientAscent {
+    /// Its configuration.
+    pub cfg: GradientAscentConfig,
+}
+
+/// Builds [`GradientAscent`] from [`MethodOptions::gradient_ascent`].
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(GradientAscent { cfg: o.gradient_ascent.clone() }))
+}
+
+impl ForgetMethod for GradientAscent {
+    fn name(&self) -> &'static str {
+        "gradient-ascent"
+    }
+
+    fn epochs(&self, _ckpt: &Checkpoint) -> usize {
+        1
+    }
+
+    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
+        let (checkpoint, report) = gradient_ascent(ckpt, request, &self.cfg, obs)?;
+        Ok(Forgotten { checkpoint, report, shards: None })
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ use crate::model::Backbone;
 use crate::model::loss::softplus;
 use crate::tensor::SpMat;
 use crate::train::Observer;
+use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`influence`].
@@ -448,6 +449,28 @@ pub fn influence(
     let mut report = prep.report(Method::Influence, &ckpt.model, &model, phases, vec![])?;
     report.solver_residual = Some(cg.residual);
     Ok((prep.finish(ckpt, model, "influence"), report))
+}
+
+/// [`influence`] as a [`ForgetMethod`] (`influence`).
+pub struct Influence {
+    /// Its configuration.
+    pub cfg: InfluenceConfig,
+}
+
+/// Builds [`Influence`] from [`MethodOptions::influence`].
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(Influence { cfg: o.influence.clone() }))
+}
+
+impl ForgetMethod for Influence {
+    fn name(&self) -> &'static str {
+        "influence"
+    }
+
+    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
+        let (checkpoint, report) = influence(ckpt, request, &self.cfg, obs)?;
+        Ok(Forgotten { checkpoint, report, shards: None })
+    }
 }
 
 #[cfg(test)]
