@@ -21,6 +21,7 @@ use unlearnrec_core::io::receipt;
 use unlearnrec_core::model::{Backbone, Embeddings};
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
+use unlearnrec_core::unlearn::request::Request;
 use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodOptions, Unlearner, forget_method};
 
 use crate::error::{Result, ServeError};
@@ -149,19 +150,12 @@ impl Served {
         Ok(())
     }
 
-    /// The interactions (training graph or validation) a request still names, internal ids.
+    /// The interactions (training graph or validation) a request still names, internal ids
+    /// ([`Request::present_in`]).
     pub fn resolve(&self, f: &Forget) -> Result<Vec<(u32, u32)>, Rejection> {
-        let (user, ids) = self.lookup(f)?;
-        Ok(match f {
-            Forget::Pairs { .. } => {
-                let u = user.expect("pairs have a user");
-                ids.into_iter().filter(|&i| self.seen.contains(u, i)).map(|i| (u, i)).collect()
-            }
-            Forget::User { .. } => {
-                let u = user.expect("user requests have a user");
-                self.seen.user_items().row(u as usize).iter().map(|&i| (u, i)).collect()
-            }
-            Forget::Item { .. } => self.seen.item_users().row(ids[0] as usize).iter().map(|&u| (u, ids[0])).collect(),
+        Request::from(f.clone()).present_in(&self.users, &self.items, &self.seen).map_err(|e| match e {
+            unlearnrec_core::Error::UnknownId { kind, id } => Rejection::Unknown { kind, id },
+            e => Rejection::NoInteraction(e.to_string()),
         })
     }
 
@@ -474,7 +468,7 @@ impl Store {
             let receipt = match (&report, edges.is_empty()) {
                 (Some(report), false) => {
                     let req = Interactions::from_pairs(edges.clone()).0;
-                    let mut r = receipt::build(&req, &cur.users, &cur.items, report, &before, &after);
+                    let mut r = receipt::build(&row.id, &req, &cur.users, &cur.items, report, &before, &after);
                     (r.users, r.items) = unlearn::touched(&req);
                     r.edges = req.len();
                     Some(serde_json::to_string(&r).map_err(ServeError::from)?)

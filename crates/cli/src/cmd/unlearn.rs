@@ -6,11 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
-use unlearnrec_core::data::IdMap;
 use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
 use unlearnrec_core::unlearn::method::{METHODS, MethodOptions, method_info};
-use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
+use unlearnrec_core::unlearn::request::{Request, RequestSpec, id_maps};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
 
 use super::data::{DataOpts, ReadOpts};
@@ -200,15 +199,11 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     ckpt.meta.check_dataset(&ds)?;
-    let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
-        .map_err(|d| anyhow::anyhow!("duplicate user id {d:?} in checkpoint"))?;
-    let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
-        .map_err(|d| anyhow::anyhow!("duplicate item id {d:?} in checkpoint"))?;
+    let (users, items) = id_maps(&ckpt)?;
     // A user's or item's interactions include the validation edges carved from its training data.
-    let graph =
-        unlearnrec_core::graph::Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen());
     let spec = RequestSpec { file: a.request.clone(), users: a.users.clone(), items: a.items.clone() };
-    let (req, rr) = resolve(&spec, &users, &items, &graph, a.skip_missing)?;
+    let request = Request::read(&spec, &users, &items)?;
+    let (req, rr) = request.resolve(&ckpt, a.skip_missing)?;
     if rr.missing > 0 {
         tracing::warn!("skipped {} pair(s) that are not training interactions", rr.missing);
         eprintln!("warning: skipped {} pair(s) that are not training interactions", rr.missing);
@@ -249,7 +244,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         unlearnrec_core::data::write_lightgcn(&rest, &tmp).with_context(|| format!("writing {}", dir.display()))?;
     }
     let after_bytes = std::fs::read(&ckpt_tmp).with_context(|| format!("reading back {}", a.out.display()))?;
-    let rec = receipt::build(&req, &users, &items, report, &before_bytes, &after_bytes);
+    let rec = receipt::build(&request.id(), &req, &users, &items, report, &before_bytes, &after_bytes);
     if let Some(p) = &a.receipt {
         let tmp = staged.file(p)?;
         std::fs::write(&tmp, serde_json::to_string_pretty(&rec)?)
