@@ -6,9 +6,10 @@
 //! [`MethodOptions`] by [`forget_method`], by name. The CLI (`unlearnrec unlearn --method`), the experiment
 //! runner and the service all build and call methods this way.
 //!
-//! Adding a method: a file with a type that implements [`ForgetMethod`] and a `build` function from
-//! [`MethodOptions`] (a new field there when it has options of its own), plus one line in [`METHODS`]. Its
-//! report names it with a [`super::Method`] (the receipt's `method`).
+//! Adding a method: a file with its function and a `build` function from [`MethodOptions`] (a new field
+//! there when it has options of its own) that wraps it in a [`Plain`] (or a type of its own implementing
+//! [`ForgetMethod`] when it returns more than a checkpoint and a report, as `sisa` does), plus one line in
+//! [`METHODS`]. Its report names it with a [`super::Method`] (the receipt's `method`).
 //!
 //! ```
 //! use unlearnrec_core::data::Interactions;
@@ -127,7 +128,7 @@ pub const METHODS: &[MethodInfo] = &[
         about: "The pre-trained influence encoder plus fine-tuning",
         needs_unlearner: true,
         needs_shards: false,
-        build: Unlearnrec::build,
+        build: unlearnrec,
     },
     MethodInfo {
         name: "retrain",
@@ -135,7 +136,7 @@ pub const METHODS: &[MethodInfo] = &[
         about: "Exact: retrain from scratch on the remaining data",
         needs_unlearner: false,
         needs_shards: false,
-        build: Retrain::build,
+        build: retrain,
     },
     MethodInfo {
         name: "finetune",
@@ -197,66 +198,61 @@ pub fn forget_method<'a>(name: &str, opts: &MethodOptions<'a>) -> Result<Box<dyn
     (method_info(name)?.build)(opts)
 }
 
-/// UnlearnRec ([`super::unlearn`]): the encoder pass, then `finetune.epochs` of fine-tuning and the
-/// calibration phase.
-pub struct Unlearnrec<'a> {
-    /// The pre-trained unlearner.
-    pub unlearner: &'a Unlearner,
-    /// Fine-tuning and calibration.
-    pub finetune: FinetuneConfig,
+/// The function of a [`Plain`] method.
+pub type Run<C> = fn(&Checkpoint, &Interactions, &C, &mut dyn Observer) -> Result<(Checkpoint, UnlearnReport)>;
+
+/// A method that is a function of the checkpoint, the request, its configuration `C` and the observer;
+/// every registered method is one.
+pub struct Plain<C> {
+    /// Its registry name.
+    pub name: &'static str,
+    /// Its configuration.
+    pub cfg: C,
+    /// The function.
+    pub run: Run<C>,
+    /// The epochs it reports to its observer ([`ForgetMethod::epochs`]).
+    pub epochs: fn(&C, &Checkpoint) -> usize,
 }
 
-impl Unlearnrec<'_> {
-    fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-        let unlearner = o.unlearner.ok_or_else(|| {
-            Error::config("unlearner", "unlearnrec needs a pre-trained unlearner (unlearnrec pretrain)")
-        })?;
-        Ok(Box::new(Unlearnrec { unlearner, finetune: o.finetune.clone() }))
-    }
-}
-
-impl ForgetMethod for Unlearnrec<'_> {
+impl<C> ForgetMethod for Plain<C> {
     fn name(&self) -> &'static str {
-        "unlearnrec"
-    }
-
-    fn epochs(&self, _ckpt: &Checkpoint) -> usize {
-        self.finetune.epochs
-    }
-
-    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
-        let (checkpoint, report) = super::unlearn(ckpt, self.unlearner, request, &self.finetune, obs)?;
-        Ok(Forgotten { checkpoint, report, shards: None })
-    }
-}
-
-/// Exact retraining ([`super::retrain_seeded`]) with the checkpoint's configuration and `seed` (`None`:
-/// the checkpoint's own seed, [`super::retrain`]).
-pub struct Retrain {
-    /// The training seed.
-    pub seed: Option<u64>,
-}
-
-impl Retrain {
-    fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-        Ok(Box::new(Retrain { seed: o.retrain_seed }))
-    }
-}
-
-impl ForgetMethod for Retrain {
-    fn name(&self) -> &'static str {
-        "retrain"
+        self.name
     }
 
     fn epochs(&self, ckpt: &Checkpoint) -> usize {
-        ckpt.meta.train.epochs
+        (self.epochs)(&self.cfg, ckpt)
     }
 
     fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
-        let seed = self.seed.unwrap_or(ckpt.meta.train.seed);
-        let (checkpoint, report) = super::retrain_seeded(ckpt, request, seed, obs)?;
+        let (checkpoint, report) = (self.run)(ckpt, request, &self.cfg, obs)?;
         Ok(Forgotten { checkpoint, report, shards: None })
     }
+}
+
+/// UnlearnRec ([`super::unlearn`]) with [`MethodOptions::unlearner`] (required) and
+/// [`MethodOptions::finetune`]: the encoder pass, then `finetune.epochs` of fine-tuning and the calibration
+/// phase.
+fn unlearnrec<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    let unlearner = o
+        .unlearner
+        .ok_or_else(|| Error::config("unlearner", "unlearnrec needs a pre-trained unlearner (unlearnrec pretrain)"))?;
+    Ok(Box::new(Plain {
+        name: "unlearnrec",
+        cfg: (unlearner, o.finetune.clone()),
+        run: |ckpt, request, (un, ft), obs| super::unlearn(ckpt, un, request, ft, obs),
+        epochs: |(_, ft), _| ft.epochs,
+    }))
+}
+
+/// Exact retraining ([`super::retrain_seeded`]) with the checkpoint's configuration and
+/// [`MethodOptions::retrain_seed`] (`None`: the checkpoint's own seed, [`super::retrain`]).
+fn retrain<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(Plain {
+        name: "retrain",
+        cfg: o.retrain_seed,
+        run: |ckpt, request, seed, obs| super::retrain_seeded(ckpt, request, seed.unwrap_or(ckpt.meta.train.seed), obs),
+        epochs: |_, ckpt| ckpt.meta.train.epochs,
+    }))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::train::{Observer, TrainConfig, TrainData, fit};
-use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
+use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`finetune`]; learning rate, batch size and step cap come from the checkpoint's
@@ -79,30 +79,9 @@ pub fn finetune(
     Ok((prep.finish(ckpt, model, "finetune"), report))
 }
 
-/// [`finetune`] as a [`ForgetMethod`] (`finetune`).
-pub struct Finetune {
-    /// Its configuration.
-    pub cfg: FinetuneOnlyConfig,
-}
-
-/// Builds [`Finetune`] from [`MethodOptions::finetune_only`].
+/// [`finetune`] with [`MethodOptions::finetune_only`] as a [`ForgetMethod`] (`finetune`).
 pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-    Ok(Box::new(Finetune { cfg: o.finetune_only.clone() }))
-}
-
-impl ForgetMethod for Finetune {
-    fn name(&self) -> &'static str {
-        "finetune"
-    }
-
-    fn epochs(&self, _ckpt: &Checkpoint) -> usize {
-        self.cfg.epochs
-    }
-
-    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
-        let (checkpoint, report) = finetune(ckpt, request, &self.cfg, obs)?;
-        Ok(Forgotten { checkpoint, report, shards: None })
-    }
+    Ok(Box::new(Plain { name: "finetune", cfg: o.finetune_only.clone(), run: finetune, epochs: |c, _| c.epochs }))
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::model::loss::softplus;
 use crate::model::{Batch, LossInput, ModelKind, SglViews};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, EpochRecord, Observer};
-use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
+use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`gradient_ascent`].
@@ -177,30 +177,14 @@ pub fn gradient_ascent(
     Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
 }
 
-/// [`gradient_ascent`] as a [`ForgetMethod`] (`gradient-ascent`).
-pub struct GradientAscent {
-    /// Its configuration.
-    pub cfg: GradientAscentConfig,
-}
-
-/// Builds [`GradientAscent`] from [`MethodOptions::gradient_ascent`].
+/// [`gradient_ascent`] with [`MethodOptions::gradient_ascent`] as a [`ForgetMethod`] (`gradient-ascent`).
 pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-    Ok(Box::new(GradientAscent { cfg: o.gradient_ascent.clone() }))
-}
-
-impl ForgetMethod for GradientAscent {
-    fn name(&self) -> &'static str {
-        "gradient-ascent"
-    }
-
-    fn epochs(&self, _ckpt: &Checkpoint) -> usize {
-        1
-    }
-
-    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
-        let (checkpoint, report) = gradient_ascent(ckpt, request, &self.cfg, obs)?;
-        Ok(Forgotten { checkpoint, report, shards: None })
-    }
+    Ok(Box::new(Plain {
+        name: "gradient-ascent",
+        cfg: o.gradient_ascent.clone(),
+        run: gradient_ascent,
+        epochs: |_, _| 1,
+    }))
 }
 
 #[cfg(test)]

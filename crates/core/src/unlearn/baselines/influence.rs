@@ -45,7 +45,7 @@ use crate::model::Backbone;
 use crate::model::loss::softplus;
 use crate::tensor::SpMat;
 use crate::train::Observer;
-use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
+use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`influence`].
@@ -451,26 +451,9 @@ pub fn influence(
     Ok((prep.finish(ckpt, model, "influence"), report))
 }
 
-/// [`influence`] as a [`ForgetMethod`] (`influence`).
-pub struct Influence {
-    /// Its configuration.
-    pub cfg: InfluenceConfig,
-}
-
-/// Builds [`Influence`] from [`MethodOptions::influence`].
+/// [`influence`] with [`MethodOptions::influence`] as a [`ForgetMethod`] (`influence`).
 pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-    Ok(Box::new(Influence { cfg: o.influence.clone() }))
-}
-
-impl ForgetMethod for Influence {
-    fn name(&self) -> &'static str {
-        "influence"
-    }
-
-    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
-        let (checkpoint, report) = influence(ckpt, request, &self.cfg, obs)?;
-        Ok(Forgotten { checkpoint, report, shards: None })
-    }
+    Ok(Box::new(Plain { name: "influence", cfg: o.influence.clone(), run: influence, epochs: |_, _| 0 }))
 }
 
 #[cfg(test)]

@@ -50,9 +50,9 @@ pub mod gradient_ascent;
 pub mod influence;
 pub mod sisa;
 
-pub use finetune::{Finetune, FinetuneOnlyConfig, finetune};
-pub use gradient_ascent::{GradientAscent, GradientAscentConfig, gradient_ascent};
-pub use influence::{Influence, InfluenceConfig, influence};
+pub use finetune::{FinetuneOnlyConfig, finetune};
+pub use gradient_ascent::{GradientAscentConfig, gradient_ascent};
+pub use influence::{InfluenceConfig, influence};
 pub use sisa::{Partition, ShardConfig, ShardSet, ShardedCheckpoint, Sisa, sisa, train_sharded};
 
 /// A checked request and the graphs around it.
