@@ -172,6 +172,9 @@ fn train_eval_export_recommend_unlearn_end_to_end() {
         .map_or(0, |l| l.split_whitespace().count() - 1);
     assert_eq!(r["edges"].as_u64().unwrap() as usize, seen.len() + n_valid, "train and validation interactions");
     assert_eq!(r["request_sha256"].as_str().unwrap().len(), 64);
+    // The request id is the request's as asked: the service's id of `{"user": "7"}`.
+    let id = unlearnrec_core::unlearn::request::Part::User { user: "7".into() }.id();
+    assert_eq!(r["request_id"], id.as_str());
     assert_ne!(r["checkpoint_before_sha256"], r["checkpoint_after_sha256"]);
     let rest_train = std::fs::read_to_string(rest.join("train.txt")).unwrap();
     let line = rest_train.lines().find(|l| l.split_whitespace().next() == Some("7")).unwrap_or("7");

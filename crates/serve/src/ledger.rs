@@ -20,53 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServeError};
 
-/// What a forget request asks for, in external ids, in canonical form (items sorted and de-duplicated).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Forget {
-    /// These interactions of one user.
-    Pairs {
-        /// The user.
-        user: String,
-        /// The items (sorted, distinct).
-        items: Vec<String>,
-    },
-    /// Every interaction of a user.
-    User {
-        /// The user.
-        user: String,
-    },
-    /// Every interaction of an item.
-    Item {
-        /// The item.
-        item: String,
-    },
-}
-
-impl Forget {
-    /// The canonical form: items sorted and de-duplicated.
-    pub fn canonical(self) -> Self {
-        match self {
-            Forget::Pairs { user, mut items } => {
-                items.sort_unstable();
-                items.dedup();
-                Forget::Pairs { user, items }
-            }
-            other => other,
-        }
-    }
-
-    /// The canonical JSON text (the form that is hashed and stored).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a Forget always serialises")
-    }
-
-    /// The request id: the first 16 hex digits of the SHA-256 of [`Forget::to_json`] of the canonical form.
-    pub fn id(&self) -> String {
-        let sha = unlearnrec_core::io::receipt::sha256_hex(self.clone().canonical().to_json().as_bytes());
-        sha[..16].to_string()
-    }
-}
+/// What a forget request asks for, in external ids: one part of the core request type
+/// ([`unlearnrec_core::unlearn::request::Part`]), stored in canonical form (items sorted and de-duplicated)
+/// as its JSON, and keyed by its id ([`Forget::id`], the core [`Request::id`] of the one-part request, which
+/// every receipt of it records as `request_id`).
+///
+/// [`Request::id`]: unlearnrec_core::unlearn::request::Request::id
+pub use unlearnrec_core::unlearn::request::Part as Forget;
 
 /// Where a request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

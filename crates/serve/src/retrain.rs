@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use unlearnrec_core::io::checkpoint::Checkpoint;
-use unlearnrec_core::pipeline::fresh_backbone;
-use unlearnrec_core::train::{Silent, TrainData};
-use unlearnrec_core::unlearn::OFFSET_KEY;
+use unlearnrec_core::train::Silent;
 
 use crate::error::Result;
 use crate::ledger::Ledger;
@@ -25,23 +23,13 @@ use crate::store::Served;
 use crate::worker::Kick;
 
 /// Retrains `ckpt`'s backbone from scratch on its current graph and validation edges, with its own model
-/// and training configuration and seed (as `unlearnrec_core::unlearn::retrain`, for the empty request). The
-/// result has the same graph, validation and removed edges as `ckpt`.
+/// and training configuration and seed ([`unlearnrec_core::unlearn::refit`], the retrain of the empty
+/// request). The result has the same graph, validation and removed edges as `ckpt`.
 ///
 /// # Errors
 /// A tensor error, or a diverged training run ([`unlearnrec_core::Error::Diverged`]).
 pub fn exact(ckpt: &Checkpoint) -> Result<Checkpoint> {
-    let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
-    let data = TrainData::new(nu, ni, &ckpt.graph, &ckpt.valid);
-    let mut model = fresh_backbone(&ckpt.model.config, nu, ni, &ckpt.graph, ckpt.meta.train.seed)?;
-    // A diverged fit holds its last good state (the random initialisation when the first epoch diverged):
-    // never an exact retrain.
-    unlearnrec_core::train::fit(&mut model, &data, &ckpt.meta.train, &mut Silent)?.require_converged()?;
-    let mut meta = ckpt.meta.clone();
-    // A retrained model carries no encoder offset; later batches must apply it afresh.
-    meta.provenance.remove(OFFSET_KEY);
-    meta.provenance.insert("method".into(), "retrain".into());
-    Ok(Checkpoint { model, meta, graph: ckpt.graph.clone(), valid: ckpt.valid.clone(), removed: ckpt.removed.clone() })
+    Ok(unlearnrec_core::unlearn::refit(ckpt, &mut Silent)?)
 }
 
 /// A finished retrain waiting for the worker.

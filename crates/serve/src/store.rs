@@ -21,7 +21,8 @@ use unlearnrec_core::io::receipt;
 use unlearnrec_core::model::{Backbone, Embeddings};
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
-use unlearnrec_core::unlearn::{self, FinetuneConfig, Unlearner};
+use unlearnrec_core::unlearn::request::Request;
+use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodOptions, Unlearner, forget_method};
 
 use crate::error::{Result, ServeError};
 use crate::ledger::{Applied, Forget, Ledger, RequestRow, VersionRow, now_utc};
@@ -149,19 +150,12 @@ impl Served {
         Ok(())
     }
 
-    /// The interactions (training graph or validation) a request still names, internal ids.
+    /// The interactions (training graph or validation) a request still names, internal ids
+    /// ([`Request::present_in`]).
     pub fn resolve(&self, f: &Forget) -> Result<Vec<(u32, u32)>, Rejection> {
-        let (user, ids) = self.lookup(f)?;
-        Ok(match f {
-            Forget::Pairs { .. } => {
-                let u = user.expect("pairs have a user");
-                ids.into_iter().filter(|&i| self.seen.contains(u, i)).map(|i| (u, i)).collect()
-            }
-            Forget::User { .. } => {
-                let u = user.expect("user requests have a user");
-                self.seen.user_items().row(u as usize).iter().map(|&i| (u, i)).collect()
-            }
-            Forget::Item { .. } => self.seen.item_users().row(ids[0] as usize).iter().map(|&u| (u, ids[0])).collect(),
+        Request::from(f.clone()).present_in(&self.users, &self.items, &self.seen).map_err(|e| match e {
+            unlearnrec_core::Error::UnknownId { kind, id } => Rejection::Unknown { kind, id },
+            e => Rejection::NoInteraction(e.to_string()),
         })
     }
 
@@ -451,9 +445,16 @@ impl Store {
         let (next, report) = if learned.is_empty() {
             (drop_valid_edges(&cur.ckpt, &request)?, None)
         } else {
-            let (c, r) = unlearn::unlearn(&cur.ckpt, &self.unlearner, &request, &self.cfg.finetune, &mut Silent)
+            // The service forgets with UnlearnRec, built through the registry like every method.
+            let opts = MethodOptions {
+                unlearner: Some(&self.unlearner),
+                finetune: self.cfg.finetune.clone(),
+                ..Default::default()
+            };
+            let out = forget_method("unlearnrec", &opts)
+                .and_then(|m| m.forget(&cur.ckpt, &request, &mut Silent))
                 .map_err(|e| ApplyError::Request(e.to_string()))?;
-            (c, Some(r))
+            (out.checkpoint, Some(out.report))
         };
         if stop.load(Ordering::SeqCst) {
             return Ok(Outcome::Abandoned);
@@ -467,7 +468,7 @@ impl Store {
             let receipt = match (&report, edges.is_empty()) {
                 (Some(report), false) => {
                     let req = Interactions::from_pairs(edges.clone()).0;
-                    let mut r = receipt::build(&req, &cur.users, &cur.items, report, &before, &after);
+                    let mut r = receipt::build(&row.id, &req, &cur.users, &cur.items, report, &before, &after);
                     (r.users, r.items) = unlearn::touched(&req);
                     r.edges = req.len();
                     Some(serde_json::to_string(&r).map_err(ServeError::from)?)

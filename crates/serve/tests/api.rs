@@ -277,9 +277,13 @@ async fn requests_are_idempotent_and_report_their_status_and_receipt() {
     assert_eq!(q["edges"].as_array().unwrap().len(), 2, "{q}");
     assert_eq!(q["receipt"]["edges"], 2, "{q}");
     assert_eq!(q["receipt"]["checkpoint_after_sha256"], served.sha256);
+    // One request id: the receipt's is the ledger's, the id POST returned and GET was asked for.
+    assert_eq!(q["receipt"]["request_id"], a["id"], "{q}");
+    assert_eq!(q["id"], a["id"]);
     // The user request took the rest of the user's interactions.
     let (_, q) = s.call("GET", &format!("/v1/forget/{}", c["id"].as_str().unwrap()), Some(&auth), "").await;
     assert_eq!(q["status"], "applied");
+    assert_eq!(q["receipt"]["request_id"], c["id"], "{q}");
     let (st, v) = s.call("GET", &format!("/v1/recommend?user={user}"), None, "").await;
     assert_eq!(st, StatusCode::GONE, "{v}");
     // Posting an applied request again returns it, applied; nothing new is queued.

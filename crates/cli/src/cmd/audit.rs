@@ -11,7 +11,7 @@ use unlearnrec_core::graph::Graph;
 use unlearnrec_core::io::checkpoint::{self, Checkpoint};
 use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use unlearnrec_core::unlearn::protocol::{DEFAULT_SEED, Protocol, make_request};
-use unlearnrec_core::unlearn::request::{RequestSpec, format_pairs, resolve};
+use unlearnrec_core::unlearn::request::{Request, RequestSpec, format_pairs};
 
 use super::data::{DataOpts, ReadOpts};
 use crate::util::{Ctx, check_out_file, count, print_json};
@@ -162,7 +162,7 @@ pub fn run(a: AuditArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let before = unlearnrec_core::pipeline::union(&ckpt.seen(), &ckpt.removed);
     let graph = Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &before);
     let spec = RequestSpec { file: Some(a.request.clone()), ..RequestSpec::default() };
-    let (req, rr) = resolve(&spec, &users, &items, &graph, a.skip_missing)?;
+    let (req, rr) = Request::read(&spec, &users, &items)?.resolve_in(&users, &items, &graph, a.skip_missing)?;
     if rr.missing > 0 {
         eprintln!("warning: skipped {} pair(s) that were never training interactions", rr.missing);
     }

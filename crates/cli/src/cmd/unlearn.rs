@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
-use unlearnrec_core::data::IdMap;
+use clap::Args;
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use unlearnrec_core::io::checkpoint;
-use unlearnrec_core::unlearn::baselines::{self, FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
-use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
+use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
+use unlearnrec_core::unlearn::method::{METHODS, MethodOptions, method_info};
+use unlearnrec_core::unlearn::request::{Request, RequestSpec, id_maps};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
 
 use super::data::{DataOpts, ReadOpts};
@@ -50,22 +51,9 @@ pub struct PretrainArgs {
     out: PathBuf,
 }
 
-/// Unlearning methods on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MethodArg {
-    /// The pre-trained influence encoder plus fine-tuning.
-    Unlearnrec,
-    /// Exact: retrain from scratch on the remaining data.
-    Retrain,
-    /// Fine-tune the backbone on the remaining data only, without the encoder (--finetune-epochs).
-    Finetune,
-    /// NegGrad+: descend on the remaining data, bounded ascent on the removed edges (--steps).
-    GradientAscent,
-    /// One influence-function Newton step on the rows near the request (--hops).
-    Influence,
-    /// SISA / RecEraser: retrain the shards that held removed edges (a `train --shards` checkpoint).
-    #[value(alias = "receraser")]
-    Sisa,
+/// `--method`: the registered methods ([`unlearnrec_core::unlearn::method::METHODS`]) and their aliases.
+fn method_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(METHODS.iter().map(|m| PossibleValue::new(m.name).help(m.about).aliases(m.aliases)))
 }
 
 /// `unlearnrec unlearn`.
@@ -95,8 +83,8 @@ pub struct UnlearnArgs {
     #[arg(long)]
     skip_missing: bool,
     /// Method.
-    #[arg(long, value_enum, default_value = "unlearnrec")]
-    method: MethodArg,
+    #[arg(long, default_value = "unlearnrec", value_parser = method_parser())]
+    method: String,
     /// Fine-tuning epochs after the encoder pass (0: zero-shot only), or of --method finetune.
     #[arg(long)]
     finetune_epochs: Option<usize>,
@@ -189,7 +177,8 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if a.request.is_none() && a.users.is_empty() && a.items.is_empty() {
         bail!("nothing to forget: give --request FILE, --user ID or --item ID");
     }
-    if a.seed.is_some() && !matches!(a.method, MethodArg::Retrain) {
+    let info = method_info(&a.method)?;
+    if a.seed.is_some() && info.name != "retrain" {
         bail!("--seed sets the training seed of --method retrain only");
     }
     check_out_file(&a.out, "--out")?;
@@ -210,75 +199,52 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     ckpt.meta.check_dataset(&ds)?;
-    let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
-        .map_err(|d| anyhow::anyhow!("duplicate user id {d:?} in checkpoint"))?;
-    let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
-        .map_err(|d| anyhow::anyhow!("duplicate item id {d:?} in checkpoint"))?;
+    let (users, items) = id_maps(&ckpt)?;
     // A user's or item's interactions include the validation edges carved from its training data.
-    let graph =
-        unlearnrec_core::graph::Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen());
     let spec = RequestSpec { file: a.request.clone(), users: a.users.clone(), items: a.items.clone() };
-    let (req, rr) = resolve(&spec, &users, &items, &graph, a.skip_missing)?;
+    let request = Request::read(&spec, &users, &items)?;
+    let (req, rr) = request.resolve(&ckpt, a.skip_missing)?;
     if rr.missing > 0 {
         tracing::warn!("skipped {} pair(s) that are not training interactions", rr.missing);
         eprintln!("warning: skipped {} pair(s) that are not training interactions", rr.missing);
     }
-    let mut bars = TrainBars::new(ctx.quiet, ft.epochs);
-    let mut shards = None;
-    let (out, report) = match a.method {
-        MethodArg::Unlearnrec => {
-            let path = a
-                .unlearner
-                .as_ref()
-                .context("--method unlearnrec needs --unlearner FILE (see `unlearnrec pretrain`)")?;
-            let un = Unlearner::load(path).with_context(|| format!("loading {}", path.display()))?;
-            unlearn::unlearn(&ckpt, &un, &req, &ft, &mut bars)?
-        }
-        MethodArg::Retrain => {
-            bars = TrainBars::new(ctx.quiet, ckpt.meta.train.epochs);
-            unlearn::retrain_seeded(&ckpt, &req, a.seed.unwrap_or(ckpt.meta.train.seed), &mut bars)?
-        }
-        MethodArg::Finetune => {
-            let d = FinetuneOnlyConfig::default();
-            let cfg = FinetuneOnlyConfig { epochs: a.finetune_epochs.unwrap_or(d.epochs), ..d };
-            bars = TrainBars::new(ctx.quiet, cfg.epochs);
-            baselines::finetune(&ckpt, &req, &cfg, &mut bars)?
-        }
-        MethodArg::GradientAscent => {
-            let d = GradientAscentConfig::default();
-            let cfg = GradientAscentConfig { steps: a.steps.unwrap_or(d.steps), ..d };
-            bars = TrainBars::new(ctx.quiet, 1);
-            baselines::gradient_ascent(&ckpt, &req, &cfg, &mut bars)?
-        }
-        MethodArg::Influence => {
-            let d = InfluenceConfig::default();
-            let cfg = InfluenceConfig { hops: a.hops.unwrap_or(d.hops), ..d };
-            baselines::influence(&ckpt, &req, &cfg, &mut bars)?
-        }
-        MethodArg::Sisa => {
-            let sc = sisa::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-            bars = TrainBars::new(ctx.quiet, ckpt.meta.train.epochs);
-            let (out, report) = sisa::sisa(&sc, &req, &mut bars)?;
-            shards = Some(out.shards);
-            (out.checkpoint, report)
-        }
+    let un = match (&a.unlearner, info.needs_unlearner) {
+        (Some(path), true) => Some(Unlearner::load(path).with_context(|| format!("loading {}", path.display()))?),
+        (None, true) => bail!("--method {} needs --unlearner FILE (see `unlearnrec pretrain`)", info.name),
+        (_, false) => None,
     };
+    let sharded = if info.needs_shards {
+        Some(sisa::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?)
+    } else {
+        None
+    };
+    // Every method's options from the flags; each method reads its own.
+    let (fo, ga, inf) = (FinetuneOnlyConfig::default(), GradientAscentConfig::default(), InfluenceConfig::default());
+    let opts = MethodOptions {
+        unlearner: un.as_ref(),
+        finetune: ft,
+        retrain_seed: a.seed,
+        finetune_only: FinetuneOnlyConfig { epochs: a.finetune_epochs.unwrap_or(fo.epochs), ..fo },
+        gradient_ascent: GradientAscentConfig { steps: a.steps.unwrap_or(ga.steps), ..ga },
+        influence: InfluenceConfig { hops: a.hops.unwrap_or(inf.hops), ..inf },
+        shards: sharded.as_ref().map(|s| &s.shards),
+    };
+    let method = (info.build)(&opts)?;
+    let mut bars = TrainBars::new(ctx.quiet, method.epochs(&ckpt));
+    let out = method.forget(&ckpt, &req, &mut bars)?;
+    let report = &out.report;
     bars.finish();
     // The checkpoint, its receipt and the remaining data land together or not at all.
     let mut staged = Staged::default();
     let ckpt_tmp = staged.file(&a.out)?;
-    match &shards {
-        Some(s) => sisa::save(&ckpt_tmp, &out, s),
-        None => checkpoint::save(&ckpt_tmp, &out),
-    }
-    .with_context(|| format!("writing {}", a.out.display()))?;
+    out.save(&ckpt_tmp).with_context(|| format!("writing {}", a.out.display()))?;
     if let Some(dir) = &a.write_data {
-        let rest = out.remaining_dataset(&ds);
+        let rest = out.checkpoint.remaining_dataset(&ds);
         let tmp = staged.dir(dir)?;
         unlearnrec_core::data::write_lightgcn(&rest, &tmp).with_context(|| format!("writing {}", dir.display()))?;
     }
     let after_bytes = std::fs::read(&ckpt_tmp).with_context(|| format!("reading back {}", a.out.display()))?;
-    let rec = receipt::build(&req, &users, &items, &report, &before_bytes, &after_bytes);
+    let rec = receipt::build(&request.id(), &req, &users, &items, report, &before_bytes, &after_bytes);
     if let Some(p) = &a.receipt {
         let tmp = staged.file(p)?;
         std::fs::write(&tmp, serde_json::to_string_pretty(&rec)?)

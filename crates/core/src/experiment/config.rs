@@ -117,8 +117,18 @@ impl MethodSpec {
         }
     }
 
+    /// The registered method it runs ([`crate::unlearn::method::METHODS`]): `retrain-seed2` is a preset of
+    /// `retrain`, `unlearnrec-zero-shot` one of `unlearnrec`; the others are the method of the same name.
+    pub fn method(self) -> &'static str {
+        match self {
+            MethodSpec::Retrain | MethodSpec::RetrainSeed2 => "retrain",
+            MethodSpec::UnlearnrecZeroShot | MethodSpec::Unlearnrec => "unlearnrec",
+            other => other.name(),
+        }
+    }
+
     /// Whether the runner can apply it (every method can now). EXTENSION POINT: a method that is parsed
-    /// before `runner::apply` dispatches it is refused here, before anything is written.
+    /// before the runner can build it is refused here, before anything is written.
     pub fn available(self) -> bool {
         true
     }
@@ -651,6 +661,17 @@ retrain_every = 2
         assert_eq!(cfg.fractions, vec![0.02]);
         assert_eq!(cfg.methods, ExperimentConfig::default().methods);
         assert_eq!(cfg.baselines.sisa, ShardConfig::default());
+    }
+
+    #[test]
+    fn every_grid_method_is_a_registered_method_and_every_registered_method_is_in_the_grid() {
+        use crate::unlearn::method::{method_info, method_names};
+        for m in MethodSpec::ALL {
+            assert_eq!(method_info(m.method()).unwrap().name, m.method(), "{m}");
+        }
+        for name in method_names() {
+            assert_eq!(name.parse::<MethodSpec>().unwrap().method(), name);
+        }
     }
 
     #[test]

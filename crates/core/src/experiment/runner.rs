@@ -18,9 +18,10 @@ use crate::pipeline::{self, Split, union};
 use crate::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use crate::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
 use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, Partition, train_sharded};
+use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
 use crate::unlearn::poison::least_related_edges;
 use crate::unlearn::protocol::{Protocol, make_request};
-use crate::unlearn::{self, UnlearnReport, Unlearner};
+use crate::unlearn::{self, Unlearner};
 
 /// File names under the output directory.
 pub const RESULTS_CSV: &str = "results.csv";
@@ -263,50 +264,32 @@ struct Start<'a> {
     sharded: Option<&'a ShardedCheckpoint>,
 }
 
-/// Applies `method`. EXTENSION POINT: new [`MethodSpec`]s are dispatched here (and their configuration
-/// added to [`ExperimentConfig::method_json`] and `[baselines]`).
-fn apply(
+/// The checkpoint `method` forgets from and the method with its options, built through the registry
+/// ([`crate::unlearn::method`]). The runner's presets are options: `retrain-seed2` is `retrain` with the
+/// checkpoint's seed + 1, `unlearnrec-zero-shot` is `unlearnrec` with 0 fine-tuning epochs
+/// ([`ExperimentConfig::finetune_config`]); `sisa` forgets from the sharded model's serving checkpoint.
+fn method_for<'a>(
     cfg: &ExperimentConfig,
     method: MethodSpec,
-    start: &Start<'_>,
-    request: &Interactions,
+    start: &Start<'a>,
     seed: u64,
-    obs: &mut dyn ExperimentObserver,
-) -> Result<(Checkpoint, UnlearnReport)> {
-    use crate::unlearn::baselines;
+) -> Result<(&'a Checkpoint, Box<dyn ForgetMethod + 'a>)> {
     let (b, ckpt) = (&cfg.baselines, start.ckpt);
-    match method {
-        MethodSpec::Retrain => unlearn::retrain(ckpt, request, obs),
-        MethodSpec::RetrainSeed2 => {
-            unlearn::retrain_seeded(ckpt, request, MethodSpec::second_retrain_seed(ckpt.meta.train.seed), obs)
-        }
-        MethodSpec::Unlearnrec | MethodSpec::UnlearnrecZeroShot => {
-            let un = start.un.ok_or_else(|| Error::config("methods", "unlearnrec needs a pre-trained unlearner"))?;
-            unlearn::unlearn(ckpt, un, request, &cfg.finetune_config(method, seed), obs)
-        }
-        MethodSpec::Finetune => {
-            baselines::finetune(ckpt, request, &FinetuneOnlyConfig { seed, ..b.finetune.clone() }, obs)
-        }
-        MethodSpec::GradientAscent => {
-            baselines::gradient_ascent(ckpt, request, &GradientAscentConfig { seed, ..b.gradient_ascent.clone() }, obs)
-        }
-        MethodSpec::Influence => {
-            baselines::influence(ckpt, request, &InfluenceConfig { seed, ..b.influence.clone() }, obs)
-        }
-        MethodSpec::Sisa => {
-            let sc = start.sharded.ok_or_else(|| Error::config("methods", "sisa needs a sharded model"))?;
-            baselines::sisa(sc, request, obs).map(|(out, report)| (out.checkpoint, report))
-        }
-    }
-}
-
-fn epochs_of(cfg: &ExperimentConfig, method: MethodSpec) -> usize {
-    match method {
-        MethodSpec::Retrain | MethodSpec::RetrainSeed2 => cfg.train.epochs,
-        MethodSpec::Unlearnrec => cfg.finetune.epochs,
-        MethodSpec::Finetune => cfg.baselines.finetune.epochs,
-        _ => 0,
-    }
+    let opts = MethodOptions {
+        unlearner: start.un,
+        finetune: cfg.finetune_config(method, seed),
+        retrain_seed: (method == MethodSpec::RetrainSeed2)
+            .then(|| MethodSpec::second_retrain_seed(ckpt.meta.train.seed)),
+        finetune_only: FinetuneOnlyConfig { seed, ..b.finetune.clone() },
+        gradient_ascent: GradientAscentConfig { seed, ..b.gradient_ascent.clone() },
+        influence: InfluenceConfig { seed, ..b.influence.clone() },
+        shards: start.sharded.map(|s| &s.shards),
+    };
+    let from = match (method, start.sharded) {
+        (MethodSpec::Sisa, Some(sc)) => &sc.checkpoint,
+        _ => ckpt,
+    };
+    Ok((from, forget_method(method.method(), &opts)?))
 }
 
 /// The audit's columns of a row (NaN figures are left out, as every metric of a row):
@@ -621,9 +604,10 @@ fn run_group(
     }
     let mut ran = 0;
     for (method, mut row) in todo {
-        obs.stage(&label(method), epochs_of(cfg, method));
+        let (from, forget) = method_for(cfg, method, &start, g.seed)?;
+        obs.stage(&label(method), forget.epochs(from));
         let t = Instant::now();
-        let (model, report) = apply(cfg, method, &start, &request, g.seed, obs)?;
+        let Forgotten { checkpoint: model, report, .. } = forget.forget(from, &request, obs)?;
         let wall = t.elapsed().as_secs_f64();
         let (recall, ndcg) = eval20(&model, ds, Split::Test)?;
         let f = &report.forgetting;

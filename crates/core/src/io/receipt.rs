@@ -9,7 +9,8 @@ use crate::unlearn::{ForgettingReport, Method, UnlearnReport};
 /// A receipt of one unlearning request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
-    /// Request id: the first 16 hex digits of `request_sha256`.
+    /// The request's id ([`crate::unlearn::request::Request::id`]: the first 16 hex digits of the SHA-256 of
+    /// the canonical request as asked), which the service's ledger and `GET /v1/forget/{id}` use too.
     pub request_id: String,
     /// UTC time, RFC 3339.
     pub utc: String,
@@ -76,8 +77,10 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Builds the receipt of an applied request.
+/// Builds the receipt of an applied request: `request_id` is the id of the request as asked
+/// ([`crate::unlearn::request::Request::id`]), `req` what it removed.
 pub fn build(
+    request_id: &str,
     req: &Interactions,
     users: &IdMap,
     items: &IdMap,
@@ -88,7 +91,7 @@ pub fn build(
     let sha = sha256_hex(canonical_request(req, users, items).as_bytes());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Receipt {
-        request_id: sha[..16].to_string(),
+        request_id: request_id.to_string(),
         utc: rfc3339(now),
         method: report.method,
         edges: report.edges,

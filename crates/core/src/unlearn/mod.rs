@@ -37,6 +37,7 @@ pub mod baselines;
 pub mod calibrate;
 pub mod encoder;
 pub mod forgetting;
+pub mod method;
 pub mod objective;
 pub mod poison;
 pub mod protocol;
@@ -44,6 +45,7 @@ pub mod request;
 
 pub use encoder::{Encoder, EncoderConfig};
 pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
+pub use method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
 pub use objective::UnlearnLoss;
 
 /// The reference's batch size for which the alignment weights were tuned; our alignment loss is a mean,
@@ -990,17 +992,7 @@ pub fn retrain_seeded(
     let graph = ckpt.graph();
     let remaining = graph.remove(&learned);
     let valid = remaining_valid(ckpt, request);
-    let data = TrainData::new(graph.n_users(), graph.n_items(), &remaining.to_interactions(), &valid);
-    let mut model = crate::pipeline::fresh_backbone(
-        &ckpt.model.config,
-        graph.n_users(),
-        graph.n_items(),
-        &remaining.to_interactions(),
-        seed,
-    )?;
-    let train = crate::train::TrainConfig { seed, ..ckpt.meta.train.clone() };
-    // A diverged fit holds its last good state (the random initialisation when the first epoch diverged).
-    crate::train::fit(&mut model, &data, &train, obs)?.require_converged()?;
+    let (model, data) = fit_fresh(ckpt, &remaining.to_interactions(), &valid, seed, obs)?;
     let secs = t.elapsed().as_secs_f64();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
     let before = ckpt.model.final_embeddings(&adj)?;
@@ -1024,6 +1016,43 @@ pub fn retrain_seeded(
     out.meta.provenance.remove(OFFSET_KEY);
     out.meta.provenance.insert("method".into(), "retrain".into());
     Ok((out, report))
+}
+
+/// A backbone of `ckpt`'s configuration trained from scratch on `train` (validating on `valid`) with
+/// `ckpt`'s training configuration and `seed`, and its training data: what every exact retrain runs.
+///
+/// # Errors
+/// A diverged fit ([`Error::Diverged`]): it holds its last good state (the random initialisation when the
+/// first epoch diverged), never an exact retrain.
+fn fit_fresh(
+    ckpt: &Checkpoint,
+    train: &Interactions,
+    valid: &Interactions,
+    seed: u64,
+    obs: &mut dyn Observer,
+) -> Result<(Backbone, TrainData)> {
+    let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+    let data = TrainData::new(nu, ni, train, valid);
+    let mut model = crate::pipeline::fresh_backbone(&ckpt.model.config, nu, ni, train, seed)?;
+    let cfg = crate::train::TrainConfig { seed, ..ckpt.meta.train.clone() };
+    crate::train::fit(&mut model, &data, &cfg, obs)?.require_converged()?;
+    Ok((model, data))
+}
+
+/// Retrains `ckpt`'s backbone from scratch on its current graph and validation edges, with its own model
+/// and training configuration and seed: [`retrain`] of the empty request (what the service's retrain
+/// schedule swaps in). The result has the same graph, validation and removed edges as `ckpt`, no encoder
+/// offset, and `retrain` as its method.
+///
+/// # Errors
+/// A diverged training run ([`Error::Diverged`]).
+pub fn refit(ckpt: &Checkpoint, obs: &mut dyn Observer) -> Result<Checkpoint> {
+    let (model, _) = fit_fresh(ckpt, &ckpt.graph, &ckpt.valid, ckpt.meta.train.seed, obs)?;
+    let mut meta = ckpt.meta.clone();
+    // A retrained model carries no encoder offset; later requests must apply it afresh.
+    meta.provenance.remove(OFFSET_KEY);
+    meta.provenance.insert("method".into(), "retrain".into());
+    Ok(Checkpoint { model, meta, graph: ckpt.graph.clone(), valid: ckpt.valid.clone(), removed: ckpt.removed.clone() })
 }
 
 #[cfg(test)]
@@ -1142,6 +1171,20 @@ mod tests {
         assert_ne!(a.model.base_vec().unwrap(), b.model.base_vec().unwrap());
         assert_eq!((a.meta.train.seed, b.meta.train.seed), (7, 8));
         assert_eq!(a.graph, b.graph);
+    }
+
+    #[test]
+    fn refit_is_the_retrain_of_the_current_data() {
+        let (ckpt, _) = tiny();
+        let request = users_request(&ckpt, 2);
+        let (once, _) = retrain(&ckpt, &request, &mut Silent).unwrap();
+        // Refitting the result retrains it on the same data with the same seed: the same model, the same
+        // edges, no encoder offset.
+        let again = refit(&once, &mut Silent).unwrap();
+        assert_eq!(again.model.base_vec().unwrap(), once.model.base_vec().unwrap());
+        assert_eq!((&again.graph, &again.valid, &again.removed), (&once.graph, &once.valid, &once.removed));
+        assert_eq!(again.meta.provenance.get("method").map(String::as_str), Some("retrain"));
+        assert!(!again.meta.provenance.contains_key(OFFSET_KEY));
     }
 
     #[test]

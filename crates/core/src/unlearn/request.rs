@@ -1,6 +1,13 @@
-//! Deletion requests in external ids: a file of `user,item` pairs (CSV, TSV or whitespace), whole users
-//! and whole items, resolved against a model's id maps and training graph.
+//! Deletion requests in external ids: one [`Request`] type for the CLI (a file of `user,item` pairs, whole
+//! users and whole items), the service (one [`Part`] per `POST /v1/forget`) and anything else that takes
+//! requests from people, resolved against a checkpoint's id maps and interactions.
+//!
+//! A request's id ([`Request::id`]) is the first 16 hex digits of the SHA-256 of its canonical JSON
+//! ([`Request::to_json`]): what was asked, not what it resolved to, so that a retried request gets the
+//! same id however the model changed in between. The service keys its ledger by it and every receipt
+//! records it as `request_id`; the resolved pairs are hashed separately (the receipt's `request_sha256`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -8,8 +15,251 @@ use serde::{Deserialize, Serialize};
 use crate::data::{IdMap, Interactions};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::receipt::sha256_hex;
 
-/// What to forget, in external ids.
+/// One part of a request, in external ids; the service takes one per `POST /v1/forget`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Part {
+    /// These interactions of one user.
+    Pairs {
+        /// The user.
+        user: String,
+        /// The items (canonical: sorted, distinct).
+        items: Vec<String>,
+    },
+    /// Every interaction of a user.
+    User {
+        /// The user.
+        user: String,
+    },
+    /// Every interaction of an item.
+    Item {
+        /// The item.
+        item: String,
+    },
+}
+
+impl Part {
+    /// The canonical form: items sorted and de-duplicated.
+    pub fn canonical(self) -> Self {
+        match self {
+            Part::Pairs { user, mut items } => {
+                items.sort_unstable();
+                items.dedup();
+                Part::Pairs { user, items }
+            }
+            other => other,
+        }
+    }
+
+    /// Its JSON text, e.g. `{"kind":"pairs","user":"7","items":["1","3"]}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a request part always serialises")
+    }
+
+    /// The id of the request made of this part alone ([`Request::id`]).
+    pub fn id(&self) -> String {
+        Request::from(self.clone()).id()
+    }
+}
+
+/// What to forget, in external ids: pairs, plus every interaction of `users` and of `items`.
+///
+/// The fields keep what was asked as it was asked (order and repeats, which [`Request::resolve`] counts);
+/// [`Request::canonical`] sorts and de-duplicates them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// (user, item) pairs.
+    pub pairs: Vec<(String, String)>,
+    /// Users all of whose interactions go.
+    pub users: Vec<String>,
+    /// Items all of whose interactions go.
+    pub items: Vec<String>,
+}
+
+impl From<Part> for Request {
+    fn from(p: Part) -> Self {
+        match p {
+            Part::Pairs { user, items } => {
+                Request { pairs: items.into_iter().map(|i| (user.clone(), i)).collect(), ..Request::default() }
+            }
+            Part::User { user } => Request { users: vec![user], ..Request::default() },
+            Part::Item { item } => Request { items: vec![item], ..Request::default() },
+        }
+    }
+}
+
+impl Request {
+    /// Whether it names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty() && self.users.is_empty() && self.items.is_empty()
+    }
+
+    /// Reads the request of `spec`: its file's pairs (checked against the id maps, errors naming the file
+    /// and line), users and items.
+    ///
+    /// # Errors
+    /// As [`read_pairs`].
+    pub fn read(spec: &RequestSpec, users: &IdMap, items: &IdMap) -> Result<Self> {
+        let pairs = match &spec.file {
+            Some(p) => read_pairs(p, users, items)?
+                .into_iter()
+                .map(|(u, i)| (users.external(u).to_string(), items.external(i).to_string()))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Request { pairs, users: spec.users.clone(), items: spec.items.clone() })
+    }
+
+    /// The canonical form: every list sorted and de-duplicated.
+    pub fn canonical(&self) -> Self {
+        fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        Request { pairs: sorted(&self.pairs), users: sorted(&self.users), items: sorted(&self.items) }
+    }
+
+    /// The canonical parts: one [`Part::Pairs`] per user of the pairs, then one [`Part::User`] per user,
+    /// then one [`Part::Item`] per item, each group sorted.
+    pub fn parts(&self) -> Vec<Part> {
+        let c = self.canonical();
+        let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (u, i) in c.pairs {
+            by_user.entry(u).or_default().push(i);
+        }
+        let pairs = by_user.into_iter().map(|(user, items)| Part::Pairs { user, items }.canonical());
+        let users = c.users.into_iter().map(|user| Part::User { user });
+        pairs.chain(users).chain(c.items.into_iter().map(|item| Part::Item { item })).collect()
+    }
+
+    /// The canonical JSON text: a request of one part is that part's JSON ([`Part::to_json`]: the body the
+    /// service's ledger stores), any other the JSON array of its [`Request::parts`].
+    pub fn to_json(&self) -> String {
+        match self.parts().as_slice() {
+            [one] => one.to_json(),
+            parts => serde_json::to_string(parts).expect("request parts always serialise"),
+        }
+    }
+
+    /// The request id: the first 16 hex digits of the SHA-256 of [`Request::to_json`]. The same request
+    /// gets the same id whatever its order and repeats, from the CLI or the service.
+    pub fn id(&self) -> String {
+        sha256_hex(self.to_json().as_bytes())[..16].to_string()
+    }
+
+    /// Resolves the request against `ckpt`: its pairs, plus every interaction (training or validation
+    /// edge) of its users and items, de-duplicated, in internal ids.
+    ///
+    /// # Errors
+    /// As [`Request::resolve_in`], over the checkpoint's id maps and training and validation edges.
+    pub fn resolve(&self, ckpt: &Checkpoint, skip_missing: bool) -> Result<(Interactions, ResolveReport)> {
+        let (users, items) = id_maps(ckpt)?;
+        let graph = Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen());
+        self.resolve_in(&users, &items, &graph, skip_missing)
+    }
+
+    /// Resolves the request against id maps and a graph of interactions: pairs, plus every interaction of
+    /// the listed users and items, de-duplicated.
+    ///
+    /// # Errors
+    /// Unknown ids; an empty request; pairs that are not interactions of `graph` (listing the first five)
+    /// unless `skip_missing`, which drops and counts them instead.
+    pub fn resolve_in(
+        &self,
+        users: &IdMap,
+        items: &IdMap,
+        graph: &Graph,
+        skip_missing: bool,
+    ) -> Result<(Interactions, ResolveReport)> {
+        let (mut pairs, from_pairs) = self.named(users, items, graph)?;
+        let mut report = ResolveReport::default();
+        let missing: Vec<(u32, u32)> =
+            pairs[..from_pairs].iter().copied().filter(|&(u, i)| !graph.contains(u, i)).collect();
+        if !missing.is_empty() {
+            if !skip_missing {
+                let mut m = missing.clone();
+                m.sort_unstable();
+                m.dedup();
+                let show: Vec<String> =
+                    m.iter().take(5).map(|&(u, i)| format!("({}, {})", users.external(u), items.external(i))).collect();
+                return Err(Error::InvalidRequest(format!(
+                    "{} pair(s) are not training interactions, e.g. {} (use --skip-missing to ignore them)",
+                    m.len(),
+                    show.join(", ")
+                )));
+            }
+            pairs.retain(|&(u, i)| graph.contains(u, i));
+        }
+        let (req, dups) = Interactions::from_pairs(pairs);
+        report.duplicates = dups;
+        report.missing = {
+            let mut m = missing;
+            m.sort_unstable();
+            m.dedup();
+            m.len()
+        };
+        if req.is_empty() {
+            return Err(Error::InvalidRequest(if self.users.is_empty() && self.items.is_empty() {
+                "the request file lists no training interactions".into()
+            } else {
+                "the request is empty (the listed users or items have no training interactions)".into()
+            }));
+        }
+        Ok((req, report))
+    }
+
+    /// The interactions of `graph` the request still names, in internal ids and in the order asked (pairs
+    /// first, then each user's items, then each item's users), without de-duplication; pairs that are not
+    /// in `graph` are left out and an empty result is no error. What the service removes when it applies a
+    /// request that an earlier one may have overlapped.
+    ///
+    /// # Errors
+    /// [`Error::UnknownId`] for an id the maps do not know.
+    pub fn present_in(&self, users: &IdMap, items: &IdMap, graph: &Graph) -> Result<Vec<(u32, u32)>> {
+        let (mut pairs, _) = self.named(users, items, graph)?;
+        pairs.retain(|&(u, i)| graph.contains(u, i));
+        Ok(pairs)
+    }
+
+    /// The listed pairs (internal ids), then every interaction in `graph` of the listed users and items;
+    /// and how many of them are listed pairs.
+    fn named(&self, users: &IdMap, items: &IdMap, graph: &Graph) -> Result<(Vec<(u32, u32)>, usize)> {
+        let user = |u: &String| users.get(u).ok_or_else(|| Error::UnknownId { kind: "user", id: u.clone() });
+        let item = |i: &String| items.get(i).ok_or_else(|| Error::UnknownId { kind: "item", id: i.clone() });
+        let mut pairs = self.pairs.iter().map(|(u, i)| Ok((user(u)?, item(i)?))).collect::<Result<Vec<_>>>()?;
+        let from_pairs = pairs.len();
+        for u in &self.users {
+            let id = user(u)?;
+            pairs.extend(graph.user_items().row(id as usize).iter().map(|&i| (id, i)));
+        }
+        for i in &self.items {
+            let id = item(i)?;
+            pairs.extend(graph.item_users().row(id as usize).iter().map(|&u| (u, id)));
+        }
+        Ok((pairs, from_pairs))
+    }
+}
+
+/// A checkpoint's user and item id maps.
+///
+/// # Errors
+/// [`Error::CheckpointMismatch`] for a checkpoint that lists an id twice.
+pub fn id_maps(ckpt: &Checkpoint) -> Result<(IdMap, IdMap)> {
+    let dup = |kind: &str, d: String| Error::CheckpointMismatch {
+        expected: format!("distinct {kind} ids"),
+        found: format!("{kind} id {d:?} twice"),
+    };
+    let users = IdMap::from_ids(ckpt.meta.user_ids.clone()).map_err(|d| dup("user", d))?;
+    let items = IdMap::from_ids(ckpt.meta.item_ids.clone()).map_err(|d| dup("item", d))?;
+    Ok((users, items))
+}
+
+/// What to forget as the CLI takes it, in external ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestSpec {
     /// A file of (user, item) pairs, one per line; a header line `user,item` is allowed.
@@ -72,7 +322,8 @@ pub fn read_pairs(path: &Path, users: &IdMap, items: &IdMap) -> Result<Vec<(u32,
 }
 
 /// Resolves a request against a model's id maps and its training graph: file pairs, plus every training
-/// interaction of the listed users and items, de-duplicated.
+/// interaction of the listed users and items, de-duplicated ([`Request::read`], then
+/// [`Request::resolve_in`]).
 ///
 /// # Errors
 /// Unknown ids; an empty request; pairs that are not training interactions (listing the first five) unless
@@ -84,52 +335,7 @@ pub fn resolve(
     graph: &Graph,
     skip_missing: bool,
 ) -> Result<(Interactions, ResolveReport)> {
-    let mut pairs = match &spec.file {
-        Some(p) => read_pairs(p, users, items)?,
-        None => Vec::new(),
-    };
-    let from_file = pairs.len();
-    for u in &spec.users {
-        let id = users.get(u).ok_or_else(|| Error::UnknownId { kind: "user", id: u.clone() })?;
-        pairs.extend(graph.user_items().row(id as usize).iter().map(|&i| (id, i)));
-    }
-    for i in &spec.items {
-        let id = items.get(i).ok_or_else(|| Error::UnknownId { kind: "item", id: i.clone() })?;
-        pairs.extend(graph.item_users().row(id as usize).iter().map(|&u| (u, id)));
-    }
-    let mut report = ResolveReport::default();
-    let missing: Vec<(u32, u32)> = pairs[..from_file].iter().copied().filter(|&(u, i)| !graph.contains(u, i)).collect();
-    if !missing.is_empty() {
-        if !skip_missing {
-            let mut m = missing.clone();
-            m.sort_unstable();
-            m.dedup();
-            let show: Vec<String> =
-                m.iter().take(5).map(|&(u, i)| format!("({}, {})", users.external(u), items.external(i))).collect();
-            return Err(Error::InvalidRequest(format!(
-                "{} pair(s) are not training interactions, e.g. {} (use --skip-missing to ignore them)",
-                m.len(),
-                show.join(", ")
-            )));
-        }
-        pairs.retain(|&(u, i)| graph.contains(u, i));
-    }
-    let (req, dups) = Interactions::from_pairs(pairs);
-    report.duplicates = dups;
-    report.missing = {
-        let mut m = missing;
-        m.sort_unstable();
-        m.dedup();
-        m.len()
-    };
-    if req.is_empty() {
-        return Err(Error::InvalidRequest(if spec.users.is_empty() && spec.items.is_empty() && spec.file.is_some() {
-            "the request file lists no training interactions".into()
-        } else {
-            "the request is empty (the listed users or items have no training interactions)".into()
-        }));
-    }
-    Ok((req, report))
+    Request::read(spec, users, items)?.resolve_in(users, items, graph, skip_missing)
 }
 
 /// Writes a request as `user,item` lines in external ids (sorted), with a header.
@@ -214,6 +420,56 @@ mod tests {
             resolve(&RequestSpec { file: Some(f.path().into()), ..Default::default() }, &u, &i, &g, false).is_err()
         );
         assert!(resolve(&RequestSpec::default(), &u, &i, &g, false).is_err());
+    }
+
+    #[test]
+    fn ids_are_of_the_canonical_request_and_one_part_ids_are_the_services() {
+        let pairs = |u: &str, items: &[&str]| Part::Pairs {
+            user: u.into(),
+            items: items.iter().map(|s| s.to_string()).collect(),
+        };
+        // The service's ledger id of a part: the hash of its canonical JSON (unchanged since the ledger's
+        // first version, so that stored ids and retries keep matching).
+        let p = pairs("7", &["3", "1", "3"]);
+        assert_eq!(p.clone().canonical().to_json(), r#"{"kind":"pairs","user":"7","items":["1","3"]}"#);
+        assert_eq!(p.id(), sha256_hex(br#"{"kind":"pairs","user":"7","items":["1","3"]}"#)[..16]);
+        assert_eq!(p.id(), pairs("7", &["1", "3"]).id());
+        // The same request from the CLI (pairs in any order, repeated) has the same id.
+        let cli = Request {
+            pairs: vec![("7".into(), "3".into()), ("7".into(), "1".into()), ("7".into(), "3".into())],
+            ..Request::default()
+        };
+        assert_eq!(cli.id(), p.id());
+        let user = Request { users: vec!["7".into()], ..Request::default() };
+        assert_eq!(user.id(), Part::User { user: "7".into() }.id());
+        assert_eq!(user.to_json(), r#"{"kind":"user","user":"7"}"#);
+        assert_ne!(Part::User { user: "1".into() }.id(), Part::Item { item: "1".into() }.id());
+        // Several parts: the array of the canonical parts, whatever the order asked.
+        let a = Request {
+            pairs: vec![("b".into(), "x".into()), ("a".into(), "y".into())],
+            users: vec!["c".into()],
+            items: vec!["z".into(), "z".into()],
+        };
+        let b = Request {
+            pairs: vec![("a".into(), "y".into()), ("b".into(), "x".into())],
+            users: vec!["c".into()],
+            items: vec!["z".into()],
+        };
+        assert_eq!(a.id(), b.id());
+        assert_eq!(a.parts().len(), 4);
+        assert!(a.to_json().starts_with(r#"[{"kind":"pairs","user":"a""#), "{}", a.to_json());
+        assert_ne!(a.id(), Request { items: vec![], ..b }.id());
+    }
+
+    #[test]
+    fn present_in_keeps_what_is_still_there_in_the_order_asked() {
+        let (u, i, g) = setup();
+        let r = Request::from(Part::Pairs { user: "alice".into(), items: vec!["z".into(), "y".into(), "x".into()] });
+        assert_eq!(r.present_in(&u, &i, &g).unwrap(), vec![(0, 1), (0, 0)]);
+        let r = Request { users: vec!["carol".into()], items: vec!["y".into()], ..Request::default() };
+        assert_eq!(r.present_in(&u, &i, &g).unwrap(), vec![(2, 0), (2, 2), (0, 1), (1, 1)]);
+        let r = Request { users: vec!["zed".into()], ..Request::default() };
+        assert!(matches!(r.present_in(&u, &i, &g), Err(Error::UnknownId { kind: "user", .. })));
     }
 
     #[test]

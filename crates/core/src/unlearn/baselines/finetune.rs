@@ -17,6 +17,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::train::{Observer, TrainConfig, TrainData, fit};
+use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`finetune`]; learning rate, batch size and step cap come from the checkpoint's
@@ -76,6 +77,11 @@ pub fn finetune(
         fit_report.history.iter().filter_map(|r| r.valid.as_ref().and_then(|v| v.get("recall@20").copied())).collect();
     let report = prep.report(Method::Finetune, &ckpt.model, &model, phases, recall)?;
     Ok((prep.finish(ckpt, model, "finetune"), report))
+}
+
+/// [`finetune`] with [`MethodOptions::finetune_only`] as a [`ForgetMethod`] (`finetune`).
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(Plain { name: "finetune", cfg: o.finetune_only.clone(), run: finetune, epochs: |c, _| c.epochs }))
 }
 
 #[cfg(test)]

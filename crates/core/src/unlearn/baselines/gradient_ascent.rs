@@ -30,6 +30,7 @@ use crate::model::loss::softplus;
 use crate::model::{Batch, LossInput, ModelKind, SglViews};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, EpochRecord, Observer};
+use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`gradient_ascent`].
@@ -174,6 +175,16 @@ pub fn gradient_ascent(
     phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
     let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![])?;
     Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
+}
+
+/// [`gradient_ascent`] with [`MethodOptions::gradient_ascent`] as a [`ForgetMethod`] (`gradient-ascent`).
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(Plain {
+        name: "gradient-ascent",
+        cfg: o.gradient_ascent.clone(),
+        run: gradient_ascent,
+        epochs: |_, _| 1,
+    }))
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ use crate::model::Backbone;
 use crate::model::loss::softplus;
 use crate::tensor::SpMat;
 use crate::train::Observer;
+use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// Hyper-parameters of [`influence`].
@@ -448,6 +449,11 @@ pub fn influence(
     let mut report = prep.report(Method::Influence, &ckpt.model, &model, phases, vec![])?;
     report.solver_residual = Some(cg.residual);
     Ok((prep.finish(ckpt, model, "influence"), report))
+}
+
+/// [`influence`] with [`MethodOptions::influence`] as a [`ForgetMethod`] (`influence`).
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    Ok(Box::new(Plain { name: "influence", cfg: o.influence.clone(), run: influence, epochs: |_, _| 0 }))
 }
 
 #[cfg(test)]

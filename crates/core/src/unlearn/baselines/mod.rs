@@ -53,7 +53,7 @@ pub mod sisa;
 pub use finetune::{FinetuneOnlyConfig, finetune};
 pub use gradient_ascent::{GradientAscentConfig, gradient_ascent};
 pub use influence::{InfluenceConfig, influence};
-pub use sisa::{Partition, ShardConfig, ShardSet, ShardedCheckpoint, sisa, train_sharded};
+pub use sisa::{Partition, ShardConfig, ShardSet, ShardedCheckpoint, Sisa, sisa, train_sharded};
 
 /// A checked request and the graphs around it.
 pub(crate) struct Prepared {

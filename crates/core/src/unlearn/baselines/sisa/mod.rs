@@ -61,6 +61,7 @@ use crate::io::checkpoint::{self, Checkpoint, CheckpointMeta, read_f32};
 use crate::model::{Backbone, ModelConfig, ModelKind};
 use crate::tensor::SpMat;
 use crate::train::{FitReport, Observer, Silent, TrainConfig, TrainData, fit};
+use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
 use crate::unlearn::{Method, UnlearnReport};
 
 /// The provenance key of a sharded checkpoint's [`ShardMeta`].
@@ -464,7 +465,29 @@ pub fn sisa(
     request: &Interactions,
     obs: &mut dyn Observer,
 ) -> Result<(ShardedCheckpoint, UnlearnReport)> {
-    let (ckpt, set) = (&sc.checkpoint, &sc.shards);
+    sisa_of(&sc.checkpoint, &sc.shards, request, obs)
+}
+
+/// [`sisa`] of `ckpt`, which must be the serving checkpoint of `set` (its provenance records `set.meta`).
+///
+/// # Errors
+/// [`Error::CheckpointMismatch`] for another checkpoint; otherwise as [`sisa`].
+pub fn sisa_of(
+    ckpt: &Checkpoint,
+    set: &ShardSet,
+    request: &Interactions,
+    obs: &mut dyn Observer,
+) -> Result<(ShardedCheckpoint, UnlearnReport)> {
+    let recorded: Option<ShardMeta> = ckpt.meta.provenance.get(SHARD_KEY).and_then(|j| serde_json::from_str(j).ok());
+    if recorded.as_ref() != Some(&set.meta) || set.models.iter().any(|m| m.n_users() != ckpt.model.n_users()) {
+        return Err(Error::CheckpointMismatch {
+            expected: format!("the serving checkpoint of these {} shards", set.meta.shards),
+            found: match recorded {
+                Some(m) => format!("a checkpoint of {} other shards", m.shards),
+                None => "a checkpoint without shards".into(),
+            },
+        });
+    }
     let t = Instant::now();
     let prep = Prepared::new(ckpt, request)?;
     let mut phases = HashMap::from([("graph".to_string(), t.elapsed().as_secs_f64())]);
@@ -571,6 +594,36 @@ pub fn load(path: &Path) -> Result<ShardedCheckpoint> {
         }
     };
     Ok(ShardedCheckpoint { checkpoint, shards: ShardSet { meta, models: shards, user_shard } })
+}
+
+/// [`sisa`] as a [`ForgetMethod`] (`sisa`): it forgets from the serving checkpoint of `shards` (the
+/// `checkpoint` of the [`ShardedCheckpoint`] they were loaded with) and returns the new shards with it.
+pub struct Sisa<'a> {
+    /// The sub-models behind the checkpoint.
+    pub shards: &'a ShardSet,
+}
+
+/// Builds [`Sisa`] from [`MethodOptions::shards`].
+pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
+    let shards = o.shards.ok_or_else(|| {
+        Error::config("model", "sisa needs a sharded model (a checkpoint trained with --shards, see sisa::load)")
+    })?;
+    Ok(Box::new(Sisa { shards }))
+}
+
+impl ForgetMethod for Sisa<'_> {
+    fn name(&self) -> &'static str {
+        "sisa"
+    }
+
+    fn epochs(&self, ckpt: &Checkpoint) -> usize {
+        ckpt.meta.train.epochs
+    }
+
+    fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
+        let (out, report) = sisa_of(ckpt, self.shards, request, obs)?;
+        Ok(Forgotten { checkpoint: out.checkpoint, report, shards: Some(out.shards) })
+    }
 }
 
 #[cfg(test)]
