@@ -44,8 +44,7 @@
 //! assert_eq!((a.top_k_overlap, a.kl), (1.0, 0.0));
 //! ```
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use gemm::Parallelism;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand::seq::index::sample;
@@ -53,6 +52,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::ranking::matmul;
 use crate::data::Interactions;
 use crate::graph::{Csr, Graph};
 use crate::model::Embeddings;
@@ -266,11 +266,9 @@ where
                         ub.extend_from_slice(&emb.users[u as usize * d..(u as usize + 1) * d]);
                     }
                     sb.resize(n_items * bn, 0.0);
-                    // (n_items × bn) column-major = I (n_items × d) · U_blockᵀ (d × bn); column r = user r.
-                    let lhs = MatRef::from_column_major_slice(&emb.items[..n_items * d], d, n_items).transpose();
-                    let rhs = MatRef::from_column_major_slice(&ub[..bn * d], d, bn);
-                    let dst = MatMut::from_column_major_slice_mut(&mut sb[..n_items * bn], n_items, bn);
-                    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+                    // (bn × n_items) row-major = U_block (bn × d) · Iᵀ (d × n_items); row r = user r.
+                    let (dst, us, items) = (&mut sb[..n_items * bn], &ub[..bn * d], &emb.items[..n_items * d]);
+                    matmul((dst, n_items, 1), (us, d, 1), (items, 1, d), (bn, n_items, d), 1.0, Parallelism::None);
                 }
                 let mut rows: Vec<&[f32]> = Vec::with_capacity(models.len());
                 block

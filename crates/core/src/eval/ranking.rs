@@ -3,15 +3,14 @@
 //! Scores are inner products `s(u, i) = e_u · e_i` over **all** items. Both entry points share one
 //! engine: the users are cut into blocks of `chunk_users`; each rayon task takes a block, gathers its
 //! user embeddings and walks the items in tiles of [`ITEM_TILE`], computing the score tile
-//! `I_tile · U_blockᵀ` with faer's sequential GEMM into a per-thread buffer that stays in L2 cache, and
-//! feeds every user's column to that user's sorted top-K array (see `super::topk`). The score matrix
-//! is never materialised, nothing is allocated per user, and a user's result does not depend on the
-//! thread count or the block size.
+//! `I_tile · U_blockᵀ` with a sequential GEMM (the `gemm` crate) into a per-thread buffer that stays in
+//! L2 cache, and feeds every user's column to that user's sorted top-K array (see `super::topk`). The
+//! score matrix is never materialised, nothing is allocated per user, and a user's result does not
+//! depend on the thread count or the block size.
 
 use std::collections::BTreeMap;
 
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use gemm::Parallelism;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +18,63 @@ use super::EvalConfig;
 use super::topk::{Mask, Selector, TopK};
 use crate::graph::Csr;
 use crate::{Error, Result};
+
+/// `dst = alpha · lhs · rhs` for strided `f32` matrices, each given as `(data, row stride, column stride)`
+/// (element `(i, j)` at `data[i·rs + j·cs]`): `lhs` is `m × k`, `rhs` `k × n`, `dst` `m × n`, overwritten.
+///
+/// A bounds-checked wrapper over the `gemm` crate, the GEMM behind candle's CPU matmul (so it costs no
+/// extra dependency); `par` is [`Parallelism::None`] on the calling thread or `Rayon(0)` over rayon's pool.
+pub(super) fn matmul(
+    dst: (&mut [f32], usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    par: Parallelism,
+) {
+    // The largest index of a `rows × cols` view is `(rows − 1)·rs + (cols − 1)·cs`.
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+    };
+    assert!(
+        fits(dst.0.len(), m, n, dst.1, dst.2)
+            && fits(lhs.0.len(), m, k, lhs.1, lhs.2)
+            && fits(rhs.0.len(), k, n, rhs.1, rhs.2),
+        "matmul: a view reaches past its slice"
+    );
+    // No two elements of `dst` share memory: its rows, or its columns, lie one after another.
+    let (rs, cs) = (dst.1, dst.2);
+    assert!(
+        m * n <= 1 || (m == 1 && cs > 0) || (n == 1 && rs > 0) || (cs > 0 && rs >= n * cs) || (rs > 0 && cs >= m * rs),
+        "matmul: the destination's elements overlap"
+    );
+    // SAFETY: every element the views address lies inside its slice, distinct elements of `dst` are distinct
+    // memory (both checked above), `dst` is borrowed mutably so it overlaps neither input, and
+    // `read_dst = false` means its prior contents are not read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0.as_mut_ptr(),
+            dst.2 as isize,
+            dst.1 as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
 
 /// Items per score tile: each GEMM writes a `chunk_users × ITEM_TILE` f32 tile (2 MiB with the default
 /// 512 users) that is scanned at once, while it is still in cache.
@@ -171,18 +227,15 @@ impl<'a> Scorer<'a> {
                     scr.lens[r] = 0;
                     scr.masks[r] = Mask::new(seen_row(u), exclude);
                 }
-                // rhs = U_blockᵀ (dim × bn), column r = user r.
-                let rhs = MatRef::from_column_major_slice(&scr.users[..bn * dim], dim, bn);
+                let users = &scr.users[..bn * dim];
                 let mut i0 = 0;
                 while i0 < n_items {
                     let tn = tile.min(n_items - i0);
-                    // lhs = I_tile (tn × dim), a row-major view of the item rows.
-                    let lhs =
-                        MatRef::from_column_major_slice(&self.item_emb[i0 * dim..(i0 + tn) * dim], dim, tn).transpose();
+                    let items = &self.item_emb[i0 * dim..(i0 + tn) * dim];
                     let buf = &mut scr.tile[..tn * bn];
-                    // Column r of the (tn × bn) column-major tile = user r's scores over the tile.
-                    let dst = MatMut::from_column_major_slice_mut(buf, tn, bn);
-                    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+                    // Row r of the row-major (bn × tn) tile = user r's scores over the tile:
+                    // U_block (bn × dim) · I_tileᵀ (dim × tn), I_tileᵀ read from the item rows with swapped strides.
+                    matmul((buf, tn, 1), (users, dim, 1), (items, 1, dim), (bn, tn, dim), 1.0, Parallelism::None);
                     for r in 0..bn {
                         let mut sel = Selector::resume(
                             &mut scr.top_scores[r * k..(r + 1) * k],
@@ -731,14 +784,13 @@ mod tests {
 
     // ---- timing ---------------------------------------------------------------------------------
 
-    /// The unfused alternative: one `chunk × n_items` GEMM per chunk with faer's rayon parallelism,
+    /// The unfused alternative: one `chunk × n_items` GEMM per chunk with the GEMM's rayon parallelism,
     /// then a parallel per-row selection. Kept here only to compare against the fused engine.
     fn unfused_eval(ue: &[f32], ie: &[f32], dim: usize, seen: &Csr, truth: &Csr, k: usize, chunk: usize) -> f64 {
         use crate::eval::topk::top_k_into;
         let n_items = ie.len() / dim;
         let users: Vec<u32> = (0..truth.n_rows() as u32).filter(|&u| truth.degree(u as usize) > 0).collect();
         let mut buf = vec![0.0f32; chunk * n_items];
-        let rhs = MatRef::from_column_major_slice(ie, dim, n_items);
         let mut total = 0.0;
         let mut ublock = vec![0.0f32; chunk * dim];
         for block in users.chunks(chunk) {
@@ -746,10 +798,9 @@ mod tests {
             for (r, &u) in block.iter().enumerate() {
                 ublock[r * dim..(r + 1) * dim].copy_from_slice(&ue[u as usize * dim..(u as usize + 1) * dim]);
             }
-            // dst (bn × n_items) row-major = transpose of a column-major (n_items × bn).
-            let lhs = MatRef::from_column_major_slice(&ublock[..bn * dim], dim, bn).transpose();
-            let dst = MatMut::from_column_major_slice_mut(&mut buf[..bn * n_items], n_items, bn).transpose_mut();
-            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::rayon(0));
+            // dst (bn × n_items) row-major = U_block (bn × dim) · Iᵀ (dim × n_items).
+            let (dst, lhs) = (&mut buf[..bn * n_items], &ublock[..bn * dim]);
+            matmul((dst, n_items, 1), (lhs, dim, 1), (ie, 1, dim), (bn, n_items, dim), 1.0, Parallelism::Rayon(0));
             total += buf[..bn * n_items]
                 .par_chunks(n_items)
                 .zip(block.par_iter())

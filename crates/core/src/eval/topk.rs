@@ -13,7 +13,7 @@
 //! Order: higher score first; equal scores go to the lower item id (`-0.0` and `0.0` are equal). NaN
 //! scores are never selected, and neither are masked items; `-inf` is an ordinary (lowest) score.
 
-use faer::traits::pulp::{Arch, Simd, WithSimd};
+use pulp::{Arch, Simd, WithSimd};
 
 /// Items to skip: the union of two sorted id lists, probed with non-decreasing ids.
 ///

@@ -19,11 +19,11 @@
 //! `∂L/∂u_b = (q_b/τ)·(i_b − Σ_c P_bc i_c)`, `∂L/∂i_c = (q_c/τ)·u_c − Σ_b (q_b/τ) P_bc u_b`.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_f32;
+use super::linear::matmul;
 
 /// Rows per block of the forward pass: a `ROWS × B` logit block stays in the L2 cache.
 const ROWS: usize = 32;
@@ -41,20 +41,15 @@ struct InBatchLogProb {
 /// `out = alpha · A · Bᵀ` for row-major `a` `(m, d)` and `b` `(n, d)`, into row-major `out` `(m, n)`.
 fn gemm_abt(a: &[f32], b: &[f32], d: usize, alpha: f32, out: &mut [f32]) {
     let (m, n) = (a.len() / d, b.len() / d);
-    // Column-major views of row-major data are transposes: outᵀ (n × m) = B (n × d) · Aᵀ (d × m).
-    let lhs = MatRef::from_column_major_slice(b, d, n).transpose();
-    let rhs = MatRef::from_column_major_slice(a, d, m);
-    matmul(MatMut::from_column_major_slice_mut(out, n, m), Accum::Replace, lhs, rhs, alpha, Par::Seq);
+    // Bᵀ (d × n) is B's row-major data read with swapped strides.
+    matmul((out, n, 1), (a, d, 1), (b, 1, d), (m, n, d), alpha, Parallelism::None);
 }
 
 /// `out = alpha · W · B` for row-major `w` `(m, n)` and `b` `(n, d)`, into row-major `out` `(m, d)`.
 fn gemm_wb(w: &[f32], b: &[f32], d: usize, alpha: f32, out: &mut [f32]) {
     let n = b.len() / d;
     let m = w.len() / n;
-    // outᵀ (d × m) = Bᵀ (d × n) · Wᵀ (n × m).
-    let lhs = MatRef::from_column_major_slice(b, d, n);
-    let rhs = MatRef::from_column_major_slice(w, n, m);
-    matmul(MatMut::from_column_major_slice_mut(out, d, m), Accum::Replace, lhs, rhs, alpha, Par::Seq);
+    matmul((out, d, 1), (w, n, 1), (b, d, 1), (m, d, n), alpha, Parallelism::None);
 }
 
 /// Lanes of the row loops: plain arrays of this width let LLVM vectorise the max and sum reductions
@@ -237,11 +232,9 @@ fn backward(u: &[f32], it: &[f32], d: usize, temp: f32, res: &[f32], grad: &[f32
                     *x += qs[b] * y;
                 }
             }
-            // −Wᵀ · U_blk, (B, d): in column-major views its transpose (d × B) = U_blkᵀ (d × rows) · W (rows × B).
+            // −Wᵀ (B × rows) · U_blk (rows × d), (B, d); Wᵀ is W's row-major data read with swapped strides.
             let mut di = vec![0f32; bsz * d];
-            let lhs = MatRef::from_column_major_slice(ub, d, rows);
-            let rhs = MatRef::from_column_major_slice(&w, bsz, rows).transpose();
-            matmul(MatMut::from_column_major_slice_mut(&mut di, d, bsz), Accum::Replace, lhs, rhs, -1.0f32, Par::Seq);
+            matmul((&mut di, d, 1), (&w, 1, bsz), (ub, d, 1), (bsz, d, rows), -1.0, Parallelism::None);
             di
         })
         .collect();

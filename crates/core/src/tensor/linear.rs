@@ -8,8 +8,7 @@
 //! so results do not depend on the number of threads.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_f32;
@@ -24,13 +23,67 @@ struct LinearLeaky {
     need_dx: bool,
 }
 
+/// `dst = alpha · lhs · rhs` for strided `f32` matrices, each given as `(data, row stride, column stride)`
+/// (element `(i, j)` at `data[i·rs + j·cs]`): `lhs` is `m × k`, `rhs` `k × n`, `dst` `m × n`, overwritten.
+///
+/// A bounds-checked wrapper over the `gemm` crate, the GEMM behind candle's CPU matmul (so it costs no
+/// extra dependency); `par` is [`Parallelism::None`] on the calling thread or `Rayon(0)` over rayon's pool.
+pub(super) fn matmul(
+    dst: (&mut [f32], usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    par: Parallelism,
+) {
+    // The largest index of a `rows × cols` view is `(rows − 1)·rs + (cols − 1)·cs`.
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+    };
+    assert!(
+        fits(dst.0.len(), m, n, dst.1, dst.2)
+            && fits(lhs.0.len(), m, k, lhs.1, lhs.2)
+            && fits(rhs.0.len(), k, n, rhs.1, rhs.2),
+        "matmul: a view reaches past its slice"
+    );
+    // No two elements of `dst` share memory: its rows, or its columns, lie one after another.
+    let (rs, cs) = (dst.1, dst.2);
+    assert!(
+        m * n <= 1 || (m == 1 && cs > 0) || (n == 1 && rs > 0) || (cs > 0 && rs >= n * cs) || (rs > 0 && cs >= m * rs),
+        "matmul: the destination's elements overlap"
+    );
+    // SAFETY: every element the views address lies inside its slice, distinct elements of `dst` are distinct
+    // memory (both checked above), `dst` is borrowed mutably so it overlaps neither input, and
+    // `read_dst = false` means its prior contents are not read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0.as_mut_ptr(),
+            dst.2 as isize,
+            dst.1 as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// `out = x · W` for row-major `x` `(m, k)`, `w` `(k, n)`, into row-major `out` `(m, n)`.
 fn gemm_xw(x: &[f32], w: &[f32], k: usize, n: usize, out: &mut [f32]) {
     let m = x.len() / k;
-    // Column-major views of row-major data are transposes: outᵀ (n × m) = Wᵀ (n × k) · xᵀ (k × m).
-    let lhs = MatRef::from_column_major_slice(w, n, k);
-    let rhs = MatRef::from_column_major_slice(x, k, m);
-    matmul(MatMut::from_column_major_slice_mut(out, n, m), Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+    matmul((out, n, 1), (x, k, 1), (w, n, 1), (m, n, k), 1.0, Parallelism::None);
 }
 
 fn forward(x: &[f32], w: &[f32], b: &[f32], k: usize, alpha: f32) -> Vec<f32> {
@@ -67,17 +120,13 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
             let rows = xb.len() / k;
             // ∂L/∂z: the slope is 1 where y > 0 (⇔ z > 0 for α ≥ 0), else α.
             let gz: Vec<f32> = gb.iter().zip(yb).map(|(&g, &y)| if y > 0.0 { g } else { alpha * g }).collect();
-            // ∂x = ∂z · Wᵀ; in column-major views ∂xᵀ (k × rows) = W (k × n) · ∂zᵀ (n × rows).
+            // ∂x (rows × k) = ∂z (rows × n) · Wᵀ (n × k); Wᵀ is W's row-major data read with swapped strides.
             if need_dx {
-                let lhs = MatRef::from_column_major_slice(w, n, k).transpose();
-                let rhs = MatRef::from_column_major_slice(&gz, n, rows);
-                matmul(MatMut::from_column_major_slice_mut(dxb, k, rows), Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+                matmul((dxb, k, 1), (&gz, n, 1), (w, 1, n), (rows, k, n), 1.0, Parallelism::None);
             }
-            // This block's share of ∂W = xᵀ · ∂z: ∂Wᵀ (n × k) = ∂zᵀ (n × rows) · x (rows × k).
+            // This block's share of ∂W (k × n) = xᵀ (k × rows) · ∂z (rows × n).
             let mut dw = vec![0f32; k * n];
-            let lhs = MatRef::from_column_major_slice(&gz, n, rows);
-            let rhs = MatRef::from_column_major_slice(xb, k, rows).transpose();
-            matmul(MatMut::from_column_major_slice_mut(&mut dw, n, k), Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+            matmul((&mut dw, n, 1), (xb, 1, k), (&gz, n, 1), (k, n, rows), 1.0, Parallelism::None);
             let mut db = vec![0f32; n];
             for row in gz.chunks(n) {
                 for (a, v) in db.iter_mut().zip(row) {
