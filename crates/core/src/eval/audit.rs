@@ -26,7 +26,7 @@
 //!   `P(j) = exp(s_j − LSE(s))`, computed in log-sum-exp form as
 //!   `Σ_j P_ref(j) (s_ref,j − s_model,j) + LSE(s_model) − LSE(s_ref)`, stable for scores of any size.
 //!
-//! Scores come from faer GEMMs over blocks of [`BLOCK_USERS`] users (one rayon task each), one full
+//! Scores come from GEMMs (the `gemm` crate) over blocks of [`BLOCK_USERS`] users (one rayon task each), one full
 //! `n_items` score row per user and model; nothing of size `n_users × n_items` is materialised.
 //!
 //! ```

@@ -21,7 +21,7 @@
 //! * [`top_k`] / [`top_k_into`]: partial selection over one score row.
 //!
 //! Scoring never materialises the `n_users × n_items` matrix: users go in blocks of
-//! [`EvalConfig::chunk_users`], items in tiles of [`ITEM_TILE`], each tile a faer GEMM into a per-thread
+//! [`EvalConfig::chunk_users`], items in tiles of [`ITEM_TILE`], each tile a GEMM (the `gemm` crate) into a per-thread
 //! buffer that is scanned at once by a threshold test feeding a sorted best-K array per user.
 //! Gowalla-sized full evaluation (29,858 × 40,981, dim 64, K ≤ 50) takes about 2.2 s on one core
 //! (about two thirds of it the GEMM, near the core's peak), so about 1.1–1.2 s on two idle cores; the
