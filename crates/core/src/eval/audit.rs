@@ -52,10 +52,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ranking::matmul;
 use crate::data::Interactions;
 use crate::graph::{Csr, Graph};
 use crate::model::Embeddings;
+use crate::tensor::matmul;
 use crate::{Error, Result};
 
 mod attack;

@@ -17,64 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::EvalConfig;
 use super::topk::{Mask, Selector, TopK};
 use crate::graph::Csr;
+use crate::tensor::matmul;
 use crate::{Error, Result};
-
-/// `dst = alpha · lhs · rhs` for strided `f32` matrices, each given as `(data, row stride, column stride)`
-/// (element `(i, j)` at `data[i·rs + j·cs]`): `lhs` is `m × k`, `rhs` `k × n`, `dst` `m × n`, overwritten.
-///
-/// A bounds-checked wrapper over the `gemm` crate, the GEMM behind candle's CPU matmul (so it costs no
-/// extra dependency); `par` is [`Parallelism::None`] on the calling thread or `Rayon(0)` over rayon's pool.
-pub(super) fn matmul(
-    dst: (&mut [f32], usize, usize),
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-    (m, n, k): (usize, usize, usize),
-    alpha: f32,
-    par: Parallelism,
-) {
-    // The largest index of a `rows × cols` view is `(rows − 1)·rs + (cols − 1)·cs`.
-    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
-        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
-    };
-    assert!(
-        fits(dst.0.len(), m, n, dst.1, dst.2)
-            && fits(lhs.0.len(), m, k, lhs.1, lhs.2)
-            && fits(rhs.0.len(), k, n, rhs.1, rhs.2),
-        "matmul: a view reaches past its slice"
-    );
-    // No two elements of `dst` share memory: its rows, or its columns, lie one after another.
-    let (rs, cs) = (dst.1, dst.2);
-    assert!(
-        m * n <= 1 || (m == 1 && cs > 0) || (n == 1 && rs > 0) || (cs > 0 && rs >= n * cs) || (rs > 0 && cs >= m * rs),
-        "matmul: the destination's elements overlap"
-    );
-    // SAFETY: every element the views address lies inside its slice, distinct elements of `dst` are distinct
-    // memory (both checked above), `dst` is borrowed mutably so it overlaps neither input, and
-    // `read_dst = false` means its prior contents are not read.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0.as_mut_ptr(),
-            dst.2 as isize,
-            dst.1 as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-            0.0,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
-}
 
 /// Items per score tile: each GEMM writes a `chunk_users × ITEM_TILE` f32 tile (2 MiB with the default
 /// 512 users) that is scanned at once, while it is still in cache.

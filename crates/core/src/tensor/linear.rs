@@ -28,7 +28,7 @@ struct LinearLeaky {
 ///
 /// A bounds-checked wrapper over the `gemm` crate, the GEMM behind candle's CPU matmul (so it costs no
 /// extra dependency); `par` is [`Parallelism::None`] on the calling thread or `Rayon(0)` over rayon's pool.
-pub(super) fn matmul(
+pub(crate) fn matmul(
     dst: (&mut [f32], usize, usize),
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),

@@ -14,6 +14,7 @@ mod spmm;
 
 pub use inbatch::in_batch_log_prob;
 pub use linear::linear_leaky;
+pub(crate) use linear::matmul;
 pub use pairdot::pair_dot;
 
 pub use spmm::{SpMat, spmm, spmm_into};
