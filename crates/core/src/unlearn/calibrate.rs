@@ -23,6 +23,12 @@
 //!
 //! Without validation edges the proxy percentile is used as it is. Nothing here reads the test split or
 //! selects on the real request's outcome.
+//!
+//! Isolated nodes are a special case that needs no estimate: a user (or item) that keeps no training edge
+//! is never sampled by a retrain, so a retrained model leaves its base embedding at its random
+//! initialisation. [`reset_isolated`] gives such a node a fresh draw from the initial distribution, so an
+//! erased account looks exactly like it would after retraining rather than like a trained one pushed
+//! down.
 
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -73,6 +79,30 @@ fn proxy(fin: &Embeddings, remaining: &Graph) -> Embeddings {
         row.iter_mut().for_each(|x| *x /= n);
     }
     Embeddings { dim: d, users, items: fin.items.clone() }
+}
+
+/// Re-draws the base rows (`base`, row-major `(n_users + n_items, dim)`) of the nodes that had a training
+/// edge in `before` and have none in `remaining`, from the backbones' initial distribution (uniform in
+/// `±sqrt(6 / (N + d))`, as [`crate::model::Backbone::new`]), seeded by `seed`. Returns the number of rows
+/// reset. Nodes without an edge in `before` were never trained and keep their rows.
+///
+/// # Panics
+/// When `base` does not hold `(n_users + n_items) * dim` values of the graphs' shape (a caller bug).
+pub fn reset_isolated(base: &mut [f32], dim: usize, before: &Graph, remaining: &Graph, seed: u64) -> usize {
+    let (nu, ni) = (remaining.n_users(), remaining.n_items());
+    assert_eq!(base.len(), (nu + ni) * dim, "base table shape");
+    let bound = (6.0 / (nu + ni + dim) as f64).sqrt() as f32;
+    // A stream of its own, apart from the fine-tuning's draws.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6973_6f6c_6174_6564);
+    let isolated = (0..nu)
+        .filter(|&u| before.user_degree(u) > 0 && remaining.user_degree(u) == 0)
+        .chain((0..ni).filter(|&i| before.item_degree(i) > 0 && remaining.item_degree(i) == 0).map(|i| nu + i));
+    let mut n = 0;
+    for row in isolated {
+        base[row * dim..(row + 1) * dim].iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
+        n += 1;
+    }
+    n
 }
 
 /// The value at CDF level `c` in `[0, 1]` of the sorted sample `v` (linear interpolation).
@@ -187,6 +217,34 @@ pub fn targets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_isolated_redraws_only_nodes_the_request_leaves_without_edges() {
+        let (nu, ni, d) = (3usize, 3usize, 2usize);
+        // User 0: {0, 1}; user 1: {1}; user 2: none. Item 2: none.
+        let before = Graph::from_interactions(nu, ni, &Interactions::from_pairs(vec![(0, 0), (0, 1), (1, 1)]).0);
+        // Erase user 0: user 0 and item 0 lose every edge; item 1 keeps user 1's.
+        let remaining = Graph::from_interactions(nu, ni, &Interactions::from_pairs(vec![(1, 1)]).0);
+        let trained = vec![5.0f32; (nu + ni) * d];
+        let mut base = trained.clone();
+        assert_eq!(reset_isolated(&mut base, d, &before, &remaining, 7), 2);
+        let bound = (6.0f32 / (nu + ni + d) as f32).sqrt();
+        for (row, reset) in [(0, true), (1, false), (2, false), (3, true), (4, false), (5, false)] {
+            let r = &base[row * d..(row + 1) * d];
+            if reset {
+                assert!(r.iter().all(|x| x.abs() <= bound), "row {row}: {r:?}");
+            } else {
+                assert_eq!(r, &trained[row * d..(row + 1) * d], "row {row}");
+            }
+        }
+        // Seeded: the same seed gives the same rows, another seed others.
+        let mut again = trained.clone();
+        reset_isolated(&mut again, d, &before, &remaining, 7);
+        assert_eq!(base, again);
+        let mut other = trained.clone();
+        reset_isolated(&mut other, d, &before, &remaining, 8);
+        assert_ne!(base, other);
+    }
 
     #[test]
     fn quantile_and_cdf() {

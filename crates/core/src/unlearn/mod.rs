@@ -943,6 +943,12 @@ pub fn unlearn(
         out_model.set_base(&base)?;
         phases.insert("calibrate".to_string(), t.elapsed().as_secs_f64());
     }
+    // Users and items the request leaves without a training edge: back to the initial distribution, where
+    // a retrain leaves them.
+    let mut base = out_model.base_vec()?;
+    if calibrate::reset_isolated(&mut base, out_model.config.dim, &graph, &req.remaining, ft.seed) > 0 {
+        out_model.set_base(&base)?;
+    }
     let before = backbone.final_embeddings(&adj)?;
     let after = out_model.final_embeddings(&req.adj_pk)?;
     let forgetting = forgetting_report(&before, &after, &graph, &learned, request_seed(&learned));
