@@ -25,7 +25,6 @@
 pub mod data;
 pub mod error;
 pub mod eval;
-pub mod experiment;
 pub mod graph;
 pub mod io;
 pub mod model;

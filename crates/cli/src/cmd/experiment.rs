@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use unlearnrec_core::experiment::{self, ExperimentConfig, ExperimentObserver, ResultRow, RunOptions, StreamRow};
 use unlearnrec_core::train::{EpochRecord, Observer};
+use unlearnrec_experiment::{ExperimentConfig, ExperimentObserver, ResultRow, RunOptions, StreamRow};
 
 use crate::util::{Ctx, check_out_dir};
 
@@ -38,7 +38,7 @@ pub fn run(a: ExperimentArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     check_out_dir(&out, "--out")?;
     let started = Instant::now();
     let mut bars = GridBars::new(ctx.quiet);
-    let report = experiment::run(&cfg, &out, &RunOptions { resume: a.resume }, &mut bars)
+    let report = unlearnrec_experiment::run(&cfg, &out, &RunOptions { resume: a.resume }, &mut bars)
         .with_context(|| format!("experiment {} into {}", a.config.display(), out.display()))?;
     bars.finish();
     print!("{}", report.markdown);

@@ -8,20 +8,22 @@ use std::time::Instant;
 use super::config::{ExperimentConfig, MethodSpec, ProtocolSpec, hash_json};
 use super::results::{ResultRow, read_results, write_results};
 use super::{ExperimentObserver, ExperimentReport, RunOptions, plot, results, stream};
-use crate::data::{Dataset, Interactions, LoadOptions, SynthConfig, generate};
-use crate::error::{Error, Result};
-use crate::eval::EvalConfig;
-use crate::graph::Graph;
-use crate::io::checkpoint::{self, Checkpoint, write_atomic};
-use crate::model::ModelKind;
-use crate::pipeline::{self, Split, union};
-use crate::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
-use crate::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
-use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, Partition, train_sharded};
-use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
-use crate::unlearn::poison::least_related_edges;
-use crate::unlearn::protocol::{Protocol, make_request};
-use crate::unlearn::{self, Unlearner};
+use unlearnrec_core::data::{Dataset, Interactions, LoadOptions, SynthConfig, generate};
+use unlearnrec_core::error::{Error, Result};
+use unlearnrec_core::eval::EvalConfig;
+use unlearnrec_core::graph::Graph;
+use unlearnrec_core::io::checkpoint::{self, Checkpoint, write_atomic};
+use unlearnrec_core::model::ModelKind;
+use unlearnrec_core::pipeline::{self, Split, union};
+use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
+use unlearnrec_core::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
+use unlearnrec_core::unlearn::baselines::{
+    FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, Partition, train_sharded,
+};
+use unlearnrec_core::unlearn::method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
+use unlearnrec_core::unlearn::poison::least_related_edges;
+use unlearnrec_core::unlearn::protocol::{Protocol, make_request};
+use unlearnrec_core::unlearn::{self, Unlearner};
 
 /// File names under the output directory.
 pub const RESULTS_CSV: &str = "results.csv";
@@ -37,7 +39,7 @@ pub(crate) fn load_dataset(spec: &str) -> Result<Dataset> {
     if spec == "synth" {
         generate(&SynthConfig::default())
     } else {
-        crate::data::load(Path::new(spec), &LoadOptions::default())
+        unlearnrec_core::data::load(Path::new(spec), &LoadOptions::default())
     }
 }
 
@@ -265,7 +267,7 @@ struct Start<'a> {
 }
 
 /// The checkpoint `method` forgets from and the method with its options, built through the registry
-/// ([`crate::unlearn::method`]). The runner's presets are options: `retrain-seed2` is `retrain` with the
+/// ([`unlearnrec_core::unlearn::method`]). The runner's presets are options: `retrain-seed2` is `retrain` with the
 /// checkpoint's seed + 1, `unlearnrec-zero-shot` is `unlearnrec` with 0 fine-tuning epochs
 /// ([`ExperimentConfig::finetune_config`]); `sisa` forgets from the sharded model's serving checkpoint.
 fn method_for<'a>(

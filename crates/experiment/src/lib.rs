@@ -14,23 +14,23 @@
 //! audit = false                            # attackers' AUCs, removed rank, agreement with retrain
 //! poison_ratio = 0.5                       # adversarial: share of users and items given a least-related edge
 //!
-//! [model]          # crate::model::ModelConfig
-//! [train]          # crate::train::TrainConfig (seed: each of `seeds`)
-//! [pretrain]       # crate::unlearn::PretrainConfig
-//! [finetune]       # crate::unlearn::FinetuneConfig (unlearnrec-zero-shot: 0 epochs)
+//! [model]          # unlearnrec_core::model::ModelConfig
+//! [train]          # unlearnrec_core::train::TrainConfig (seed: each of `seeds`)
+//! [pretrain]       # unlearnrec_core::unlearn::PretrainConfig
+//! [finetune]       # unlearnrec_core::unlearn::FinetuneConfig (unlearnrec-zero-shot: 0 epochs)
 //! [baselines.gradient_ascent]   # also baselines.finetune, baselines.influence
-//! [baselines.sisa] # crate::unlearn::baselines::ShardConfig: shards = 4, partition = "user" | "random", …
+//! [baselines.sisa] # unlearnrec_core::unlearn::baselines::ShardConfig: shards = 4, partition = "user" | "random", …
 //! [stream]         # optional: requests = 50, fraction = 0.001, retrain_every = 10, protocol, split
 //! ```
 //!
 //! [`run`] validates everything before it writes anything, then per (dataset, model, seed) trains the
 //! backbone and pre-trains the unlearner, or loads them from `<out>/cache/` where a file with the same
 //! configuration hash exists. Under `adversarial` it poisons the dataset with
-//! [`crate::unlearn::poison::least_related_edges`] of the clean backbone, trains a backbone on the
+//! [`unlearnrec_core::unlearn::poison::least_related_edges`] of the clean backbone, trains a backbone on the
 //! poisoned data, and forgets every injected edge. Each cell (one method on one request) yields a
-//! [`ResultRow`]: test Recall@20 / NDCG@20 ([`crate::io::Checkpoint::evaluate`]), the forgetting
-//! figures of the [`crate::unlearn::UnlearnReport`], its time and, with `audit = true`, the
-//! [`crate::unlearn::audit`] figures against the retrained model of the same request (the `retrain`
+//! [`ResultRow`]: test Recall@20 / NDCG@20 ([`unlearnrec_core::io::Checkpoint::evaluate`]), the forgetting
+//! figures of the [`unlearnrec_core::unlearn::UnlearnReport`], its time and, with `audit = true`, the
+//! [`unlearnrec_core::unlearn::audit`] figures against the retrained model of the same request (the `retrain`
 //! cell's model, or one retrained for the audit when `retrain` is not listed): `mia_auc` and
 //! `removed_called_members` of the strongest membership attacker, `removed_vs_held_out_auc` of the
 //! strongest distinguisher, `removed_median_rank` and `removed_top20`, the same per attacker
@@ -39,7 +39,7 @@
 //! reference too: its row is the noise floor two exact retrains already differ by. `sisa` does not
 //! start from the backbone: per (dataset, model, seed) and shard settings it trains (or loads from the
 //! cache) a sharded model of the same kind on the same, possibly poisoned, training data with
-//! [`crate::unlearn::baselines::train_sharded`], and forgets the request by retraining the shards that
+//! [`unlearnrec_core::unlearn::baselines::train_sharded`], and forgets the request by retraining the shards that
 //! held it; its time is that retraining alone. The sharded model's own quality before unlearning differs
 //! from the single backbone's (`original_recall@20`), so its rows also hold `sharded_recall@20`,
 //! `sharded_ndcg@20` and `sharded_train_secs`, and its forgetting and audit figures compare with the
@@ -52,7 +52,7 @@
 //! The library never prints: progress goes to an [`ExperimentObserver`].
 //!
 //! ```
-//! use unlearnrec_core::experiment::{ExperimentConfig, MethodSpec};
+//! use unlearnrec_experiment::{ExperimentConfig, MethodSpec};
 //!
 //! let cfg = ExperimentConfig::from_toml_str(
 //!     "datasets = [\"synth\"]\nmethods = [\"retrain\", \"unlearnrec\"]\nseeds = [1, 2]\n[train]\nepochs = 2\n",
@@ -63,10 +63,11 @@
 //! let err = ExperimentConfig::from_toml_str("datasets = [\"synth\"]\nfraction = 2\n", "exp.toml".as_ref());
 //! assert!(err.unwrap_err().to_string().contains("`fraction`"));
 //! ```
+#![warn(missing_docs)]
 
 use std::path::PathBuf;
 
-use crate::train::{Observer, Silent};
+use unlearnrec_core::train::{Observer, Silent};
 
 pub mod config;
 pub mod plot;
@@ -130,11 +131,11 @@ pub struct ExperimentReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::synthetic::{SynthConfig, generate};
-    use crate::data::write_lightgcn;
-    use crate::train::{EpochRecord, TrainConfig};
-    use crate::unlearn::PretrainConfig;
-    use crate::unlearn::baselines::ShardConfig;
+    use unlearnrec_core::data::synthetic::{SynthConfig, generate};
+    use unlearnrec_core::data::write_lightgcn;
+    use unlearnrec_core::train::{EpochRecord, TrainConfig};
+    use unlearnrec_core::unlearn::PretrainConfig;
+    use unlearnrec_core::unlearn::baselines::ShardConfig;
 
     #[derive(Default)]
     struct Counter {

@@ -9,13 +9,13 @@ use super::config::{ExperimentConfig, MethodSpec, StreamSplit, hash_json};
 use super::results::{StreamRow, read_stream, stream_csv};
 use super::runner::{backbone, eval20, request_graph, unlearner};
 use super::{ExperimentObserver, RunOptions, plot};
-use crate::data::{Dataset, Interactions};
-use crate::error::Result;
-use crate::io::checkpoint::{Checkpoint, write_atomic};
-use crate::pipeline::{Split, union};
-use crate::unlearn::forgetting::{self, forgetting_report};
-use crate::unlearn::protocol::make_request;
-use crate::unlearn::{self, ForgettingReport};
+use unlearnrec_core::data::{Dataset, Interactions};
+use unlearnrec_core::error::Result;
+use unlearnrec_core::io::checkpoint::{Checkpoint, write_atomic};
+use unlearnrec_core::pipeline::{Split, union};
+use unlearnrec_core::unlearn::forgetting::{self, forgetting_report};
+use unlearnrec_core::unlearn::protocol::make_request;
+use unlearnrec_core::unlearn::{self, ForgettingReport};
 
 /// The stream's table.
 pub const STREAM_CSV: &str = "stream.csv";

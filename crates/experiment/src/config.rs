@@ -8,18 +8,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-use crate::model::{ModelConfig, ModelKind};
-use crate::train::TrainConfig;
-use crate::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardConfig};
-use crate::unlearn::protocol::Protocol;
-use crate::unlearn::{FinetuneConfig, PretrainConfig};
+use unlearnrec_core::error::{Error, Result};
+use unlearnrec_core::model::{ModelConfig, ModelKind};
+use unlearnrec_core::train::TrainConfig;
+use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardConfig};
+use unlearnrec_core::unlearn::protocol::Protocol;
+use unlearnrec_core::unlearn::{FinetuneConfig, PretrainConfig};
 
 /// How a cell's request is drawn: one of the [`Protocol`]s, or the adversarial protocol of
-/// [`crate::unlearn::poison`] (least-related edges injected before training, then forgotten).
+/// [`unlearnrec_core::unlearn::poison`] (least-related edges injected before training, then forgotten).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProtocolSpec {
-    /// A request of `fraction` of the training edges drawn by [`crate::unlearn::protocol::make_request`].
+    /// A request of `fraction` of the training edges drawn by [`unlearnrec_core::unlearn::protocol::make_request`].
     Standard(Protocol),
     /// The injected least-related edges: the dataset is poisoned with a model trained on clean data, the
     /// backbone is trained on the poisoned data, and the request is every injected edge (`fraction` is
@@ -64,25 +64,25 @@ impl FromStr for ProtocolSpec {
 /// An unlearning method of the grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MethodSpec {
-    /// Exact retraining from scratch ([`crate::unlearn::retrain`]). With `audit = true` its model is the
+    /// Exact retraining from scratch ([`unlearnrec_core::unlearn::retrain`]). With `audit = true` its model is the
     /// reference every cell of the group is audited against.
     Retrain,
     /// A second exact retrain with another training seed (the checkpoint's `train.seed + 1`, through
-    /// [`crate::unlearn::retrain_seeded`]): the noise floor. It is audited against the first retrain
+    /// [`unlearnrec_core::unlearn::retrain_seeded`]): the noise floor. It is audited against the first retrain
     /// like every other method (it is never the reference), so its `agreement_top20`, `agreement_kl` and
     /// attacker figures are how far two exact retrains differ: the best any method can do.
     RetrainSeed2,
-    /// UnlearnRec's encoder pass alone ([`crate::unlearn::unlearn`] with 0 fine-tuning epochs).
+    /// UnlearnRec's encoder pass alone ([`unlearnrec_core::unlearn::unlearn`] with 0 fine-tuning epochs).
     UnlearnrecZeroShot,
     /// UnlearnRec: encoder pass plus the `[finetune]` epochs.
     Unlearnrec,
-    /// Fine-tuning of the backbone on the remaining data ([`crate::unlearn::baselines::finetune()`]).
+    /// Fine-tuning of the backbone on the remaining data ([`unlearnrec_core::unlearn::baselines::finetune()`]).
     Finetune,
-    /// NegGrad+ ([`crate::unlearn::baselines::gradient_ascent()`]).
+    /// NegGrad+ ([`unlearnrec_core::unlearn::baselines::gradient_ascent()`]).
     GradientAscent,
-    /// An influence-function step ([`crate::unlearn::baselines::influence()`]).
+    /// An influence-function step ([`unlearnrec_core::unlearn::baselines::influence()`]).
     Influence,
-    /// SISA / RecEraser ([`crate::unlearn::baselines::sisa()`]): the runner trains (and caches) a sharded
+    /// SISA / RecEraser ([`unlearnrec_core::unlearn::baselines::sisa()`]): the runner trains (and caches) a sharded
     /// model of the cell's backbone kind on the cell's training data (`[baselines.sisa]`) and forgets the
     /// request by retraining the shards that held it. It unlearns that sharded model, not the single
     /// backbone the other methods start from, so its quality before unlearning differs (see the
@@ -117,7 +117,7 @@ impl MethodSpec {
         }
     }
 
-    /// The registered method it runs ([`crate::unlearn::method::METHODS`]): `retrain-seed2` is a preset of
+    /// The registered method it runs ([`unlearnrec_core::unlearn::method::METHODS`]): `retrain-seed2` is a preset of
     /// `retrain`, `unlearnrec-zero-shot` one of `unlearnrec`; the others are the method of the same name.
     pub fn method(self) -> &'static str {
         match self {
@@ -653,7 +653,11 @@ retrain_every = 2
         assert_eq!(cfg.methods[4], MethodSpec::Sisa);
         assert_eq!(
             cfg.baselines.sisa,
-            ShardConfig { shards: 8, partition: crate::unlearn::baselines::Partition::Random, ..Default::default() }
+            ShardConfig {
+                shards: 8,
+                partition: unlearnrec_core::unlearn::baselines::Partition::Random,
+                ..Default::default()
+            }
         );
         assert_eq!(cfg.stream.as_ref().unwrap().retrain_every, 2);
         // A single fraction and the defaults.
@@ -665,7 +669,7 @@ retrain_every = 2
 
     #[test]
     fn every_grid_method_is_a_registered_method_and_every_registered_method_is_in_the_grid() {
-        use crate::unlearn::method::{method_info, method_names};
+        use unlearnrec_core::unlearn::method::{method_info, method_names};
         for m in MethodSpec::ALL {
             assert_eq!(method_info(m.method()).unwrap().name, m.method(), "{m}");
         }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::io::checkpoint::write_atomic;
+use unlearnrec_core::error::{Error, Result};
+use unlearnrec_core::io::checkpoint::write_atomic;
 
 /// Metric columns of `results.csv`, in file order (a row may leave any of them empty). Columns of
 /// other names follow them (the `sharded_*` figures of `sisa` rows, the audit's per-attacker
