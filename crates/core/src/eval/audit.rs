@@ -4,8 +4,10 @@
 //! **remaining** seen items (training plus validation, after removal), as [`super::evaluate_ranking`] does:
 //!
 //! * [`rank_report`]: the rank of each removed item in its user's full ranking over the unmasked items,
-//!   `rank = 1 + #{j unmasked : s(u, j) > s(u, i)}` (ties count in the item's favour; the item's own mask
-//!   never counts), summarised as mean, median and the fraction still in the top K. A model that forgot
+//!   `rank = 1 + #{j unmasked : s(u, j) > s(u, i)} + ⌊#{j ≠ i unmasked : s(u, j) = s(u, i)} / 2⌋` (a tie
+//!   counts half: the expected rank under random tie-breaking, so a user whose scores are all equal, such
+//!   as an erased user of a backbone whose final embeddings leave out `E⁰`, ranks items mid-list and not
+//!   first; the item's own mask never counts), summarised as mean, median and the fraction still in the top K. A model that forgot
 //!   ranks removed items like any unseen item; one that did not keeps them near the top.
 //! * [`membership_inference`]: attackers that tell members (a seeded sample of remaining training edges)
 //!   from non-members (held-out test edges that are not training edges) by per-pair features
@@ -345,24 +347,39 @@ fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<
         });
         let mean = sum / n_items as f64;
         let std = (sq / n_items as f64 - mean * mean).max(0.0).sqrt().max(1e-12);
-        // Items scoring above `s`: (unmasked, masked).
-        let higher: Box<dyn Fn(f32) -> (usize, usize)> = if mine.len() > SORT_ABOVE {
+        // Items scoring above `s` plus half of those tying with it: (unmasked, masked), each as
+        // (higher, equal) counts, the item itself among the equal ones.
+        type Counts = ((usize, usize), (usize, usize));
+        let higher: Box<dyn Fn(f32) -> Counts> = if mine.len() > SORT_ABOVE {
             let open = unmasked_sorted(row, masked);
             Box::new(move |s| {
-                let masked_higher = masked.iter().filter(|&&j| row[j as usize] > s).count();
-                (open.partition_point(|&x| x > s), masked_higher)
+                let mh = masked.iter().filter(|&&j| row[j as usize] > s).count();
+                let me = masked.iter().filter(|&&j| row[j as usize] == s).count();
+                let (gt, ge) = (open.partition_point(|&x| x > s), open.partition_point(|&x| x >= s));
+                ((gt, ge - gt), (mh, me))
             })
         } else {
             Box::new(|s| {
-                let all = row.iter().filter(|&&x| x > s).count();
-                let masked_higher = masked.iter().filter(|&&j| row[j as usize] > s).count();
-                (all - masked_higher, masked_higher)
+                let (all_gt, all_eq) =
+                    row.iter().fold((0, 0), |(g, e), &x| (g + (x > s) as usize, e + (x == s) as usize));
+                let mh = masked.iter().filter(|&&j| row[j as usize] > s).count();
+                let me = masked.iter().filter(|&&j| row[j as usize] == s).count();
+                ((all_gt - mh, all_eq - me), (mh, me))
             })
         };
         mine.iter()
             .map(|&j| {
-                let score = row[pairs[j].1 as usize];
-                let (open, hidden) = higher(score);
+                let item = pairs[j].1;
+                let score = row[item as usize];
+                let ((gt, mut eq), (hgt, heq)) = higher(score);
+                // The item's own score is among the equal ones of its side (a NaN score equals nothing).
+                let own_masked = masked.binary_search(&item).is_ok();
+                if !own_masked && !score.is_nan() {
+                    eq -= 1;
+                }
+                let heq_others = if own_masked && !score.is_nan() { heq - 1 } else { heq };
+                let open = gt + eq / 2;
+                let hidden = hgt + heq_others / 2;
                 let z = (score as f64 - mean) / std;
                 (j, PairRank { score, rank: 1 + open, candidates, rank_all: 1 + open + hidden, z })
             })
@@ -376,8 +393,8 @@ fn rank_pairs(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)]) -> Result<Vec<
 }
 
 /// The rank (1 = top) of each pair's item in its user's full ranking over the items not in `seen`, in
-/// input order: `1 + #{j ∉ seen(u) : s(u, j) > s(u, i)}`. The item need not be unmasked itself. NaN
-/// scores never count as higher.
+/// input order: `1 + #{j ∉ seen(u) : s(u, j) > s(u, i)}` plus half (rounded down) of the other such items
+/// scoring exactly the same. The item need not be unmasked itself. NaN scores never count as higher.
 ///
 /// # Errors
 /// [`Error::IdOutOfRange`] for a pair outside the embeddings; [`Error::Shape`] for a `seen` wider than
@@ -834,9 +851,11 @@ mod tests {
         assert_eq!(r.mean_rank, 3.0);
         assert_eq!(r.median_rank, 3.0);
         assert!((r.top_k_fraction - 1.0 / 3.0).abs() < 1e-12);
-        // Ties count in the item's favour.
-        let flat = emb(1, vec![1.0], vec![1.0, 1.0, 1.0]);
-        assert_eq!(pair_ranks(&flat, &csr(3, &[vec![]]), &[(0, 2)]).unwrap(), vec![1]);
+        // A tie counts half: all five items score the same, so each ranks in the middle (1 + 4/2),
+        // whether or not it is masked itself; a masked tie never counts.
+        let flat = emb(1, vec![1.0], vec![1.0; 5]);
+        assert_eq!(pair_ranks(&flat, &csr(5, &[vec![]]), &[(0, 2), (0, 0)]).unwrap(), vec![3, 3]);
+        assert_eq!(pair_ranks(&flat, &csr(5, &[vec![1, 3]]), &[(0, 2), (0, 1)]).unwrap(), vec![2, 2]);
         assert!(rank_report(&e, &seen, &[], 20).is_err());
         assert!(matches!(pair_ranks(&e, &seen, &[(2, 0)]), Err(Error::IdOutOfRange { .. })));
     }
