@@ -184,6 +184,15 @@ impl ModelConfig {
     }
 }
 
+/// The initial base table of [`Backbone::new`]: `n × d` values uniform in `±sqrt(6 / (n + d))` (PyTorch's
+/// `xavier_uniform_` on an `(n, d)` table), row-major, drawn from `seed`. Unlearning restores the rows of
+/// nodes a request isolates from it (an exact retrain with the same seed moves them only by its regulariser).
+pub fn initial_table(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let bound = (6.0 / (n + d) as f64).sqrt() as f32;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * d).map(|_| rng.random_range(-bound..bound)).collect()
+}
+
 /// A backbone: its configuration and base embedding table `E⁰` (a trainable [`Var`]).
 ///
 /// For [`ModelKind::Pop`] the table has one column: users hold 1, items their training popularity, so that
@@ -205,11 +214,7 @@ impl Backbone {
     /// An invalid config.
     pub fn new(config: ModelConfig, n_users: usize, n_items: usize, seed: u64) -> Result<Self> {
         config.validate()?;
-        let n = n_users + n_items;
-        let d = config.dim;
-        let bound = (6.0 / (n + d) as f64).sqrt() as f32;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let data: Vec<f32> = (0..n * d).map(|_| rng.random_range(-bound..bound)).collect();
+        let data = initial_table(n_users + n_items, config.dim, seed);
         Self::from_embeddings(config, n_users, n_items, data)
     }
 

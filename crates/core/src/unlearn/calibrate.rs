@@ -26,9 +26,9 @@
 //!
 //! Isolated nodes are a special case that needs no estimate: a user (or item) that keeps no training edge
 //! is never sampled by a retrain, so a retrained model leaves its base embedding at its random
-//! initialisation. [`reset_isolated`] gives such a node a fresh draw from the initial distribution, so an
-//! erased account looks exactly like it would after retraining rather than like a trained one pushed
-//! down.
+//! initialisation. [`reset_isolated`] restores such a node's initial row (the checkpoint's training seed
+//! draws the same table as an exact retrain's), so an erased account holds exactly what it would after
+//! retraining rather than a trained row pushed down.
 
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -38,7 +38,7 @@ use crate::data::Interactions;
 use crate::error::Result;
 use crate::eval::audit::{pair_percentiles, scores_at_percentiles};
 use crate::graph::{Csr, Graph};
-use crate::model::Embeddings;
+use crate::model::{Embeddings, initial_table};
 
 /// User-degree buckets, each with its own quantile map.
 pub const DEGREE_BUCKETS: usize = 4;
@@ -81,28 +81,91 @@ fn proxy(fin: &Embeddings, remaining: &Graph) -> Embeddings {
     Embeddings { dim: d, users, items: fin.items.clone() }
 }
 
-/// Re-draws the base rows (`base`, row-major `(n_users + n_items, dim)`) of the nodes that had a training
-/// edge in `before` and have none in `remaining`, from the backbones' initial distribution (uniform in
-/// `±sqrt(6 / (N + d))`, as [`crate::model::Backbone::new`]), seeded by `seed`. Returns the number of rows
-/// reset. Nodes without an edge in `before` were never trained and keep their rows.
+/// The optimisation an exact retrain runs, as far as a node without any edge sees it: Adam (the
+/// trainer's defaults) for `epochs` epochs of `steps_per_epoch` steps at `lr`, multiplied by `lr_decay`
+/// after each epoch (floored at `lr · 1e-4`), where the only gradient such a node's row gets is that of a
+/// whole-table L2 term `reg · ‖E⁰‖²` (MF and LightGCN; SGL's and SimGCL's regularisers only touch the
+/// batch, so `reg` is 0 for them and the row keeps its initial value).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdleSchedule {
+    /// Weight of the whole-table L2 term (0: the row never moves).
+    pub reg: f64,
+    /// Learning rate of the first epoch.
+    pub lr: f64,
+    /// Per-epoch learning-rate factor.
+    pub lr_decay: f64,
+    /// Optimiser steps per epoch.
+    pub steps_per_epoch: usize,
+    /// Epochs up to the state a retrain keeps.
+    pub epochs: usize,
+}
+
+impl IdleSchedule {
+    /// Runs the schedule on the values `x` (each an independent scalar: Adam is element-wise), in the f32
+    /// arithmetic of the trainer's Adam.
+    pub fn apply(&self, x: &mut [f32]) {
+        if self.reg == 0.0 {
+            return;
+        }
+        let cfg = crate::train::AdamConfig::default();
+        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
+        let two_reg = (2.0 * self.reg) as f32;
+        let (mut m, mut v) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        let (mut lr, mut t) = (self.lr, 0i32);
+        for _ in 0..self.epochs {
+            for _ in 0..self.steps_per_epoch {
+                t += 1;
+                let c1 = 1.0 - cfg.beta1.powi(t);
+                let c2 = (1.0 - cfg.beta2.powi(t)).sqrt();
+                let (lr_t, eps_t) = ((lr * c2 / c1) as f32, (cfg.eps * c2) as f32);
+                for ((p, m), v) in x.iter_mut().zip(&mut m).zip(&mut v) {
+                    let g = two_reg * *p;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= lr_t * *m / (v.sqrt() + eps_t);
+                }
+            }
+            if self.lr_decay < 1.0 {
+                lr = (lr * self.lr_decay).max(self.lr * 1e-4);
+            }
+        }
+    }
+}
+
+/// Restores the base rows (`base`, row-major `(n_users + n_items, dim)`) of the nodes that had a training
+/// edge in `before` and have none in `remaining` to what an exact retrain with the checkpoint's training
+/// seed `seed` holds there: their values in [`initial_table`] (a retrain never samples an isolated node),
+/// moved by `idle` (the regulariser's pull over the retrain's steps) when given. Returns the number of rows
+/// restored. Nodes without an edge in `before` were never trained and keep their rows.
 ///
 /// # Panics
 /// When `base` does not hold `(n_users + n_items) * dim` values of the graphs' shape (a caller bug).
-pub fn reset_isolated(base: &mut [f32], dim: usize, before: &Graph, remaining: &Graph, seed: u64) -> usize {
+pub fn reset_isolated(
+    base: &mut [f32],
+    dim: usize,
+    before: &Graph,
+    remaining: &Graph,
+    seed: u64,
+    idle: Option<&IdleSchedule>,
+) -> usize {
     let (nu, ni) = (remaining.n_users(), remaining.n_items());
     assert_eq!(base.len(), (nu + ni) * dim, "base table shape");
-    let bound = (6.0 / (nu + ni + dim) as f64).sqrt() as f32;
-    // A stream of its own, apart from the fine-tuning's draws.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6973_6f6c_6174_6564);
-    let isolated = (0..nu)
+    let isolated: Vec<usize> = (0..nu)
         .filter(|&u| before.user_degree(u) > 0 && remaining.user_degree(u) == 0)
-        .chain((0..ni).filter(|&i| before.item_degree(i) > 0 && remaining.item_degree(i) == 0).map(|i| nu + i));
-    let mut n = 0;
-    for row in isolated {
-        base[row * dim..(row + 1) * dim].iter_mut().for_each(|x| *x = rng.random_range(-bound..bound));
-        n += 1;
+        .chain((0..ni).filter(|&i| before.item_degree(i) > 0 && remaining.item_degree(i) == 0).map(|i| nu + i))
+        .collect();
+    if isolated.is_empty() {
+        return 0;
     }
-    n
+    let init = initial_table(nu + ni, dim, seed);
+    let mut rows: Vec<f32> = isolated.iter().flat_map(|&r| init[r * dim..(r + 1) * dim].iter().copied()).collect();
+    if let Some(idle) = idle {
+        idle.apply(&mut rows);
+    }
+    for (k, &row) in isolated.iter().enumerate() {
+        base[row * dim..(row + 1) * dim].copy_from_slice(&rows[k * dim..(k + 1) * dim]);
+    }
+    isolated.len()
 }
 
 /// The value at CDF level `c` in `[0, 1]` of the sorted sample `v` (linear interpolation).
@@ -219,7 +282,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reset_isolated_redraws_only_nodes_the_request_leaves_without_edges() {
+    fn reset_isolated_restores_the_initial_rows_of_nodes_the_request_isolates() {
         let (nu, ni, d) = (3usize, 3usize, 2usize);
         // User 0: {0, 1}; user 1: {1}; user 2: none. Item 2: none.
         let before = Graph::from_interactions(nu, ni, &Interactions::from_pairs(vec![(0, 0), (0, 1), (1, 1)]).0);
@@ -227,23 +290,17 @@ mod tests {
         let remaining = Graph::from_interactions(nu, ni, &Interactions::from_pairs(vec![(1, 1)]).0);
         let trained = vec![5.0f32; (nu + ni) * d];
         let mut base = trained.clone();
-        assert_eq!(reset_isolated(&mut base, d, &before, &remaining, 7), 2);
-        let bound = (6.0f32 / (nu + ni + d) as f32).sqrt();
+        assert_eq!(reset_isolated(&mut base, d, &before, &remaining, 7, None), 2);
+        // Exactly the rows a model initialised with the same seed starts from (and a retrain keeps).
+        let init = initial_table(nu + ni, d, 7);
         for (row, reset) in [(0, true), (1, false), (2, false), (3, true), (4, false), (5, false)] {
-            let r = &base[row * d..(row + 1) * d];
-            if reset {
-                assert!(r.iter().all(|x| x.abs() <= bound), "row {row}: {r:?}");
-            } else {
-                assert_eq!(r, &trained[row * d..(row + 1) * d], "row {row}");
-            }
+            let want = if reset { &init } else { &trained };
+            assert_eq!(&base[row * d..(row + 1) * d], &want[row * d..(row + 1) * d], "row {row}");
         }
-        // Seeded: the same seed gives the same rows, another seed others.
-        let mut again = trained.clone();
-        reset_isolated(&mut again, d, &before, &remaining, 7);
-        assert_eq!(base, again);
-        let mut other = trained.clone();
-        reset_isolated(&mut other, d, &before, &remaining, 8);
-        assert_ne!(base, other);
+        // Nothing isolated: nothing changes.
+        let mut same = trained.clone();
+        assert_eq!(reset_isolated(&mut same, d, &before, &before, 7, None), 0);
+        assert_eq!(same, trained);
     }
 
     #[test]

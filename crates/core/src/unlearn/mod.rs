@@ -943,10 +943,12 @@ pub fn unlearn(
         out_model.set_base(&base)?;
         phases.insert("calibrate".to_string(), t.elapsed().as_secs_f64());
     }
-    // Users and items the request leaves without a training edge: back to the initial distribution, where
-    // a retrain leaves them.
+    // Users and items the request leaves without a training edge: back to their initial rows, where an
+    // exact retrain with the checkpoint's seed leaves them.
     let mut base = out_model.base_vec()?;
-    if calibrate::reset_isolated(&mut base, out_model.config.dim, &graph, &req.remaining, ft.seed) > 0 {
+    let idle = idle_schedule(ckpt, req.remaining.n_edges());
+    let seed = ckpt.meta.train.seed;
+    if calibrate::reset_isolated(&mut base, out_model.config.dim, &graph, &req.remaining, seed, Some(&idle)) > 0 {
         out_model.set_base(&base)?;
     }
     let before = backbone.final_embeddings(&adj)?;
@@ -969,6 +971,30 @@ pub fn unlearn(
     out.meta.provenance.insert("method".into(), "unlearnrec".into());
     out.meta.provenance.insert(OFFSET_KEY.into(), "applied".into());
     Ok((out, report))
+}
+
+/// What an exact retrain of `ckpt` on `remaining_edges` training edges does to a row without any edge
+/// ([`calibrate::IdleSchedule`]): the checkpoint's optimiser settings, its kept epoch (the best validated
+/// one of its own training, else every epoch it ran), and as many steps per epoch as the remaining edges
+/// fill.
+fn idle_schedule(ckpt: &Checkpoint, remaining_edges: usize) -> calibrate::IdleSchedule {
+    let (mc, tc) = (&ckpt.model.config, &ckpt.meta.train);
+    let whole_table_reg = matches!(mc.kind, ModelKind::Mf | ModelKind::LightGcn);
+    let epochs = match &ckpt.meta.history {
+        Some(h) => h.best_epoch.map_or(h.history.len(), |e| e + 1),
+        None => tc.epochs,
+    };
+    let mut steps = remaining_edges.div_ceil(tc.batch_size.max(1));
+    if let Some(cap) = tc.max_steps_per_epoch {
+        steps = steps.min(cap);
+    }
+    calibrate::IdleSchedule {
+        reg: if whole_table_reg { mc.reg } else { 0.0 },
+        lr: tc.lr,
+        lr_decay: tc.lr_decay,
+        steps_per_epoch: steps,
+        epochs,
+    }
 }
 
 /// The exact baseline: trains the backbone from scratch on the remaining data with the checkpoint's own
@@ -1164,6 +1190,30 @@ mod tests {
         assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
         let bad = FinetuneConfig { calibration_lr: 0.0, ..cal };
         assert!(matches!(unlearn(&ckpt, &un, &request, &bad, &mut Silent), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn an_erased_user_holds_exactly_the_row_an_exact_retrain_keeps() {
+        let (ckpt, un) = tiny();
+        let request = users_request(&ckpt, 2);
+        let erased: Vec<u32> = {
+            let mut u = request.users().to_vec();
+            u.dedup();
+            u
+        };
+        let (out, _) = unlearn(&ckpt, &un, &request, &FinetuneConfig::default(), &mut Silent).unwrap();
+        let (exact, _) = retrain(&ckpt, &request, &mut Silent).unwrap();
+        let (a, b, before) =
+            (out.model.base_vec().unwrap(), exact.model.base_vec().unwrap(), ckpt.model.base_vec().unwrap());
+        let d = ckpt.model.config.dim;
+        for &u in &erased {
+            let r = u as usize * d..(u as usize + 1) * d;
+            assert_eq!(a[r.clone()], b[r.clone()], "user {u}");
+            assert_ne!(a[r.clone()], before[r], "user {u} was trained");
+        }
+        // A user the request does not isolate keeps a trained row.
+        let kept = (0..ckpt.model.n_users()).find(|&u| out.graph().user_degree(u) > 0).unwrap();
+        assert_ne!(a[kept * d..(kept + 1) * d], b[kept * d..(kept + 1) * d]);
     }
 
     #[test]
