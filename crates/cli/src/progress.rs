@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use unlearnrec_core::eval::MetricKey;
 use unlearnrec_core::train::{EpochRecord, Observer};
 
 /// Interval of the one-line progress log when standard error is not a terminal
@@ -180,8 +181,14 @@ impl Observer for TrainBars {
             o.set_message(self.eta().map_or("-".into(), hms));
         }
         let valid = r.valid.as_ref().map(|m| {
-            let g = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
-            format!(" valid recall@20 {:.4} ndcg@20 {:.4}", g("recall@20"), g("ndcg@20"))
+            let g = |k: MetricKey| m.get(&k).copied().unwrap_or(f64::NAN);
+            format!(
+                " valid {} {:.4} {} {:.4}",
+                MetricKey::RECALL_20,
+                g(MetricKey::RECALL_20),
+                MetricKey::NDCG_20,
+                g(MetricKey::NDCG_20)
+            )
         });
         tracing::info!(
             "epoch {} loss {:.5} {:.1}s{}",

@@ -72,6 +72,12 @@ pub enum Error {
         /// The offending loss value.
         loss: f64,
     },
+    /// A metric that a computation needs was not among those evaluated.
+    #[error("metric {key} was not computed")]
+    MissingMetric {
+        /// The metric.
+        key: crate::eval::MetricKey,
+    },
     /// A checkpoint or unlearner does not belong to the dataset or model at hand.
     #[error("checkpoint mismatch: expected {expected}, found {found}")]
     CheckpointMismatch {

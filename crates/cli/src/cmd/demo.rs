@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use unlearnrec_core::eval::EvalConfig;
+use unlearnrec_core::eval::{EvalConfig, MetricKey};
 use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::pipeline::{self, Split};
 use unlearnrec_core::train::TrainConfig;
@@ -116,7 +116,7 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let cfg = EvalConfig { ks: vec![20], ..EvalConfig::default() };
     let test = |c: &unlearnrec_core::io::Checkpoint| -> anyhow::Result<(f64, f64)> {
         let r = c.evaluate(&ds, Split::Test, &cfg)?;
-        Ok((r.metrics["recall@20"], r.metrics["ndcg@20"]))
+        Ok((r.metrics.require(MetricKey::RECALL_20)?, r.metrics.require(MetricKey::NDCG_20)?))
     };
     let mut rows = Vec::new();
     let (r, n) = test(&orig)?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use unlearnrec_core::eval::MetricKey;
 use unlearnrec_core::train::{EpochRecord, Observer};
 use unlearnrec_experiment::{ExperimentConfig, ExperimentObserver, ResultRow, RunOptions, StreamRow};
 
@@ -119,8 +120,8 @@ impl Observer for GridBars {
     fn epoch_end(&mut self, r: &EpochRecord) {
         self.clear_work();
         if let Some(v) = &r.valid {
-            let g = |k: &str| v.get(k).copied().unwrap_or(f64::NAN);
-            tracing::info!("epoch {} loss {:.5} valid recall@20 {:.4}", r.epoch + 1, r.loss, g("recall@20"));
+            let recall = v.get(&MetricKey::RECALL_20).copied().unwrap_or(f64::NAN);
+            tracing::info!("epoch {} loss {:.5} valid {} {recall:.4}", r.epoch + 1, r.loss, MetricKey::RECALL_20);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use unlearnrec_core::eval::{EvalConfig, RecallDenominator};
+use unlearnrec_core::eval::{EvalConfig, Metric, RecallDenominator};
 use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::pipeline::{self, RunConfig, Split};
@@ -320,7 +320,7 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if a.json {
         let mut obj = serde_json::Map::new();
         for (k, v) in &r.metrics {
-            obj.insert(k.clone(), serde_json::json!(v));
+            obj.insert(k.to_string(), serde_json::json!(v));
         }
         obj.insert("users_evaluated".into(), serde_json::json!(r.n_users_evaluated));
         obj.insert("recall_denominator".into(), serde_json::to_value(r.recall_denominator)?);
@@ -340,14 +340,14 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         );
         for k in &r.ks {
-            let g = |n: &str| r.metrics.get(&format!("{n}@{k}")).copied().unwrap_or(f64::NAN);
+            let g = |m: Metric| r.metrics.get(&m.at(*k)).copied().unwrap_or(f64::NAN);
             println!(
                 "  @{k:<3} recall {:.4}  ndcg {:.4}  precision {:.4}  hit {:.4}  mrr {:.4}",
-                g("recall"),
-                g("ndcg"),
-                g("precision"),
-                g("hit"),
-                g("mrr")
+                g(Metric::Recall),
+                g(Metric::Ndcg),
+                g(Metric::Precision),
+                g(Metric::Hit),
+                g(Metric::Mrr)
             );
         }
     }

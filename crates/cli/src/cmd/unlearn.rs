@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
+use unlearnrec_core::eval::MetricKey;
 use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
 use unlearnrec_core::unlearn::method::{METHODS, MethodOptions, method_info};
@@ -265,7 +266,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         f.gap,
         f.mi_bf,
         f.mi_ng,
-        report.valid.get("recall@20").copied().unwrap_or(f64::NAN),
+        report.valid.get(&MetricKey::RECALL_20).copied().unwrap_or(f64::NAN),
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)

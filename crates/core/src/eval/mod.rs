@@ -46,11 +46,13 @@
 //! ```
 
 pub mod audit;
+mod metric;
 mod ranking;
 mod topk;
 
 use serde::{Deserialize, Serialize};
 
+pub use metric::{Metric, MetricKey, MetricLookup, Metrics};
 pub use ranking::{
     DEFAULT_CHUNK_USERS, ITEM_TILE, METRIC_NAMES, PerUserMetrics, RankingReport, RecallDenominator, evaluate_ranking,
     evaluate_ranking_per_user, recommend,

@@ -8,13 +8,12 @@
 //! score matrix is never materialised, nothing is allocated per user, and a user's result does not
 //! depend on the thread count or the block size.
 
-use std::collections::BTreeMap;
-
 use gemm::Parallelism;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::EvalConfig;
+use super::metric::{Metric, MetricKey, Metrics};
 use super::topk::{Mask, Selector, TopK};
 use crate::graph::Csr;
 use crate::tensor::matmul;
@@ -29,8 +28,17 @@ pub const ITEM_TILE: usize = 1024;
 /// the item tiles); 512 keeps the two-thread split even.
 pub const DEFAULT_CHUNK_USERS: usize = 512;
 
-/// The metric names, in the order they are computed: `recall`, `ndcg`, `precision`, `hit`, `mrr`.
-pub const METRIC_NAMES: [&str; 5] = ["recall", "ndcg", "precision", "hit", "mrr"];
+/// The metric names, in the order they are computed: `recall`, `ndcg`, `precision`, `hit`, `mrr` (the names of
+/// [`Metric::ALL`]).
+pub const METRIC_NAMES: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Metric::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// The denominator of Recall@K.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,7 +54,7 @@ pub enum RecallDenominator {
 
 /// Averages of the ranking metrics over the evaluated users (those with at least one held-out item).
 ///
-/// `metrics` maps `"<name>@<k>"` (name in [`METRIC_NAMES`], `k` in `ks`) to the mean. With no user
+/// `metrics` maps every [`Metric`] at every `k` of `ks` (`"<name>@<k>"` in JSON) to the mean. With no user
 /// evaluated every mean is 0.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RankingReport {
@@ -56,15 +64,15 @@ pub struct RankingReport {
     pub ks: Vec<usize>,
     /// The Recall@K denominator that was used.
     pub recall_denominator: RecallDenominator,
-    /// `"recall@20"`, `"ndcg@20"`, `"precision@20"`, `"hit@20"`, `"mrr@20"`, … for every K.
-    pub metrics: BTreeMap<String, f64>,
+    /// `recall@20`, `ndcg@20`, `precision@20`, `hit@20`, `mrr@20`, … for every K.
+    pub metrics: Metrics,
 }
 
 impl RankingReport {
     /// The mean of metric `name` (`"recall"`, `"ndcg"`, `"precision"`, `"hit"`, `"mrr"`) at cut-off `k`,
     /// or `None` when it was not computed.
     pub fn get(&self, name: &str, k: usize) -> Option<f64> {
-        self.metrics.get(&format!("{name}@{k}")).copied()
+        self.metrics.get(&name.parse::<Metric>().ok()?.at(k)).copied()
     }
 }
 
@@ -73,14 +81,14 @@ impl RankingReport {
 pub struct PerUserMetrics {
     /// The evaluated users, increasing.
     pub users: Vec<u32>,
-    /// `"<name>@<k>"` → one value per entry of `users`, same keys as [`RankingReport::metrics`].
-    pub values: BTreeMap<String, Vec<f64>>,
+    /// One value per entry of `users` for each key of [`RankingReport::metrics`].
+    pub values: Metrics<Vec<f64>>,
 }
 
 impl PerUserMetrics {
     /// The values of metric `name` at cut-off `k`, one per user of `users`.
     pub fn get(&self, name: &str, k: usize) -> Option<&[f64]> {
-        self.values.get(&format!("{name}@{k}")).map(Vec::as_slice)
+        self.values.get(&name.parse::<Metric>().ok()?.at(k)).map(Vec::as_slice)
     }
 }
 
@@ -289,8 +297,7 @@ fn evaluate_impl(
     let users: Vec<u32> = (0..truth.n_rows()).filter(|&u| truth.degree(u) > 0).map(|u| u as u32).collect();
     let rows = per_user_rows(&scorer, &users, seen, truth, config, item_tile);
     let width = METRIC_NAMES.len() * config.ks.len();
-    let keys: Vec<String> =
-        config.ks.iter().flat_map(|k| METRIC_NAMES.iter().map(move |m| format!("{m}@{k}"))).collect();
+    let keys: Vec<MetricKey> = config.ks.iter().flat_map(|&k| Metric::ALL.map(|m| m.at(k))).collect();
     // Summed serially in user order: the means do not depend on threads or block size.
     let mut sums = vec![0.0f64; width];
     for row in rows.chunks_exact(width.max(1)) {
@@ -299,8 +306,7 @@ fn evaluate_impl(
         }
     }
     let n = users.len();
-    let metrics =
-        keys.iter().zip(&sums).map(|(key, s)| (key.clone(), if n == 0 { 0.0 } else { s / n as f64 })).collect();
+    let metrics = keys.iter().zip(&sums).map(|(&key, s)| (key, if n == 0 { 0.0 } else { s / n as f64 })).collect();
     let report = RankingReport {
         n_users_evaluated: n,
         ks: config.ks.clone(),

@@ -44,7 +44,7 @@ pub struct Receipt {
     /// Forgetting figures.
     pub forgetting: ForgettingReport,
     /// Validation Recall@20 / NDCG@20 after unlearning.
-    pub valid: std::collections::HashMap<String, f64>,
+    pub valid: crate::eval::Metrics,
 }
 
 /// Hex SHA-256 of bytes.

@@ -111,6 +111,22 @@ fn unique(v: &[u32]) -> Vec<u32> {
 }
 
 impl Backbone {
+    /// The training loss on `batch` of the model's own base embeddings over `adj`, regulariser included:
+    /// [`Backbone::loss`] as training and the gradient baselines minimise it.
+    ///
+    /// # Errors
+    /// As [`Backbone::loss`].
+    pub fn train_loss(
+        &self,
+        adj: &SpMat,
+        batch: &Batch,
+        sgl_views: Option<&SglViews>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<LossParts> {
+        let e0 = self.base().as_tensor().clone();
+        self.loss(LossInput { adj, e0: &e0, batch, sgl_views, rng, with_reg: true })
+    }
+
     /// The training loss on one batch (docs/method.md §3.1–3.4).
     ///
     /// # Errors

@@ -1,11 +1,14 @@
 //! Training: BPR minibatches with per-epoch seeded negatives, Adam, periodic validation, early stopping and
 //! best-state keeping.
 //!
-//! [`fit`] is the one training loop; retraining, fine-tuning and the gradient baselines reuse it. It never
-//! looks at the test split: model selection uses the validation split only.
+//! [`fit`] trains a backbone on the one training loop of [`driver`] (which the encoder's pre-training,
+//! UnlearnRec's fine-tuning and the gradient baselines drive with their own steps); retraining and the
+//! fine-tuning baseline call [`fit`] itself. It never looks at the test split: model selection uses the
+//! validation split only.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
+
+use candle_core::Tensor;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -13,15 +16,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
 use crate::error::{Error, Result};
-use crate::eval::{EvalConfig, RankingReport};
+use crate::eval::{EvalConfig, MetricKey, RankingReport};
 use crate::graph::{Csr, Graph, NormAdj};
-use crate::model::{Backbone, LossInput, ModelKind, SglViews};
+use crate::model::{Backbone, ModelKind, SglViews};
 use crate::tensor::SpMat;
 
 pub mod adam;
+pub mod driver;
 pub mod sampler;
 
 pub use adam::{Adam, AdamConfig};
+pub use driver::{
+    Checked, EpochRecord, LrDecay, Observer, OnDivergence, Outcome, Schedule, Silent, Steps, StopReason, Validation,
+};
+use sampler::Triples;
 
 /// Training hyper-parameters (the reference implementation's flag in parentheses).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +47,8 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Stop after this many validations without improvement (0 = never).
     pub patience: usize,
-    /// The validation metric to select on, `name@k`.
-    pub select_metric: String,
+    /// The validation metric to select on, `name@k` in files.
+    pub select_metric: MetricKey,
     /// Steps per epoch at most (the reference stops at 2501; `None` = all minibatches).
     pub max_steps_per_epoch: Option<usize>,
     /// Seed of initialisation, shuffling, negatives and augmentations.
@@ -61,7 +69,7 @@ impl Default for TrainConfig {
             lr_decay: 1.0,
             eval_every: 5,
             patience: 3,
-            select_metric: "recall@20".into(),
+            select_metric: MetricKey::RECALL_20,
             max_steps_per_epoch: None,
             seed: 1234,
             valid_ratio: 0.05,
@@ -104,20 +112,11 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.valid_ratio) {
             return Err(Error::config("train.valid_ratio", "must be in [0, 1)"));
         }
-        parse_metric(&self.select_metric)?;
+        if self.select_metric.k == 0 {
+            return Err(Error::config("train.select_metric", "the cut-off must be at least 1"));
+        }
         Ok(())
     }
-}
-
-/// Splits `name@k`.
-pub fn parse_metric(s: &str) -> Result<(String, usize)> {
-    let bad = || Error::config("train.select_metric", format!("expected name@k such as recall@20, got {s:?}"));
-    let (name, k) = s.split_once('@').ok_or_else(bad)?;
-    let k: usize = k.parse().map_err(|_| bad())?;
-    if !matches!(name, "recall" | "ndcg" | "precision" | "hit" | "mrr") || k == 0 {
-        return Err(bad());
-    }
-    Ok((name.to_string(), k))
 }
 
 /// The graph and splits a model trains on.
@@ -138,36 +137,6 @@ impl TrainData {
         let valid = Graph::from_interactions(n_users, n_items, valid).user_items().clone();
         Self { graph, adj, valid }
     }
-}
-
-/// What happened in one epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 0-based epoch.
-    pub epoch: usize,
-    /// Mean training loss.
-    pub loss: f64,
-    /// Wall-clock seconds of the training part.
-    pub train_secs: f64,
-    /// Validation metrics when evaluated this epoch.
-    pub valid: Option<BTreeMap<String, f64>>,
-}
-
-/// Why training stopped.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StopReason {
-    /// All epochs ran.
-    Completed,
-    /// `patience` validations without improvement.
-    EarlyStopped,
-    /// A non-finite loss; the model holds the best state seen before.
-    Diverged {
-        /// The epoch.
-        epoch: usize,
-        /// The loss value.
-        loss: f64,
-    },
 }
 
 /// The outcome of [`fit`].
@@ -200,20 +169,6 @@ impl FitReport {
     }
 }
 
-/// Progress callbacks; the library never prints, the CLI draws bars from these.
-pub trait Observer {
-    /// An epoch of `n_steps` minibatches starts.
-    fn epoch_start(&mut self, _epoch: usize, _n_steps: usize) {}
-    /// A minibatch finished with this loss.
-    fn step(&mut self, _step: usize, _loss: f64) {}
-    /// An epoch finished.
-    fn epoch_end(&mut self, _record: &EpochRecord) {}
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-impl Observer for Silent {}
-
 /// Validation metrics of `model` on `data.valid` (training items masked).
 pub fn validate(model: &Backbone, data: &TrainData, ks: &[usize]) -> Result<RankingReport> {
     let emb = model.final_embeddings(&data.adj)?;
@@ -231,97 +186,95 @@ pub fn validate(model: &Backbone, data: &TrainData, ks: &[usize]) -> Result<Rank
 pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut dyn Observer) -> Result<FitReport> {
     cfg.validate()?;
     let start = Instant::now();
-    let (metric_name, metric_k) = parse_metric(&cfg.select_metric)?;
-    let metric_key = format!("{metric_name}@{metric_k}");
+    let metric = cfg.select_metric;
     let mut ks = vec![10, 20, 50];
-    if !ks.contains(&metric_k) {
-        ks.push(metric_k);
+    if !ks.contains(&metric.k) {
+        ks.push(metric.k);
         ks.sort_unstable();
     }
-    let mut report =
-        FitReport { history: vec![], best_epoch: None, best_metric: None, stop: StopReason::Completed, secs: 0.0 };
     if model.kind() == ModelKind::Pop {
-        report.secs = start.elapsed().as_secs_f64();
-        return Ok(report);
+        return Ok(FitReport {
+            history: vec![],
+            best_epoch: None,
+            best_metric: None,
+            stop: StopReason::Completed,
+            secs: start.elapsed().as_secs_f64(),
+        });
     }
     let mut opt = Adam::new(vec![model.base().clone()], AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut best_state: Option<Vec<f32>> = None;
-    let mut bad_evals = 0usize;
-    let has_valid = data.valid.nnz() > 0;
-    for epoch in 0..cfg.epochs {
-        let t0 = Instant::now();
-        // Without a validated state yet, the state at the start of the epoch is the last good one.
-        let epoch_start = if best_state.is_none() { Some(model.base_vec()?) } else { None };
-        let triples = sampler::sample_epoch(data.graph.user_items(), cfg.seed, epoch as u64);
-        let views = if model.kind() == ModelKind::Sgl && model.config.ssl_reg > 0.0 {
-            Some(SglViews::sample(&data.graph, model.config.keep_rate, &mut rng)?)
+    let schedule = Schedule {
+        patience: cfg.patience,
+        lr_decay: (cfg.lr_decay < 1.0).then_some(LrDecay { factor: cfg.lr_decay, floor: cfg.lr * 1e-4 }),
+        on_divergence: OnDivergence::KeepLastGood,
+        ..Schedule::new(cfg.epochs, (data.valid.nnz() > 0).then_some(cfg.eval_every))
+    };
+    let mut steps = FitSteps {
+        model,
+        data,
+        cfg,
+        ks,
+        metric,
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        triples: Triples::default(),
+        views: None,
+    };
+    let out = driver::run(&mut steps, &mut opt, &schedule, obs)?;
+    let best = out.best();
+    Ok(FitReport {
+        best_epoch: best.and_then(|b| b.epoch),
+        best_metric: best.map(|b| b.score),
+        history: out.history,
+        stop: out.stop,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`fit`]'s step functions: the backbone's own loss on the epoch's BPR triples (and, for SGL, the epoch's
+/// augmented views), validated by `metric` on the validation split.
+struct FitSteps<'a> {
+    model: &'a mut Backbone,
+    data: &'a TrainData,
+    cfg: &'a TrainConfig,
+    /// The cut-offs validated.
+    ks: Vec<usize>,
+    /// The selection metric.
+    metric: MetricKey,
+    rng: ChaCha8Rng,
+    triples: Triples,
+    views: Option<SglViews>,
+}
+
+impl Steps for FitSteps<'_> {
+    type State = Vec<f32>;
+    type Detail = ();
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
+        let (model, cfg) = (&*self.model, self.cfg);
+        self.triples = sampler::sample_epoch(self.data.graph.user_items(), cfg.seed, epoch as u64);
+        self.views = if model.kind() == ModelKind::Sgl && model.config.ssl_reg > 0.0 {
+            Some(SglViews::sample(&self.data.graph, model.config.keep_rate, &mut self.rng)?)
         } else {
             None
         };
-        let mut n_steps = triples.n_batches(cfg.batch_size);
-        if let Some(cap) = cfg.max_steps_per_epoch {
-            n_steps = n_steps.min(cap);
-        }
-        obs.epoch_start(epoch, n_steps);
-        let mut loss_sum = 0.0;
-        for step in 0..n_steps {
-            let batch = triples.batch(step, cfg.batch_size);
-            let e0 = model.base().as_tensor().clone();
-            let parts = model.loss(LossInput {
-                adj: &data.adj,
-                e0: &e0,
-                batch: &batch,
-                sgl_views: views.as_ref(),
-                rng: &mut rng,
-                with_reg: true,
-            })?;
-            let loss = parts.total.to_scalar::<f32>()? as f64;
-            if !loss.is_finite() {
-                if let Some(good) = best_state.as_ref().or(epoch_start.as_ref()) {
-                    model.set_base(good)?;
-                }
-                report.stop = StopReason::Diverged { epoch, loss };
-                report.secs = start.elapsed().as_secs_f64();
-                return Ok(report);
-            }
-            opt.step(&parts.total.backward()?)?;
-            loss_sum += loss;
-            obs.step(step, loss);
-        }
-        if cfg.lr_decay < 1.0 {
-            opt.set_lr((opt.lr() * cfg.lr_decay).max(cfg.lr * 1e-4));
-        }
-        let mut rec = EpochRecord {
-            epoch,
-            loss: loss_sum / n_steps.max(1) as f64,
-            train_secs: t0.elapsed().as_secs_f64(),
-            valid: None,
-        };
-        let last = epoch + 1 == cfg.epochs;
-        if has_valid && ((epoch + 1) % cfg.eval_every == 0 || last) {
-            let r = validate(model, data, &ks)?;
-            let m = r.metrics.get(&metric_key).copied().unwrap_or(0.0);
-            rec.valid = Some(r.metrics);
-            if report.best_metric.is_none_or(|b| m > b) {
-                report.best_metric = Some(m);
-                report.best_epoch = Some(epoch);
-                best_state = Some(model.base_vec()?);
-                bad_evals = 0;
-            } else {
-                bad_evals += 1;
-            }
-        }
-        obs.epoch_end(&rec);
-        report.history.push(rec);
-        if cfg.patience > 0 && bad_evals >= cfg.patience {
-            report.stop = StopReason::EarlyStopped;
-            break;
-        }
+        let n_steps = self.triples.n_batches(cfg.batch_size);
+        Ok(cfg.max_steps_per_epoch.map_or(n_steps, |cap| n_steps.min(cap)))
     }
-    if let Some(best) = &best_state {
-        model.set_base(best)?;
+
+    fn loss(&mut self, step: usize) -> Result<Tensor> {
+        let batch = self.triples.batch(step, self.cfg.batch_size);
+        Ok(self.model.train_loss(&self.data.adj, &batch, self.views.as_ref(), &mut self.rng)?.total)
     }
-    report.secs = start.elapsed().as_secs_f64();
-    Ok(report)
+
+    fn validate(&mut self) -> Result<Validation<()>> {
+        let r = validate(self.model, self.data, &self.ks)?;
+        Ok(Validation { score: r.metrics.require(self.metric)?, eligible: true, metrics: Some(r.metrics), detail: () })
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<f32>> {
+        self.model.base_vec()
+    }
+
+    fn restore(&mut self, state: Vec<f32>) -> Result<()> {
+        self.model.set_base(&state)
+    }
 }

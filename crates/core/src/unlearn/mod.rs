@@ -23,14 +23,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
 use crate::error::{Error, Result};
-use crate::eval::EvalConfig;
+use crate::eval::{EvalConfig, MetricKey, Metrics};
 use crate::graph::{Graph, NormAdj};
 use crate::io::checkpoint::{Checkpoint, read_document, read_f32, write_safetensors};
 use crate::model::{Backbone, Batch, Embeddings, LossInput, ModelKind, SglViews, gather_rows};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
-use crate::train::sampler::sample_epoch;
-use crate::train::{Adam, AdamConfig, Observer, TrainData};
+use crate::train::sampler::{Triples, sample_epoch};
+use crate::train::{Adam, AdamConfig, Observer, Schedule, Steps, TrainData, Validation, driver};
 
 pub mod audit;
 pub mod baselines;
@@ -488,7 +488,7 @@ fn validate_zero_shot(
         valid,
         &EvalConfig { ks: vec![20], ..EvalConfig::default() },
     )?;
-    Ok((f.gap, r.metrics.get("recall@20").copied().unwrap_or(0.0)))
+    Ok((f.gap, r.metrics.require(MetricKey::RECALL_20)?))
 }
 
 /// Pre-trains an encoder for the backbone in `ckpt` (docs/method.md §7).
@@ -502,7 +502,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
     let data = ckpt.train_data();
     let graph = &data.graph;
     let e_fnl = backbone.forward(&data.adj, backbone.base().as_tensor())?.detach();
-    let mut enc =
+    let enc =
         Encoder::new(cfg.encoder.clone(), graph.n_users() + graph.n_items(), backbone.dim(), backbone.config.layers)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let valid_req = RequestCtx::new(graph, random_request(graph, cfg.valid_request_rate, &mut rng));
@@ -517,102 +517,64 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
             &EvalConfig { ks: vec![20], ..EvalConfig::default() },
         )?
         .metrics
-        .get("recall@20")
-        .copied()
-        .unwrap_or(0.0)
+        .require(MetricKey::RECALL_20)?
     };
     let mut opt = Adam::new(vec![enc.h0.clone(), enc.w.clone()], AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
-    let weights = StepWeights {
-        unlearn: cfg.unlearn_weight,
-        unlearn_loss: cfg.unlearn_loss,
-        align: cfg.align_weight,
-        align_temp: cfg.align_temp,
-        ssl: cfg.ssl_weight,
-        ssl_temp: cfg.ssl_temp,
+    // The first simulated request (validation draws nothing at random, so the untrained encoder's validation
+    // may come after it).
+    let req = RequestCtx::new(graph, random_request(graph, cfg.drop_rate, &mut rng));
+    let mut steps = PretrainSteps {
+        backbone,
+        enc,
+        e_fnl: &e_fnl,
+        graph,
+        valid: &data.valid,
+        valid_req,
+        min_recall: cfg.min_recall_ratio * base_recall,
+        cfg,
+        weights: StepWeights {
+            unlearn: cfg.unlearn_weight,
+            unlearn_loss: cfg.unlearn_loss,
+            align: cfg.align_weight,
+            align_temp: cfg.align_temp,
+            ssl: cfg.ssl_weight,
+            ssl_temp: cfg.ssl_temp,
+        },
+        rng,
+        req,
+        views: None,
+        triples: Triples::default(),
     };
-    let mut history = Vec::new();
-    let mut best: Option<(f64, Vec<f32>, Vec<f32>)> = None;
-    let mut record = |enc: &Encoder,
-                      epoch: Option<usize>,
-                      loss: Option<f64>,
-                      best: &mut Option<(f64, Vec<f32>, Vec<f32>)>|
-     -> Result<()> {
-        let (gap, recall) = validate_zero_shot(backbone, enc, &e_fnl, graph, &valid_req, &data.valid)?;
-        let ok = recall >= cfg.min_recall_ratio * base_recall;
-        let kept = ok && best.as_ref().is_none_or(|(g, _, _)| gap > *g);
-        if kept {
-            let h0 = enc.h0.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let w = enc.w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            *best = Some((gap, h0, w));
-        }
-        history.push(PretrainRecord { epoch, loss, gap, recall, kept });
-        Ok(())
-    };
-    record(&enc, None, None, &mut best)?;
-    let mut req = RequestCtx::new(graph, random_request(graph, cfg.drop_rate, &mut rng));
-    let mut views = None;
-    let (mut loss_acc, mut loss_n) = (0.0, 0usize);
-    let mut epoch_secs = Vec::new();
-    for epoch in 0..cfg.epochs {
-        let t0 = Instant::now();
-        if epoch > 0 && epoch % cfg.sim_every == 0 {
-            req = RequestCtx::new(graph, random_request(graph, cfg.drop_rate, &mut rng));
-            views = None;
-        }
-        if backbone.kind() == ModelKind::Sgl && views.is_none() && backbone.config.ssl_reg > 0.0 {
-            views = Some(SglViews::sample(&req.remaining, backbone.config.keep_rate, &mut rng)?);
-        }
-        let triples = sample_epoch(req.remaining.user_items(), cfg.seed, epoch as u64);
-        let mut n_steps = triples.n_batches(cfg.batch_size);
-        if let Some(cap) = cfg.max_steps_per_epoch {
-            n_steps = n_steps.min(cap);
-        }
-        obs.epoch_start(epoch, n_steps);
-        let mut ep_loss = 0.0;
-        for step in 0..n_steps {
-            let batch = triples.batch(step, cfg.batch_size);
-            let dropped = dropped_copies(&req.idm, enc.hops(), cfg.ssl_keep, &mut rng);
-            let out = enc.forward(&req.idm, Some(&dropped), &e_fnl, &req.adj_pk)?;
-            let e_tilde = (backbone.base().as_tensor() + &out.delta)?;
-            let total = step_loss(backbone, &e_tilde, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
-            let loss = total.to_scalar::<f32>()? as f64;
-            if !loss.is_finite() {
-                return Err(Error::Diverged { epoch, loss });
-            }
-            opt.step(&total.backward()?)?;
-            ep_loss += loss;
-            obs.step(step, loss);
-        }
-        let mean_loss = ep_loss / n_steps.max(1) as f64;
-        loss_acc += mean_loss;
-        loss_n += 1;
-        epoch_secs.push(t0.elapsed().as_secs_f64());
-        obs.epoch_end(&crate::train::EpochRecord {
-            epoch,
-            loss: mean_loss,
-            train_secs: t0.elapsed().as_secs_f64(),
-            valid: None,
-        });
-        if (epoch + 1) % cfg.sim_every == 0 || epoch + 1 == cfg.epochs {
-            record(&enc, Some(epoch), Some(loss_acc / loss_n.max(1) as f64), &mut best)?;
-            (loss_acc, loss_n) = (0.0, 0);
-        }
-    }
-    if let Some((_, h0, w)) = &best {
-        enc.h0.set(&Tensor::from_slice(h0, enc.h0.shape(), &Device::Cpu)?)?;
-        enc.w.set(&Tensor::from_slice(w, enc.w.shape(), &Device::Cpu)?)?;
-    }
-    let _ = &mut enc;
+    // The untrained encoder is validated (and may be kept) too; a new simulated request every `sim_every`
+    // epochs, validated after its last epoch.
+    let schedule = Schedule { validate_initial: true, ..Schedule::new(cfg.epochs, Some(cfg.sim_every)) };
+    let out = driver::run(&mut steps, &mut opt, &schedule, obs)?;
+    // Each record's loss is the mean of the epoch losses since the previous record.
+    let mut from = 0;
+    let history = out
+        .validations
+        .iter()
+        .map(|c| {
+            let loss = c.epoch.map(|e| {
+                let losses = &out.history[from..=e];
+                from = e + 1;
+                losses.iter().map(|r| r.loss).sum::<f64>() / losses.len() as f64
+            });
+            PretrainRecord { epoch: c.epoch, loss, gap: c.score, recall: c.detail, kept: c.kept }
+        })
+        .collect();
+    let n_epochs = out.history.len();
     let report = PretrainReport {
         history,
         backbone_recall: base_recall,
-        secs_per_epoch: if epoch_secs.is_empty() {
+        secs_per_epoch: if n_epochs == 0 {
             0.0
         } else {
-            epoch_secs.iter().sum::<f64>() / epoch_secs.len() as f64
+            out.history.iter().map(|r| r.train_secs).sum::<f64>() / n_epochs as f64
         },
         secs: start.elapsed().as_secs_f64(),
     };
+    let enc = steps.enc;
     let meta = UnlearnerMeta {
         format: 1,
         encoder: cfg.encoder.clone(),
@@ -626,6 +588,76 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
         report: Some(report),
     };
     Ok(Unlearner { encoder: enc, meta })
+}
+
+/// [`pretrain`]'s step functions: the encoder's `H⁰` and `w` against the frozen backbone on a simulated request
+/// re-drawn every `sim_every` epochs; validated by the score gap on the fixed validation request (the
+/// selection score) and the validation Recall@20 (the detail; states below `min_recall` are never kept).
+struct PretrainSteps<'a> {
+    backbone: &'a Backbone,
+    enc: Encoder,
+    e_fnl: &'a Tensor,
+    graph: &'a Graph,
+    valid: &'a crate::graph::Csr,
+    valid_req: RequestCtx,
+    min_recall: f64,
+    cfg: &'a PretrainConfig,
+    weights: StepWeights,
+    rng: ChaCha8Rng,
+    /// The simulated request of the current epochs.
+    req: RequestCtx,
+    views: Option<SglViews>,
+    triples: Triples,
+}
+
+impl Steps for PretrainSteps<'_> {
+    /// `H⁰` and `w`.
+    type State = (Vec<f32>, Vec<f32>);
+    /// The validation Recall@20.
+    type Detail = f64;
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
+        let (backbone, cfg) = (self.backbone, self.cfg);
+        if epoch > 0 && epoch.is_multiple_of(cfg.sim_every) {
+            self.req = RequestCtx::new(self.graph, random_request(self.graph, cfg.drop_rate, &mut self.rng));
+            self.views = None;
+        }
+        let req = &self.req;
+        if backbone.kind() == ModelKind::Sgl && self.views.is_none() && backbone.config.ssl_reg > 0.0 {
+            self.views = Some(SglViews::sample(&req.remaining, backbone.config.keep_rate, &mut self.rng)?);
+        }
+        self.triples = sample_epoch(req.remaining.user_items(), cfg.seed, epoch as u64);
+        let n_steps = self.triples.n_batches(cfg.batch_size);
+        Ok(cfg.max_steps_per_epoch.map_or(n_steps, |cap| n_steps.min(cap)))
+    }
+
+    fn loss(&mut self, step: usize) -> Result<Tensor> {
+        let (req, cfg, enc) = (&self.req, self.cfg, &self.enc);
+        let batch = self.triples.batch(step, cfg.batch_size);
+        let dropped = dropped_copies(&req.idm, enc.hops(), cfg.ssl_keep, &mut self.rng);
+        let out = enc.forward(&req.idm, Some(&dropped), self.e_fnl, &req.adj_pk)?;
+        let e_tilde = (self.backbone.base().as_tensor() + &out.delta)?;
+        let views = self.views.as_ref();
+        step_loss(self.backbone, &e_tilde, &out, self.e_fnl, req, &batch, views, &mut self.rng, &self.weights)
+    }
+
+    fn validate(&mut self) -> Result<Validation<f64>> {
+        let (gap, recall) =
+            validate_zero_shot(self.backbone, &self.enc, self.e_fnl, self.graph, &self.valid_req, self.valid)?;
+        Ok(Validation { score: gap, eligible: recall >= self.min_recall, metrics: None, detail: recall })
+    }
+
+    fn snapshot(&mut self) -> Result<Self::State> {
+        let flat = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
+        Ok((flat(&self.enc.h0)?, flat(&self.enc.w)?))
+    }
+
+    fn restore(&mut self, (h0, w): Self::State) -> Result<()> {
+        let enc = &self.enc;
+        enc.h0.set(&Tensor::from_slice(&h0, enc.h0.shape(), &Device::Cpu)?)?;
+        enc.w.set(&Tensor::from_slice(&w, enc.w.shape(), &Device::Cpu)?)?;
+        Ok(())
+    }
 }
 
 const UNLEARNER_KEY: &str = "unlearnrec_unlearner";
@@ -754,7 +786,7 @@ pub struct UnlearnReport {
     /// Forgetting figures of the result against the model before.
     pub forgetting: ForgettingReport,
     /// Validation metrics of the result (Recall/NDCG@20).
-    pub valid: HashMap<String, f64>,
+    pub valid: Metrics,
 }
 
 /// Distinct users and items of a request.
@@ -808,12 +840,8 @@ pub(crate) fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions,
     }
 }
 
-pub(crate) fn valid_metrics(
-    model: &Backbone,
-    adj: &SpMat,
-    seen: &Graph,
-    valid: &crate::graph::Csr,
-) -> Result<HashMap<String, f64>> {
+/// Validation Recall@20 and NDCG@20 of `model` propagated over `adj`, with `seen`'s items masked.
+pub(crate) fn valid_metrics(model: &Backbone, adj: &SpMat, seen: &Graph, valid: &crate::graph::Csr) -> Result<Metrics> {
     let emb = model.final_embeddings(adj)?;
     let r = crate::eval::evaluate_ranking(
         &emb.users,
@@ -823,7 +851,7 @@ pub(crate) fn valid_metrics(
         valid,
         &EvalConfig { ks: vec![20], ..EvalConfig::default() },
     )?;
-    Ok(r.metrics.into_iter().filter(|(k, _)| k == "recall@20" || k == "ndcg@20").collect())
+    Ok(r.metrics.into_iter().filter(|(k, _)| [MetricKey::RECALL_20, MetricKey::NDCG_20].contains(k)).collect())
 }
 
 /// Applies `request` (internal ids, already checked) to `ckpt` with the pre-trained `unlearner`: zero-shot
@@ -861,14 +889,14 @@ pub fn unlearn(
     let seen_valid = req.remaining.clone();
     let valid = remaining_valid(ckpt, request);
     let valid_csr = Graph::from_interactions(graph.n_users(), graph.n_items(), &valid).user_items().clone();
-    let out_model = Backbone::from_embeddings(
+    let mut out_model = Backbone::from_embeddings(
         backbone.config.clone(),
         backbone.n_users(),
         backbone.n_items(),
         e_tilde.flatten_all()?.to_vec1::<f32>()?,
     )?;
     let mut valid_recall =
-        vec![valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?.get("recall@20").copied().unwrap_or(0.0)];
+        vec![valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?.require(MetricKey::RECALL_20)?];
     let t = Instant::now();
     if ft.epochs > 0 {
         // Trainable: a copy of E⁰ and the MLP; H⁰ and w frozen (docs/method.md §8.2).
@@ -877,64 +905,42 @@ pub fn unlearn(
         let mut vars = vec![e0.clone()];
         vars.extend(enc_ft.mlp_vars());
         let mut opt = Adam::new(vars, AdamConfig { lr: ft.lr, ..AdamConfig::default() })?;
-        let weights = StepWeights {
-            unlearn: ft.unlearn_weight,
-            unlearn_loss: ft.unlearn_loss,
-            align: ft.align_weight,
-            align_temp: ft.align_temp,
-            ssl: 0.0,
-            ssl_temp: 1.0,
-        };
         let mut rng = ChaCha8Rng::seed_from_u64(ft.seed);
         let views = if backbone.kind() == ModelKind::Sgl && backbone.config.ssl_reg > 0.0 {
             Some(SglViews::sample(&req.remaining, backbone.config.keep_rate, &mut rng)?)
         } else {
             None
         };
-        let mut best: Option<(f64, Vec<f32>)> = None;
         // H⁰ and w are frozen: the MLP's input is computed once; only the MLP and E⁰ see gradients.
         let mlp_in = enc_ft.mlp_input(&req.idm, &e_fnl, &req.adj_pk)?;
-        for epoch in 0..ft.epochs {
-            let triples = sample_epoch(req.remaining.user_items(), ft.seed, epoch as u64);
-            let n_steps = triples.n_batches(ft.batch_size);
-            obs.epoch_start(epoch, n_steps);
-            let t0 = Instant::now();
-            let mut ep_loss = 0.0;
-            for step in 0..n_steps {
-                let batch = triples.batch(step, ft.batch_size);
-                let out = encoder::EncoderOutput { delta: enc_ft.mlp(&mlp_in)?, h: vec![], h_dropped: vec![] };
-                let e_t = (e0.as_tensor() + &out.delta)?;
-                let total = step_loss(backbone, &e_t, &out, &e_fnl, &req, &batch, views.as_ref(), &mut rng, &weights)?;
-                let loss = total.to_scalar::<f32>()? as f64;
-                if !loss.is_finite() {
-                    return Err(Error::Diverged { epoch, loss });
-                }
-                opt.step(&total.backward()?)?;
-                ep_loss += loss;
-                obs.step(step, loss);
-            }
-            let e_t = zero_shot(&enc_ft, e0.as_tensor(), &e_fnl, &req)?;
-            let cand = e_t.flatten_all()?.to_vec1::<f32>()?;
-            out_model.set_base(&cand)?;
-            let recall = valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?
-                .get("recall@20")
-                .copied()
-                .unwrap_or(0.0);
-            valid_recall.push(recall);
-            obs.epoch_end(&crate::train::EpochRecord {
-                epoch,
-                loss: ep_loss / n_steps.max(1) as f64,
-                train_secs: t0.elapsed().as_secs_f64(),
-                valid: None,
-            });
-            // Keep the fine-tuned epoch with the best validation recall (never the real request's figures).
-            if best.as_ref().is_none_or(|(b, _)| recall > *b) {
-                best = Some((recall, cand));
-            }
-        }
-        if let Some((_, b)) = best {
-            out_model.set_base(&b)?;
-        }
+        let mut steps = FinetuneSteps {
+            backbone,
+            e0,
+            enc: enc_ft,
+            mlp_in,
+            e_fnl: &e_fnl,
+            req: &req,
+            views,
+            rng,
+            weights: StepWeights {
+                unlearn: ft.unlearn_weight,
+                unlearn_loss: ft.unlearn_loss,
+                align: ft.align_weight,
+                align_temp: ft.align_temp,
+                ssl: 0.0,
+                ssl_temp: 1.0,
+            },
+            ft,
+            triples: Triples::default(),
+            out_model: &mut out_model,
+            seen_valid: &seen_valid,
+            valid_csr: &valid_csr,
+            candidate: None,
+        };
+        // Every epoch is validated; the fine-tuned epoch with the best validation recall is kept (never the
+        // real request's figures).
+        let out = driver::run(&mut steps, &mut opt, &Schedule::new(ft.epochs, Some(1)), obs)?;
+        valid_recall.extend(out.validations.iter().map(|c| c.detail));
     }
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
     if ft.calibration_steps > 0 && !req.request.is_empty() {
@@ -997,6 +1003,70 @@ fn idle_schedule(ckpt: &Checkpoint, remaining_edges: usize) -> calibrate::IdleSc
     }
 }
 
+/// [`unlearn`]'s fine-tuning step functions: `E⁰` and the encoder's MLP on the remaining graph with
+/// `L_base + λ_u L_u + λ_a L_a`; a state is validated as the zero-shot `Ẽ⁰` it gives (set into `out_model`) by
+/// its validation Recall@20 on the remaining validation edges, and that `Ẽ⁰` is what is kept.
+struct FinetuneSteps<'a> {
+    backbone: &'a Backbone,
+    e0: Var,
+    enc: Encoder,
+    /// The MLP's input (H⁰ and w are frozen).
+    mlp_in: Tensor,
+    e_fnl: &'a Tensor,
+    req: &'a RequestCtx,
+    views: Option<SglViews>,
+    rng: ChaCha8Rng,
+    weights: StepWeights,
+    ft: &'a FinetuneConfig,
+    triples: Triples,
+    out_model: &'a mut Backbone,
+    seen_valid: &'a Graph,
+    valid_csr: &'a crate::graph::Csr,
+    /// `Ẽ⁰` of the last validation.
+    candidate: Option<Vec<f32>>,
+}
+
+impl Steps for FinetuneSteps<'_> {
+    /// `Ẽ⁰`.
+    type State = Vec<f32>;
+    /// The validation Recall@20.
+    type Detail = f64;
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
+        self.triples = sample_epoch(self.req.remaining.user_items(), self.ft.seed, epoch as u64);
+        Ok(self.triples.n_batches(self.ft.batch_size))
+    }
+
+    fn loss(&mut self, step: usize) -> Result<Tensor> {
+        let batch = self.triples.batch(step, self.ft.batch_size);
+        let out = encoder::EncoderOutput { delta: self.enc.mlp(&self.mlp_in)?, h: vec![], h_dropped: vec![] };
+        let e_t = (self.e0.as_tensor() + &out.delta)?;
+        let views = self.views.as_ref();
+        step_loss(self.backbone, &e_t, &out, self.e_fnl, self.req, &batch, views, &mut self.rng, &self.weights)
+    }
+
+    fn validate(&mut self) -> Result<Validation<f64>> {
+        let e_t = zero_shot(&self.enc, self.e0.as_tensor(), self.e_fnl, self.req)?;
+        let cand = e_t.flatten_all()?.to_vec1::<f32>()?;
+        self.out_model.set_base(&cand)?;
+        let recall = valid_metrics(self.out_model, &self.req.adj_pk, self.seen_valid, self.valid_csr)?
+            .require(MetricKey::RECALL_20)?;
+        self.candidate = Some(cand);
+        Ok(Validation { score: recall, eligible: true, metrics: None, detail: recall })
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<f32>> {
+        match self.candidate.take() {
+            Some(c) => Ok(c),
+            None => self.out_model.base_vec(),
+        }
+    }
+
+    fn restore(&mut self, state: Vec<f32>) -> Result<()> {
+        self.out_model.set_base(&state)
+    }
+}
+
 /// The exact baseline: trains the backbone from scratch on the remaining data with the checkpoint's own
 /// configuration and seed.
 ///
@@ -1039,7 +1109,7 @@ pub fn retrain_seeded(
         items,
         phase_secs: HashMap::from([("retrain".to_string(), secs)]),
         solver_residual: None,
-        valid_recall: vec![valid_m.get("recall@20").copied().unwrap_or(0.0)],
+        valid_recall: vec![valid_m.require(MetricKey::RECALL_20)?],
         forgetting,
         valid: valid_m,
     };

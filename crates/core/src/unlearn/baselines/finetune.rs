@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{Prepared, deep_copy, require_embeddings};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
+use crate::eval::MetricKey;
 use crate::io::checkpoint::Checkpoint;
 use crate::train::{Observer, TrainConfig, TrainData, fit};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
@@ -73,8 +74,12 @@ pub fn finetune(
     let fit_report = fit(&mut model, &data, &train, obs)?;
     fit_report.require_converged()?;
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
-    let recall: Vec<f64> =
-        fit_report.history.iter().filter_map(|r| r.valid.as_ref().and_then(|v| v.get("recall@20").copied())).collect();
+    let recall = fit_report
+        .history
+        .iter()
+        .filter_map(|r| r.valid.as_ref())
+        .map(|v| v.require(MetricKey::RECALL_20))
+        .collect::<Result<Vec<f64>>>()?;
     let report = prep.report(Method::Finetune, &ckpt.model, &model, phases, recall)?;
     Ok((prep.finish(ckpt, model, "finetune"), report))
 }

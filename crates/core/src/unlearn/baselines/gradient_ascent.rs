@@ -27,9 +27,9 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::model::loss::softplus;
-use crate::model::{Batch, LossInput, ModelKind, SglViews};
+use crate::model::{Backbone, Batch, ModelKind, SglViews};
 use crate::train::sampler::{Triples, sample_epoch};
-use crate::train::{Adam, AdamConfig, EpochRecord, Observer};
+use crate::train::{Adam, AdamConfig, Observer, Schedule, Steps, Validation, driver};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
 
@@ -117,64 +117,86 @@ pub fn gradient_ascent(
         None
     };
     let removed: Vec<(u32, u32)> = prep.learned.iter().collect();
-    let (mut epoch, mut next) = (0u64, 0usize);
-    let mut triples: Triples = sample_epoch(prep.remaining.user_items(), cfg.seed, epoch);
-    obs.epoch_start(0, cfg.steps);
-    let mut loss_sum = 0.0;
-    for step in 0..cfg.steps {
-        if next >= triples.n_batches(bs) && !triples.all.is_empty() {
-            epoch += 1;
-            next = 0;
-            triples = sample_epoch(prep.remaining.user_items(), cfg.seed, epoch);
+    let triples = sample_epoch(prep.remaining.user_items(), cfg.seed, 0);
+    let mut steps =
+        AscentSteps { prep: &prep, model, cfg, bs, views, rng, removed, triples_epoch: 0, next: 0, triples };
+    // One epoch of `cfg.steps` steps, never validated; a non-finite loss fails.
+    driver::run(&mut steps, &mut opt, &Schedule::new(1, None), obs)?;
+    let model = steps.model;
+    phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
+    let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![])?;
+    Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
+}
+
+/// [`gradient_ascent`]'s step functions: each step takes the next minibatch of the remaining edges' triples
+/// (a new epoch of triples when they run out) and a batch of the removed edges with seeded negatives.
+struct AscentSteps<'a> {
+    prep: &'a Prepared,
+    model: Backbone,
+    cfg: &'a GradientAscentConfig,
+    bs: usize,
+    views: Option<SglViews>,
+    rng: ChaCha8Rng,
+    removed: Vec<(u32, u32)>,
+    /// The epoch of `triples`, and its next minibatch.
+    triples_epoch: u64,
+    next: usize,
+    triples: Triples,
+}
+
+impl Steps for AscentSteps<'_> {
+    type State = Vec<f32>;
+    type Detail = ();
+
+    fn begin_epoch(&mut self, _epoch: usize) -> Result<usize> {
+        Ok(self.cfg.steps)
+    }
+
+    fn loss(&mut self, _step: usize) -> Result<Tensor> {
+        let (prep, cfg, bs, model) = (self.prep, self.cfg, self.bs, &self.model);
+        if self.next >= self.triples.n_batches(bs) && !self.triples.all.is_empty() {
+            self.triples_epoch += 1;
+            self.next = 0;
+            self.triples = sample_epoch(prep.remaining.user_items(), cfg.seed, self.triples_epoch);
         }
-        let batch = if triples.all.is_empty() { Batch::default() } else { triples.batch(next, bs) };
-        next += 1;
-        let e0 = model.base().as_tensor().clone();
+        let batch = if self.triples.all.is_empty() { Batch::default() } else { self.triples.batch(self.next, bs) };
+        self.next += 1;
         let mut total = Tensor::new(0f32, &Device::Cpu)?;
         let fin = if batch.is_empty() {
-            model.forward(&prep.adj_remaining, &e0)?
+            model.forward(&prep.adj_remaining, model.base().as_tensor())?
         } else {
-            let parts = model.loss(LossInput {
-                adj: &prep.adj_remaining,
-                e0: &e0,
-                batch: &batch,
-                sgl_views: views.as_ref(),
-                rng: &mut rng,
-                with_reg: true,
-            })?;
+            let parts = model.train_loss(&prep.adj_remaining, &batch, self.views.as_ref(), &mut self.rng)?;
             total = parts.total;
             parts.final_emb
         };
-        if cfg.alpha > 0.0 && !removed.is_empty() {
+        if cfg.alpha > 0.0 && !self.removed.is_empty() {
+            let removed = &self.removed;
             let chosen: Vec<(u32, u32)> = if removed.len() <= bs {
                 removed.clone()
             } else {
-                let mut k = sample(&mut rng, removed.len(), bs).into_vec();
+                let mut k = sample(&mut self.rng, removed.len(), bs).into_vec();
                 k.sort_unstable();
                 k.into_iter().map(|k| removed[k]).collect()
             };
-            let neg = negatives(prep.graph.user_items(), &chosen, &mut rng);
+            let neg = negatives(prep.graph.user_items(), &chosen, &mut self.rng);
             let (users, pos): (Vec<u32>, Vec<u32>) = chosen.into_iter().unzip();
             let forget = swapped_bpr(&fin, model.n_users(), &users, &pos, &neg)?;
             total = (total + (forget * cfg.alpha)?)?;
         }
-        let loss = total.to_scalar::<f32>()? as f64;
-        if !loss.is_finite() {
-            return Err(Error::Diverged { epoch: 0, loss });
-        }
-        opt.step(&total.backward()?)?;
-        loss_sum += loss;
-        obs.step(step, loss);
+        Ok(total)
     }
-    obs.epoch_end(&EpochRecord {
-        epoch: 0,
-        loss: loss_sum / cfg.steps as f64,
-        train_secs: t.elapsed().as_secs_f64(),
-        valid: None,
-    });
-    phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
-    let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![])?;
-    Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
+
+    fn validate(&mut self) -> Result<Validation<()>> {
+        Err(Error::config("gradient_ascent", "has no validation"))
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<f32>> {
+        self.model.base_vec()
+    }
+
+    fn restore(&mut self, state: Vec<f32>) -> Result<()> {
+        self.model.set_base(&state)
+    }
 }
 
 /// [`gradient_ascent`] with [`MethodOptions::gradient_ascent`] as a [`ForgetMethod`] (`gradient-ascent`).

@@ -40,6 +40,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Method, UnlearnReport, check_request, finish, forgetting_report, request_seed, touched, valid_metrics};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
+use crate::eval::MetricKey;
 use crate::graph::{Csr, Graph, NormAdj};
 use crate::io::checkpoint::Checkpoint;
 use crate::model::{Backbone, ModelKind};
@@ -107,7 +108,7 @@ impl Prepared {
         );
         let valid = valid_metrics(after, &self.adj_remaining, &self.remaining, &self.valid_csr)?;
         if valid_recall.is_empty() {
-            valid_recall.push(valid.get("recall@20").copied().unwrap_or(0.0));
+            valid_recall.push(valid.require(MetricKey::RECALL_20)?);
         }
         let (users, items) = touched(&self.request);
         Ok(UnlearnReport {

@@ -19,12 +19,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::eval::{EvalConfig, evaluate_ranking};
+use crate::eval::{EvalConfig, MetricKey, evaluate_ranking};
 use crate::graph::{Csr, Graph};
 use crate::model::Embeddings;
 use crate::model::loss::{bpr, sq_norm};
 use crate::train::adam::{Adam, AdamConfig};
-use crate::train::sampler::sample_epoch;
+use crate::train::sampler::{Triples, sample_epoch};
+use crate::train::{OnDivergence, Schedule, Silent, Steps, Validation, driver};
 
 /// L2 weight of the transfers `W_k, b_k` (RecEraser's code).
 const TRANSFER_REG: f64 = 1e-5;
@@ -163,61 +164,103 @@ pub fn train_attention(
     cfg: &AttentionConfig,
 ) -> Result<(Embeddings, AttentionReport)> {
     let start = std::time::Instant::now();
-    let (users, items) = (stack(shards, true)?, stack(shards, false)?);
     let params = Params::new(shards.len(), shards[0].dim, cfg.seed)?;
     let mut opt = Adam::new(params.vars(), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
-    let eval_cfg = EvalConfig { ks: vec![20], ..EvalConfig::default() };
-    let score = |emb: &Embeddings| -> Result<f64> {
-        let r = evaluate_ranking(&emb.users, &emb.items, emb.dim, graph.user_items(), valid, &eval_cfg)?;
-        Ok(r.get("recall", 20).unwrap_or(0.0))
+    let has_valid = valid.nnz() > 0;
+    let mut steps = AttentionSteps {
+        params,
+        users: stack(shards, true)?,
+        items: stack(shards, false)?,
+        graph,
+        valid,
+        cfg,
+        triples: Triples::default(),
+        validated: None,
+        kept: None,
     };
-    let (mut best, mut best_w) = params.embed_all(&users, &items)?;
-    let mut best_recall = if valid.nnz() > 0 { Some(score(&best)?) } else { None };
-    let mut report = AttentionReport::default();
-    'epochs: for epoch in 0..cfg.epochs {
-        let triples = sample_epoch(graph.user_items(), cfg.seed, epoch as u64);
-        let n = triples.n_batches(cfg.batch_size);
-        let mut sum = 0.0;
-        for step in 0..n {
-            let b = triples.batch(step, cfg.batch_size);
-            let len = b.len();
-            let idx = |v: Vec<u32>| Tensor::from_vec(v, len, &Device::Cpu);
-            let (u, _) = params.aggregate(&users, Some(&idx(b.users)?), 0)?;
-            let (p, _) = params.aggregate(&items, Some(&idx(b.pos)?), 1)?;
-            let (q, _) = params.aggregate(&items, Some(&idx(b.neg)?), 1)?;
-            let emb_reg = ((sq_norm(&u)? + sq_norm(&p)?)? + sq_norm(&q)?)?;
-            let trans_reg = (sq_norm(params.trans_w.as_tensor())? + sq_norm(params.trans_b.as_tensor())?)?;
-            let loss = ((bpr(&u, &p, &q)? + (emb_reg * (cfg.reg / (2.0 * len as f64)))?)?
-                + (trans_reg * (TRANSFER_REG / 2.0))?)?;
-            let l = f64::from(loss.to_scalar::<f32>()?);
-            if !l.is_finite() {
-                break 'epochs;
-            }
-            opt.step(&loss.backward()?)?;
-            sum += l;
-        }
-        report.losses.push(sum / n.max(1) as f64);
-        let (emb, w) = params.embed_all(&users, &items)?;
-        let keep = match best_recall {
-            Some(b) => {
-                let r = score(&emb)?;
-                report.valid_recall.push(r);
-                let better = r > b;
-                if better {
-                    best_recall = Some(r);
-                }
-                better
-            }
-            None => true,
-        };
-        if keep {
-            (best, best_w) = (emb, w);
-            report.best_epoch = epoch;
+    // The initial (mean-like) aggregator and every epoch are validated, the best kept; without validation
+    // edges the last epoch is. A non-finite loss stops training and keeps the best (or last) state so far.
+    let schedule = Schedule {
+        validate_initial: has_valid,
+        on_divergence: OnDivergence::KeepLastGood,
+        ..Schedule::new(cfg.epochs, has_valid.then_some(1))
+    };
+    let out = driver::run(&mut steps, &mut opt, &schedule, &mut Silent)?;
+    let (best, user_weights) = match steps.kept.take() {
+        Some(kept) => kept,
+        None => steps.params.embed_all(&steps.users, &steps.items)?,
+    };
+    let report = AttentionReport {
+        losses: out.history.iter().map(|r| r.loss).collect(),
+        valid_recall: out.after_epochs().map(|(_, c)| c.score).collect(),
+        best_epoch: match out.best() {
+            Some(b) => b.epoch.unwrap_or(0),
+            None => out.history.len().saturating_sub(1),
+        },
+        user_weights,
+        secs: start.elapsed().as_secs_f64(),
+    };
+    Ok((best, report))
+}
+
+/// [`train_attention`]'s step functions: BPR on the aggregated embeddings of the epoch's triples; a state is
+/// validated and kept as its aggregated embeddings and mean shard weights.
+struct AttentionSteps<'a> {
+    params: Params,
+    /// The shards' user and item embeddings, `(K, n, d)`.
+    users: Tensor,
+    items: Tensor,
+    graph: &'a Graph,
+    valid: &'a Csr,
+    cfg: &'a AttentionConfig,
+    triples: Triples,
+    /// The aggregation of the last validation.
+    validated: Option<(Embeddings, Vec<f64>)>,
+    /// The aggregation restored at the end.
+    kept: Option<(Embeddings, Vec<f64>)>,
+}
+
+impl Steps for AttentionSteps<'_> {
+    type State = (Embeddings, Vec<f64>);
+    type Detail = ();
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
+        self.triples = sample_epoch(self.graph.user_items(), self.cfg.seed, epoch as u64);
+        Ok(self.triples.n_batches(self.cfg.batch_size))
+    }
+
+    fn loss(&mut self, step: usize) -> Result<Tensor> {
+        let (params, cfg) = (&self.params, self.cfg);
+        let b = self.triples.batch(step, cfg.batch_size);
+        let len = b.len();
+        let idx = |v: Vec<u32>| Tensor::from_vec(v, len, &Device::Cpu);
+        let (u, _) = params.aggregate(&self.users, Some(&idx(b.users)?), 0)?;
+        let (p, _) = params.aggregate(&self.items, Some(&idx(b.pos)?), 1)?;
+        let (q, _) = params.aggregate(&self.items, Some(&idx(b.neg)?), 1)?;
+        let emb_reg = ((sq_norm(&u)? + sq_norm(&p)?)? + sq_norm(&q)?)?;
+        let trans_reg = (sq_norm(params.trans_w.as_tensor())? + sq_norm(params.trans_b.as_tensor())?)?;
+        Ok(((bpr(&u, &p, &q)? + (emb_reg * (cfg.reg / (2.0 * len as f64)))?)? + (trans_reg * (TRANSFER_REG / 2.0))?)?)
+    }
+
+    fn validate(&mut self) -> Result<Validation<()>> {
+        let (emb, w) = self.params.embed_all(&self.users, &self.items)?;
+        let eval_cfg = EvalConfig { ks: vec![20], ..EvalConfig::default() };
+        let r = evaluate_ranking(&emb.users, &emb.items, emb.dim, self.graph.user_items(), self.valid, &eval_cfg)?;
+        self.validated = Some((emb, w));
+        Ok(Validation { score: r.metrics.require(MetricKey::RECALL_20)?, eligible: true, metrics: None, detail: () })
+    }
+
+    fn snapshot(&mut self) -> Result<Self::State> {
+        match self.validated.take() {
+            Some(v) => Ok(v),
+            None => self.params.embed_all(&self.users, &self.items),
         }
     }
-    report.user_weights = best_w;
-    report.secs = start.elapsed().as_secs_f64();
-    Ok((best, report))
+
+    fn restore(&mut self, state: Self::State) -> Result<()> {
+        self.kept = Some(state);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
