@@ -42,6 +42,7 @@ pub mod objective;
 pub mod poison;
 pub mod protocol;
 pub mod request;
+pub mod scenario;
 
 pub use encoder::{Encoder, EncoderConfig};
 pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
