@@ -43,6 +43,7 @@ pub mod poison;
 pub mod protocol;
 pub mod request;
 pub mod scenario;
+pub mod spam;
 
 pub use encoder::{Encoder, EncoderConfig};
 pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
