@@ -27,7 +27,7 @@ fn main() {
         let t = Instant::now();
         let e0 = m.base().as_tensor().clone();
         let parts = m
-            .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, sgl_views: None, rng: &mut rng, with_reg: true })
+            .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })
             .unwrap();
         let t1 = t.elapsed();
         let _ = parts.total.to_scalar::<f32>().unwrap();

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, RankingReport};
 use crate::graph::Graph;
 use crate::io::checkpoint::{Checkpoint, CheckpointMeta};
-use crate::model::{Backbone, Embeddings, ModelConfig, ModelKind};
+use crate::model::{Backbone, Embeddings, ModelConfig};
 use crate::tensor::SpMat;
 use crate::train::{FitReport, Observer, TrainConfig, TrainData, fit};
 
@@ -71,8 +71,8 @@ pub enum Split {
     Test,
 }
 
-/// The model `fit` starts from: most-popular scores of `train` for [`ModelKind::Pop`], else a seeded
-/// initialisation of `config`.
+/// The model `fit` starts from: its architecture's [`init`](crate::model::Architecture::init) (most-popular
+/// scores of `train`, else a seeded initialisation of `config`).
 pub fn fresh_backbone(
     config: &ModelConfig,
     n_users: usize,
@@ -80,11 +80,7 @@ pub fn fresh_backbone(
     train: &Interactions,
     seed: u64,
 ) -> Result<Backbone> {
-    if config.kind == ModelKind::Pop {
-        Backbone::popularity(n_users, &popularity(n_items, train))
-    } else {
-        Backbone::new(config.clone(), n_users, n_items, seed)
-    }
+    config.kind.architecture().init(config, n_users, n_items, train, seed)
 }
 
 impl Checkpoint {

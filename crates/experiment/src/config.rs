@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use unlearnrec_core::error::{Error, Result};
-use unlearnrec_core::model::{ModelConfig, ModelKind};
+use unlearnrec_core::model::{ModelConfig, ModelKind, model_names};
 use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardConfig};
 use unlearnrec_core::unlearn::protocol::Protocol;
@@ -373,7 +373,7 @@ impl Default for ExperimentConfig {
     fn default() -> Self {
         Self {
             datasets: Vec::new(),
-            models: vec![ModelKind::LightGcn],
+            models: vec![ModelConfig::default().kind],
             protocols: vec![ProtocolSpec::Standard(Protocol::Random)],
             fractions: vec![0.01],
             methods: vec![MethodSpec::Retrain, MethodSpec::UnlearnrecZeroShot, MethodSpec::Unlearnrec],
@@ -426,7 +426,7 @@ impl ExperimentConfig {
                 s.parse::<ModelKind>().map_err(|_| {
                     Error::config(
                         "models",
-                        format!("unknown model {s:?}; expected one of pop, mf, lightgcn, sgl, simgcl"),
+                        format!("unknown model {s:?}; expected one of {}", model_names().join(", ")),
                     )
                 })
             })
@@ -494,10 +494,15 @@ impl ExperimentConfig {
                 format!("method {m:?} is not available in the experiment runner yet", m = m.name()),
             ));
         }
-        if self.models.contains(&ModelKind::Pop) && self.methods.iter().any(|m| !m.is_retrain()) {
+        let without_embeddings = self.models.iter().find(|k| !k.architecture().learns_embeddings());
+        if let Some(k) = without_embeddings
+            && self.methods.iter().any(|m| !m.is_retrain())
+        {
             return Err(Error::config(
                 "models",
-                "pop has no embeddings to unlearn; only the retrain methods (retrain, retrain-seed2) apply to it",
+                format!(
+                    "{k} has no embeddings to unlearn; only the retrain methods (retrain, retrain-seed2) apply to it"
+                ),
             ));
         }
         if !(self.poison_ratio > 0.0 && self.poison_ratio <= 1.0) {
@@ -537,8 +542,11 @@ impl ExperimentConfig {
         }
         if let Some(s) = &self.stream {
             s.validate()?;
-            if self.models.contains(&ModelKind::Pop) {
-                return Err(Error::config("stream", "the stream unlearns with UnlearnRec, which pop cannot use"));
+            if let Some(k) = without_embeddings {
+                return Err(Error::config(
+                    "stream",
+                    format!("the stream unlearns with UnlearnRec, which {k} cannot use"),
+                ));
             }
         }
         Ok(())

@@ -93,14 +93,8 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let step_ms = time(a.repeat, || {
         let e0 = model.base().as_tensor().clone();
-        let parts = model.loss(LossInput {
-            adj: &adj,
-            e0: &e0,
-            batch: &batch,
-            sgl_views: None,
-            rng: &mut rng,
-            with_reg: true,
-        })?;
+        let parts =
+            model.loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })?;
         opt.step(&parts.total.backward()?)?;
         Ok(())
     })?;

@@ -13,7 +13,7 @@ use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
 
 use super::data::{DataOpts, ReadOpts};
-use super::model::KindArg;
+use super::model::model_parser;
 use crate::progress::TrainBars;
 use crate::util::{Ctx, print_json};
 
@@ -26,8 +26,8 @@ pub struct DemoArgs {
     #[command(flatten)]
     read: ReadOpts,
     /// Backbone.
-    #[arg(long, value_enum, default_value = "lightgcn")]
-    model: KindArg,
+    #[arg(long, default_value = "lightgcn", value_parser = model_parser())]
+    model: ModelKind,
     /// Fraction of the training edges to forget.
     #[arg(long, default_value_t = 0.01)]
     fraction: f64,
@@ -61,8 +61,8 @@ struct Row {
 /// Runs `demo`.
 pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ds = DataOpts::new(&a.data, &a.read).load()?;
-    let model = ModelConfig { kind: a.model.into(), dim: 64, ..ModelConfig::default() };
-    anyhow::ensure!(model.kind != ModelKind::Pop, "the demo needs a model with embeddings");
+    let model = ModelConfig { kind: a.model, dim: 64, ..ModelConfig::default() };
+    anyhow::ensure!(model.kind.architecture().learns_embeddings(), "the demo needs a model with embeddings");
     let train = TrainConfig {
         epochs: a.epochs,
         batch_size: 1024,

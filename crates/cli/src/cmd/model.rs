@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use unlearnrec_core::eval::{EvalConfig, Metric, RecallDenominator};
 use unlearnrec_core::io::checkpoint;
-use unlearnrec_core::model::{ModelConfig, ModelKind};
+use unlearnrec_core::model::{ARCHITECTURES, ModelConfig, ModelKind};
 use unlearnrec_core::pipeline::{self, RunConfig, Split};
 use unlearnrec_core::train::StopReason;
 use unlearnrec_core::train::TrainConfig;
@@ -17,31 +18,10 @@ use super::data::DataOpts;
 use crate::progress::TrainBars;
 use crate::util::{Ctx, check_out_file, count, print_json};
 
-/// Model kinds on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    /// Most-popular baseline.
-    Pop,
-    /// BPR matrix factorisation.
-    Mf,
-    /// LightGCN.
-    Lightgcn,
-    /// SGL (edge-dropout contrastive views).
-    Sgl,
-    /// SimGCL (noise contrastive views).
-    Simgcl,
-}
-
-impl From<KindArg> for ModelKind {
-    fn from(k: KindArg) -> Self {
-        match k {
-            KindArg::Pop => ModelKind::Pop,
-            KindArg::Mf => ModelKind::Mf,
-            KindArg::Lightgcn => ModelKind::LightGcn,
-            KindArg::Sgl => ModelKind::Sgl,
-            KindArg::Simgcl => ModelKind::SimGcl,
-        }
-    }
+/// `--model`: the registered models ([`unlearnrec_core::model::ARCHITECTURES`]) by name.
+pub fn model_parser() -> impl TypedValueParser<Value = ModelKind> {
+    PossibleValuesParser::new(ARCHITECTURES.iter().map(|a| PossibleValue::new(a.name()).help(a.about())))
+        .map(|name| name.parse::<ModelKind>().expect("a registered name"))
 }
 
 /// `unlearnrec train`.
@@ -53,8 +33,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     data_opts: super::data::ReadOpts,
     /// The model to train [default: lightgcn].
-    #[arg(long, value_enum)]
-    model: Option<KindArg>,
+    #[arg(long, value_parser = model_parser())]
+    model: Option<ModelKind>,
     /// TOML file with `[model]` and `[train]` tables (flags override it; keys in docs/cli.md).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -210,7 +190,7 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         (None, PresetArg::Reference) => RunConfig { train: TrainConfig::reference(), ..RunConfig::default() },
     };
     if let Some(k) = a.model {
-        cfg.model.kind = k.into();
+        cfg.model.kind = k;
     }
     let (m, t) = (&mut cfg.model, &mut cfg.train);
     set(&mut t.epochs, a.epochs);

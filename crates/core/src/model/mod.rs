@@ -6,62 +6,102 @@
 //!
 //! | model | final embeddings | loss |
 //! |---|---|---|
-//! | [`ModelKind::Mf`] | `E⁰` | BPR + reg |
-//! | [`ModelKind::LightGcn`] (He et al. 2020) | `Σ_{l=0..L} Âˡ E⁰` (reference) or the mean | BPR + reg |
-//! | [`ModelKind::Sgl`] (Wu et al. 2021) | mean of layers `0..L` | BPR + reg + InfoNCE of two edge-dropout views |
-//! | [`ModelKind::SimGcl`] (Yu et al. 2022) | mean of layers `1..L` | BPR + reg + InfoNCE of two noise views |
+//! | [`ModelKind::Mf`] (`mf.rs`) | `E⁰` | BPR + reg |
+//! | [`ModelKind::LightGcn`] (`lightgcn.rs`, He et al. 2020) | `Σ_{l=0..L} Âˡ E⁰` (reference) or the mean | BPR + reg |
+//! | [`ModelKind::Sgl`] (`sgl.rs`, Wu et al. 2021) | mean of layers `0..L` | BPR + reg + InfoNCE of two edge-dropout views |
+//! | [`ModelKind::SimGcl`] (`simgcl.rs`, Yu et al. 2022) | mean of layers `1..L` | BPR + reg + InfoNCE of two noise views |
+//!
+//! [`ModelKind::Pop`] (`pop.rs`) learns nothing: its one-column table holds the items' training popularity.
+//!
+//! Each is an [`Architecture`] in its own file, registered once in [`ARCHITECTURES`]; a [`ModelKind`] names
+//! one (it is what configs and checkpoints hold, by name). Training, pre-training, unlearning and the
+//! baselines ask the architecture (its propagation, regulariser, contrastive term, per-epoch state,
+//! initialisation), never which model it is. Adding a model: a file implementing [`Architecture`] (with a
+//! `ModelKind` constant when code or tests name it), its `mod` line and one line in [`ARCHITECTURES`].
 //!
 //! [`Backbone::forward`] takes `E⁰` as an argument, so the influence encoder can run the frozen backbone on a
 //! revised `Ẽ⁰` and on the remaining graph.
 
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::graph::Graph;
 use crate::tensor::{SpMat, spmm};
 
+mod architecture;
+mod lightgcn;
 pub mod loss;
+mod mf;
 mod objective;
+mod pop;
+mod sgl;
+mod simgcl;
 
-pub use objective::{Batch, LossInput, LossParts, SglViews, gather_rows};
+pub use architecture::{Architecture, BatchRows, EpochState};
+pub use objective::{Batch, LossInput, LossParts, gather_rows};
+pub use sgl::SglViews;
 
-/// Which recommender.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Most-popular baseline: every user gets the items with the most training interactions.
-    Pop,
-    /// BPR matrix factorisation (no propagation).
-    Mf,
-    /// LightGCN.
-    #[serde(rename = "lightgcn")]
-    LightGcn,
-    /// SGL-ED: LightGCN with an edge-dropout contrastive task.
-    Sgl,
-    /// SimGCL: LightGCN with a uniform-noise contrastive task.
-    #[serde(rename = "simgcl")]
-    SimGcl,
+/// Every model, once, in the order the command line lists them.
+pub const ARCHITECTURES: &[&dyn Architecture] =
+    &[&pop::MostPopular, &mf::Mf, &lightgcn::LightGcn, &sgl::Sgl, &simgcl::SimGcl];
+
+/// The registered names, in registry order.
+pub fn model_names() -> &'static [&'static str] {
+    static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| ARCHITECTURES.iter().map(|a| a.name()).collect());
+    &NAMES
 }
+
+/// Which recommender: a registered [`Architecture`] ([`ARCHITECTURES`]), written as its name in files.
+/// Constants name the built-in ones ([`ModelKind::LightGcn`], …); [`str::parse`] takes a name or an alias.
+#[derive(Clone, Copy)]
+pub struct ModelKind(&'static dyn Architecture);
 
 impl ModelKind {
     /// The name used on the command line and in files.
     pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Pop => "pop",
-            ModelKind::Mf => "mf",
-            ModelKind::LightGcn => "lightgcn",
-            ModelKind::Sgl => "sgl",
-            ModelKind::SimGcl => "simgcl",
-        }
+        self.0.name()
     }
 
     /// True for the models that propagate over the graph.
     pub fn is_graph(self) -> bool {
-        matches!(self, ModelKind::LightGcn | ModelKind::Sgl | ModelKind::SimGcl)
+        self.0.propagates()
+    }
+
+    /// The model itself.
+    pub fn architecture(self) -> &'static dyn Architecture {
+        self.0
+    }
+
+    /// Every registered model, in registry order.
+    pub fn all() -> impl Iterator<Item = ModelKind> {
+        ARCHITECTURES.iter().map(|&a| ModelKind(a))
+    }
+}
+
+impl PartialEq for ModelKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for ModelKind {}
+
+impl Hash for ModelKind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl std::fmt::Debug for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.name())
     }
 }
 
@@ -74,19 +114,25 @@ impl std::fmt::Display for ModelKind {
 impl FromStr for ModelKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "pop" | "most-popular" | "mostpop" => ModelKind::Pop,
-            "mf" | "bpr-mf" | "bprmf" => ModelKind::Mf,
-            "lightgcn" => ModelKind::LightGcn,
-            "sgl" => ModelKind::Sgl,
-            "simgcl" => ModelKind::SimGcl,
-            other => {
-                return Err(Error::config(
-                    "model.kind",
-                    format!("unknown model {other:?} (expected pop, mf, lightgcn, sgl or simgcl)"),
-                ));
-            }
+        let s = s.to_ascii_lowercase();
+        Self::all().find(|k| k.name() == s || k.0.aliases().contains(&s.as_str())).ok_or_else(|| {
+            let (last, rest) = model_names().split_last().expect("models are registered");
+            Error::config("model.kind", format!("unknown model {s:?} (expected {} or {last})", rest.join(", ")))
         })
+    }
+}
+
+impl Serialize for ModelKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// A registered name, exactly (aliases are for the command line and experiment files).
+impl<'de> Deserialize<'de> for ModelKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Self::all().find(|k| k.name() == s).ok_or_else(|| serde::de::Error::unknown_variant(&s, model_names()))
     }
 }
 
@@ -176,11 +222,7 @@ impl ModelConfig {
 
     /// The layer combination in effect.
     pub fn combine(&self) -> Combine {
-        self.combine.unwrap_or(match self.kind {
-            ModelKind::LightGcn | ModelKind::Mf | ModelKind::Pop => Combine::Sum,
-            ModelKind::Sgl => Combine::Mean,
-            ModelKind::SimGcl => Combine::MeanSkipFirst,
-        })
+        self.combine.unwrap_or_else(|| self.kind.architecture().default_combine())
     }
 }
 
@@ -195,8 +237,7 @@ pub fn initial_table(n: usize, d: usize, seed: u64) -> Vec<f32> {
 
 /// A backbone: its configuration and base embedding table `E⁰` (a trainable [`Var`]).
 ///
-/// For [`ModelKind::Pop`] the table has one column: users hold 1, items their training popularity, so that
-/// `score = e_u · e_i` ranks by popularity through the same path as the other models.
+/// For [`ModelKind::Pop`] the table has one column ([`Backbone::popularity`]).
 #[derive(Clone, Debug)]
 pub struct Backbone {
     /// Hyper-parameters.
@@ -216,14 +257,6 @@ impl Backbone {
         config.validate()?;
         let data = initial_table(n_users + n_items, config.dim, seed);
         Self::from_embeddings(config, n_users, n_items, data)
-    }
-
-    /// The most-popular model from training popularity counts (one per item).
-    pub fn popularity(n_users: usize, popularity: &[f32]) -> Result<Self> {
-        let config = ModelConfig { kind: ModelKind::Pop, dim: 1, layers: 0, ..ModelConfig::default() };
-        let mut data = vec![1.0f32; n_users];
-        data.extend_from_slice(popularity);
-        Self::from_embeddings(config, n_users, popularity.len(), data)
     }
 
     /// A model from a row-major `(n_users + n_items, dim)` table.
@@ -246,6 +279,19 @@ impl Backbone {
     /// The model kind.
     pub fn kind(&self) -> ModelKind {
         self.config.kind
+    }
+
+    /// The model's [`Architecture`].
+    pub fn architecture(&self) -> &'static dyn Architecture {
+        self.config.kind.architecture()
+    }
+
+    /// What the model draws on `graph` for an epoch ([`Architecture::epoch_state`]).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn epoch_state(&self, graph: &Graph, rng: &mut ChaCha8Rng) -> Result<Option<EpochState>> {
+        self.architecture().epoch_state(&self.config, graph, rng)
     }
 
     /// The number of users.
@@ -284,7 +330,7 @@ impl Backbone {
     pub fn layers(&self, adj: &SpMat, e0: &Tensor) -> Result<Vec<Tensor>> {
         let mut out = Vec::with_capacity(self.config.layers + 1);
         out.push(e0.clone());
-        if self.config.kind.is_graph() {
+        if self.architecture().propagates() {
             for l in 0..self.config.layers {
                 let next = spmm(adj, &out[l])?;
                 out.push(next);
@@ -296,7 +342,7 @@ impl Backbone {
     /// Final embeddings (evaluation mode, no augmentation) from `E⁰ = e0` over `adj`, shape
     /// `(n_users + n_items, dim)`.
     pub fn forward(&self, adj: &SpMat, e0: &Tensor) -> Result<Tensor> {
-        if !self.config.kind.is_graph() {
+        if !self.architecture().propagates() {
             return Ok(e0.clone());
         }
         let layers = self.layers(adj, e0)?;

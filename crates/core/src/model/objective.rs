@@ -1,15 +1,13 @@
-//! The training objective of each backbone (docs/method.md §3): BPR, the reference's regulariser, and the
-//! contrastive views of SGL and SimGCL.
+//! The training objective of a backbone (docs/method.md §3): BPR plus its architecture's regulariser and
+//! contrastive term ([`super::Architecture`]).
 
 use candle_core::{Device, Tensor};
-use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
-use super::loss::{bpr, info_nce, sq_norm};
-use super::{Backbone, Combine, ModelKind, combine};
+use super::loss::{bpr, info_nce};
+use super::{Backbone, BatchRows, EpochState, combine};
 use crate::error::Result;
-use crate::tensor::{SpMat, spmm};
+use crate::tensor::SpMat;
 
 /// A minibatch of BPR triples over internal ids (items are item ids, not node ids).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,15 +32,6 @@ impl Batch {
     }
 }
 
-/// The graph views of SGL-ED for one epoch: two edge-dropout subgraphs, each renormalised.
-#[derive(Clone, Debug)]
-pub struct SglViews {
-    /// First view's adjacency.
-    pub a: SpMat,
-    /// Second view's adjacency.
-    pub b: SpMat,
-}
-
 /// Everything a loss evaluation needs besides the model.
 pub struct LossInput<'a> {
     /// The adjacency the model propagates over (the remaining graph after unlearning).
@@ -51,12 +40,13 @@ pub struct LossInput<'a> {
     pub e0: &'a Tensor,
     /// The batch.
     pub batch: &'a Batch,
-    /// SGL's views for this epoch (required for SGL when `ssl_reg > 0`).
-    pub sgl_views: Option<&'a SglViews>,
+    /// What the model drew for this epoch ([`super::Architecture::epoch_state`]; SGL needs its views when
+    /// `ssl_reg > 0`).
+    pub epoch: Option<&'a EpochState>,
     /// Randomness of the augmentations (SimGCL noise).
     pub rng: &'a mut ChaCha8Rng,
-    /// Whether the reference's regulariser is computed on `e0` (false inside unlearning, where the
-    /// reference's LightGCN regulariser is a constant of the frozen backbone).
+    /// Whether the model's regulariser is computed (false inside unlearning for a whole-table regulariser,
+    /// a constant of the frozen backbone: [`super::Architecture::regularises_whole_table`]).
     pub with_reg: bool,
 }
 
@@ -120,58 +110,35 @@ impl Backbone {
         &self,
         adj: &SpMat,
         batch: &Batch,
-        sgl_views: Option<&SglViews>,
+        epoch: Option<&EpochState>,
         rng: &mut ChaCha8Rng,
     ) -> Result<LossParts> {
         let e0 = self.base().as_tensor().clone();
-        self.loss(LossInput { adj, e0: &e0, batch, sgl_views, rng, with_reg: true })
+        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, with_reg: true })
     }
 
     /// The training loss on one batch (docs/method.md §3.1–3.4).
     ///
     /// # Errors
     /// Tensor errors; SGL without views when its contrastive weight is positive.
-    pub fn loss(&self, input: LossInput<'_>) -> Result<LossParts> {
+    pub fn loss(&self, mut input: LossInput<'_>) -> Result<LossParts> {
         let cfg = &self.config;
+        let arch = self.architecture();
         let nu = self.n_users() as u32;
         let b = input.batch;
         let layers = self.layers(input.adj, input.e0)?;
-        let fin = if cfg.kind.is_graph() { combine(&layers, cfg.combine())? } else { input.e0.clone() };
-        let rows = gather_rows(&fin, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?;
-        let (fu, fp, fnn) = (&rows[0], &rows[1], &rows[2]);
-        let bpr_t = bpr(fu, fp, fnn)?;
-        let zero = Tensor::new(0f32, &Device::Cpu)?;
+        let fin = if arch.propagates() { combine(&layers, cfg.combine())? } else { input.e0.clone() };
+        let [users, pos, neg] =
+            <[Tensor; 3]>::try_from(gather_rows(&fin, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?)
+                .expect("three groups");
+        let rows = BatchRows { users, pos, neg };
+        let bpr_t = bpr(&rows.users, &rows.pos, &rows.neg)?;
         let reg_t = if !input.with_reg || cfg.reg == 0.0 {
-            zero.clone()
+            Tensor::new(0f32, &Device::Cpu)?
         } else {
-            match cfg.kind {
-                ModelKind::Pop | ModelKind::Mf | ModelKind::LightGcn => sq_norm(input.e0)?,
-                ModelKind::SimGcl => {
-                    let bsz = b.len() as f64;
-                    ((sq_norm(fu)?.sqrt()? / bsz)? + (sq_norm(fp)?.sqrt()? / bsz)?)?
-                }
-                ModelKind::Sgl => {
-                    let r0 = gather_rows(input.e0, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?;
-                    ((sq_norm(&r0[0])? + sq_norm(&r0[1])?)? + sq_norm(&r0[2])?)?
-                }
-            }
+            arch.regulariser(self, &input, &rows)?
         };
-        let ssl = match cfg.kind {
-            ModelKind::SimGcl if cfg.ssl_reg > 0.0 => {
-                let v1 = self.noisy_view(input.adj, input.e0, input.rng)?;
-                let v2 = self.noisy_view(input.adj, input.e0, input.rng)?;
-                Some(self.view_contrast(&v1, &v2, b)?)
-            }
-            ModelKind::Sgl if cfg.ssl_reg > 0.0 => {
-                let views = input.sgl_views.ok_or_else(|| {
-                    crate::Error::config("model.ssl_reg", "SGL needs edge-dropout views when ssl_reg > 0")
-                })?;
-                let v1 = combine(&self.layers(&views.a, input.e0)?, Combine::Mean)?;
-                let v2 = combine(&self.layers(&views.b, input.e0)?, Combine::Mean)?;
-                Some(self.view_contrast(&v1, &v2, b)?)
-            }
-            _ => None,
-        };
+        let ssl = if cfg.ssl_reg > 0.0 { arch.contrastive(self, &mut input)? } else { None };
         let mut total = ((&bpr_t * cfg.bpr_weight)? + (&reg_t * cfg.reg)?)?;
         if let Some(s) = &ssl {
             total = (total + (s * cfg.ssl_reg)?)?;
@@ -182,13 +149,14 @@ impl Backbone {
             reg: reg_t,
             ssl,
             final_emb: fin,
-            batch_users: fu.clone(),
-            batch_pos: fp.clone(),
+            batch_users: rows.users,
+            batch_pos: rows.pos,
         })
     }
 
-    /// InfoNCE of two views on the batch's distinct users plus on its distinct positive items.
-    fn view_contrast(&self, v1: &Tensor, v2: &Tensor, b: &Batch) -> Result<Tensor> {
+    /// InfoNCE of two views on the batch's distinct users plus on its distinct positive items (SGL's and
+    /// SimGCL's contrastive term).
+    pub(super) fn view_contrast(&self, v1: &Tensor, v2: &Tensor, b: &Batch) -> Result<Tensor> {
         let nu = self.n_users() as u32;
         let t = self.config.ssl_temp;
         let iu = idx(&unique(&b.users), 0)?;
@@ -196,73 +164,5 @@ impl Backbone {
         let lu = info_nce(&v1.index_select(&iu, 0)?, &v2.index_select(&iu, 0)?, t)?;
         let li = info_nce(&v1.index_select(&ii, 0)?, &v2.index_select(&ii, 0)?, t)?;
         Ok((lu + li)?)
-    }
-
-    /// SimGCL's perturbed view: `E'ˡ = Â E'ˡ⁻¹ + sign(Â E'ˡ⁻¹) ⊙ ε·normalize(U[0,1)^{N×d})`, mean of
-    /// layers `1..L`. The noise is a constant for the gradient (as `sign` has zero derivative).
-    fn noisy_view(&self, adj: &SpMat, e0: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let mut cur = e0.clone();
-        let mut acc: Option<Tensor> = None;
-        for _ in 0..self.config.layers {
-            let y = spmm(adj, &cur)?;
-            let noise = sign_noise(&y, self.config.eps as f32, rng.next_u64())?;
-            cur = (y + noise)?;
-            acc = Some(match acc {
-                None => cur.clone(),
-                Some(a) => (a + &cur)?,
-            });
-        }
-        let acc = acc.expect("graph models have at least one layer");
-        Ok((acc / self.config.layers as f64)?)
-    }
-}
-
-/// `sign(y) ⊙ ε·normalize_rows(U[0,1))`, drawn in fixed 1024-row chunks, each from its own stream of
-/// `seed`, so the result does not depend on the number of threads.
-fn sign_noise(y: &Tensor, eps: f32, seed: u64) -> Result<Tensor> {
-    let (n, d) = y.dims2()?;
-    let yv = y.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; n * d];
-    const ROWS: usize = 1024;
-    out.par_chunks_mut(ROWS * d).zip(yv.par_chunks(ROWS * d)).enumerate().for_each(|(c, (o, yc))| {
-        let mut r = ChaCha8Rng::seed_from_u64(seed);
-        r.set_stream(c as u64);
-        for (orow, yrow) in o.chunks_mut(d).zip(yc.chunks(d)) {
-            let mut norm = 0f32;
-            for x in orow.iter_mut() {
-                *x = r.random::<f32>();
-                norm += *x * *x;
-            }
-            let scale = eps / norm.sqrt().max(1e-12);
-            for (x, &yy) in orow.iter_mut().zip(yrow) {
-                let s = if yy > 0.0 {
-                    1.0
-                } else if yy < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                };
-                *x *= scale * s;
-            }
-        }
-    });
-    Ok(Tensor::from_vec(out, (n, d), &Device::Cpu)?)
-}
-
-impl SglViews {
-    /// Two SGL-ED views of `graph`: each keeps every user–item edge independently with probability `keep`
-    /// and is renormalised (`Â` of the subgraph), as in the SGL paper; the reference instead rescales
-    /// entries of `Â` by `1/keep` without renormalising (docs/method.md §13.16).
-    pub fn sample(graph: &crate::graph::Graph, keep: f64, rng: &mut ChaCha8Rng) -> Result<Self> {
-        let mut one = || -> Result<SpMat> {
-            let all = graph.to_interactions();
-            let kept: Vec<(u32, u32)> = all.iter().filter(|_| rng.random::<f64>() < keep).collect();
-            let (edges, _) = crate::data::Interactions::from_pairs(kept);
-            let g = crate::graph::Graph::from_interactions(graph.n_users(), graph.n_items(), &edges);
-            Ok(SpMat::from_norm_adj(&crate::graph::NormAdj::from_graph(&g)))
-        };
-        let a = one()?;
-        let b = one()?;
-        Ok(Self { a, b })
     }
 }

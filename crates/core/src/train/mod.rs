@@ -18,7 +18,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, RankingReport};
 use crate::graph::{Csr, Graph, NormAdj};
-use crate::model::{Backbone, ModelKind, SglViews};
+use crate::model::{Backbone, EpochState};
 use crate::tensor::SpMat;
 
 pub mod adam;
@@ -192,7 +192,7 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         ks.push(metric.k);
         ks.sort_unstable();
     }
-    if model.kind() == ModelKind::Pop {
+    if !model.architecture().learns_embeddings() {
         return Ok(FitReport {
             history: vec![],
             best_epoch: None,
@@ -216,7 +216,7 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         metric,
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
         triples: Triples::default(),
-        views: None,
+        epoch_state: None,
     };
     let out = driver::run(&mut steps, &mut opt, &schedule, obs)?;
     let best = out.best();
@@ -229,8 +229,8 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
     })
 }
 
-/// [`fit`]'s step functions: the backbone's own loss on the epoch's BPR triples (and, for SGL, the epoch's
-/// augmented views), validated by `metric` on the validation split.
+/// [`fit`]'s step functions: the backbone's own loss on the epoch's BPR triples (and the epoch's state the
+/// model draws, SGL's augmented views), validated by `metric` on the validation split.
 struct FitSteps<'a> {
     model: &'a mut Backbone,
     data: &'a TrainData,
@@ -241,7 +241,7 @@ struct FitSteps<'a> {
     metric: MetricKey,
     rng: ChaCha8Rng,
     triples: Triples,
-    views: Option<SglViews>,
+    epoch_state: Option<EpochState>,
 }
 
 impl Steps for FitSteps<'_> {
@@ -251,18 +251,14 @@ impl Steps for FitSteps<'_> {
     fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
         let (model, cfg) = (&*self.model, self.cfg);
         self.triples = sampler::sample_epoch(self.data.graph.user_items(), cfg.seed, epoch as u64);
-        self.views = if model.kind() == ModelKind::Sgl && model.config.ssl_reg > 0.0 {
-            Some(SglViews::sample(&self.data.graph, model.config.keep_rate, &mut self.rng)?)
-        } else {
-            None
-        };
+        self.epoch_state = model.epoch_state(&self.data.graph, &mut self.rng)?;
         let n_steps = self.triples.n_batches(cfg.batch_size);
         Ok(cfg.max_steps_per_epoch.map_or(n_steps, |cap| n_steps.min(cap)))
     }
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.cfg.batch_size);
-        Ok(self.model.train_loss(&self.data.adj, &batch, self.views.as_ref(), &mut self.rng)?.total)
+        Ok(self.model.train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng)?.total)
     }
 
     fn validate(&mut self) -> Result<Validation<()>> {

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, Metrics};
 use crate::graph::{Graph, NormAdj};
 use crate::io::checkpoint::{Checkpoint, read_document, read_f32, write_safetensors};
-use crate::model::{Backbone, Batch, Embeddings, LossInput, ModelKind, SglViews, gather_rows};
+use crate::model::{Backbone, Batch, Embeddings, EpochState, LossInput, ModelKind, gather_rows};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
 use crate::train::sampler::{Triples, sample_epoch};
@@ -355,19 +355,20 @@ fn step_loss(
     e_fnl: &Tensor,
     req: &RequestCtx,
     batch: &Batch,
-    views: Option<&SglViews>,
+    epoch_state: Option<&EpochState>,
     rng: &mut ChaCha8Rng,
     w: &StepWeights,
 ) -> Result<Tensor> {
     let nu = backbone.n_users();
-    // The reference's LightGCN regulariser inside unlearning is a constant (frozen backbone): skipped.
+    // A whole-table regulariser (the reference's LightGCN's) inside unlearning is a constant (frozen
+    // backbone): skipped.
     let parts = backbone.loss(LossInput {
         adj: &req.adj_pk,
         e0: e_tilde,
         batch,
-        sgl_views: views,
+        epoch: epoch_state,
         rng,
-        with_reg: backbone.kind() != ModelKind::LightGcn && backbone.kind() != ModelKind::Mf,
+        with_reg: !backbone.architecture().regularises_whole_table(),
     })?;
     let fin = &parts.final_emb;
     let mut total = parts.total.clone();
@@ -498,8 +499,8 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
     cfg.validate()?;
     let start = Instant::now();
     let backbone = &ckpt.model;
-    if backbone.kind() == ModelKind::Pop {
-        return Err(Error::config("model", "the most-popular baseline has no embeddings to unlearn"));
+    if !backbone.architecture().learns_embeddings() {
+        return Err(Error::config("model", format!("{} has no embeddings to unlearn", backbone.kind())));
     }
     let data = ckpt.train_data();
     let graph = &data.graph;
@@ -544,7 +545,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
         },
         rng,
         req,
-        views: None,
+        epoch_state: None,
         triples: Triples::default(),
     };
     // The untrained encoder is validated (and may be kept) too; a new simulated request every `sim_every`
@@ -608,7 +609,7 @@ struct PretrainSteps<'a> {
     rng: ChaCha8Rng,
     /// The simulated request of the current epochs.
     req: RequestCtx,
-    views: Option<SglViews>,
+    epoch_state: Option<EpochState>,
     triples: Triples,
 }
 
@@ -622,11 +623,11 @@ impl Steps for PretrainSteps<'_> {
         let (backbone, cfg) = (self.backbone, self.cfg);
         if epoch > 0 && epoch.is_multiple_of(cfg.sim_every) {
             self.req = RequestCtx::new(self.graph, random_request(self.graph, cfg.drop_rate, &mut self.rng));
-            self.views = None;
+            self.epoch_state = None;
         }
         let req = &self.req;
-        if backbone.kind() == ModelKind::Sgl && self.views.is_none() && backbone.config.ssl_reg > 0.0 {
-            self.views = Some(SglViews::sample(&req.remaining, backbone.config.keep_rate, &mut self.rng)?);
+        if self.epoch_state.is_none() {
+            self.epoch_state = backbone.epoch_state(&req.remaining, &mut self.rng)?;
         }
         self.triples = sample_epoch(req.remaining.user_items(), cfg.seed, epoch as u64);
         let n_steps = self.triples.n_batches(cfg.batch_size);
@@ -639,8 +640,8 @@ impl Steps for PretrainSteps<'_> {
         let dropped = dropped_copies(&req.idm, enc.hops(), cfg.ssl_keep, &mut self.rng);
         let out = enc.forward(&req.idm, Some(&dropped), self.e_fnl, &req.adj_pk)?;
         let e_tilde = (self.backbone.base().as_tensor() + &out.delta)?;
-        let views = self.views.as_ref();
-        step_loss(self.backbone, &e_tilde, &out, self.e_fnl, req, &batch, views, &mut self.rng, &self.weights)
+        let state = self.epoch_state.as_ref();
+        step_loss(self.backbone, &e_tilde, &out, self.e_fnl, req, &batch, state, &mut self.rng, &self.weights)
     }
 
     fn validate(&mut self) -> Result<Validation<f64>> {
@@ -908,11 +909,7 @@ pub fn unlearn(
         vars.extend(enc_ft.mlp_vars());
         let mut opt = Adam::new(vars, AdamConfig { lr: ft.lr, ..AdamConfig::default() })?;
         let mut rng = ChaCha8Rng::seed_from_u64(ft.seed);
-        let views = if backbone.kind() == ModelKind::Sgl && backbone.config.ssl_reg > 0.0 {
-            Some(SglViews::sample(&req.remaining, backbone.config.keep_rate, &mut rng)?)
-        } else {
-            None
-        };
+        let epoch_state = backbone.epoch_state(&req.remaining, &mut rng)?;
         // H⁰ and w are frozen: the MLP's input is computed once; only the MLP and E⁰ see gradients.
         let mlp_in = enc_ft.mlp_input(&req.idm, &e_fnl, &req.adj_pk)?;
         let mut steps = FinetuneSteps {
@@ -922,7 +919,7 @@ pub fn unlearn(
             mlp_in,
             e_fnl: &e_fnl,
             req: &req,
-            views,
+            epoch_state,
             rng,
             weights: StepWeights {
                 unlearn: ft.unlearn_weight,
@@ -987,7 +984,7 @@ pub fn unlearn(
 /// fill.
 fn idle_schedule(ckpt: &Checkpoint, remaining_edges: usize) -> calibrate::IdleSchedule {
     let (mc, tc) = (&ckpt.model.config, &ckpt.meta.train);
-    let whole_table_reg = matches!(mc.kind, ModelKind::Mf | ModelKind::LightGcn);
+    let whole_table_reg = mc.kind.architecture().regularises_whole_table();
     let epochs = match &ckpt.meta.history {
         Some(h) => h.best_epoch.map_or(h.history.len(), |e| e + 1),
         None => tc.epochs,
@@ -1016,7 +1013,7 @@ struct FinetuneSteps<'a> {
     mlp_in: Tensor,
     e_fnl: &'a Tensor,
     req: &'a RequestCtx,
-    views: Option<SglViews>,
+    epoch_state: Option<EpochState>,
     rng: ChaCha8Rng,
     weights: StepWeights,
     ft: &'a FinetuneConfig,
@@ -1043,8 +1040,8 @@ impl Steps for FinetuneSteps<'_> {
         let batch = self.triples.batch(step, self.ft.batch_size);
         let out = encoder::EncoderOutput { delta: self.enc.mlp(&self.mlp_in)?, h: vec![], h_dropped: vec![] };
         let e_t = (self.e0.as_tensor() + &out.delta)?;
-        let views = self.views.as_ref();
-        step_loss(self.backbone, &e_t, &out, self.e_fnl, self.req, &batch, views, &mut self.rng, &self.weights)
+        let state = self.epoch_state.as_ref();
+        step_loss(self.backbone, &e_t, &out, self.e_fnl, self.req, &batch, state, &mut self.rng, &self.weights)
     }
 
     fn validate(&mut self) -> Result<Validation<f64>> {

@@ -27,7 +27,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::model::loss::softplus;
-use crate::model::{Backbone, Batch, ModelKind, SglViews};
+use crate::model::{Backbone, Batch, EpochState};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, Observer, Schedule, Steps, Validation, driver};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
@@ -111,15 +111,11 @@ pub fn gradient_ascent(
     let model = deep_copy(&ckpt.model)?;
     let mut opt = Adam::new(vec![model.base().clone()], AdamConfig { lr, ..AdamConfig::default() })?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let views = if model.kind() == ModelKind::Sgl && model.config.ssl_reg > 0.0 {
-        Some(SglViews::sample(&prep.remaining, model.config.keep_rate, &mut rng)?)
-    } else {
-        None
-    };
+    let epoch_state = model.epoch_state(&prep.remaining, &mut rng)?;
     let removed: Vec<(u32, u32)> = prep.learned.iter().collect();
     let triples = sample_epoch(prep.remaining.user_items(), cfg.seed, 0);
     let mut steps =
-        AscentSteps { prep: &prep, model, cfg, bs, views, rng, removed, triples_epoch: 0, next: 0, triples };
+        AscentSteps { prep: &prep, model, cfg, bs, epoch_state, rng, removed, triples_epoch: 0, next: 0, triples };
     // One epoch of `cfg.steps` steps, never validated; a non-finite loss fails.
     driver::run(&mut steps, &mut opt, &Schedule::new(1, None), obs)?;
     let model = steps.model;
@@ -135,7 +131,7 @@ struct AscentSteps<'a> {
     model: Backbone,
     cfg: &'a GradientAscentConfig,
     bs: usize,
-    views: Option<SglViews>,
+    epoch_state: Option<EpochState>,
     rng: ChaCha8Rng,
     removed: Vec<(u32, u32)>,
     /// The epoch of `triples`, and its next minibatch.
@@ -165,7 +161,7 @@ impl Steps for AscentSteps<'_> {
         let fin = if batch.is_empty() {
             model.forward(&prep.adj_remaining, model.base().as_tensor())?
         } else {
-            let parts = model.train_loss(&prep.adj_remaining, &batch, self.views.as_ref(), &mut self.rng)?;
+            let parts = model.train_loss(&prep.adj_remaining, &batch, self.epoch_state.as_ref(), &mut self.rng)?;
             total = parts.total;
             parts.final_emb
         };
@@ -213,6 +209,7 @@ pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 
 mod tests {
     use super::super::finetune::tests::{spread_request, trained};
     use super::*;
+    use crate::model::ModelKind;
     use crate::train::Silent;
 
     #[test]

@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::eval::MetricKey;
 use crate::graph::{Csr, Graph, NormAdj};
 use crate::io::checkpoint::Checkpoint;
-use crate::model::{Backbone, ModelKind};
+use crate::model::Backbone;
 use crate::tensor::SpMat;
 
 pub mod finetune;
@@ -132,12 +132,12 @@ impl Prepared {
     }
 }
 
-/// Refuses the most-popular model, which has no embeddings to update.
+/// Refuses a model that learns no embeddings (most-popular): there is nothing to update.
 pub(crate) fn require_embeddings(ckpt: &Checkpoint, method: &str) -> Result<()> {
-    if ckpt.model.kind() == ModelKind::Pop {
+    if !ckpt.model.architecture().learns_embeddings() {
         return Err(Error::config(
             "model",
-            format!("{method} needs a model with embeddings; the most-popular baseline has none (use retrain)"),
+            format!("{method} needs a model with embeddings; {} has none (use retrain)", ckpt.model.kind()),
         ));
     }
     Ok(())

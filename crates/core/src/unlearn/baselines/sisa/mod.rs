@@ -401,8 +401,9 @@ pub fn train_sharded(
     model_cfg.validate()?;
     train_cfg.validate()?;
     shard_cfg.validate()?;
-    if model_cfg.kind == ModelKind::Pop {
-        return Err(Error::config("model.kind", "sharded training needs a model with embeddings, not pop"));
+    if !model_cfg.kind.architecture().learns_embeddings() {
+        let why = format!("sharded training needs a model with embeddings, not {}", model_cfg.kind);
+        return Err(Error::config("model.kind", why));
     }
     let (nu, ni) = (ds.n_users(), ds.n_items());
     if shard_cfg.partition == Partition::User && shard_cfg.shards > nu {
