@@ -338,3 +338,79 @@ fn bench_reports_every_timing() {
     }
     assert_eq!(v["batch_size"], 2048);
 }
+
+#[test]
+fn stream_scenarios_and_spam_accounts_from_the_command_line() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    // One file per request, one user each, landed together.
+    let dir = f.path("subset");
+    ok(&["request", "make", "--data", p(&data), "--protocol", "user-subset", "--requests", "7", "--out", p(&dir)]);
+    let mut files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, (1..=7).map(|k| format!("request-{k:04}.csv")).collect::<Vec<_>>());
+    let users: std::collections::BTreeSet<String> = files
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let mut us: Vec<&str> = text.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+            us.dedup();
+            assert_eq!(us.len(), 1, "{name}: one user per request");
+            us[0].to_string()
+        })
+        .collect();
+    assert_eq!(users.len(), 7, "different users");
+    // Spam: fake accounts injected, then deleted one per request, exactly those.
+    let spam = f.path("spam");
+    ok(&["data", "poison", p(&data), "--spam", "--spam-share", "0.02", "--out", p(&spam)]);
+    let accounts = std::fs::read_to_string(spam.join("spam_accounts.txt")).unwrap();
+    let fake: std::collections::BTreeSet<&str> = accounts.lines().collect();
+    assert_eq!(fake.len(), 4);
+    let reqs = f.path("spam-requests");
+    let acc = spam.join("spam_accounts.txt");
+    ok(&[
+        "request",
+        "make",
+        "--data",
+        p(&spam),
+        "--protocol",
+        "spam",
+        "--accounts",
+        p(&acc),
+        "--requests",
+        "4",
+        "--out",
+        p(&reqs),
+    ]);
+    let mut removed = std::collections::BTreeSet::new();
+    for k in 1..=4 {
+        let text = std::fs::read_to_string(reqs.join(format!("request-{k:04}.csv"))).unwrap();
+        removed.extend(text.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()));
+    }
+    assert_eq!(removed.iter().map(String::as_str).collect::<std::collections::BTreeSet<_>>(), fake);
+    // Clear errors (exit 2, no panic): a protocol needs --fraction; spam needs --accounts; more requests than
+    // accounts.
+    fails(
+        &["request", "make", "--data", p(&data), "--protocol", "random", "--out", p(&f.path("r.csv"))],
+        "needs --fraction",
+    );
+    fails(&["request", "make", "--data", p(&spam), "--protocol", "spam", "--out", p(&f.path("s"))], "--accounts");
+    let s5 = f.path("s5");
+    let args = [
+        "request",
+        "make",
+        "--data",
+        p(&spam),
+        "--protocol",
+        "spam",
+        "--accounts",
+        p(&acc),
+        "--requests",
+        "5",
+        "--out",
+        p(&s5),
+    ];
+    fails(&args, "the graph has 4");
+    assert!(!f.path("s5").exists(), "no partial output");
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use unlearnrec_core::data::{Dataset, IdMap};
 use unlearnrec_core::eval::audit::AgreementUsers;
@@ -12,9 +12,10 @@ use unlearnrec_core::io::checkpoint::{self, Checkpoint};
 use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use unlearnrec_core::unlearn::protocol::{DEFAULT_SEED, Protocol, make_request};
 use unlearnrec_core::unlearn::request::{Request, RequestSpec, format_pairs};
+use unlearnrec_core::unlearn::scenario::{self, Scenario};
 
 use super::data::{DataOpts, ReadOpts};
-use crate::util::{Ctx, check_out_file, count, print_json};
+use crate::util::{Ctx, Staged, check_out_dir, check_out_file, count, print_json};
 
 /// The `request` subcommands.
 #[derive(Debug, Subcommand)]
@@ -31,19 +32,52 @@ pub struct MakeArgs {
     data: String,
     #[command(flatten)]
     read: ReadOpts,
-    /// How edges are drawn: random, users, items, popular (alias core: highest-degree users) or tail
-    /// (alias edge: lowest-degree users).
+    /// How edges are drawn. One request: random, users, items, popular (alias core: highest-degree users)
+    /// or tail (alias edge: lowest-degree users). A stream of single-user requests (written as one file
+    /// each into the --out directory): user-subset (a --fraction of one user's items, default 0.3),
+    /// account (one whole user), sensitive-items (one user's edges to a fixed random --share of the
+    /// items) or spam (one fake account from --accounts).
+    #[arg(long, value_parser = parse_protocol)]
+    protocol: ProtocolArg,
+    /// One request: target fraction of the training edges, in (0, 1) (required). user-subset: the share of
+    /// each user's items, in (0, 1] [default: 0.3].
     #[arg(long)]
-    protocol: Protocol,
-    /// Target fraction of the training edges, in (0, 1).
+    fraction: Option<f64>,
+    /// Streams: the number of requests.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// sensitive-items: the share of the catalogue marked sensitive, in (0, 1].
+    #[arg(long, default_value_t = scenario::DEFAULT_SENSITIVE_SHARE)]
+    share: f64,
+    /// spam: the fake accounts, one external user id per line (`data poison --spam` writes
+    /// `spam_accounts.txt`).
     #[arg(long)]
-    fraction: f64,
+    accounts: Option<PathBuf>,
     /// Seed of the draw [default: 0].
     #[arg(long)]
     seed: Option<u64>,
-    /// Output file (`user,item` lines in external ids, with a header).
+    /// Output file (`user,item` lines in external ids, with a header); for a stream, a directory that gets
+    /// `request-0001.csv`, `request-0002.csv`, ….
     #[arg(long)]
     out: PathBuf,
+}
+
+/// `--protocol`: one request of a protocol, or a stream of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProtocolArg {
+    /// One request.
+    One(Protocol),
+    /// A stream of single-user requests (the scenario's name).
+    Stream(&'static str),
+}
+
+const SCENARIOS: [&str; 4] = ["user-subset", "account", "sensitive-items", "spam"];
+
+fn parse_protocol(s: &str) -> Result<ProtocolArg, String> {
+    if let Some(name) = SCENARIOS.iter().find(|&&n| n == s) {
+        return Ok(ProtocolArg::Stream(name));
+    }
+    s.parse::<Protocol>().map(ProtocolArg::One).map_err(|e| format!("{e}, or a stream: {}", SCENARIOS.join(", ")))
 }
 
 /// Users compared with the reference, on the command line.
@@ -98,29 +132,81 @@ pub struct AuditArgs {
 /// Runs a `request` subcommand.
 pub fn request(c: RequestCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let RequestCommand::Make(a) = c;
+    let protocol = match a.protocol {
+        ProtocolArg::One(p) => p,
+        ProtocolArg::Stream(name) => return request_stream(&a, name, ctx),
+    };
+    let Some(fraction) = a.fraction else { bail!("--protocol {protocol} needs --fraction") };
     check_out_file(&a.out, "--out")?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let graph = Graph::from_interactions(ds.n_users(), ds.n_items(), &ds.train);
     let seed = a.seed.unwrap_or(DEFAULT_SEED);
-    let req = make_request(&graph, a.protocol, a.fraction, seed)?;
+    let req = make_request(&graph, protocol, fraction, seed)?;
     let text = format_pairs(&req, &ds.users, &ds.items);
     checkpoint::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
     if !ctx.quiet {
-        let distinct = |v: &[u32]| {
-            let mut v = v.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            v.len()
-        };
         eprintln!(
-            "request ({} protocol, fraction {}, seed {seed}): {} interactions of {} ({:.2} %), {} users, {} items; wrote {}",
-            a.protocol,
-            a.fraction,
+            "request ({protocol} protocol, fraction {fraction}, seed {seed}): {} interactions of {} ({:.2} %), {} users, {} items; wrote {}",
             req.len(),
             graph.n_edges(),
             100.0 * req.len() as f64 / graph.n_edges() as f64,
             distinct(req.users()),
             distinct(req.items()),
+            a.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn distinct(v: &[u32]) -> usize {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+/// `request make` of a stream scenario: one file per request in the `--out` directory, written together.
+fn request_stream(a: &MakeArgs, name: &str, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    check_out_dir(&a.out, "--out")?;
+    let ds = DataOpts::new(&a.data, &a.read).load()?;
+    let graph = Graph::from_interactions(ds.n_users(), ds.n_items(), &ds.train);
+    let seed = a.seed.unwrap_or(DEFAULT_SEED);
+    let scenario = match name {
+        "user-subset" => Scenario::UserSubset { fraction: a.fraction.unwrap_or(scenario::DEFAULT_SUBSET_FRACTION) },
+        "account" => Scenario::Account,
+        "sensitive-items" => Scenario::SensitiveItems { share: a.share },
+        _ => {
+            let Some(path) = &a.accounts else { bail!("--protocol spam needs --accounts (the fake accounts' ids)") };
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let fake_users = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(n, l)| {
+                    ds.users.get(l.trim()).with_context(|| {
+                        format!("{}:{}: unknown user {:?} in the dataset", path.display(), n + 1, l.trim())
+                    })
+                })
+                .collect::<anyhow::Result<Vec<u32>>>()?;
+            Scenario::Spam { fake_users }
+        }
+    };
+    let requests = scenario::stream(&graph, &scenario, a.requests, seed)?;
+    let mut staged = Staged::default();
+    let dir = staged.dir(&a.out)?;
+    for (k, r) in requests.iter().enumerate() {
+        let file = dir.join(format!("request-{:04}.csv", k + 1));
+        std::fs::write(&file, format_pairs(r, &ds.users, &ds.items))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    staged.commit()?;
+    if !ctx.quiet {
+        let edges: usize = requests.iter().map(|r| r.len()).sum();
+        eprintln!(
+            "{} requests ({name}, seed {seed}), one user each: {edges} interactions of {} ({:.2} %); wrote {}",
+            requests.len(),
+            graph.n_edges(),
+            100.0 * edges as f64 / graph.n_edges() as f64,
             a.out.display()
         );
     }

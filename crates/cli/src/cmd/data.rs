@@ -10,6 +10,7 @@ use unlearnrec_core::data::{self, Dataset, Format, Interactions, LoadOptions, Sp
 use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::unlearn::poison::least_related_edges;
 use unlearnrec_core::unlearn::request::format_pairs;
+use unlearnrec_core::unlearn::spam::{self, SpamConfig};
 
 use crate::util::{Ctx, Staged, check_out_dir, check_out_file, print_json};
 
@@ -190,9 +191,25 @@ pub struct ConvertArgs {
 pub struct PoisonArgs {
     #[command(flatten)]
     data: DataOpts,
-    /// A checkpoint trained on the clean dataset; its final embeddings choose the least related pairs.
+    /// A checkpoint trained on the clean dataset; its final embeddings choose the least related pairs
+    /// (required unless --spam).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
+    /// Inject fake accounts instead (a bandwagon shilling attack): a --spam-share of the users, each
+    /// interacting with --spam-targets less popular items and --spam-filler popular ones. Writes the
+    /// dataset, `spam_accounts.txt` (the fake accounts' ids, the `request make --protocol spam --accounts`
+    /// file) and `spam_targets.txt` (the promoted items' ids).
+    #[arg(long, conflicts_with = "model")]
+    spam: bool,
+    /// Fake accounts as a share of the users, in (0, 1].
+    #[arg(long, default_value_t = 0.01, requires = "spam")]
+    spam_share: f64,
+    /// Promoted items per fake account.
+    #[arg(long, default_value_t = 5, requires = "spam")]
+    spam_targets: usize,
+    /// Popular filler items per fake account.
+    #[arg(long, default_value_t = 20, requires = "spam")]
+    spam_filler: usize,
     /// Fraction of the users that get an adversarial edge, and of the items (reference: 0.5 on Gowalla,
     /// 1 on ML-1M).
     #[arg(long, default_value_t = 0.5)]
@@ -336,7 +353,11 @@ fn poison(a: PoisonArgs) -> anyhow::Result<ExitCode> {
         check_out_file(r, "--request")?;
     }
     let ds = a.data.load()?;
-    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    if a.spam {
+        return poison_spam(&a, ds);
+    }
+    let Some(model) = &a.model else { bail!("data poison needs --model (or --spam)") };
+    let ckpt = checkpoint::load(model).with_context(|| format!("loading {}", model.display()))?;
     ckpt.meta.check_dataset(&ds)?;
     let emb = ckpt.final_embeddings()?;
     let mut known = ds.train.iter().chain(ds.test.iter()).collect::<Vec<_>>();
@@ -366,6 +387,32 @@ fn poison(a: PoisonArgs) -> anyhow::Result<ExitCode> {
         poisoned.train.len() - adv.len(),
         a.out.display(),
         request.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `data poison --spam`: the dataset with fake accounts and the two id lists, landed together.
+fn poison_spam(a: &PoisonArgs, ds: Dataset) -> anyhow::Result<ExitCode> {
+    let cfg = SpamConfig { share: a.spam_share, targets: a.spam_targets, filler: a.spam_filler, seed: a.seed };
+    let s = spam::inject(&ds, &cfg)?;
+    let lines = |ids: &[u32], map: &unlearnrec_core::data::IdMap| -> String {
+        ids.iter().map(|&x| format!("{}\n", map.external(x))).collect()
+    };
+    let mut staged = Staged::default();
+    let dir_tmp = staged.dir(&a.out)?;
+    data::write_lightgcn(&s.dataset, &dir_tmp).with_context(|| format!("writing {}", a.out.display()))?;
+    std::fs::write(dir_tmp.join("spam_accounts.txt"), lines(&s.fake_users, &s.dataset.users))
+        .with_context(|| format!("writing {}", a.out.join("spam_accounts.txt").display()))?;
+    std::fs::write(dir_tmp.join("spam_targets.txt"), lines(&s.targets, &s.dataset.items))
+        .with_context(|| format!("writing {}", a.out.join("spam_targets.txt").display()))?;
+    staged.commit()?;
+    let injected = s.dataset.train.len() - ds.train.len();
+    eprintln!(
+        "injected {} fake accounts ({injected} edges: {} targets and {} filler items each); wrote {} with spam_accounts.txt and spam_targets.txt",
+        s.fake_users.len(),
+        s.targets.len(),
+        a.spam_filler,
+        a.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }
