@@ -40,14 +40,15 @@ pub enum Method {
     /// Retraining from scratch on the remaining data.
     Retrain,
     /// Fine-tuning of the backbone on the remaining data only
-    /// ([`crate::unlearn::baselines::finetune`]).
+    /// ([`finetune`](mod@crate::unlearn::baselines::finetune)).
     Finetune,
     /// NegGrad+: bounded gradient ascent on the removed edges
-    /// ([`crate::unlearn::baselines::gradient_ascent`]).
+    /// ([`gradient_ascent`](mod@crate::unlearn::baselines::gradient_ascent)).
     GradientAscent,
-    /// One Newton step of an influence function ([`crate::unlearn::baselines::influence`]).
+    /// One Newton step of an influence function ([`influence`](mod@crate::unlearn::baselines::influence)).
     Influence,
-    /// SISA / RecEraser: retraining of the affected shards only ([`crate::unlearn::baselines::sisa`]).
+    /// SISA / RecEraser: retraining of the affected shards only
+    /// ([`sisa`](mod@crate::unlearn::baselines::sisa)).
     Sisa,
 }
 

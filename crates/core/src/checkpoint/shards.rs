@@ -1,6 +1,6 @@
 //! The shard layout a sharded (SISA / RecEraser) checkpoint records in its metadata
 //! ([`super::Provenance::shards`]). Training and unlearning of the shards live in
-//! [`crate::unlearn::baselines::sisa`], which re-exports these types.
+//! [`sisa`](mod@crate::unlearn::baselines::sisa), which re-exports these types.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ pub enum Partition {
     Random,
 }
 
-/// How the shards' scores are combined into the served model (see [`crate::unlearn::baselines::sisa`]).
+/// How the shards' scores are combined into the served model (see [`sisa`](mod@crate::unlearn::baselines::sisa)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
