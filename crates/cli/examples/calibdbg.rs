@@ -2,10 +2,9 @@
 //! `cargo run --release --example calibdbg -- ZEROSHOT_CKPT RETRAIN_CKPT UNLEARNED_CKPT REQUEST`
 use std::path::PathBuf;
 
-use unlearnrec_core::data::IdMap;
+use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::eval::audit::{FEATURE_NAMES, auc, pair_features, pair_percentiles};
 use unlearnrec_core::graph::Graph;
-use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::unlearn::calibrate;
 use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
@@ -19,27 +18,26 @@ fn q(v: &[f64]) -> String {
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    let zs = checkpoint::load(&PathBuf::from(&a[1]))?;
-    let rt = checkpoint::load(&PathBuf::from(&a[2]))?;
-    let un = checkpoint::load(&PathBuf::from(&a[3]))?;
-    let users = IdMap::from_ids(zs.meta.user_ids.clone()).unwrap();
-    let items = IdMap::from_ids(zs.meta.item_ids.clone()).unwrap();
-    let (nu, ni) = (zs.model.n_users(), zs.model.n_items());
-    let before = union(&zs.seen(), &zs.removed);
+    let zs = Checkpoint::load(&PathBuf::from(&a[1]))?;
+    let rt = Checkpoint::load(&PathBuf::from(&a[2]))?;
+    let un = Checkpoint::load(&PathBuf::from(&a[3]))?;
+    let (users, items) = (zs.users(), zs.items());
+    let (nu, ni) = (zs.model().n_users(), zs.model().n_items());
+    let before = union(&zs.seen(), zs.removed());
     let graph = Graph::from_interactions(nu, ni, &before);
     let spec = RequestSpec { file: Some(PathBuf::from(&a[4])), users: vec![], items: vec![] };
-    let (req, _) = resolve(&spec, &users, &items, &graph, false)?;
-    let remaining = zs.graph();
+    let (req, _) = resolve(&spec, users, items, &graph, false)?;
+    let remaining = zs.train_graph();
     let seen = Graph::from_interactions(nu, ni, &zs.seen());
     let pairs: Vec<(u32, u32)> = req.iter().collect();
     let fin = zs.final_embeddings()?;
-    let t = calibrate::targets(&fin, &remaining, seen.user_items(), &zs.valid, &req, 1)?;
+    let t = calibrate::targets(&fin, &remaining, seen.user_items(), zs.valid(), &req, 1)?;
     println!("targets      {} (cold {}, map pairs {})", q(&t.percentiles), t.cold, t.valid_pairs);
     println!("zero-shot    {}", q(&pair_percentiles(&fin, seen.user_items(), &pairs)?));
     println!("unlearned    {}", q(&pair_percentiles(&un.final_embeddings()?, seen.user_items(), &pairs)?));
     let rp = pair_percentiles(&rt.final_embeddings()?, seen.user_items(), &pairs)?;
     println!("retrain      {}", q(&rp));
-    let vp: Vec<(u32, u32)> = zs.valid.iter().collect();
+    let vp: Vec<(u32, u32)> = zs.valid().iter().collect();
     println!("valid@zs     {}", q(&pair_percentiles(&fin, seen.user_items(), &vp)?));
     println!("valid@rt     {}", q(&pair_percentiles(&rt.final_embeddings()?, seen.user_items(), &vp)?));
     // Correlation of target and retrain percentiles.

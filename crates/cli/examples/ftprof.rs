@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use unlearnrec_core::data::IdMap;
-use unlearnrec_core::io::checkpoint;
+use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::train::Observer;
 use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
 use unlearnrec_core::unlearn::{FinetuneConfig, Unlearner, unlearn};
@@ -46,14 +45,12 @@ impl Observer for Timer {
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    let ckpt = checkpoint::load(&PathBuf::from(&a[1]))?;
+    let ckpt = Checkpoint::load(&PathBuf::from(&a[1]))?;
     let un = Unlearner::load(&PathBuf::from(&a[2]))?;
-    let users = IdMap::from_ids(ckpt.meta.user_ids.clone()).unwrap();
-    let items = IdMap::from_ids(ckpt.meta.item_ids.clone()).unwrap();
     let graph =
-        unlearnrec_core::graph::Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen());
+        unlearnrec_core::graph::Graph::from_interactions(ckpt.model().n_users(), ckpt.model().n_items(), &ckpt.seen());
     let spec = RequestSpec { file: Some(PathBuf::from(&a[3])), users: vec![], items: vec![] };
-    let (req, _) = resolve(&spec, &users, &items, &graph, false)?;
+    let (req, _) = resolve(&spec, ckpt.users(), ckpt.items(), &graph, false)?;
     let batch_size = a.get(4).map_or(2048, |s| s.parse().unwrap());
     let steps = a.get(5).map_or(12, |s| s.parse().unwrap());
     let ft = FinetuneConfig { batch_size, ..FinetuneConfig::default() };

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::data::{self, Dataset, LoadOptions};
-use unlearnrec_core::io::checkpoint;
-use unlearnrec_core::io::receipt::sha256_hex;
+use unlearnrec_core::io::sha256_hex;
 use unlearnrec_serve::ledger::{Forget, Ledger, Status};
 
 const TOKEN: &str = "kill-9-test-token";
@@ -296,8 +296,8 @@ fn kill_9_at_random_points_loses_nothing_and_applies_everything_once() {
     // The checkpoint is the one the ledger recorded.
     let bytes = std::fs::read(&current.checkpoint).unwrap();
     assert_eq!(sha256_hex(&bytes), current.sha256);
-    let ckpt = checkpoint::load(&current.checkpoint).unwrap();
-    let (users, items) = (&ckpt.meta.user_ids, &ckpt.meta.item_ids);
+    let ckpt = Checkpoint::load(&current.checkpoint).unwrap();
+    let (users, items) = (&ckpt.users().ids(), &ckpt.items().ids());
     // Its removed edges are exactly the union of what the applied requests removed, each edge once.
     let mut union = BTreeSet::new();
     let mut total = 0;
@@ -306,7 +306,7 @@ fn kill_9_at_random_points_loses_nothing_and_applies_everything_once() {
         total += edges.len();
         union.extend(edges.iter().cloned());
     }
-    let removed = ext_pairs(&ckpt.removed, users, items);
+    let removed = ext_pairs(ckpt.removed(), users, items);
     assert_eq!(union, removed);
     assert_eq!(total, removed.len(), "an edge was removed by two requests");
     let versions = ledger.versions().unwrap();
@@ -343,4 +343,61 @@ fn kill_9_at_random_points_loses_nothing_and_applies_everything_once() {
             assert!(v.parse::<u64>().unwrap() <= current.version, "{name} was never committed");
         }
     }
+}
+
+/// `(item, score)` pairs of a recommendation JSON (`{"items": [{"item": …, "score": …}]}`), as the service
+/// and `unlearnrec recommend --json` print them (scores are f32, which both print exactly, in other digits).
+fn scored(v: &serde_json::Value) -> Vec<(String, f32)> {
+    let items = v["items"].as_array().unwrap_or_else(|| panic!("no items: {v}"));
+    items.iter().map(|x| (x["item"].as_str().unwrap().to_string(), x["score"].as_f64().unwrap() as f32)).collect()
+}
+
+/// What `unlearnrec recommend` prints for `user` from checkpoint `model`.
+fn cli_recommend(model: &Path, user: &str, k: usize) -> Vec<(String, f32)> {
+    let k = k.to_string();
+    let out = bin().args(["recommend", "--model", p(model), "--user", user, "-k", &k, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    scored(&json(&String::from_utf8(out.stdout).unwrap()))
+}
+
+#[test]
+fn the_service_recommends_what_the_cli_recommends_before_and_after_unlearning() {
+    let s = Setup::new();
+    let ds = data::load(&s.path("data"), &LoadOptions::default()).unwrap();
+    let (mut child, addr) = s.start(0, &[]);
+    let users: Vec<&str> = [0u32, 17, 99, 150].iter().map(|&u| ds.users.external(u)).collect();
+    let compare = |model: &Path| {
+        for user in &users {
+            let (st, body) = http(addr, "GET", &format!("/v1/recommend?user={user}&k=7"), false, "").unwrap();
+            assert_eq!(st, 200, "{body}");
+            assert_eq!(scored(&json(&body)), cli_recommend(model, user, 7), "user {user}");
+        }
+    };
+    compare(&s.path("lg.safetensors"));
+    // Forget every interaction of an item (out of the catalogue) and some of a user's; then version 1 is served.
+    let item = ds.items.external(ds.train.items()[0]);
+    let (u, i) = ds.train.iter().find(|&(u, _)| ds.users.external(u) == users[1]).unwrap();
+    let bodies = [
+        format!("{{\"item\": \"{item}\"}}"),
+        format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", ds.users.external(u), ds.items.external(i)),
+    ];
+    for body in &bodies {
+        let (st, resp) = http(addr, "POST", "/v1/forget", true, body).unwrap();
+        assert_eq!(st, 202, "{resp}");
+    }
+    let t = Instant::now();
+    let current = loop {
+        let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+        let (queued, current) = (l.counts().unwrap().0, l.current().unwrap());
+        let (_, h) = http(addr, "GET", "/v1/health", false, "").unwrap();
+        if queued == 0 && json(&h)["model_version"].as_u64() == Some(current.version) && current.version > 0 {
+            break current;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "not applied");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    compare(&current.checkpoint);
+    assert!(cli_recommend(&current.checkpoint, users[0], 200).iter().all(|(i, _)| i != item));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -86,6 +86,9 @@ pub enum Error {
         /// What the file holds.
         found: String,
     },
+    /// A checkpoint whose parts do not fit together (see [`crate::checkpoint::Checkpoint::new`]).
+    #[error("invalid checkpoint: {0}")]
+    InvalidCheckpoint(String),
     /// A user or item whose every interaction was forgotten: the model no longer serves it.
     #[error("{kind} {id:?} was erased: all of its interactions were unlearned")]
     Erased {

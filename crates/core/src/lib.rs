@@ -10,6 +10,8 @@
 //!   [`data::synthetic`].
 //! - [`graph::Graph`]: the bipartite interaction graph in CSR form both ways, from which come the normalised
 //!   adjacency [`graph::NormAdj`] `Â = D^{-1/2} A D^{-1/2}` and the influence dependency matrix of an edge set.
+//! - [`checkpoint::Checkpoint`]: a trained (or unlearned) model with its graph, validation and removed edges,
+//!   id maps and typed provenance, saved as safetensors; it evaluates and recommends.
 //!
 //! ```
 //! use unlearnrec_core::data::synthetic::{SynthConfig, generate};
@@ -22,6 +24,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod eval;

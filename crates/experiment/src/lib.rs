@@ -28,7 +28,7 @@
 //! configuration hash exists. Under `adversarial` it poisons the dataset with
 //! [`unlearnrec_core::unlearn::poison::least_related_edges`] of the clean backbone, trains a backbone on the
 //! poisoned data, and forgets every injected edge. Each cell (one method on one request) yields a
-//! [`ResultRow`]: test Recall@20 / NDCG@20 ([`unlearnrec_core::io::Checkpoint::evaluate`]), the forgetting
+//! [`ResultRow`]: test Recall@20 / NDCG@20 ([`unlearnrec_core::checkpoint::Checkpoint::evaluate`]), the forgetting
 //! figures of the [`unlearnrec_core::unlearn::UnlearnReport`], its time and, with `audit = true`, the
 //! [`unlearnrec_core::unlearn::audit`] figures against the retrained model of the same request (the `retrain`
 //! cell's model, or one retrained for the audit when `retrain` is not listed): `mia_auc` and

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::results::{StreamRow, Summary};
 use unlearnrec_core::error::{Error, Result};
-use unlearnrec_core::io::checkpoint::write_atomic;
+use unlearnrec_core::io::write_atomic;
 
 fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::io(path, std::io::Error::other(format!("drawing the plot: {e}")))

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use unlearnrec_core::error::{Error, Result};
-use unlearnrec_core::io::checkpoint::write_atomic;
+use unlearnrec_core::io::write_atomic;
 
 /// Metric columns of `results.csv`, in file order (a row may leave any of them empty). Columns of
 /// other names follow them (the `sharded_*` figures of `sisa` rows, the audit's per-attacker

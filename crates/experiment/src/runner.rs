@@ -8,13 +8,14 @@ use std::time::Instant;
 use super::config::{ExperimentConfig, MethodSpec, ProtocolSpec, hash_json};
 use super::results::{ResultRow, read_results, write_results};
 use super::{ExperimentObserver, ExperimentReport, RunOptions, plot, results, stream};
+use unlearnrec_core::checkpoint::{Checkpoint, Split};
 use unlearnrec_core::data::{Dataset, Interactions, LoadOptions, SynthConfig, generate};
 use unlearnrec_core::error::{Error, Result};
 use unlearnrec_core::eval::EvalConfig;
 use unlearnrec_core::graph::Graph;
-use unlearnrec_core::io::checkpoint::{self, Checkpoint, write_atomic};
+use unlearnrec_core::io::write_atomic;
 use unlearnrec_core::model::ModelKind;
-use unlearnrec_core::pipeline::{self, Split, union};
+use unlearnrec_core::pipeline::{self, union};
 use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use unlearnrec_core::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
 use unlearnrec_core::unlearn::baselines::{
@@ -78,16 +79,16 @@ pub(crate) fn backbone(
     let label = format!("{} / {kind} / seed {seed}: backbone", ds.name);
     let ckpt = if path.is_file() {
         obs.cached(&label);
-        let ckpt = checkpoint::load(&path)?;
-        ckpt.meta.check_dataset(ds)?;
+        let ckpt = Checkpoint::load(&path)?;
+        ckpt.meta().check_dataset(ds)?;
         ckpt
     } else {
         obs.stage(&format!("{label} training"), train.epochs);
         let (ckpt, _) = pipeline::train(ds, &model, &train, obs)?;
-        checkpoint::save(&path, &ckpt)?;
+        ckpt.save(&path)?;
         ckpt
     };
-    let secs = ckpt.meta.history.as_ref().map_or(f64::NAN, |h| h.secs);
+    let secs = ckpt.meta().history.as_ref().map_or(f64::NAN, |h| h.secs);
     Ok(Trained { ckpt, key, secs })
 }
 
@@ -103,11 +104,11 @@ pub(crate) fn unlearner(
 ) -> Result<(Unlearner, f64)> {
     let pre = cfg.pretrain_config(seed);
     let key = hash_json(&(&trained.key, &pre));
-    let meta = &trained.ckpt.meta;
+    let meta = trained.ckpt.meta();
     let path = cache.join(format!(
         "unlearner-{}-{}-s{seed}-{key}.safetensors",
         safe(&meta.dataset.name),
-        trained.ckpt.model.kind()
+        trained.ckpt.model().kind()
     ));
     let un = if path.is_file() {
         obs.cached(&format!("{label}: unlearner"));
@@ -130,7 +131,7 @@ pub(crate) struct Sharded {
     pub secs: f64,
 }
 
-/// The provenance key under which the runner records a sharded model's training seconds.
+/// The key of the provenance's notes (`extra`) under which the runner records a sharded model's training seconds.
 const SHARDED_SECS: &str = "experiment.sharded_train_secs";
 
 /// Loads the sharded model of (`ds`, `kind`, `seed`) with `[baselines.sisa]` from the cache, or trains
@@ -152,17 +153,17 @@ pub(crate) fn sharded(
     let sc = if path.is_file() {
         obs.cached(&label);
         let sc = sharding::load(&path)?;
-        sc.checkpoint.meta.check_dataset(ds)?;
+        sc.checkpoint.meta().check_dataset(ds)?;
         sc
     } else {
         obs.stage(&format!("{label} training"), shards.shards * train.epochs);
         let t = Instant::now();
         let (mut sc, _) = train_sharded(ds, &model, &train, shards, obs)?;
-        sc.checkpoint.meta.provenance.insert(SHARDED_SECS.into(), t.elapsed().as_secs_f64().to_string());
+        sc.checkpoint.provenance_mut().extra.insert(SHARDED_SECS.into(), t.elapsed().as_secs_f64().to_string());
         sharding::save(&path, &sc.checkpoint, &sc.shards)?;
         sc
     };
-    let secs = sc.checkpoint.meta.provenance.get(SHARDED_SECS).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let secs = sc.checkpoint.meta().provenance.extra.get(SHARDED_SECS).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
     Ok(Sharded { sc, secs })
 }
 
@@ -251,8 +252,8 @@ impl<'a> Slot<'a> {
 /// for whole users or items (their validation edges are theirs too).
 pub(crate) fn request_graph(ckpt: &Checkpoint, protocol: Protocol) -> Graph {
     match protocol {
-        Protocol::Random => ckpt.graph(),
-        _ => Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen()),
+        Protocol::Random => ckpt.train_graph(),
+        _ => Graph::from_interactions(ckpt.model().n_users(), ckpt.model().n_items(), &ckpt.seen()),
     }
 }
 
@@ -281,7 +282,7 @@ fn method_for<'a>(
         unlearner: start.un,
         finetune: cfg.finetune_config(method, seed),
         retrain_seed: (method == MethodSpec::RetrainSeed2)
-            .then(|| MethodSpec::second_retrain_seed(ckpt.meta.train.seed)),
+            .then(|| MethodSpec::second_retrain_seed(ckpt.meta().train.seed)),
         finetune_only: FinetuneOnlyConfig { seed, ..b.finetune.clone() },
         gradient_ascent: GradientAscentConfig { seed, ..b.gradient_ascent.clone() },
         influence: InfluenceConfig { seed, ..b.influence.clone() },
@@ -527,7 +528,7 @@ fn reference_path(cache: &Path, trained: &Trained, g: &Group) -> PathBuf {
     let key = hash_json(&(&trained.key, g.protocol.name(), g.fraction, g.seed));
     cache.join(format!(
         "retrained-{}-{}-{}-s{}-{key}.safetensors",
-        safe(&trained.ckpt.meta.dataset.name),
+        safe(&trained.ckpt.meta().dataset.name),
         g.kind,
         g.protocol,
         g.seed
@@ -595,11 +596,11 @@ fn run_group(
         if todo.first().is_none_or(|(m, _)| *m != MethodSpec::Retrain) {
             reference = Some(if ref_path.is_file() {
                 obs.cached(&label(MethodSpec::Retrain));
-                checkpoint::load(&ref_path)?
+                Checkpoint::load(&ref_path)?
             } else {
                 obs.stage(&format!("{} (audit reference)", label(MethodSpec::Retrain)), cfg.train.epochs);
                 let (r, _) = unlearn::retrain(&trained.ckpt, &request, obs)?;
-                checkpoint::save(&ref_path, &r)?;
+                r.save(&ref_path)?;
                 r
             });
         }
@@ -652,7 +653,7 @@ fn run_group(
         }
         if cfg.audit {
             if method == MethodSpec::Retrain {
-                checkpoint::save(&ref_path, &model)?;
+                model.save(&ref_path)?;
             }
             let reference = reference.as_ref().unwrap_or(&model);
             let acfg = AuditConfig { seed: g.seed, ..AuditConfig::default() };

@@ -9,10 +9,11 @@ use super::config::{ExperimentConfig, MethodSpec, StreamSplit, hash_json};
 use super::results::{StreamRow, read_stream, stream_csv};
 use super::runner::{backbone, eval20, request_graph, unlearner};
 use super::{ExperimentObserver, RunOptions, plot};
+use unlearnrec_core::checkpoint::{Checkpoint, Split};
 use unlearnrec_core::data::{Dataset, Interactions};
 use unlearnrec_core::error::Result;
-use unlearnrec_core::io::checkpoint::{Checkpoint, write_atomic};
-use unlearnrec_core::pipeline::{Split, union};
+use unlearnrec_core::io::write_atomic;
+use unlearnrec_core::pipeline::union;
 use unlearnrec_core::unlearn::forgetting::{self, forgetting_report};
 use unlearnrec_core::unlearn::protocol::make_request;
 use unlearnrec_core::unlearn::{self, ForgettingReport};
@@ -87,7 +88,7 @@ pub(crate) fn run_streams(
                 };
                 let orig = &trained.ckpt;
                 let orig_emb = orig.final_embeddings()?;
-                let orig_graph = orig.graph();
+                let orig_graph = orig.train_graph();
                 let measure = |ckpt: &Checkpoint, removed: &Interactions| -> Result<(f64, f64, ForgettingReport)> {
                     let (recall, ndcg) = eval20(ckpt, ds, split)?;
                     // The sample of the edges removed so far, the same for UnlearnRec and the retrain.

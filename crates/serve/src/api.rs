@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use unlearnrec_core::io::receipt::sha256_hex;
+use unlearnrec_core::io::sha256_hex;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::ledger::{Forget, Ledger, Status};
@@ -280,7 +280,7 @@ pub struct ForgetStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub edges: Option<Vec<(String, String)>>,
-    /// The receipt of the removal (`io::receipt::Receipt`), when it removed edges the model learned from.
+    /// The receipt of the removal (`unlearn::receipt::Receipt`), when it removed edges the model learned from.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub receipt: Option<serde_json::Value>,

@@ -148,7 +148,7 @@ CREATE TABLE IF NOT EXISTS versions (
 /// Now as RFC 3339 UTC.
 pub(crate) fn now_utc() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    unlearnrec_core::io::receipt::rfc3339(secs)
+    unlearnrec_core::unlearn::receipt::rfc3339(secs)
 }
 
 fn path_text(p: &Path) -> Result<String> {

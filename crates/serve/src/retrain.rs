@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use unlearnrec_core::io::checkpoint::Checkpoint;
+use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::train::Silent;
 
 use crate::error::Result;
@@ -129,7 +129,7 @@ mod tests {
         let tc = TrainConfig { epochs: 1, batch_size: 128, lr: 1e-2, eval_every: 1, ..Default::default() };
         let (mut ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
         assert!(exact(&ckpt).is_ok());
-        ckpt.meta.train = TrainConfig { lr: 1e30, epochs: 3, eval_every: 100, ..tc };
+        ckpt.set_train_config(TrainConfig { lr: 1e30, epochs: 3, eval_every: 100, ..tc });
         let err = exact(&ckpt).err().expect("a diverged retrain must fail");
         assert!(matches!(err, ServeError::Core(unlearnrec_core::Error::Diverged { .. })), "{err}");
     }

@@ -1,8 +1,8 @@
 //! The model the service answers from, and the files of its versions.
 //!
-//! - [`Served`]: one checkpoint with what answering needs precomputed (final embeddings, the seen-item
-//!   filter, the erased catalogue, id lookups). Readers take it from an [`ArcSwap`] and never wait for the
-//!   worker.
+//! - [`Served`]: one checkpoint with its serving view ([`Checkpoint::serving`]: final embeddings, the
+//!   seen-item filter, the erased catalogue) computed before it is served. Readers take it from an
+//!   [`ArcSwap`] and never wait for the worker.
 //! - [`Store`]: the worker's side. [`Store::open`] recovers: it loads the version the ledger says is current
 //!   (checking its SHA-256) and deletes files of versions the ledger never committed. [`Store::apply`] applies
 //!   a batch: unlearning, then `model-v{N}.safetensors` and `data-v{N}/` written atomically under the state
@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
+use unlearnrec_core::checkpoint::{Checkpoint, ServeInfo, Serving};
 use unlearnrec_core::data::{Dataset, IdMap, Interactions};
 use unlearnrec_core::graph::Graph;
-use unlearnrec_core::io::checkpoint::{self, Checkpoint};
-use unlearnrec_core::io::receipt;
-use unlearnrec_core::model::{Backbone, Embeddings};
+use unlearnrec_core::io::sha256_hex;
+use unlearnrec_core::model::Backbone;
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
+use unlearnrec_core::unlearn::receipt;
 use unlearnrec_core::unlearn::request::Request;
 use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodOptions, Unlearner, forget_method};
 
@@ -53,39 +54,32 @@ pub struct Served {
     pub sha256: String,
     /// The checkpoint.
     pub ckpt: Checkpoint,
-    /// External user ids.
-    pub users: IdMap,
-    /// External item ids.
-    pub items: IdMap,
-    emb: Embeddings,
-    seen: Graph,
-    removed: Graph,
-    erased_items: Vec<u32>,
 }
 
 impl Served {
-    /// Precomputes the final embeddings and filters of `ckpt`.
+    /// `ckpt` with its serving view computed, so that no reader computes it.
     pub fn new(version: u64, path: PathBuf, sha256: String, ckpt: Checkpoint) -> Result<Self> {
-        let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
-            .map_err(|d| ServeError::Corrupt(format!("duplicate user id {d:?} in the checkpoint")))?;
-        let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
-            .map_err(|d| ServeError::Corrupt(format!("duplicate item id {d:?} in the checkpoint")))?;
-        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
-        let emb = ckpt.final_embeddings()?;
-        let seen = Graph::from_interactions(nu, ni, &ckpt.seen());
-        let removed = Graph::from_interactions(nu, ni, &ckpt.removed);
-        // As `Checkpoint::recommend`: items whose every interaction was unlearned leave the catalogue.
-        let erased_items: Vec<u32> = (0..ni as u32)
-            .filter(|&i| {
-                !removed.item_users().row(i as usize).is_empty() && seen.item_users().row(i as usize).is_empty()
-            })
-            .collect();
-        Ok(Self { version, path, sha256, ckpt, users, items, emb, seen, removed, erased_items })
+        ckpt.serving()?;
+        Ok(Self { version, path, sha256, ckpt })
+    }
+
+    fn view(&self) -> &Serving {
+        self.ckpt.serving().expect("the serving view is computed by Served::new")
+    }
+
+    /// External user ids.
+    pub fn users(&self) -> &IdMap {
+        self.ckpt.users()
+    }
+
+    /// External item ids.
+    pub fn items(&self) -> &IdMap {
+        self.ckpt.items()
     }
 
     /// The internal id of an external user id.
     pub fn user(&self, external: &str) -> Option<u32> {
-        self.users.get(external)
+        self.users().get(external)
     }
 
     /// True when every interaction of the user was unlearned.
@@ -93,25 +87,15 @@ impl Served {
         self.ckpt.is_erased_user(user)
     }
 
-    /// The top-`k` unseen items of `user` (external id, score), best first; as `Checkpoint::recommend`
-    /// with the embeddings computed once per version.
+    /// The top-`k` unseen items of `user` (external id, score), best first: [`Checkpoint::recommend`],
+    /// answered from the view computed once per version.
     pub fn recommend(&self, user: u32, k: usize) -> Result<Vec<(String, f32)>> {
-        let top = unlearnrec_core::eval::recommend(
-            &[user],
-            &self.emb.users,
-            &self.emb.items,
-            self.emb.dim,
-            Some(self.seen.user_items()),
-            &self.erased_items,
-            k,
-        )?;
-        let (items, scores) = top.row(0);
-        Ok(items.iter().zip(scores).map(|(&i, &s)| (self.items.external(i).to_string(), s)).collect())
+        Ok(self.ckpt.recommend(user, k)?)
     }
 
     fn lookup(&self, f: &Forget) -> Result<(Option<u32>, Vec<u32>), Rejection> {
-        let user = |u: &str| self.users.get(u).ok_or(Rejection::Unknown { kind: "user", id: u.to_string() });
-        let item = |i: &str| self.items.get(i).ok_or(Rejection::Unknown { kind: "item", id: i.to_string() });
+        let user = |u: &str| self.users().get(u).ok_or(Rejection::Unknown { kind: "user", id: u.to_string() });
+        let item = |i: &str| self.items().get(i).ok_or(Rejection::Unknown { kind: "item", id: i.to_string() });
         Ok(match f {
             Forget::Pairs { user: u, items } => {
                 (Some(user(u)?), items.iter().map(|i| item(i)).collect::<Result<_, _>>()?)
@@ -123,7 +107,8 @@ impl Served {
 
     /// Checks a request before it is recorded: known ids that name interactions the model has or had.
     pub fn check(&self, f: &Forget) -> Result<(), Rejection> {
-        let had = |u: u32, i: u32| self.seen.contains(u, i) || self.removed.contains(u, i);
+        let (seen, removed) = (self.view().seen(), self.view().removed());
+        let had = |u: u32, i: u32| seen.contains(u, i) || removed.contains(u, i);
         match (f, self.lookup(f)?) {
             (Forget::Pairs { user, items }, (Some(u), ids)) => {
                 if let Some(k) = ids.iter().position(|&i| !had(u, i)) {
@@ -135,13 +120,13 @@ impl Served {
             }
             (Forget::User { user }, (Some(u), _)) => {
                 let row = |g: &Graph| g.user_items().row(u as usize).is_empty();
-                if row(&self.seen) && row(&self.removed) {
+                if row(seen) && row(removed) {
                     return Err(Rejection::NoInteraction(format!("user {user:?} has no interactions")));
                 }
             }
             (Forget::Item { item }, (_, ids)) => {
                 let row = |g: &Graph| g.item_users().row(ids[0] as usize).is_empty();
-                if row(&self.seen) && row(&self.removed) {
+                if row(seen) && row(removed) {
                     return Err(Rejection::NoInteraction(format!("item {item:?} has no interactions")));
                 }
             }
@@ -153,14 +138,17 @@ impl Served {
     /// The interactions (training graph or validation) a request still names, internal ids
     /// ([`Request::present_in`]).
     pub fn resolve(&self, f: &Forget) -> Result<Vec<(u32, u32)>, Rejection> {
-        Request::from(f.clone()).present_in(&self.users, &self.items, &self.seen).map_err(|e| match e {
+        Request::from(f.clone()).present_in(self.users(), self.items(), self.view().seen()).map_err(|e| match e {
             unlearnrec_core::Error::UnknownId { kind, id } => Rejection::Unknown { kind, id },
             e => Rejection::NoInteraction(e.to_string()),
         })
     }
 
     fn external(&self, edges: &[(u32, u32)]) -> Vec<(String, String)> {
-        edges.iter().map(|&(u, i)| (self.users.external(u).to_string(), self.items.external(i).to_string())).collect()
+        edges
+            .iter()
+            .map(|&(u, i)| (self.users().external(u).to_string(), self.items().external(i).to_string()))
+            .collect()
     }
 }
 
@@ -303,7 +291,7 @@ pub fn clean_state_dir(dir: &Path, current: u64) -> Result<Vec<String>> {
 
 fn read_with_sha(path: &Path) -> Result<(Vec<u8>, String)> {
     let bytes = std::fs::read(path).map_err(|e| ServeError::io(path, e))?;
-    let sha = receipt::sha256_hex(&bytes);
+    let sha = sha256_hex(&bytes);
     Ok((bytes, sha))
 }
 
@@ -333,15 +321,10 @@ fn fault(at: FaultPoint, cfg: Option<FaultPoint>) {
 
 /// `ckpt` with `edges` (validation edges only, which the model never trained on) moved to its removed set.
 fn drop_valid_edges(ckpt: &Checkpoint, edges: &Interactions) -> Result<Checkpoint> {
-    let m = &ckpt.model;
+    let m = ckpt.model();
     let model = Backbone::from_embeddings(m.config.clone(), m.n_users(), m.n_items(), m.base_vec()?)?;
-    Ok(Checkpoint {
-        model,
-        meta: ckpt.meta.clone(),
-        graph: ckpt.graph.clone(),
-        valid: ckpt.valid.difference(edges).0,
-        removed: union(&ckpt.removed, edges),
-    })
+    let valid = ckpt.valid().difference(edges).0;
+    Ok(ckpt.derive(model, ckpt.edges().clone(), valid, union(ckpt.removed(), edges))?)
 }
 
 impl Store {
@@ -392,8 +375,8 @@ impl Store {
                 d.display()
             )));
         }
-        let ckpt = checkpoint::load(&current.checkpoint)?;
-        ckpt.meta.check_dataset(&dataset)?;
+        let ckpt = Checkpoint::load(&current.checkpoint)?;
+        ckpt.meta().check_dataset(&dataset)?;
         let unlearner = Unlearner::load(&cfg.unlearner)?;
         unlearner.check(&ckpt)?;
         let served = Served::new(current.version, current.checkpoint.clone(), current.sha256.clone(), ckpt)?;
@@ -461,14 +444,14 @@ impl Store {
         }
         let mut next = next;
         let v = cur.version + 1;
-        let (ckpt_path, data_dir, after, sha) = self.write_version(v, &mut next)?;
+        let (ckpt_path, data_dir, after, sha) = self.write_version(v, &mut next, None)?;
         let (before, _) = read_with_sha(&cur.path)?;
         let mut applied = Vec::with_capacity(parts.len());
         for (row, edges) in &parts {
             let receipt = match (&report, edges.is_empty()) {
                 (Some(report), false) => {
                     let req = Interactions::from_pairs(edges.clone()).0;
-                    let mut r = receipt::build(&row.id, &req, &cur.users, &cur.items, report, &before, &after);
+                    let mut r = receipt::build(&row.id, &req, cur.users(), cur.items(), report, &before, &after);
                     (r.users, r.items) = unlearn::touched(&req);
                     r.edges = req.len();
                     Some(serde_json::to_string(&r).map_err(ServeError::from)?)
@@ -492,14 +475,20 @@ impl Store {
         Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true })
     }
 
-    /// Writes version `v`'s checkpoint and remaining data under their versioned names (replacing leftovers of
-    /// an attempt that never committed). Returns the paths, the checkpoint's bytes and its SHA-256.
-    fn write_version(&self, v: u64, next: &mut Checkpoint) -> Result<(PathBuf, PathBuf, Vec<u8>, String)> {
-        next.meta.provenance.insert("serve_version".into(), v.to_string());
+    /// Writes version `v`'s checkpoint (recording `v` and the version it is a retrain of, if it is one) and
+    /// remaining data under their versioned names (replacing leftovers of an attempt that never committed).
+    /// Returns the paths, the checkpoint's bytes and its SHA-256.
+    fn write_version(
+        &self,
+        v: u64,
+        next: &mut Checkpoint,
+        retrain_of: Option<u64>,
+    ) -> Result<(PathBuf, PathBuf, Vec<u8>, String)> {
+        next.provenance_mut().serve = Some(ServeInfo { version: v, retrain_of });
         let ckpt_path = self.cfg.state_dir.join(checkpoint_name(v));
         let data_dir = self.cfg.state_dir.join(data_name(v));
         remove_path(&ckpt_path)?;
-        checkpoint::save(&ckpt_path, next)?;
+        next.save(&ckpt_path)?;
         fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
         write_data_dir(&next.remaining_dataset(&self.dataset), &data_dir)?;
         sync_dir(&self.cfg.state_dir)?;
@@ -533,13 +522,13 @@ impl Store {
         if cur.version != base || self.ledger.current()?.version != base {
             return Ok(None);
         }
-        if next.graph != cur.ckpt.graph || next.removed != cur.ckpt.removed || next.valid != cur.ckpt.valid {
+        if next.edges() != cur.ckpt.edges() || next.removed() != cur.ckpt.removed() || next.valid() != cur.ckpt.valid()
+        {
             return Ok(None);
         }
         self.unlearner.check(&next)?;
         let v = base + 1;
-        next.meta.provenance.insert("serve_retrain_of".into(), base.to_string());
-        let (ckpt_path, data_dir, _, sha) = self.write_version(v, &mut next)?;
+        let (ckpt_path, data_dir, _, sha) = self.write_version(v, &mut next, Some(base))?;
         let version = VersionRow {
             version: v,
             checkpoint: ckpt_path.clone(),

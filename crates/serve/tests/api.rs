@@ -10,9 +10,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
+use unlearnrec_core::checkpoint::{Method, ServeInfo};
 use unlearnrec_core::data::Dataset;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
-use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::train::{Silent, TrainConfig};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
@@ -43,7 +43,7 @@ fn trained() -> &'static Trained {
         let tc = TrainConfig { epochs: 1, batch_size: 256, eval_every: 1, ..Default::default() };
         let (ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
         let model = dir.path().join("model.safetensors");
-        checkpoint::save(&model, &ckpt).unwrap();
+        ckpt.save(&model).unwrap();
         let pc = PretrainConfig { epochs: 1, batch_size: 256, max_steps_per_epoch: Some(2), ..Default::default() };
         let un = unlearn::pretrain(&ckpt, &pc, &mut Silent).unwrap();
         let unlearner = dir.path().join("unlearner.safetensors");
@@ -416,9 +416,11 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     eventually("the swap", || (served.load().version == 2).then_some(())).await;
     let cur = served.load_full();
     assert_eq!(cur.sha256, row.sha256);
-    assert!(erased.iter().all(|&(uu, i)| cur.ckpt.removed.contains(uu, i)));
-    assert_eq!(cur.ckpt.meta.provenance.get("method").map(String::as_str), Some("retrain"));
-    assert!(!cur.ckpt.meta.provenance.contains_key("encoder_offset"));
+    assert!(erased.iter().all(|&(uu, i)| cur.ckpt.removed().contains(uu, i)));
+    let prov = &cur.ckpt.meta().provenance;
+    assert_eq!(prov.method, Some(Method::Retrain));
+    assert_eq!(prov.encoder_offset, None);
+    assert_eq!(prov.serve, Some(ServeInfo { version: 2, retrain_of: Some(1) }));
     let (st, v) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
     assert_eq!(st, StatusCode::GONE, "{v}");
     // The worker records the retrain's metric just after the swap: poll for it.
@@ -434,8 +436,8 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert!(m.as_str().unwrap().contains(want), "{m}");
 
     // A later forget is applied on top of the retrained model, keeping the first erasure.
-    let (u2, i2) = cur.ckpt.graph.iter().find(|&(uu, _)| uu != u).unwrap();
-    let body = format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", cur.users.external(u2), cur.items.external(i2));
+    let (u2, i2) = cur.ckpt.edges().iter().find(|&(uu, _)| uu != u).unwrap();
+    let body = format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", cur.users().external(u2), cur.items().external(i2));
     let (st, b) = call(&app, "POST", "/v1/forget", Some(&auth), &body).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     let v3 = eventually("the second forget", || applied(b["id"].as_str().unwrap())).await;
@@ -444,8 +446,12 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert!(!versions[3].retrain);
     let now = served.load_full();
     assert!(now.version >= 3);
-    assert!(now.ckpt.removed.contains(u2, i2));
-    assert!(erased.iter().all(|&(uu, i)| now.ckpt.removed.contains(uu, i)));
+    assert!(now.ckpt.removed().contains(u2, i2));
+    assert!(erased.iter().all(|&(uu, i)| now.ckpt.removed().contains(uu, i)));
+    let prov = &now.ckpt.meta().provenance;
+    assert_eq!(prov.method, Some(Method::Unlearnrec));
+    assert!(prov.encoder_offset.is_some());
+    assert_eq!(prov.serve.as_ref().map(|s| s.retrain_of), Some(None));
     let (st, _) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
     assert_eq!(st, StatusCode::GONE);
 

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use unlearnrec_core::data::{Dataset, IdMap};
+use unlearnrec_core::checkpoint::Checkpoint;
+use unlearnrec_core::data::Dataset;
 use unlearnrec_core::eval::audit::AgreementUsers;
 use unlearnrec_core::graph::Graph;
-use unlearnrec_core::io::checkpoint::{self, Checkpoint};
 use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use unlearnrec_core::unlearn::protocol::{DEFAULT_SEED, Protocol, make_request};
 use unlearnrec_core::unlearn::request::{Request, RequestSpec, format_pairs};
@@ -143,7 +143,8 @@ pub fn request(c: RequestCommand, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let seed = a.seed.unwrap_or(DEFAULT_SEED);
     let req = make_request(&graph, protocol, fraction, seed)?;
     let text = format_pairs(&req, &ds.users, &ds.items);
-    checkpoint::write_atomic(&a.out, text.as_bytes()).with_context(|| format!("writing {}", a.out.display()))?;
+    unlearnrec_core::io::write_atomic(&a.out, text.as_bytes())
+        .with_context(|| format!("writing {}", a.out.display()))?;
     if !ctx.quiet {
         eprintln!(
             "request ({protocol} protocol, fraction {fraction}, seed {seed}): {} interactions of {} ({:.2} %), {} users, {} items; wrote {}",
@@ -214,8 +215,8 @@ fn request_stream(a: &MakeArgs, name: &str, ctx: &Ctx) -> anyhow::Result<ExitCod
 }
 
 fn load_for(path: &Path, ds: &Dataset, what: &str) -> anyhow::Result<Checkpoint> {
-    let ckpt = checkpoint::load(path).with_context(|| format!("loading {what} {}", path.display()))?;
-    ckpt.meta.check_dataset(ds).with_context(|| format!("{what} {}", path.display()))?;
+    let ckpt = Checkpoint::load(path).with_context(|| format!("loading {what} {}", path.display()))?;
+    ckpt.meta().check_dataset(ds).with_context(|| format!("{what} {}", path.display()))?;
     Ok(ckpt)
 }
 
@@ -240,15 +241,12 @@ pub fn run(a: AuditArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ckpt = load_for(&a.model, &ds, "checkpoint")?;
     let reference = a.reference.as_deref().map(|p| load_for(p, &ds, "reference checkpoint")).transpose()?;
     let original = a.original.as_deref().map(|p| load_for(p, &ds, "original checkpoint")).transpose()?;
-    let users = IdMap::from_ids(ckpt.meta.user_ids.clone())
-        .map_err(|d| anyhow::anyhow!("duplicate user id {d:?} in checkpoint"))?;
-    let items = IdMap::from_ids(ckpt.meta.item_ids.clone())
-        .map_err(|d| anyhow::anyhow!("duplicate item id {d:?} in checkpoint"))?;
+    let (users, items) = (ckpt.users(), ckpt.items());
     // The request's pairs were training (or validation) edges before unlearning: still seen, or removed.
-    let before = unlearnrec_core::pipeline::union(&ckpt.seen(), &ckpt.removed);
-    let graph = Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &before);
+    let before = unlearnrec_core::pipeline::union(&ckpt.seen(), ckpt.removed());
+    let graph = Graph::from_interactions(ckpt.model().n_users(), ckpt.model().n_items(), &before);
     let spec = RequestSpec { file: Some(a.request.clone()), ..RequestSpec::default() };
-    let (req, rr) = Request::read(&spec, &users, &items)?.resolve_in(&users, &items, &graph, a.skip_missing)?;
+    let (req, rr) = Request::read(&spec, users, items)?.resolve_in(users, items, &graph, a.skip_missing)?;
     if rr.missing > 0 {
         eprintln!("warning: skipped {} pair(s) that were never training interactions", rr.missing);
     }

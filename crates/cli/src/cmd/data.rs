@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
 use unlearnrec_core::data::{self, Dataset, Format, Interactions, LoadOptions, SplitMethod};
-use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::unlearn::poison::least_related_edges;
 use unlearnrec_core::unlearn::request::format_pairs;
 use unlearnrec_core::unlearn::spam::{self, SpamConfig};
@@ -357,8 +357,8 @@ fn poison(a: PoisonArgs) -> anyhow::Result<ExitCode> {
         return poison_spam(&a, ds);
     }
     let Some(model) = &a.model else { bail!("data poison needs --model (or --spam)") };
-    let ckpt = checkpoint::load(model).with_context(|| format!("loading {}", model.display()))?;
-    ckpt.meta.check_dataset(&ds)?;
+    let ckpt = Checkpoint::load(model).with_context(|| format!("loading {}", model.display()))?;
+    ckpt.meta().check_dataset(&ds)?;
     let emb = ckpt.final_embeddings()?;
     let mut known = ds.train.iter().chain(ds.test.iter()).collect::<Vec<_>>();
     if let Some(v) = &ds.valid {

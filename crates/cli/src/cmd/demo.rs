@@ -6,9 +6,10 @@ use std::time::Instant;
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use unlearnrec_core::checkpoint::Split;
 use unlearnrec_core::eval::{EvalConfig, MetricKey};
 use unlearnrec_core::model::{ModelConfig, ModelKind};
-use unlearnrec_core::pipeline::{self, Split};
+use unlearnrec_core::pipeline;
 use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
 
@@ -100,7 +101,7 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     bars.finish();
     let pretrain_secs = t.elapsed().as_secs_f64();
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    let request = unlearn::random_request(&orig.graph(), a.fraction, &mut rng);
+    let request = unlearn::random_request(&orig.train_graph(), a.fraction, &mut rng);
     eprintln!("[3/4] unlearning a random request of {} interactions ({:.1} %)", request.len(), a.fraction * 100.0);
     let ft = FinetuneConfig { epochs: a.finetune_epochs, seed: a.seed, ..FinetuneConfig::default() };
     let zero = FinetuneConfig { epochs: 0, ..ft.clone() };
@@ -114,7 +115,7 @@ pub fn run(a: DemoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let (re, re_rep) = unlearn::retrain(&orig, &request, &mut bars)?;
     bars.finish();
     let cfg = EvalConfig { ks: vec![20], ..EvalConfig::default() };
-    let test = |c: &unlearnrec_core::io::Checkpoint| -> anyhow::Result<(f64, f64)> {
+    let test = |c: &unlearnrec_core::checkpoint::Checkpoint| -> anyhow::Result<(f64, f64)> {
         let r = c.evaluate(&ds, Split::Test, &cfg)?;
         Ok((r.metrics.require(MetricKey::RECALL_20)?, r.metrics.require(MetricKey::NDCG_20)?))
     };

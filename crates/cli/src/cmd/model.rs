@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
+use unlearnrec_core::checkpoint::{Checkpoint, Split};
 use unlearnrec_core::eval::{EvalConfig, Metric, RecallDenominator};
-use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::model::{ARCHITECTURES, ModelConfig, ModelKind};
-use unlearnrec_core::pipeline::{self, RunConfig, Split};
+use unlearnrec_core::pipeline::{self, RunConfig};
 use unlearnrec_core::train::StopReason;
 use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::baselines::sisa::{self, Aggregation, Partition, ShardConfig};
@@ -259,7 +259,7 @@ pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             a.out.display()
         );
     }
-    checkpoint::save(&a.out, &ckpt).with_context(|| format!("writing {}", a.out.display()))?;
+    ckpt.save(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
     let best = report.best_metric.map_or("n/a".into(), |m| format!("{m:.4}"));
     eprintln!(
         "trained {} in {:.1}s ({}, best valid {} {} at epoch {}); wrote {}",
@@ -282,7 +282,7 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 
 /// Runs `eval`.
 pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ckpt = Checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let ds = DataOpts::new(&a.data, &a.data_opts).load()?;
     let cfg = EvalConfig {
         ks: a.ks.clone(),
@@ -308,7 +308,7 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "{} on {} ({}, recall denominator {})",
-            ckpt.meta.model.kind,
+            ckpt.meta().model.kind,
             match a.split {
                 SplitArg::Test => "test",
                 SplitArg::Valid => "valid",
@@ -337,7 +337,7 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
 /// Runs `export`.
 pub fn export(a: ExportArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     check_out_file(&a.out, "--out")?;
-    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ckpt = Checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     pipeline::export(&ckpt, &a.out)?;
     eprintln!("wrote {} and {}", a.out.display(), pipeline::ids_path(&a.out).display());
     Ok(ExitCode::SUCCESS)
@@ -348,7 +348,7 @@ pub fn recommend(a: RecommendArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if a.k == 0 {
         bail!("-k must be at least 1");
     }
-    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ckpt = Checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let user = ckpt.user(&a.user)?;
     let recs = ckpt.recommend(user, a.k)?;
     if a.json {

@@ -6,18 +6,18 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
+use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::eval::MetricKey;
-use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
 use unlearnrec_core::unlearn::method::{METHODS, MethodOptions, method_info};
-use unlearnrec_core::unlearn::request::{Request, RequestSpec, id_maps};
+use unlearnrec_core::unlearn::request::{Request, RequestSpec};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
 
 use super::data::{DataOpts, ReadOpts};
 use super::model::dflt;
 use crate::progress::TrainBars;
 use crate::util::{Ctx, Staged, check_out_dir, check_out_file, count};
-use unlearnrec_core::io::receipt;
+use unlearnrec_core::unlearn::receipt;
 
 /// `unlearnrec pretrain`.
 #[derive(Debug, Args)]
@@ -150,9 +150,9 @@ pub fn pretrain(a: PretrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     cfg.validate()?;
     check_out_file(&a.out, "--out")?;
-    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ckpt = Checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
-    ckpt.meta.check_dataset(&ds)?;
+    ckpt.meta().check_dataset(&ds)?;
     let mut bars = TrainBars::new(ctx.quiet, cfg.epochs);
     let un = unlearn::pretrain(&ckpt, &cfg, &mut bars)?;
     bars.finish();
@@ -197,13 +197,13 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ft.epochs = e;
     }
     let before_bytes = std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
-    let ckpt = checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let ckpt = Checkpoint::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let ds = DataOpts::new(&a.data, &a.read).load()?;
-    ckpt.meta.check_dataset(&ds)?;
-    let (users, items) = id_maps(&ckpt)?;
+    ckpt.meta().check_dataset(&ds)?;
+    let (users, items) = (ckpt.users(), ckpt.items());
     // A user's or item's interactions include the validation edges carved from its training data.
     let spec = RequestSpec { file: a.request.clone(), users: a.users.clone(), items: a.items.clone() };
-    let request = Request::read(&spec, &users, &items)?;
+    let request = Request::read(&spec, users, items)?;
     let (req, rr) = request.resolve(&ckpt, a.skip_missing)?;
     if rr.missing > 0 {
         tracing::warn!("skipped {} pair(s) that are not training interactions", rr.missing);
@@ -245,7 +245,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         unlearnrec_core::data::write_lightgcn(&rest, &tmp).with_context(|| format!("writing {}", dir.display()))?;
     }
     let after_bytes = std::fs::read(&ckpt_tmp).with_context(|| format!("reading back {}", a.out.display()))?;
-    let rec = receipt::build(&request.id(), &req, &users, &items, report, &before_bytes, &after_bytes);
+    let rec = receipt::build(&request.id(), &req, users, items, report, &before_bytes, &after_bytes);
     if let Some(p) = &a.receipt {
         let tmp = staged.file(p)?;
         std::fs::write(&tmp, serde_json::to_string_pretty(&rec)?)

@@ -98,6 +98,21 @@ impl IdMap {
     }
 }
 
+/// An id map is written as the list of its external ids in internal-id order.
+impl serde::Serialize for IdMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.ids, s)
+    }
+}
+
+/// Reads the list [`IdMap`]'s `Serialize` writes; an id listed twice is an error.
+impl<'de> serde::Deserialize<'de> for IdMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let ids = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+        IdMap::from_ids(ids).map_err(|dup| serde::de::Error::custom(format!("id {dup:?} is listed twice")))
+    }
+}
+
 /// A set of (user, item) interactions over internal ids, sorted by user then item, without duplicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interactions {
@@ -343,6 +358,28 @@ impl Interactions {
         }
         let removed = self.len() - users.len();
         (Interactions { users, items }, removed)
+    }
+
+    /// The interactions in `self` or `other` (a linear merge of the two sorted sets).
+    pub fn union(&self, other: &Interactions) -> Interactions {
+        let mut users = Vec::with_capacity(self.len() + other.len());
+        let mut items = Vec::with_capacity(self.len() + other.len());
+        let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&x), Some(&y)) if x == y => {
+                    b.next();
+                    a.next()
+                }
+                (Some(&x), Some(&y)) if y < x => b.next(),
+                (Some(_), _) => a.next(),
+                (None, _) => b.next(),
+            };
+            let Some((u, i)) = next else { break };
+            users.push(u);
+            items.push(i);
+        }
+        Interactions { users, items }
     }
 }
 

@@ -20,7 +20,7 @@
 //! let model = ModelConfig { kind: ModelKind::Mf, dim: 8, ..Default::default() };
 //! let train = TrainConfig { epochs: 1, ..Default::default() };
 //! let (ckpt, _) = pipeline::train(&ds, &model, &train, &mut Silent).unwrap();
-//! let request = make_request(&ckpt.graph(), Protocol::Users, 0.05, 1).unwrap();
+//! let request = make_request(&ckpt.train_graph(), Protocol::Users, 0.05, 1).unwrap();
 //! let report = audit_checkpoints(&ckpt, &request, &ds.test, None, None, &AuditConfig::default()).unwrap();
 //! assert_eq!(report.rank.count, request.len());
 //! assert!((0.0..=1.0).contains(&report.mia.auc));
@@ -29,6 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::forgetting::{ForgettingReport, forgetting_report};
+use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::audit::{
@@ -36,7 +37,6 @@ use crate::eval::audit::{
     agreement_users, membership_inference, rank_report,
 };
 use crate::graph::Graph;
-use crate::io::checkpoint::Checkpoint;
 use crate::model::Embeddings;
 
 /// Settings of an audit.
@@ -222,9 +222,9 @@ struct Sets {
 
 impl Sets {
     fn of(ckpt: &Checkpoint, request: &Interactions) -> Result<Self> {
-        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+        let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
         let seen = Graph::from_interactions(nu, ni, &ckpt.seen().difference(request).0);
-        let remaining = Graph::from_interactions(nu, ni, &ckpt.graph.difference(request).0);
+        let remaining = Graph::from_interactions(nu, ni, &ckpt.edges().difference(request).0);
         Ok(Self { emb: ckpt.final_embeddings()?, seen, remaining })
     }
 
@@ -238,7 +238,7 @@ impl Sets {
 
 /// Refuses a checkpoint made from another dataset than `model`'s.
 fn check_same_dataset(model: &Checkpoint, other: &Checkpoint, what: &str) -> Result<()> {
-    let (a, b) = (&model.meta.dataset, &other.meta.dataset);
+    let (a, b) = (&model.meta().dataset, &other.meta().dataset);
     if a.fingerprint != b.fingerprint || a.n_users != b.n_users || a.n_items != b.n_items {
         return Err(Error::CheckpointMismatch {
             expected: format!(
@@ -256,13 +256,13 @@ fn check_same_dataset(model: &Checkpoint, other: &Checkpoint, what: &str) -> Res
 
 /// The training edges a checkpoint's lineage started from: its graph, validation and removed edges.
 fn universe(c: &Checkpoint) -> Interactions {
-    crate::pipeline::union(&crate::pipeline::union(&c.graph, &c.valid), &c.removed)
+    crate::pipeline::union(&crate::pipeline::union(c.edges(), c.valid()), c.removed())
 }
 
 /// Refuses an `original` that is not an ancestor of `model`: another backbone, other training edges
 /// before unlearning, or edges removed from it that `model` has not removed.
 fn check_parent(model: &Checkpoint, original: &Checkpoint) -> Result<()> {
-    let (m, o) = (&model.model, &original.model);
+    let (m, o) = (model.model(), original.model());
     let mismatch = |why: String| Error::CheckpointMismatch {
         expected: "an original checkpoint that the audited model was unlearned from".into(),
         found: why,
@@ -273,10 +273,11 @@ fn check_parent(model: &Checkpoint, original: &Checkpoint) -> Result<()> {
     if universe(model) != universe(original) {
         return Err(mismatch("one trained on other interactions than the audited model's before unlearning".into()));
     }
-    if let Some((u, i)) = original.removed.iter().find(|&(u, i)| !model.removed.contains(u, i)) {
+    if let Some((u, i)) = original.removed().iter().find(|&(u, i)| !model.removed().contains(u, i)) {
         return Err(mismatch(format!(
             "one that had already forgotten ({}, {}), which the audited model has not",
-            model.meta.user_ids[u as usize], model.meta.item_ids[i as usize]
+            model.users().external(u),
+            model.items().external(i)
         )));
     }
     Ok(())
@@ -307,16 +308,16 @@ pub fn audit_checkpoints(
         check_parent(model, o)?;
     }
     let (nu, ni) = request.id_bounds();
-    if nu > model.model.n_users() || ni > model.model.n_items() {
-        return Err(if nu > model.model.n_users() {
-            Error::IdOutOfRange { kind: "user", id: nu as u64 - 1, n: model.model.n_users() }
+    if nu > model.model().n_users() || ni > model.model().n_items() {
+        return Err(if nu > model.model().n_users() {
+            Error::IdOutOfRange { kind: "user", id: nu as u64 - 1, n: model.model().n_users() }
         } else {
-            Error::IdOutOfRange { kind: "item", id: ni as u64 - 1, n: model.model.n_items() }
+            Error::IdOutOfRange { kind: "item", id: ni as u64 - 1, n: model.model().n_items() }
         });
     }
     let sets = Sets::of(model, request)?;
     let ref_sets = reference.map(|r| Sets::of(r, request)).transpose()?;
-    let orig = original.map(|o| -> Result<_> { Ok((o.final_embeddings()?, o.graph())) }).transpose()?;
+    let orig = original.map(|o| -> Result<_> { Ok((o.final_embeddings()?, o.train_graph())) }).transpose()?;
     let orig_model = orig.as_ref().map(|(e, g)| OriginalModel { embeddings: e, graph: g });
     let ref_model = ref_sets.as_ref().map(|s| s.model(held_out, request));
     audit(&sets.model(held_out, request), orig_model.as_ref(), ref_model.as_ref(), cfg)
@@ -343,7 +344,7 @@ mod tests {
     fn audit_of_a_model_against_itself_and_a_reference() {
         let (ds, ckpt) = trained(1);
         let (_, other) = trained(2);
-        let request = make_request(&ckpt.graph(), Protocol::Random, 0.05, 3).unwrap();
+        let request = make_request(&ckpt.train_graph(), Protocol::Random, 0.05, 3).unwrap();
         let cfg = AuditConfig::default();
         let r = audit_checkpoints(&ckpt, &request, &ds.test, Some(&ckpt), Some(&ckpt), &cfg).unwrap();
         assert_eq!(r.removed, request.len());
@@ -369,8 +370,8 @@ mod tests {
     #[test]
     fn an_original_that_is_not_the_audited_models_parent_is_refused() {
         let (ds, ckpt) = trained(1);
-        let request = make_request(&ckpt.graph(), Protocol::Random, 0.05, 3).unwrap();
-        let other = make_request(&ckpt.graph(), Protocol::Random, 0.05, 4).unwrap().difference(&request).0;
+        let request = make_request(&ckpt.train_graph(), Protocol::Random, 0.05, 3).unwrap();
+        let other = make_request(&ckpt.train_graph(), Protocol::Random, 0.05, 4).unwrap().difference(&request).0;
         let (unlearned, _) = crate::unlearn::retrain(&ckpt, &request, &mut Silent).unwrap();
         let cfg = AuditConfig::default();
         // The parent is accepted, and so is the model itself (nothing removed since).
@@ -399,7 +400,7 @@ mod tests {
         let model = ModelConfig { kind: ModelKind::Mf, dim: 8, ..Default::default() };
         let train = TrainConfig { epochs: 1, ..Default::default() };
         let (other, _) = pipeline::train(&other_ds, &model, &train, &mut Silent).unwrap();
-        let request = make_request(&ckpt.graph(), Protocol::Random, 0.05, 3).unwrap();
+        let request = make_request(&ckpt.train_graph(), Protocol::Random, 0.05, 3).unwrap();
         let err =
             audit_checkpoints(&ckpt, &request, &ds.test, Some(&other), None, &AuditConfig::default()).unwrap_err();
         assert!(matches!(err, Error::CheckpointMismatch { .. }), "{err}");

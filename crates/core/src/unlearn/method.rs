@@ -22,10 +22,10 @@
 //! let model = ModelConfig { kind: ModelKind::Mf, dim: 8, ..ModelConfig::default() };
 //! let train = TrainConfig { epochs: 2, batch_size: 128, lr: 1e-2, ..TrainConfig::default() };
 //! let (ckpt, _) = unlearnrec_core::pipeline::train(&ds, &model, &train, &mut Silent).unwrap();
-//! let request = Interactions::from_pairs(ckpt.graph.iter().take(5).collect()).0;
+//! let request = Interactions::from_pairs(ckpt.edges().iter().take(5).collect()).0;
 //! let method = forget_method("gradient-ascent", &MethodOptions::default()).unwrap();
 //! let out = method.forget(&ckpt, &request, &mut Silent).unwrap();
-//! assert!(request.iter().all(|(u, i)| !out.checkpoint.graph.contains(u, i)));
+//! assert!(request.iter().all(|(u, i)| !out.checkpoint.edges().contains(u, i)));
 //! assert!(forget_method("bogus", &MethodOptions::default()).is_err());
 //! ```
 
@@ -35,9 +35,9 @@ use super::baselines::{
     FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardSet, finetune, gradient_ascent, influence, sisa,
 };
 use super::{FinetuneConfig, UnlearnReport, Unlearner};
+use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
-use crate::io::checkpoint::{self, Checkpoint};
 use crate::train::Observer;
 
 /// A forgetting method with its options.
@@ -77,7 +77,7 @@ impl Forgotten {
     pub fn save(&self, path: &Path) -> Result<()> {
         match &self.shards {
             Some(s) => sisa::save(path, &self.checkpoint, s),
-            None => checkpoint::save(path, &self.checkpoint),
+            None => self.checkpoint.save(path),
         }
     }
 }
@@ -250,8 +250,10 @@ fn retrain<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
     Ok(Box::new(Plain {
         name: "retrain",
         cfg: o.retrain_seed,
-        run: |ckpt, request, seed, obs| super::retrain_seeded(ckpt, request, seed.unwrap_or(ckpt.meta.train.seed), obs),
-        epochs: |_, ckpt| ckpt.meta.train.epochs,
+        run: |ckpt, request, seed, obs| {
+            super::retrain_seeded(ckpt, request, seed.unwrap_or(ckpt.meta().train.seed), obs)
+        },
+        epochs: |_, ckpt| ckpt.meta().train.epochs,
     }))
 }
 
@@ -298,13 +300,13 @@ mod tests {
     }
 
     fn same(a: &(Checkpoint, UnlearnReport), b: &Forgotten) {
-        assert_eq!(a.0.model.base_vec().unwrap(), b.checkpoint.model.base_vec().unwrap());
+        assert_eq!(a.0.model().base_vec().unwrap(), b.checkpoint.model().base_vec().unwrap());
         assert_eq!(
-            (&a.0.graph, &a.0.valid, &a.0.removed),
-            (&b.checkpoint.graph, &b.checkpoint.valid, &b.checkpoint.removed)
+            (a.0.edges(), a.0.valid(), a.0.removed()),
+            (b.checkpoint.edges(), b.checkpoint.valid(), b.checkpoint.removed())
         );
-        assert_eq!(a.0.meta.provenance, b.checkpoint.meta.provenance);
-        assert_eq!(a.0.meta.train, b.checkpoint.meta.train);
+        assert_eq!(a.0.meta().provenance, b.checkpoint.meta().provenance);
+        assert_eq!(a.0.meta().train, b.checkpoint.meta().train);
         let (r, s) = (&a.1, &b.report);
         assert_eq!((r.method, r.edges, r.users, r.items), (s.method, s.edges, s.users, s.items));
         assert_eq!((&r.forgetting, &r.valid, &r.valid_recall), (&s.forgetting, &s.valid, &s.valid_recall));
@@ -325,7 +327,7 @@ mod tests {
         let (ckpt, _) = crate::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
         let pc = PretrainConfig { epochs: 1, batch_size: 256, max_steps_per_epoch: Some(2), ..Default::default() };
         let un = pretrain(&ckpt, &pc, &mut Silent).unwrap();
-        let request = Interactions::from_pairs(ckpt.graph.iter().step_by(19).collect()).0;
+        let request = Interactions::from_pairs(ckpt.edges().iter().step_by(19).collect()).0;
         let ft = FinetuneConfig { epochs: 1, batch_size: 256, calibration_steps: 5, ..Default::default() };
         let ga = GradientAscentConfig { steps: 3, ..Default::default() };
         let inf = InfluenceConfig { cg_iters: 5, ..Default::default() };

@@ -21,11 +21,12 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{Checkpoint, OffsetApplied};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, Metrics};
 use crate::graph::{Graph, NormAdj};
-use crate::io::checkpoint::{Checkpoint, read_document, read_f32, write_safetensors};
+use crate::io::{read_f32, read_json_document, write_safetensors};
 use crate::model::{Backbone, Batch, Embeddings, EpochState, LossInput, ModelKind, gather_rows};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
@@ -41,10 +42,12 @@ pub mod method;
 pub mod objective;
 pub mod poison;
 pub mod protocol;
+pub mod receipt;
 pub mod request;
 pub mod scenario;
 pub mod spam;
 
+pub use crate::checkpoint::Method;
 pub use encoder::{Encoder, EncoderConfig};
 pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
 pub use method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
@@ -265,6 +268,10 @@ pub struct UnlearnerMeta {
     pub hops: usize,
     /// The dataset fingerprint of the backbone.
     pub dataset_fingerprint: String,
+    /// [`Checkpoint::backbone_sha256`] of the backbone it was pre-trained for (`None` in files written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_sha256: Option<String>,
     /// Users and items.
     pub n_users: usize,
     /// Items.
@@ -498,7 +505,7 @@ fn validate_zero_shot(
 pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer) -> Result<Unlearner> {
     cfg.validate()?;
     let start = Instant::now();
-    let backbone = &ckpt.model;
+    let backbone = ckpt.model();
     if !backbone.architecture().learns_embeddings() {
         return Err(Error::config("model", format!("{} has no embeddings to unlearn", backbone.kind())));
     }
@@ -585,7 +592,8 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
         model_kind: backbone.kind(),
         dim: backbone.dim(),
         hops: enc.hops(),
-        dataset_fingerprint: ckpt.meta.dataset.fingerprint.clone(),
+        dataset_fingerprint: ckpt.meta().dataset.fingerprint.clone(),
+        backbone_sha256: Some(ckpt.backbone_sha256()?),
         n_users: backbone.n_users(),
         n_items: backbone.n_items(),
         report: Some(report),
@@ -664,29 +672,41 @@ impl Steps for PretrainSteps<'_> {
 }
 
 const UNLEARNER_KEY: &str = "unlearnrec_unlearner";
-/// Provenance key marking a checkpoint whose base embeddings already carry the encoder's offset.
-pub const OFFSET_KEY: &str = "encoder_offset";
 
 fn var_bytes(v: &Var) -> Result<Vec<u8>> {
-    Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect())
+    Ok(crate::io::f32_bytes(&v.as_tensor().flatten_all()?.to_vec1::<f32>()?))
 }
 
 impl Unlearner {
+    /// The encoder's parameters with their tensor names, in file order (`h0`, `w`, `mlp.{k}.weight`,
+    /// `mlp.{k}.bias`).
+    fn named_vars(&self) -> Vec<(String, &Var)> {
+        let e = &self.encoder;
+        let mut vars = vec![("h0".to_string(), &e.h0), ("w".to_string(), &e.w)];
+        for (k, (w, b)) in e.mlp.iter().enumerate() {
+            vars.push((format!("mlp.{k}.weight"), w));
+            vars.push((format!("mlp.{k}.bias"), b));
+        }
+        vars
+    }
+
+    /// SHA-256 of the encoder's parameters (their little-endian f32 bytes in file order): what a checkpoint
+    /// whose base embeddings carry this unlearner's offset records ([`OffsetApplied`]). The same after a
+    /// save and load.
+    pub fn sha256(&self) -> Result<String> {
+        let mut bytes = Vec::new();
+        for (_, v) in self.named_vars() {
+            bytes.extend(var_bytes(v)?);
+        }
+        Ok(crate::io::sha256_hex(&bytes))
+    }
+
     /// Saves the encoder (`h0`, `w`, `mlp.{k}.weight`, `mlp.{k}.bias`) and its metadata atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let e = &self.encoder;
-        let mut names: Vec<String> = vec!["h0".into(), "w".into()];
-        let mut vars: Vec<&Var> = vec![&e.h0, &e.w];
-        for (k, (w, b)) in e.mlp.iter().enumerate() {
-            names.push(format!("mlp.{k}.weight"));
-            vars.push(w);
-            names.push(format!("mlp.{k}.bias"));
-            vars.push(b);
-        }
-        let tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = names
-            .iter()
-            .zip(&vars)
-            .map(|(n, v)| Ok((n.as_str(), Dtype::F32, v.dims().to_vec(), var_bytes(v)?)))
+        let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| Ok((n, Dtype::F32, v.dims().to_vec(), var_bytes(v)?)))
             .collect::<Result<_>>()?;
         let json = serde_json::to_string(&self.meta)?;
         write_safetensors(path, &tensors, HashMap::from([(UNLEARNER_KEY.to_string(), json)]))
@@ -694,7 +714,7 @@ impl Unlearner {
 
     /// Loads an unlearner written by [`Unlearner::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let (bytes, meta): (_, UnlearnerMeta) = read_document(path, UNLEARNER_KEY, "unlearner")?;
+        let (bytes, meta): (_, UnlearnerMeta) = read_json_document(path, UNLEARNER_KEY, "unlearner")?;
         let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec unlearner: {why}"));
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let n = meta.n_users + meta.n_items;
@@ -716,54 +736,23 @@ impl Unlearner {
     /// Refuses a checkpoint this unlearner was not pre-trained for.
     pub fn check(&self, ckpt: &Checkpoint) -> Result<()> {
         let m = &self.meta;
-        if m.model_kind != ckpt.model.kind()
-            || m.dim != ckpt.model.dim()
-            || m.dataset_fingerprint != ckpt.meta.dataset.fingerprint
-            || m.n_users != ckpt.model.n_users()
-            || m.n_items != ckpt.model.n_items()
+        if m.model_kind != ckpt.model().kind()
+            || m.dim != ckpt.model().dim()
+            || m.dataset_fingerprint != ckpt.meta().dataset.fingerprint
+            || m.n_users != ckpt.model().n_users()
+            || m.n_items != ckpt.model().n_items()
         {
             return Err(Error::CheckpointMismatch {
                 expected: format!(
                     "an unlearner for {} (d={}) on dataset {}",
-                    ckpt.model.kind(),
-                    ckpt.model.dim(),
-                    ckpt.meta.dataset.fingerprint
+                    ckpt.model().kind(),
+                    ckpt.model().dim(),
+                    ckpt.meta().dataset.fingerprint
                 ),
                 found: format!("an unlearner for {} (d={}) on dataset {}", m.model_kind, m.dim, m.dataset_fingerprint),
             });
         }
         Ok(())
-    }
-}
-
-/// How a request was applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// UnlearnRec: encoder pass plus fine-tuning.
-    Unlearnrec,
-    /// Retraining from scratch on the remaining data.
-    Retrain,
-    /// Fine-tuning of the backbone on the remaining data only ([`baselines::finetune`]).
-    Finetune,
-    /// NegGrad+: bounded gradient ascent on the removed edges ([`baselines::gradient_ascent`]).
-    GradientAscent,
-    /// One Newton step of an influence function ([`baselines::influence`]).
-    Influence,
-    /// SISA / RecEraser: retraining of the affected shards only ([`baselines::sisa`]).
-    Sisa,
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Unlearnrec => "UnlearnRec",
-            Method::Retrain => "exact retraining",
-            Method::Finetune => "fine-tuning",
-            Method::GradientAscent => "gradient ascent",
-            Method::Influence => "an influence step",
-            Method::Sisa => "SISA",
-        })
     }
 }
 
@@ -812,15 +801,15 @@ pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<Intera
         return Err(Error::InvalidRequest("the request is empty".into()));
     }
     let missing: Vec<(u32, u32)> =
-        request.iter().filter(|&(u, i)| !ckpt.graph.contains(u, i) && !ckpt.valid.contains(u, i)).take(5).collect();
+        request.iter().filter(|&(u, i)| !ckpt.edges().contains(u, i) && !ckpt.valid().contains(u, i)).take(5).collect();
     if !missing.is_empty() {
         let show: Vec<String> = missing
             .iter()
-            .map(|&(u, i)| format!("({}, {})", ckpt.meta.user_ids[u as usize], ckpt.meta.item_ids[i as usize]))
+            .map(|&(u, i)| format!("({}, {})", ckpt.users().external(u), ckpt.items().external(i)))
             .collect();
         return Err(Error::InvalidRequest(format!("not training interactions of this model: {}", show.join(", "))));
     }
-    let in_graph: Vec<(u32, u32)> = request.iter().filter(|&(u, i)| ckpt.graph.contains(u, i)).collect();
+    let in_graph: Vec<(u32, u32)> = request.iter().filter(|&(u, i)| ckpt.edges().contains(u, i)).collect();
     Ok(Interactions::from_pairs(in_graph).0)
 }
 
@@ -828,19 +817,28 @@ pub fn check_request(ckpt: &Checkpoint, request: &Interactions) -> Result<Intera
 /// reports and keeps. A request erases the user's validation edges too; validating on them would favour
 /// the state that best predicts the erased items.
 pub(crate) fn remaining_valid(ckpt: &Checkpoint, request: &Interactions) -> Interactions {
-    ckpt.valid.difference(request).0
+    ckpt.valid().difference(request).0
 }
 
-pub(crate) fn finish(ckpt: &Checkpoint, model: Backbone, request: &Interactions, remaining: &Graph) -> Checkpoint {
-    let mut meta = ckpt.meta.clone();
-    meta.provenance.insert("unlearned_edges".into(), (ckpt.removed.len() + request.len()).to_string());
-    Checkpoint {
-        model,
-        meta,
-        graph: remaining.to_interactions(),
-        valid: remaining_valid(ckpt, request),
-        removed: union(&ckpt.removed, request),
-    }
+/// The unlearned successor of `ckpt`: `model` over the remaining graph, the request moved from the
+/// training and validation edges to the removed ones, `method` recorded. The result is no longer sharded
+/// (SISA records its new shards itself).
+///
+/// # Errors
+/// A model that does not fit the checkpoint ([`Checkpoint::derive`]).
+pub(crate) fn finish(
+    ckpt: &Checkpoint,
+    model: Backbone,
+    request: &Interactions,
+    remaining: &Graph,
+    method: Method,
+) -> Result<Checkpoint> {
+    let removed = union(ckpt.removed(), request);
+    let mut out = ckpt.derive(model, remaining.to_interactions(), remaining_valid(ckpt, request), removed)?;
+    let prov = out.provenance_mut();
+    prov.method = Some(method);
+    prov.shards = None;
+    Ok(out)
 }
 
 /// Validation Recall@20 and NDCG@20 of `model` propagated over `adj`, with `seen`'s items masked.
@@ -869,10 +867,10 @@ pub fn unlearn(
     ft.validate()?;
     unlearner.check(ckpt)?;
     let learned = check_request(ckpt, request)?;
-    let backbone = &ckpt.model;
+    let backbone = ckpt.model();
     let mut phases = HashMap::new();
     let t = Instant::now();
-    let graph = ckpt.graph();
+    let graph = ckpt.train_graph();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
     let req = RequestCtx::new(&graph, learned.clone());
     phases.insert("graph".to_string(), t.elapsed().as_secs_f64());
@@ -881,7 +879,7 @@ pub fn unlearn(
     let enc = unlearner.encoder.clone();
     // The offset MLP(H⁰) is request-independent; a checkpoint that already went through the encoder carries
     // it, so it is subtracted to apply it once only (sequential requests).
-    let already = ckpt.meta.provenance.contains_key(OFFSET_KEY);
+    let already = offset_applied_by(ckpt, unlearner)?;
     let e0_start = if already {
         (backbone.base().as_tensor() - enc.offset()?)?.detach()
     } else {
@@ -952,7 +950,7 @@ pub fn unlearn(
     // exact retrain with the checkpoint's seed leaves them.
     let mut base = out_model.base_vec()?;
     let idle = idle_schedule(ckpt, req.remaining.n_edges());
-    let seed = ckpt.meta.train.seed;
+    let seed = ckpt.meta().train.seed;
     if calibrate::reset_isolated(&mut base, out_model.config.dim, &graph, &req.remaining, seed, Some(&idle)) > 0 {
         out_model.set_base(&base)?;
     }
@@ -972,10 +970,31 @@ pub fn unlearn(
         forgetting,
         valid,
     };
-    let mut out = finish(ckpt, out_model, request, &req.remaining);
-    out.meta.provenance.insert("method".into(), "unlearnrec".into());
-    out.meta.provenance.insert(OFFSET_KEY.into(), "applied".into());
+    let mut out = finish(ckpt, out_model, request, &req.remaining, Method::Unlearnrec)?;
+    out.provenance_mut().encoder_offset = Some(OffsetApplied {
+        unlearner_sha256: Some(unlearner.sha256()?),
+        backbone_sha256: unlearner.meta.backbone_sha256.clone(),
+    });
     Ok((out, report))
+}
+
+/// Whether `ckpt`'s base embeddings carry `unlearner`'s encoder offset.
+///
+/// # Errors
+/// [`Error::CheckpointMismatch`] when they carry another unlearner's: subtracting this one's would leave
+/// the other's in place.
+fn offset_applied_by(ckpt: &Checkpoint, unlearner: &Unlearner) -> Result<bool> {
+    let Some(applied) = &ckpt.meta().provenance.encoder_offset else { return Ok(false) };
+    // Format-1 files did not record which unlearner applied the offset: trusted, as they were then.
+    let Some(theirs) = &applied.unlearner_sha256 else { return Ok(true) };
+    let ours = unlearner.sha256()?;
+    if *theirs != ours {
+        return Err(Error::CheckpointMismatch {
+            expected: format!("a checkpoint without an encoder offset, or with this unlearner's (sha256 {ours})"),
+            found: format!("a checkpoint whose embeddings carry the offset of another unlearner (sha256 {theirs})"),
+        });
+    }
+    Ok(true)
 }
 
 /// What an exact retrain of `ckpt` on `remaining_edges` training edges does to a row without any edge
@@ -983,9 +1002,9 @@ pub fn unlearn(
 /// one of its own training, else every epoch it ran), and as many steps per epoch as the remaining edges
 /// fill.
 fn idle_schedule(ckpt: &Checkpoint, remaining_edges: usize) -> calibrate::IdleSchedule {
-    let (mc, tc) = (&ckpt.model.config, &ckpt.meta.train);
+    let (mc, tc) = (&ckpt.model().config, &ckpt.meta().train);
     let whole_table_reg = mc.kind.architecture().regularises_whole_table();
-    let epochs = match &ckpt.meta.history {
+    let epochs = match &ckpt.meta().history {
         Some(h) => h.best_epoch.map_or(h.history.len(), |e| e + 1),
         None => tc.epochs,
     };
@@ -1076,7 +1095,7 @@ pub fn retrain(
     request: &Interactions,
     obs: &mut dyn Observer,
 ) -> Result<(Checkpoint, UnlearnReport)> {
-    retrain_seeded(ckpt, request, ckpt.meta.train.seed, obs)
+    retrain_seeded(ckpt, request, ckpt.meta().train.seed, obs)
 }
 
 /// [`retrain`] with another training seed (initialisation, negatives, dropout): a second exact retrain
@@ -1090,13 +1109,13 @@ pub fn retrain_seeded(
 ) -> Result<(Checkpoint, UnlearnReport)> {
     let learned = check_request(ckpt, request)?;
     let t = Instant::now();
-    let graph = ckpt.graph();
+    let graph = ckpt.train_graph();
     let remaining = graph.remove(&learned);
     let valid = remaining_valid(ckpt, request);
     let (model, data) = fit_fresh(ckpt, &remaining.to_interactions(), &valid, seed, obs)?;
     let secs = t.elapsed().as_secs_f64();
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
-    let before = ckpt.model.final_embeddings(&adj)?;
+    let before = ckpt.model().final_embeddings(&adj)?;
     let after = model.final_embeddings(&data.adj)?;
     let forgetting = forgetting_report(&before, &after, &graph, &learned, request_seed(&learned));
     let valid_m = valid_metrics(&model, &data.adj, &data.graph, &data.valid)?;
@@ -1112,10 +1131,9 @@ pub fn retrain_seeded(
         forgetting,
         valid: valid_m,
     };
-    let mut out = finish(ckpt, model, request, &remaining);
-    out.meta.train.seed = seed;
-    out.meta.provenance.remove(OFFSET_KEY);
-    out.meta.provenance.insert("method".into(), "retrain".into());
+    let mut out = finish(ckpt, model, request, &remaining, Method::Retrain)?;
+    out.set_train_config(crate::train::TrainConfig { seed, ..ckpt.meta().train.clone() });
+    out.provenance_mut().encoder_offset = None;
     Ok((out, report))
 }
 
@@ -1132,10 +1150,10 @@ fn fit_fresh(
     seed: u64,
     obs: &mut dyn Observer,
 ) -> Result<(Backbone, TrainData)> {
-    let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+    let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
     let data = TrainData::new(nu, ni, train, valid);
-    let mut model = crate::pipeline::fresh_backbone(&ckpt.model.config, nu, ni, train, seed)?;
-    let cfg = crate::train::TrainConfig { seed, ..ckpt.meta.train.clone() };
+    let mut model = crate::pipeline::fresh_backbone(&ckpt.model().config, nu, ni, train, seed)?;
+    let cfg = crate::train::TrainConfig { seed, ..ckpt.meta().train.clone() };
     crate::train::fit(&mut model, &data, &cfg, obs)?.require_converged()?;
     Ok((model, data))
 }
@@ -1148,12 +1166,14 @@ fn fit_fresh(
 /// # Errors
 /// A diverged training run ([`Error::Diverged`]).
 pub fn refit(ckpt: &Checkpoint, obs: &mut dyn Observer) -> Result<Checkpoint> {
-    let (model, _) = fit_fresh(ckpt, &ckpt.graph, &ckpt.valid, ckpt.meta.train.seed, obs)?;
-    let mut meta = ckpt.meta.clone();
+    let (model, _) = fit_fresh(ckpt, ckpt.edges(), ckpt.valid(), ckpt.meta().train.seed, obs)?;
+    let mut out = ckpt.derive(model, ckpt.edges().clone(), ckpt.valid().clone(), ckpt.removed().clone())?;
     // A retrained model carries no encoder offset; later requests must apply it afresh.
-    meta.provenance.remove(OFFSET_KEY);
-    meta.provenance.insert("method".into(), "retrain".into());
-    Ok(Checkpoint { model, meta, graph: ckpt.graph.clone(), valid: ckpt.valid.clone(), removed: ckpt.removed.clone() })
+    let prov = out.provenance_mut();
+    prov.encoder_offset = None;
+    prov.method = Some(Method::Retrain);
+    prov.shards = None;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1176,10 +1196,10 @@ mod tests {
 
     /// Every interaction (training and validation) of the first `k` users with validation edges.
     fn users_request(ckpt: &Checkpoint, k: usize) -> Interactions {
-        let mut users = ckpt.valid.users().to_vec();
+        let mut users = ckpt.valid().users().to_vec();
         users.dedup();
         users.truncate(k);
-        let pairs = ckpt.graph.iter().chain(ckpt.valid.iter()).filter(|(u, _)| users.contains(u)).collect();
+        let pairs = ckpt.edges().iter().chain(ckpt.valid().iter()).filter(|(u, _)| users.contains(u)).collect();
         Interactions::from_pairs(pairs).0
     }
 
@@ -1187,14 +1207,14 @@ mod tests {
     fn unlearn_validates_without_the_requests_validation_edges() {
         let (ckpt, un) = tiny();
         let request = users_request(&ckpt, 4);
-        assert!(request.iter().any(|(u, i)| ckpt.valid.contains(u, i)));
+        assert!(request.iter().any(|(u, i)| ckpt.valid().contains(u, i)));
         let ft = FinetuneConfig { epochs: 1, batch_size: 256, calibration_steps: 0, ..FinetuneConfig::default() };
         let (out, report) = unlearn(&ckpt, &un, &request, &ft, &mut Silent).unwrap();
-        assert!(out.valid.iter().all(|(u, i)| !request.contains(u, i)));
+        assert!(out.valid().iter().all(|(u, i)| !request.contains(u, i)));
         // The report's validation figures are those of the remaining validation edges.
-        let graph = out.graph();
-        let valid = Graph::from_interactions(graph.n_users(), graph.n_items(), &out.valid);
-        let want = valid_metrics(&out.model, &out.adjacency(), &graph, valid.user_items()).unwrap();
+        let graph = out.train_graph();
+        let valid = Graph::from_interactions(graph.n_users(), graph.n_items(), out.valid());
+        let want = valid_metrics(out.model(), &out.adjacency(), &graph, valid.user_items()).unwrap();
         for (k, w) in &want {
             assert!((report.valid[k] - w).abs() < 1e-12, "{k}: {} vs {w}", report.valid[k]);
         }
@@ -1204,7 +1224,7 @@ mod tests {
     #[test]
     fn a_diverged_retrain_is_an_error() {
         let (mut ckpt, _) = tiny();
-        ckpt.meta.train = TrainConfig { lr: 1e30, epochs: 3, eval_every: 100, ..ckpt.meta.train.clone() };
+        ckpt.set_train_config(TrainConfig { lr: 1e30, epochs: 3, eval_every: 100, ..ckpt.meta().train.clone() });
         let request = users_request(&ckpt, 1);
         let err = retrain(&ckpt, &request, &mut Silent).err().expect("a diverged retrain must fail");
         assert!(matches!(err, Error::Diverged { .. }), "{err}");
@@ -1213,7 +1233,7 @@ mod tests {
     #[test]
     fn every_method_measures_forgetting_on_the_same_non_edge_sample() {
         let (ckpt, un) = tiny();
-        let request = Interactions::from_pairs(ckpt.graph.iter().step_by(23).collect()).0;
+        let request = Interactions::from_pairs(ckpt.edges().iter().step_by(23).collect()).0;
         let ft = FinetuneConfig { epochs: 0, ..FinetuneConfig::default() };
         let (_, a) = unlearn(&ckpt, &un, &request, &ft, &mut Silent).unwrap();
         let (_, b) = retrain(&ckpt, &request, &mut Silent).unwrap();
@@ -1229,16 +1249,16 @@ mod tests {
     #[test]
     fn the_calibration_phase_moves_removed_edges_to_their_targets() {
         let (ckpt, un) = tiny();
-        let request = Interactions::from_pairs(ckpt.graph.iter().step_by(11).collect()).0;
+        let request = Interactions::from_pairs(ckpt.edges().iter().step_by(11).collect()).0;
         let plain = FinetuneConfig { epochs: 0, calibration_steps: 0, ..FinetuneConfig::default() };
         let (zs, _) = unlearn(&ckpt, &un, &request, &plain, &mut Silent).unwrap();
         let cal = FinetuneConfig { calibration_steps: 60, ..plain.clone() };
         let (out, report) = unlearn(&ckpt, &un, &request, &cal, &mut Silent).unwrap();
         assert!(report.phase_secs.contains_key("calibrate"));
         // The targets of the zero-shot model, and how far each model's scores are from them.
-        let req = RequestCtx::new(&ckpt.graph(), request.clone());
+        let req = RequestCtx::new(&ckpt.train_graph(), request.clone());
         let valid = remaining_valid(&ckpt, &request);
-        let (_, targets) = calibration_phase(&zs.model, &req, &valid, &cal).unwrap();
+        let (_, targets) = calibration_phase(zs.model(), &req, &valid, &cal).unwrap();
         let miss = |c: &Checkpoint| {
             let e = c.final_embeddings().unwrap();
             let d = e.dim;
@@ -1256,7 +1276,7 @@ mod tests {
         assert!(after < 0.25 * before, "mean squared miss {before} -> {after}");
         // Deterministic.
         let (again, _) = unlearn(&ckpt, &un, &request, &cal, &mut Silent).unwrap();
-        assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
+        assert_eq!(again.model().base_vec().unwrap(), out.model().base_vec().unwrap());
         let bad = FinetuneConfig { calibration_lr: 0.0, ..cal };
         assert!(matches!(unlearn(&ckpt, &un, &request, &bad, &mut Silent), Err(Error::InvalidConfig { .. })));
     }
@@ -1273,15 +1293,15 @@ mod tests {
         let (out, _) = unlearn(&ckpt, &un, &request, &FinetuneConfig::default(), &mut Silent).unwrap();
         let (exact, _) = retrain(&ckpt, &request, &mut Silent).unwrap();
         let (a, b, before) =
-            (out.model.base_vec().unwrap(), exact.model.base_vec().unwrap(), ckpt.model.base_vec().unwrap());
-        let d = ckpt.model.config.dim;
+            (out.model().base_vec().unwrap(), exact.model().base_vec().unwrap(), ckpt.model().base_vec().unwrap());
+        let d = ckpt.model().config.dim;
         for &u in &erased {
             let r = u as usize * d..(u as usize + 1) * d;
             assert_eq!(a[r.clone()], b[r.clone()], "user {u}");
             assert_ne!(a[r.clone()], before[r], "user {u} was trained");
         }
         // A user the request does not isolate keeps a trained row.
-        let kept = (0..ckpt.model.n_users()).find(|&u| out.graph().user_degree(u) > 0).unwrap();
+        let kept = (0..ckpt.model().n_users()).find(|&u| out.train_graph().user_degree(u) > 0).unwrap();
         assert_ne!(a[kept * d..(kept + 1) * d], b[kept * d..(kept + 1) * d]);
     }
 
@@ -1291,11 +1311,11 @@ mod tests {
         let request = users_request(&ckpt, 2);
         let (a, _) = retrain(&ckpt, &request, &mut Silent).unwrap();
         let (b, _) = retrain_seeded(&ckpt, &request, 8, &mut Silent).unwrap();
-        let (c, _) = retrain_seeded(&ckpt, &request, ckpt.meta.train.seed, &mut Silent).unwrap();
-        assert_eq!(a.model.base_vec().unwrap(), c.model.base_vec().unwrap());
-        assert_ne!(a.model.base_vec().unwrap(), b.model.base_vec().unwrap());
-        assert_eq!((a.meta.train.seed, b.meta.train.seed), (7, 8));
-        assert_eq!(a.graph, b.graph);
+        let (c, _) = retrain_seeded(&ckpt, &request, ckpt.meta().train.seed, &mut Silent).unwrap();
+        assert_eq!(a.model().base_vec().unwrap(), c.model().base_vec().unwrap());
+        assert_ne!(a.model().base_vec().unwrap(), b.model().base_vec().unwrap());
+        assert_eq!((a.meta().train.seed, b.meta().train.seed), (7, 8));
+        assert_eq!(a.edges(), b.edges());
     }
 
     #[test]
@@ -1306,10 +1326,10 @@ mod tests {
         // Refitting the result retrains it on the same data with the same seed: the same model, the same
         // edges, no encoder offset.
         let again = refit(&once, &mut Silent).unwrap();
-        assert_eq!(again.model.base_vec().unwrap(), once.model.base_vec().unwrap());
-        assert_eq!((&again.graph, &again.valid, &again.removed), (&once.graph, &once.valid, &once.removed));
-        assert_eq!(again.meta.provenance.get("method").map(String::as_str), Some("retrain"));
-        assert!(!again.meta.provenance.contains_key(OFFSET_KEY));
+        assert_eq!(again.model().base_vec().unwrap(), once.model().base_vec().unwrap());
+        assert_eq!((again.edges(), again.valid(), again.removed()), (once.edges(), once.valid(), once.removed()));
+        assert_eq!(again.meta().provenance.method, Some(Method::Retrain));
+        assert_eq!(again.meta().provenance.encoder_offset, None);
     }
 
     #[test]

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpoint;
 use crate::data::{IdMap, Interactions};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::io::checkpoint::Checkpoint;
-use crate::io::receipt::sha256_hex;
+use crate::io::sha256_hex;
 
 /// One part of a request, in external ids; the service takes one per `POST /v1/forget`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -158,9 +158,8 @@ impl Request {
     /// # Errors
     /// As [`Request::resolve_in`], over the checkpoint's id maps and training and validation edges.
     pub fn resolve(&self, ckpt: &Checkpoint, skip_missing: bool) -> Result<(Interactions, ResolveReport)> {
-        let (users, items) = id_maps(ckpt)?;
-        let graph = Graph::from_interactions(ckpt.model.n_users(), ckpt.model.n_items(), &ckpt.seen());
-        self.resolve_in(&users, &items, &graph, skip_missing)
+        let graph = Graph::from_interactions(ckpt.model().n_users(), ckpt.model().n_items(), &ckpt.seen());
+        self.resolve_in(ckpt.users(), ckpt.items(), &graph, skip_missing)
     }
 
     /// Resolves the request against id maps and a graph of interactions: pairs, plus every interaction of
@@ -243,20 +242,6 @@ impl Request {
         }
         Ok((pairs, from_pairs))
     }
-}
-
-/// A checkpoint's user and item id maps.
-///
-/// # Errors
-/// [`Error::CheckpointMismatch`] for a checkpoint that lists an id twice.
-pub fn id_maps(ckpt: &Checkpoint) -> Result<(IdMap, IdMap)> {
-    let dup = |kind: &str, d: String| Error::CheckpointMismatch {
-        expected: format!("distinct {kind} ids"),
-        found: format!("{kind} id {d:?} twice"),
-    };
-    let users = IdMap::from_ids(ckpt.meta.user_ids.clone()).map_err(|d| dup("user", d))?;
-    let items = IdMap::from_ids(ckpt.meta.item_ids.clone()).map_err(|d| dup("item", d))?;
-    Ok((users, items))
 }
 
 /// What to forget as the CLI takes it, in external ids.

@@ -1,10 +1,11 @@
 //! Training, checkpoints and unlearning end to end on small synthetic data.
 
+use unlearnrec_core::checkpoint::Checkpoint;
+use unlearnrec_core::checkpoint::Split;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
 use unlearnrec_core::eval::EvalConfig;
-use unlearnrec_core::io::checkpoint;
 use unlearnrec_core::model::{ModelConfig, ModelKind};
-use unlearnrec_core::pipeline::{self, Split};
+use unlearnrec_core::pipeline;
 use unlearnrec_core::train::{Silent, TrainConfig};
 
 fn small() -> unlearnrec_core::data::Dataset {
@@ -18,7 +19,7 @@ fn cfg(kind: ModelKind) -> (ModelConfig, TrainConfig) {
     )
 }
 
-fn recall(ckpt: &checkpoint::Checkpoint, ds: &unlearnrec_core::data::Dataset) -> f64 {
+fn recall(ckpt: &Checkpoint, ds: &unlearnrec_core::data::Dataset) -> f64 {
     ckpt.evaluate(ds, Split::Test, &EvalConfig::default()).unwrap().metrics["recall@20"]
 }
 
@@ -44,10 +45,10 @@ fn training_is_deterministic_for_a_seed() {
     t.epochs = 2;
     let (a, _) = pipeline::train(&ds, &m, &t, &mut Silent).unwrap();
     let (b, _) = pipeline::train(&ds, &m, &t, &mut Silent).unwrap();
-    assert_eq!(a.model.base_vec().unwrap(), b.model.base_vec().unwrap());
+    assert_eq!(a.model().base_vec().unwrap(), b.model().base_vec().unwrap());
     t.seed += 1;
     let (c, _) = pipeline::train(&ds, &m, &t, &mut Silent).unwrap();
-    assert_ne!(a.model.base_vec().unwrap(), c.model.base_vec().unwrap());
+    assert_ne!(a.model().base_vec().unwrap(), c.model().base_vec().unwrap());
 }
 
 #[test]
@@ -58,12 +59,12 @@ fn checkpoints_round_trip_and_refuse_another_dataset() {
     let (ckpt, _) = pipeline::train(&ds, &m, &t, &mut Silent).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.safetensors");
-    checkpoint::save(&p, &ckpt).unwrap();
-    let back = checkpoint::load(&p).unwrap();
-    assert_eq!(back.model.base_vec().unwrap(), ckpt.model.base_vec().unwrap());
-    assert_eq!(back.graph, ckpt.graph);
-    assert_eq!(back.valid, ckpt.valid);
-    assert_eq!(back.meta, ckpt.meta);
+    ckpt.save(&p).unwrap();
+    let back = Checkpoint::load(&p).unwrap();
+    assert_eq!(back.model().base_vec().unwrap(), ckpt.model().base_vec().unwrap());
+    assert_eq!(back.edges(), ckpt.edges());
+    assert_eq!(back.valid(), ckpt.valid());
+    assert_eq!(back.meta(), ckpt.meta());
     assert!((recall(&back, &ds) - recall(&ckpt, &ds)).abs() < 1e-12);
     let other =
         generate(&SynthConfig { users: 300, items: 200, interactions: 9000, seed: 8, ..SynthConfig::default() })
@@ -71,7 +72,7 @@ fn checkpoints_round_trip_and_refuse_another_dataset() {
     let err = back.evaluate(&other, Split::Test, &EvalConfig::default()).unwrap_err().to_string();
     assert!(err.contains("checkpoint mismatch"), "{err}");
     std::fs::write(&p, b"not a checkpoint").unwrap();
-    assert!(checkpoint::load(&p).is_err());
+    assert!(Checkpoint::load(&p).is_err());
 }
 
 #[test]
@@ -83,5 +84,5 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_state() {
     t.eval_every = 100; // never validated: the last good state is the one before the diverging epoch
     let (ckpt, report) = pipeline::train(&ds, &m, &t, &mut Silent).unwrap();
     assert!(matches!(report.stop, unlearnrec_core::train::StopReason::Diverged { .. }), "{:?}", report.stop);
-    assert!(ckpt.model.base_vec().unwrap().iter().all(|x| x.is_finite()));
+    assert!(ckpt.model().base_vec().unwrap().iter().all(|x| x.is_finite()));
 }

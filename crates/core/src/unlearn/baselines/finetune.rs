@@ -13,10 +13,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{Prepared, deep_copy, require_embeddings};
+use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::MetricKey;
-use crate::io::checkpoint::Checkpoint;
 use crate::train::{Observer, TrainConfig, TrainData, fit};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
 use crate::unlearn::{Method, UnlearnReport};
@@ -69,8 +69,8 @@ pub fn finetune(
     let data =
         TrainData { graph: prep.remaining.clone(), adj: prep.adj_remaining.clone(), valid: prep.valid_csr.clone() };
     let train =
-        TrainConfig { epochs: cfg.epochs, eval_every: 1, patience: 0, seed: cfg.seed, ..ckpt.meta.train.clone() };
-    let mut model = deep_copy(&ckpt.model)?;
+        TrainConfig { epochs: cfg.epochs, eval_every: 1, patience: 0, seed: cfg.seed, ..ckpt.meta().train.clone() };
+    let mut model = deep_copy(ckpt.model())?;
     let fit_report = fit(&mut model, &data, &train, obs)?;
     fit_report.require_converged()?;
     phases.insert("finetune".to_string(), t.elapsed().as_secs_f64());
@@ -80,8 +80,8 @@ pub fn finetune(
         .filter_map(|r| r.valid.as_ref())
         .map(|v| v.require(MetricKey::RECALL_20))
         .collect::<Result<Vec<f64>>>()?;
-    let report = prep.report(Method::Finetune, &ckpt.model, &model, phases, recall)?;
-    Ok((prep.finish(ckpt, model, "finetune"), report))
+    let report = prep.report(Method::Finetune, ckpt.model(), &model, phases, recall)?;
+    Ok((prep.finish(ckpt, model, Method::Finetune)?, report))
 }
 
 /// [`finetune`] with [`MethodOptions::finetune_only`] as a [`ForgetMethod`] (`finetune`).
@@ -111,7 +111,7 @@ pub(crate) mod tests {
 
     /// Every `k`-th training edge: a random-looking request spread over users and items.
     pub(crate) fn spread_request(ckpt: &Checkpoint, k: usize) -> Interactions {
-        Interactions::from_pairs(ckpt.graph.iter().step_by(k).collect()).0
+        Interactions::from_pairs(ckpt.edges().iter().step_by(k).collect()).0
     }
 
     #[test]
@@ -120,9 +120,9 @@ pub(crate) mod tests {
             let (_, ckpt) = trained(kind, 40);
             let req = spread_request(&ckpt, 20);
             let (out, rep) = finetune(&ckpt, &req, &FinetuneOnlyConfig::default(), &mut Silent).unwrap();
-            assert!(req.iter().all(|(u, i)| !out.graph.contains(u, i)), "{kind}: request left in the graph");
-            assert_eq!(out.graph.len(), ckpt.graph.len() - req.len());
-            assert_eq!(out.removed, req);
+            assert!(req.iter().all(|(u, i)| !out.edges().contains(u, i)), "{kind}: request left in the graph");
+            assert_eq!(out.edges().len(), ckpt.edges().len() - req.len());
+            assert_eq!(out.removed(), &req);
             assert_eq!(rep.method, Method::Finetune);
             assert_eq!(rep.valid_recall.len(), 1);
             assert!(rep.phase_secs.contains_key("finetune"));
@@ -134,7 +134,7 @@ pub(crate) mod tests {
             assert!(f.removed.after <= f.removed.before, "{kind}: removed-edge score rose: {f:?}");
             // Deterministic for a seed.
             let (again, _) = finetune(&ckpt, &req, &FinetuneOnlyConfig::default(), &mut Silent).unwrap();
-            assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
+            assert_eq!(again.model().base_vec().unwrap(), out.model().base_vec().unwrap());
         }
     }
 

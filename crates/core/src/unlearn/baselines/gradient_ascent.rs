@@ -23,9 +23,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{Prepared, deep_copy, negatives, require_embeddings};
+use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
-use crate::io::checkpoint::Checkpoint;
 use crate::model::loss::softplus;
 use crate::model::{Backbone, Batch, EpochState};
 use crate::train::sampler::{Triples, sample_epoch};
@@ -106,9 +106,9 @@ pub fn gradient_ascent(
     let prep = Prepared::new(ckpt, request)?;
     let mut phases = HashMap::from([("graph".to_string(), t.elapsed().as_secs_f64())]);
     let t = Instant::now();
-    let lr = cfg.lr.unwrap_or(ckpt.meta.train.lr);
-    let bs = cfg.batch_size.unwrap_or(ckpt.meta.train.batch_size);
-    let model = deep_copy(&ckpt.model)?;
+    let lr = cfg.lr.unwrap_or(ckpt.meta().train.lr);
+    let bs = cfg.batch_size.unwrap_or(ckpt.meta().train.batch_size);
+    let model = deep_copy(ckpt.model())?;
     let mut opt = Adam::new(vec![model.base().clone()], AdamConfig { lr, ..AdamConfig::default() })?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let epoch_state = model.epoch_state(&prep.remaining, &mut rng)?;
@@ -120,8 +120,8 @@ pub fn gradient_ascent(
     driver::run(&mut steps, &mut opt, &Schedule::new(1, None), obs)?;
     let model = steps.model;
     phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
-    let report = prep.report(Method::GradientAscent, &ckpt.model, &model, phases, vec![])?;
-    Ok((prep.finish(ckpt, model, "gradient_ascent"), report))
+    let report = prep.report(Method::GradientAscent, ckpt.model(), &model, phases, vec![])?;
+    Ok((prep.finish(ckpt, model, Method::GradientAscent)?, report))
 }
 
 /// [`gradient_ascent`]'s step functions: each step takes the next minibatch of the remaining edges' triples
@@ -219,7 +219,7 @@ mod tests {
             let req = spread_request(&ckpt, 20);
             let cfg = GradientAscentConfig::default();
             let (out, rep) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
-            assert!(req.iter().all(|(u, i)| !out.graph.contains(u, i)));
+            assert!(req.iter().all(|(u, i)| !out.edges().contains(u, i)));
             assert_eq!(rep.method, Method::GradientAscent);
             let f = &rep.forgetting;
             eprintln!(
@@ -236,7 +236,7 @@ mod tests {
             // The removed edges fall relative to the edges that stay.
             assert!(f.removed.after - f.remaining.after < f.removed.before - f.remaining.before, "{kind}: {f:?}");
             let (again, _) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
-            assert_eq!(again.model.base_vec().unwrap(), out.model.base_vec().unwrap());
+            assert_eq!(again.model().base_vec().unwrap(), out.model().base_vec().unwrap());
         }
     }
 
@@ -247,6 +247,6 @@ mod tests {
         let req = spread_request(&ckpt, 10);
         let cfg = GradientAscentConfig { steps: 300, alpha: 100.0, lr: Some(0.05), ..GradientAscentConfig::default() };
         let (out, _) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
-        assert!(out.model.base_vec().unwrap().iter().all(|x| x.is_finite() && x.abs() < 1e3));
+        assert!(out.model().base_vec().unwrap().iter().all(|x| x.is_finite() && x.abs() < 1e3));
     }
 }

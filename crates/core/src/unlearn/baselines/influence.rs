@@ -37,10 +37,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{Prepared, deep_copy, negatives, require_embeddings};
+use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::io::checkpoint::Checkpoint;
 use crate::model::Backbone;
 use crate::model::loss::softplus;
 use crate::tensor::SpMat;
@@ -405,7 +405,7 @@ pub fn influence(
     let prep = Prepared::new(ckpt, request)?;
     let mut phases = HashMap::from([("graph".to_string(), t.elapsed().as_secs_f64())]);
     let t = Instant::now();
-    let model = deep_copy(&ckpt.model)?;
+    let model = deep_copy(ckpt.model())?;
     let nu = model.n_users() as u32;
     let d = model.dim();
     // The rows to update, and the nodes whose final embeddings depend on them.
@@ -446,9 +446,9 @@ pub fn influence(
     }
     model.set_base(&base)?;
     phases.insert("influence".to_string(), t.elapsed().as_secs_f64());
-    let mut report = prep.report(Method::Influence, &ckpt.model, &model, phases, vec![])?;
+    let mut report = prep.report(Method::Influence, ckpt.model(), &model, phases, vec![])?;
     report.solver_residual = Some(cg.residual);
-    Ok((prep.finish(ckpt, model, "influence"), report))
+    Ok((prep.finish(ckpt, model, Method::Influence)?, report))
 }
 
 /// [`influence`] with [`MethodOptions::influence`] as a [`ForgetMethod`] (`influence`).
@@ -594,7 +594,7 @@ mod tests {
             let req = spread_request(&ckpt, 20);
             let cfg = InfluenceConfig { hops: 0, ..InfluenceConfig::default() };
             let (out, rep) = influence(&ckpt, &req, &cfg, &mut Silent).unwrap();
-            assert!(req.iter().all(|(u, i)| !out.graph.contains(u, i)));
+            assert!(req.iter().all(|(u, i)| !out.edges().contains(u, i)));
             let f = &rep.forgetting;
             eprintln!(
                 "{kind}: removed {:.3} -> {:.3}, remaining {:.3} -> {:.3}, non-edges {:.3} -> {:.3}, recall@20 {:.4}, cg residual {:.2e}",
@@ -610,9 +610,9 @@ mod tests {
             assert!(rep.solver_residual.unwrap() < 1e-3, "{:?}", rep.phase_secs);
             assert!(f.removed.after < f.removed.before, "{kind}: {f:?}");
             // hops = 0: only rows of the request's users and items move.
-            let (a, b) = (ckpt.model.base_vec().unwrap(), out.model.base_vec().unwrap());
-            let nu = ckpt.model.n_users() as u32;
-            let d = ckpt.model.dim();
+            let (a, b) = (ckpt.model().base_vec().unwrap(), out.model().base_vec().unwrap());
+            let nu = ckpt.model().n_users() as u32;
+            let d = ckpt.model().dim();
             for x in 0..(a.len() / d) as u32 {
                 let in_req = if x < nu { req.users().contains(&x) } else { req.items().contains(&(x - nu)) };
                 if !in_req {
@@ -620,7 +620,7 @@ mod tests {
                 }
             }
             let (again, _) = influence(&ckpt, &req, &cfg, &mut Silent).unwrap();
-            assert_eq!(again.model.base_vec().unwrap(), b);
+            assert_eq!(again.model().base_vec().unwrap(), b);
         }
     }
 }

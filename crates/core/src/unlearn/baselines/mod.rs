@@ -25,10 +25,10 @@
 //! let model = ModelConfig { kind: ModelKind::Mf, dim: 8, ..ModelConfig::default() };
 //! let train = TrainConfig { epochs: 2, batch_size: 128, lr: 1e-2, ..TrainConfig::default() };
 //! let (ckpt, _) = unlearnrec_core::pipeline::train(&ds, &model, &train, &mut Silent).unwrap();
-//! let request = Interactions::from_pairs(ckpt.graph.iter().take(5).collect()).0;
+//! let request = Interactions::from_pairs(ckpt.edges().iter().take(5).collect()).0;
 //! let cfg = GradientAscentConfig { steps: 5, ..GradientAscentConfig::default() };
 //! let (out, report) = gradient_ascent(&ckpt, &request, &cfg, &mut Silent).unwrap();
-//! assert!(request.iter().all(|(u, i)| !out.graph.contains(u, i)));
+//! assert!(request.iter().all(|(u, i)| !out.edges().contains(u, i)));
 //! assert!(report.phase_secs.contains_key("ascent"));
 //! ```
 
@@ -38,11 +38,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Method, UnlearnReport, check_request, finish, forgetting_report, request_seed, touched, valid_metrics};
+use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::MetricKey;
 use crate::graph::{Csr, Graph, NormAdj};
-use crate::io::checkpoint::Checkpoint;
 use crate::model::Backbone;
 use crate::tensor::SpMat;
 
@@ -80,7 +80,7 @@ impl Prepared {
     /// Checks `request` against `ckpt` and builds both graphs.
     pub fn new(ckpt: &Checkpoint, request: &Interactions) -> Result<Self> {
         let learned = check_request(ckpt, request)?;
-        let graph = ckpt.graph();
+        let graph = ckpt.train_graph();
         let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
         let remaining = graph.remove(&learned);
         let adj_remaining = SpMat::from_norm_adj(&NormAdj::from_graph(&remaining));
@@ -125,19 +125,20 @@ impl Prepared {
     }
 
     /// The unlearned checkpoint holding `model`, with `method` recorded in its provenance.
-    pub fn finish(&self, ckpt: &Checkpoint, model: Backbone, method: &str) -> Checkpoint {
-        let mut out = finish(ckpt, model, &self.request, &self.remaining);
-        out.meta.provenance.insert("method".into(), method.into());
-        out
+    ///
+    /// # Errors
+    /// A model that does not fit the checkpoint.
+    pub fn finish(&self, ckpt: &Checkpoint, model: Backbone, method: Method) -> Result<Checkpoint> {
+        finish(ckpt, model, &self.request, &self.remaining, method)
     }
 }
 
 /// Refuses a model that learns no embeddings (most-popular): there is nothing to update.
 pub(crate) fn require_embeddings(ckpt: &Checkpoint, method: &str) -> Result<()> {
-    if !ckpt.model.architecture().learns_embeddings() {
+    if !ckpt.model().architecture().learns_embeddings() {
         return Err(Error::config(
             "model",
-            format!("{method} needs a model with embeddings; {} has none (use retrain)", ckpt.model.kind()),
+            format!("{method} needs a model with embeddings; {} has none (use retrain)", ckpt.model().kind()),
         ));
     }
     Ok(())

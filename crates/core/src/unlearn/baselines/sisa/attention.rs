@@ -13,11 +13,7 @@
 //! the mean of the shards rather than a random mixture), Adam instead of Adagrad, no dropout on the user
 //! embedding, and the epoch is selected on validation, never on the test split.
 
-use candle_core::{D, DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-
+pub use crate::checkpoint::AttentionReport;
 use crate::error::Result;
 use crate::eval::{EvalConfig, MetricKey, evaluate_ranking};
 use crate::graph::{Csr, Graph};
@@ -26,6 +22,9 @@ use crate::model::loss::{bpr, sq_norm};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{OnDivergence, Schedule, Silent, Steps, Validation, driver};
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// L2 weight of the transfers `W_k, b_k` (RecEraser's code).
 const TRANSFER_REG: f64 = 1e-5;
@@ -43,21 +42,6 @@ pub struct AttentionConfig {
     pub reg: f64,
     /// Seed of the initialisation and of the negative sampling.
     pub seed: u64,
-}
-
-/// What the aggregator learned.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AttentionReport {
-    /// Mean training loss of each epoch.
-    pub losses: Vec<f64>,
-    /// Validation Recall@20 after each epoch (empty without validation edges).
-    pub valid_recall: Vec<f64>,
-    /// The epoch whose aggregator is kept (0-based).
-    pub best_epoch: usize,
-    /// Mean attention weight of each shard over all users, at the kept epoch.
-    pub user_weights: Vec<f64>,
-    /// Wall-clock seconds of the aggregator's training.
-    pub secs: f64,
 }
 
 /// The aggregator's parameters.

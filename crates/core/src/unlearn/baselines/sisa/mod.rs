@@ -30,9 +30,9 @@
 //!   [`attention`]) gives every user and item one embedding of dimension `d`.
 //!
 //! The same file holds the sub-models' base embeddings (`sisa.shard.{k}`, `(n_users + n_items, d)`), the user
-//! partition (`sisa.user_shard`, u32) and a JSON [`ShardMeta`] in the checkpoint's provenance under `sisa`
-//! (see [`save`] and [`load`]). Other unlearning methods see a sharded checkpoint as the plain MF model it
-//! serves; their output is no longer sharded.
+//! partition (`sisa.user_shard`, u32) and the checkpoint's metadata records the [`ShardMeta`]
+//! ([`crate::checkpoint::Provenance::shards`]; see [`save`] and [`load`]). Other unlearning methods see a
+//! sharded checkpoint as the plain MF model it serves; their output is no longer sharded.
 //!
 //! [`sisa`] forgets a request by retraining from scratch every shard that holds a removed training or
 //! validation edge (validation edges select a shard's epoch) on its remaining edges; the other shards are
@@ -54,51 +54,17 @@ use serde::{Deserialize, Serialize};
 
 use self::attention::{AttentionConfig, AttentionReport, train_attention};
 use super::{Prepared, deep_copy};
+pub use crate::checkpoint::{Aggregation, Partition, ShardMeta};
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::data::{Dataset, Interactions};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NormAdj};
-use crate::io::checkpoint::{self, Checkpoint, CheckpointMeta, read_f32};
+use crate::io::{f32_bytes, read_f32, u32_bytes};
 use crate::model::{Backbone, ModelConfig, ModelKind};
 use crate::tensor::SpMat;
 use crate::train::{FitReport, Observer, Silent, TrainConfig, TrainData, fit};
 use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
 use crate::unlearn::{Method, UnlearnReport};
-
-/// The provenance key of a sharded checkpoint's [`ShardMeta`].
-pub const SHARD_KEY: &str = "sisa";
-
-/// How the training edges are split into shards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Partition {
-    /// Balanced groups of users by k-means on pre-trained embeddings (RecEraser); an edge follows its user.
-    User,
-    /// Edges uniformly at random, by a seeded hash of the pair (SISA).
-    Random,
-}
-
-/// How the shards' scores are combined into the served model (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Aggregation {
-    /// The mean of the shards' scores (SISA).
-    Mean,
-    /// Each user is scored by the shard that holds them (user partition only).
-    Own,
-    /// RecEraser's attention over the shards, trained over the frozen shards.
-    Attention,
-}
-
-impl Aggregation {
-    /// The name used in configurations and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mean => "mean",
-            Self::Own => "own",
-            Self::Attention => "attention",
-        }
-    }
-}
 
 /// Sharded training hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,31 +118,6 @@ impl ShardConfig {
     }
 }
 
-/// What a sharded checkpoint records about its shards (JSON in the provenance under [`SHARD_KEY`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ShardMeta {
-    /// The number of shards.
-    pub shards: usize,
-    /// The partition.
-    pub partition: Partition,
-    /// The backbone of every sub-model.
-    pub model: ModelConfig,
-    /// The seed the shard seeds and the random partition derive from.
-    pub seed: u64,
-    /// The shards retrained by the last unlearning request (empty after training).
-    pub last_retrained: Vec<usize>,
-    /// How the shards are combined (`None` in files written before it was configurable: the partition's
-    /// default).
-    #[serde(default)]
-    pub aggregation: Option<Aggregation>,
-    /// Epochs of the attention aggregator.
-    #[serde(default)]
-    pub attention_epochs: usize,
-    /// What the attention aggregator learned when it was last trained.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attention: Option<AttentionReport>,
-}
-
 /// The sub-models behind a sharded checkpoint.
 pub struct ShardSet {
     /// The shards' description.
@@ -190,7 +131,7 @@ pub struct ShardSet {
 /// A sharded model: the serving checkpoint and the sub-models behind it.
 pub struct ShardedCheckpoint {
     /// The serving model (MF of dimension `K·d`, see the module docs) with graph, validation and removed
-    /// edges and metadata; its provenance holds `shards.meta` under [`SHARD_KEY`].
+    /// edges and metadata; its provenance holds `shards.meta` ([`crate::checkpoint::Provenance::shards`]).
     pub checkpoint: Checkpoint,
     /// The sub-models.
     pub shards: ShardSet,
@@ -209,22 +150,6 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl ShardMeta {
-    /// The aggregation in force.
-    pub fn aggregation(&self) -> Aggregation {
-        self.aggregation.unwrap_or(match self.partition {
-            Partition::User => Aggregation::Own,
-            Partition::Random => Aggregation::Mean,
-        })
-    }
-
-    /// The dimension of the served MF model.
-    pub fn serving_dim(&self) -> usize {
-        match self.aggregation() {
-            Aggregation::Attention => self.model.dim,
-            Aggregation::Mean | Aggregation::Own => self.shards * self.model.dim,
-        }
-    }
-
     /// The shard of edge (`user`, `item`).
     fn shard_of(&self, user_shard: &[u32], user: u32, item: u32) -> usize {
         match self.partition {
@@ -450,8 +375,8 @@ pub fn train_sharded(
     let model;
     (model, meta.attention) = serving(&meta, &shards, &user_shard, (&train, &valid), train_cfg)?;
     let mut ckpt_meta = CheckpointMeta::trained(ds, &model.config, train_cfg, carved, None);
-    ckpt_meta.provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
-    let checkpoint = Checkpoint { model, meta: ckpt_meta, graph: train, valid, removed: Interactions::default() };
+    ckpt_meta.provenance.shards = Some(meta.clone());
+    let checkpoint = Checkpoint::new(model, ckpt_meta, train, valid, Interactions::default())?;
     Ok((ShardedCheckpoint { checkpoint, shards: ShardSet { meta, models: shards, user_shard } }, reports))
 }
 
@@ -479,8 +404,8 @@ pub fn sisa_of(
     request: &Interactions,
     obs: &mut dyn Observer,
 ) -> Result<(ShardedCheckpoint, UnlearnReport)> {
-    let recorded: Option<ShardMeta> = ckpt.meta.provenance.get(SHARD_KEY).and_then(|j| serde_json::from_str(j).ok());
-    if recorded.as_ref() != Some(&set.meta) || set.models.iter().any(|m| m.n_users() != ckpt.model.n_users()) {
+    let recorded = ckpt.meta().provenance.shards.as_ref();
+    if recorded != Some(&set.meta) || set.models.iter().any(|m| m.n_users() != ckpt.model().n_users()) {
         return Err(Error::CheckpointMismatch {
             expected: format!("the serving checkpoint of these {} shards", set.meta.shards),
             found: match recorded {
@@ -498,25 +423,25 @@ pub fn sisa_of(
         affected[set.shard_of(u, i)] = true;
     }
     let remaining = prep.remaining.to_interactions();
-    let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
+    let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
     let mut models = Vec::with_capacity(set.meta.shards);
     for (k, old) in set.models.iter().enumerate() {
         if affected[k] {
             let edges = (&set.shard_edges(&remaining, k), &set.shard_edges(&prep.valid, k));
-            models.push(train_shard(&set.meta, k, nu, ni, edges, &ckpt.meta.train, obs)?.0);
+            models.push(train_shard(&set.meta, k, nu, ni, edges, &ckpt.meta().train, obs)?.0);
         } else {
             models.push(deep_copy(old)?);
         }
     }
     let mut meta = set.meta.clone();
     let model;
-    (model, meta.attention) = serving(&meta, &models, &set.user_shard, (&remaining, &prep.valid), &ckpt.meta.train)?;
+    (model, meta.attention) = serving(&meta, &models, &set.user_shard, (&remaining, &prep.valid), &ckpt.meta().train)?;
     phases.insert("retrain".to_string(), t.elapsed().as_secs_f64());
     meta.last_retrained = (0..meta.shards).filter(|&k| affected[k]).collect();
     tracing::info!(retrained = ?meta.last_retrained, shards = meta.shards, "sisa");
-    let report = prep.report(Method::Sisa, &ckpt.model, &model, phases, vec![])?;
-    let mut out = prep.finish(ckpt, model, "sisa");
-    out.meta.provenance.insert(SHARD_KEY.into(), serde_json::to_string(&meta)?);
+    let report = prep.report(Method::Sisa, ckpt.model(), &model, phases, vec![])?;
+    let mut out = prep.finish(ckpt, model, Method::Sisa)?;
+    out.provenance_mut().shards = Some(meta.clone());
     let shards = ShardSet { meta, models, user_shard: set.user_shard.clone() };
     Ok((ShardedCheckpoint { checkpoint: out, shards }, report))
 }
@@ -527,29 +452,20 @@ fn shard_name(k: usize) -> String {
 
 const USER_SHARD: &str = "sisa.user_shard";
 
-/// Saves a sharded checkpoint atomically: the serving `checkpoint` as [`checkpoint::save`] writes it, plus
+/// Saves a sharded checkpoint atomically: the serving `checkpoint` as [`Checkpoint::save`] writes it, plus
 /// `shards` as the tensors `sisa.shard.{k}` (f32 `(n_users + n_items, d)`) and `sisa.user_shard` (u32 `(n_users,)`, user
 /// partition only).
 pub fn save(path: &Path, checkpoint: &Checkpoint, shards: &ShardSet) -> Result<()> {
-    checkpoint::save(path, checkpoint)?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
-        st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let (mut tensors, json) = checkpoint.file_parts()?;
     for (k, m) in shards.models.iter().enumerate() {
-        let data = m.base_vec()?.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data = f32_bytes(&m.base_vec()?);
         tensors.push((shard_name(k), Dtype::F32, vec![m.n_users() + m.n_items(), m.dim()], data));
     }
     if !shards.user_shard.is_empty() {
-        let data = shards.user_shard.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let data = u32_bytes(&shards.user_shard);
         tensors.push((USER_SHARD.into(), Dtype::U32, vec![shards.user_shard.len()], data));
     }
-    let (names, rest): (Vec<String>, Vec<_>) = tensors.into_iter().map(|(n, dt, s, b)| (n, (dt, s, b))).unzip();
-    let views: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> =
-        names.iter().zip(rest).map(|(n, (dt, s, b))| (n.as_str(), dt, s, b)).collect();
-    checkpoint::write_safetensors(path, &views, meta)
+    crate::checkpoint::write_tensors(path, &tensors, json)
 }
 
 /// Loads a checkpoint written by [`save`].
@@ -558,17 +474,16 @@ pub fn save(path: &Path, checkpoint: &Checkpoint, shards: &ShardSet) -> Result<(
 /// I/O, a file that is not a checkpoint, or a checkpoint that is not sharded (trained without `--shards`,
 /// or rewritten by another unlearning method).
 pub fn load(path: &Path) -> Result<ShardedCheckpoint> {
-    let checkpoint = checkpoint::load(path)?;
+    let checkpoint = Checkpoint::load(path)?;
     let bad = |why: String| Error::format(path, 0, format!("not a sharded checkpoint (train with --shards): {why}"));
-    let json = checkpoint.meta.provenance.get(SHARD_KEY).ok_or_else(|| bad("no shard metadata".into()))?;
-    let meta: ShardMeta = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let meta = checkpoint.meta().provenance.shards.clone().ok_or_else(|| bad("no shard metadata".into()))?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let (nu, ni, d) = (checkpoint.model.n_users(), checkpoint.model.n_items(), meta.model.dim);
-    if checkpoint.model.dim() != meta.serving_dim() {
+    let (nu, ni, d) = (checkpoint.model().n_users(), checkpoint.model().n_items(), meta.model.dim);
+    if checkpoint.model().dim() != meta.serving_dim() {
         return Err(bad(format!(
             "serving dimension {} is not {} for {} shards of dimension {d} with {} aggregation",
-            checkpoint.model.dim(),
+            checkpoint.model().dim(),
             meta.serving_dim(),
             meta.shards,
             meta.aggregation().name()
@@ -618,7 +533,7 @@ impl ForgetMethod for Sisa<'_> {
     }
 
     fn epochs(&self, ckpt: &Checkpoint) -> usize {
-        ckpt.meta.train.epochs
+        ckpt.meta().train.epochs
     }
 
     fn forget(&self, ckpt: &Checkpoint, request: &Interactions, obs: &mut dyn Observer) -> Result<Forgotten> {
@@ -654,14 +569,14 @@ mod tests {
     /// Shard `k`'s final embeddings over its own graph.
     fn shard_final(sc: &ShardedCheckpoint, k: usize) -> crate::model::Embeddings {
         let m = &sc.shards.models[k];
-        let g = Graph::from_interactions(m.n_users(), m.n_items(), &sc.shards.shard_edges(&sc.checkpoint.graph, k));
+        let g = Graph::from_interactions(m.n_users(), m.n_items(), &sc.shards.shard_edges(sc.checkpoint.edges(), k));
         m.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&g))).unwrap()
     }
 
     /// Forgets the `nth` training edge of a 3-shard model: exactly its shard is retrained and the others are
     /// kept bit for bit. Returns the result and the retrained shard.
     fn forget_one_edge(sc: &ShardedCheckpoint, nth: usize) -> (ShardedCheckpoint, usize) {
-        let edge = sc.checkpoint.graph.iter().nth(nth).unwrap();
+        let edge = sc.checkpoint.edges().iter().nth(nth).unwrap();
         let req = Interactions::from_pairs(vec![edge]).0;
         let (out, _) = sisa(sc, &req, &mut Silent).unwrap();
         let k = sc.shards.shard_of(edge.0, edge.1);
@@ -697,8 +612,8 @@ mod tests {
     fn user_partition_retrains_only_the_users_shard_exactly() {
         let (_, sc) = setup(ModelKind::LightGcn, Partition::User);
         let (meta, ckpt) = (&sc.shards.meta, &sc.checkpoint);
-        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
-        assert_eq!(ckpt.model.dim(), 3 * 8);
+        let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
+        assert_eq!(ckpt.model().dim(), 3 * 8);
         // Balanced groups, and the serving model's scores are the user's own shard's scores.
         for k in 0..3u32 {
             assert!(sc.shards.user_shard.iter().filter(|&&x| x == k).count() <= nu.div_ceil(3));
@@ -715,7 +630,9 @@ mod tests {
         let k_u = sc.shards.user_shard[user as usize] as usize;
         assert_eq!(out.shards.meta.last_retrained, vec![k_u]);
         assert_eq!(rep.method, Method::Sisa);
-        assert!(req.iter().all(|(u, i)| !out.checkpoint.graph.contains(u, i) && !out.checkpoint.valid.contains(u, i)));
+        assert!(
+            req.iter().all(|(u, i)| !out.checkpoint.edges().contains(u, i) && !out.checkpoint.valid().contains(u, i))
+        );
         for k in (0..3).filter(|&k| k != k_u) {
             assert_eq!(
                 out.shards.models[k].base_vec().unwrap(),
@@ -733,8 +650,8 @@ mod tests {
             .0
         };
         let mut fresh = Backbone::new(meta.model.clone(), nu, ni, seed).unwrap();
-        let data = TrainData::new(nu, ni, &rest(&ckpt.graph), &rest(&ckpt.valid));
-        fit(&mut fresh, &data, &TrainConfig { seed, ..ckpt.meta.train.clone() }, &mut Silent).unwrap();
+        let data = TrainData::new(nu, ni, &rest(ckpt.edges()), &rest(ckpt.valid()));
+        fit(&mut fresh, &data, &TrainConfig { seed, ..ckpt.meta().train.clone() }, &mut Silent).unwrap();
         assert_eq!(out.shards.models[k_u].base_vec().unwrap(), fresh.base_vec().unwrap());
         // Saved and loaded as one file; a plain checkpoint load serves the same model.
         let dir = tempfile::tempdir().unwrap();
@@ -746,11 +663,11 @@ mod tests {
         for (a, b) in back.shards.models.iter().zip(&out.shards.models) {
             assert_eq!(a.base_vec().unwrap(), b.base_vec().unwrap());
         }
-        let plain = checkpoint::load(&path).unwrap();
-        assert_eq!(plain.model.base_vec().unwrap(), out.checkpoint.model.base_vec().unwrap());
+        let plain = Checkpoint::load(&path).unwrap();
+        assert_eq!(plain.model().base_vec().unwrap(), out.checkpoint.model().base_vec().unwrap());
         assert!(plain.is_erased_user(user));
         // A file rewritten without the shard tensors is refused.
-        checkpoint::save(&path, &plain).unwrap();
+        plain.save(&path).unwrap();
         assert!(load(&path).err().unwrap().to_string().contains("sharded"));
     }
 
@@ -759,9 +676,9 @@ mod tests {
         let (_, sc) = setup(ModelKind::Mf, Partition::Random);
         let ckpt = &sc.checkpoint;
         assert!(sc.shards.user_shard.is_empty());
-        let sizes: Vec<usize> = (0..3).map(|k| sc.shards.shard_edges(&ckpt.graph, k).len()).collect();
-        assert_eq!(sizes.iter().sum::<usize>(), ckpt.graph.len());
-        assert!(sizes.iter().all(|&s| s > ckpt.graph.len() / 5), "{sizes:?}");
+        let sizes: Vec<usize> = (0..3).map(|k| sc.shards.shard_edges(ckpt.edges(), k).len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), ckpt.edges().len());
+        assert!(sizes.iter().all(|&s| s > ckpt.edges().len() / 5), "{sizes:?}");
         let served = ckpt.final_embeddings().unwrap();
         for (u, i) in [(0u32, 0u32), (5, 17), (40, 3)] {
             let mean = (0..3).map(|k| dot(&shard_final(&sc, k), u, i)).sum::<f32>() / 3.0;
@@ -782,26 +699,26 @@ mod tests {
         };
         let (_, sc) = setup_with(ModelKind::LightGcn, cfg);
         let ckpt = &sc.checkpoint;
-        assert_eq!(ckpt.model.dim(), 8, "attention serves one embedding of the shards' dimension");
+        assert_eq!(ckpt.model().dim(), 8, "attention serves one embedding of the shards' dimension");
         let att = sc.shards.meta.attention.as_ref().expect("attention report");
         assert_eq!(att.losses.len(), 3);
         assert!((att.user_weights.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{att:?}");
         // Forget one edge: one shard is retrained, the others are kept bit for bit, and the aggregator is
         // retrained from scratch on the remaining edges with the same seed.
         let (out, _) = forget_one_edge(&sc, 10);
-        let (nu, ni) = (ckpt.model.n_users(), ckpt.model.n_items());
-        let remaining = &out.checkpoint.graph;
-        assert_eq!(remaining.len() + 1, ckpt.graph.len());
+        let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
+        let remaining = out.checkpoint.edges();
+        assert_eq!(remaining.len() + 1, ckpt.edges().len());
         let finals: Vec<_> = (0..3).map(|j| shard_final(&out, j)).collect();
         let acfg = AttentionConfig {
             epochs: 3,
-            lr: ckpt.meta.train.lr,
-            batch_size: ckpt.meta.train.batch_size,
+            lr: ckpt.meta().train.lr,
+            batch_size: ckpt.meta().train.batch_size,
             reg: sc.shards.meta.model.reg,
             seed: shard_seed(sc.shards.meta.seed, 3),
         };
         let g = Graph::from_interactions(nu, ni, remaining);
-        let v = Graph::from_interactions(nu, ni, &out.checkpoint.valid);
+        let v = Graph::from_interactions(nu, ni, out.checkpoint.valid());
         let (expect, _) = train_attention(&finals, &g, v.user_items(), &acfg).unwrap();
         let served = out.checkpoint.final_embeddings().unwrap();
         assert_eq!(served.users, expect.users);

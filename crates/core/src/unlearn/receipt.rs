@@ -1,9 +1,9 @@
 //! Receipts: a JSON record proving what was forgotten, how and with what effect.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::data::{IdMap, Interactions};
+use crate::io::sha256_hex;
 use crate::unlearn::{ForgettingReport, Method, UnlearnReport};
 
 /// A receipt of one unlearning request.
@@ -32,7 +32,8 @@ pub struct Receipt {
     /// SHA-256 of the canonical list of removed pairs: `user\titem\n` lines of external ids, sorted
     /// byte-wise.
     pub request_sha256: String,
-    /// SHA-256 of the checkpoint file before.
+    /// SHA-256 of the checkpoint file before ([`crate::io::sha256_hex`] of its bytes, as the service's
+    /// ledger records it).
     pub checkpoint_before_sha256: String,
     /// SHA-256 of the checkpoint file after.
     pub checkpoint_after_sha256: String,
@@ -45,11 +46,6 @@ pub struct Receipt {
     pub forgetting: ForgettingReport,
     /// Validation Recall@20 / NDCG@20 after unlearning.
     pub valid: crate::eval::Metrics,
-}
-
-/// Hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The canonical form of a request: `user\titem\n` lines in external ids, sorted byte-wise.
@@ -78,7 +74,8 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 /// Builds the receipt of an applied request: `request_id` is the id of the request as asked
-/// ([`crate::unlearn::request::Request::id`]), `req` what it removed.
+/// ([`crate::unlearn::request::Request::id`]), `req` what it removed, `before` and `after` the bytes of the
+/// checkpoint files.
 pub fn build(
     request_id: &str,
     req: &Interactions,
@@ -112,11 +109,6 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_of_a_known_string() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
 
     #[test]
     fn rfc3339_of_known_instants() {

@@ -1,0 +1,164 @@
+//! The checkpoint file: a safetensors file that Python reads with `safetensors.safe_open`.
+//!
+//! Tensors (rows in internal-id order):
+//! - `user_embedding` `(n_users, dim)` and `item_embedding` `(n_items, dim)` (f32): the base (layer-0)
+//!   embeddings `E⁰`; the final embeddings come from propagating them over the checkpoint's graph.
+//! - `graph_users`, `graph_items` (u32): the training edges the model propagates over and treats as seen
+//!   (after unlearning: the remaining graph).
+//! - `valid_users`, `valid_items` (u32): the validation edges used for model selection (also seen).
+//! - `removed_users`, `removed_items` (u32): the forgotten edges (empty for a freshly trained model).
+//!
+//! The metadata entry [`META_KEY`] holds a JSON [`CheckpointMeta`] after its `format` number: model and
+//! training configuration, dataset, carving, training history, typed provenance and the id maps, every map
+//! in a fixed key order, so the same checkpoint always gives the same bytes. Files are written to a
+//! temporary file and renamed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::Dtype;
+use serde::{Deserialize, Serialize};
+
+use super::meta::MetaV1;
+use super::{Checkpoint, CheckpointMeta};
+use crate::data::Interactions;
+use crate::error::{Error, Result};
+use crate::io::{f32_bytes, read_document, read_f32, read_u32, u32_bytes, write_safetensors};
+use crate::model::Backbone;
+
+/// The metadata key of the JSON document.
+pub const META_KEY: &str = "unlearnrec";
+
+/// The checkpoint format this build writes. Format 2 (this one) has typed provenance; format 1, whose
+/// provenance was a map of strings (`method`, `encoder_offset`, `sisa`, `serve_version`, …), is still read
+/// and upgraded on load. Newer formats are refused.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The metadata as written: the format number first.
+#[derive(Serialize)]
+struct Versioned<'a> {
+    format: u32,
+    #[serde(flatten)]
+    meta: &'a CheckpointMeta,
+}
+
+/// Just the format number of a metadata document.
+#[derive(Deserialize)]
+struct Probe {
+    format: u32,
+}
+
+/// Why a metadata document cannot be read.
+pub(super) enum MetaError {
+    /// Not a checkpoint's metadata, or a broken one.
+    Bad(String),
+    /// A format this build does not know.
+    Format(u32),
+}
+
+/// Parses the metadata document of any format this build reads.
+pub(super) fn parse_meta(json: &str) -> Result<CheckpointMeta, MetaError> {
+    let bad = |e: serde_json::Error| MetaError::Bad(e.to_string());
+    let Probe { format } = serde_json::from_str(json).map_err(bad)?;
+    match format {
+        1 => serde_json::from_str::<MetaV1>(json).map_err(bad)?.upgrade().map_err(MetaError::Bad),
+        FORMAT_VERSION => serde_json::from_str(json).map_err(bad),
+        f => Err(MetaError::Format(f)),
+    }
+}
+
+/// The metadata document this build writes.
+pub(super) fn meta_json(meta: &CheckpointMeta) -> Result<String> {
+    Ok(serde_json::to_string(&Versioned { format: FORMAT_VERSION, meta })?)
+}
+
+fn edge_names(prefix: &str) -> (&'static str, &'static str) {
+    match prefix {
+        "graph" => ("graph_users", "graph_items"),
+        "valid" => ("valid_users", "valid_items"),
+        _ => ("removed_users", "removed_items"),
+    }
+}
+
+/// A named tensor as [`write_safetensors`] takes it.
+pub(crate) type NamedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+impl Checkpoint {
+    /// The tensors and the metadata document of the file (what [`Checkpoint::save`] writes; a sharded
+    /// checkpoint adds its shards' tensors).
+    pub(crate) fn file_parts(&self) -> Result<(Vec<NamedTensor>, String)> {
+        let model = &self.model;
+        let d = model.dim();
+        let base = model.base_vec()?;
+        let (u, i) = base.split_at(model.n_users() * d);
+        let mut tensors = vec![
+            ("user_embedding".to_string(), Dtype::F32, vec![model.n_users(), d], f32_bytes(u)),
+            ("item_embedding".to_string(), Dtype::F32, vec![model.n_items(), d], f32_bytes(i)),
+        ];
+        for (prefix, edges) in [("graph", &self.edges), ("valid", &self.valid), ("removed", &self.removed)] {
+            let (users, items) = edge_names(prefix);
+            tensors.push((users.into(), Dtype::U32, vec![edges.len()], u32_bytes(edges.users())));
+            tensors.push((items.into(), Dtype::U32, vec![edges.len()], u32_bytes(edges.items())));
+        }
+        Ok((tensors, meta_json(&self.meta)?))
+    }
+
+    /// Saves the checkpoint atomically in format [`FORMAT_VERSION`]. The same checkpoint always gives the
+    /// same bytes.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let (tensors, json) = self.file_parts()?;
+        write_tensors(path, &tensors, json)
+    }
+
+    /// Loads a checkpoint written by [`Checkpoint::save`] (or in format 1).
+    ///
+    /// # Errors
+    /// I/O; a file that is not an unlearnrec checkpoint or is inconsistent (shapes, ids, edges, non-finite
+    /// embeddings: the invariants of [`Checkpoint::new`]); a format newer than [`FORMAT_VERSION`].
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let (bytes, json) = read_document(path, META_KEY, "checkpoint")?;
+        let not_ours = |why: String| Error::format(path, 0, format!("not an unlearnrec checkpoint: {why}"));
+        let meta = parse_meta(&json).map_err(|e| match e {
+            MetaError::Bad(why) => not_ours(why),
+            MetaError::Format(f) if f > FORMAT_VERSION => Error::format(
+                path,
+                0,
+                format!(
+                    "checkpoint format {f} is newer than this build of unlearnrec reads (formats 1 to \
+                     {FORMAT_VERSION}); upgrade unlearnrec"
+                ),
+            ),
+            MetaError::Format(f) => not_ours(format!("unknown format {f} (this build reads 1 to {FORMAT_VERSION})")),
+        })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| not_ours(e.to_string()))?;
+        let (nu, ni, d) = (meta.dataset.n_users, meta.dataset.n_items, meta.model.dim);
+        let mut data = read_f32(&st, "user_embedding", &[nu, d], &not_ours)?;
+        data.extend(read_f32(&st, "item_embedding", &[ni, d], &not_ours)?);
+        if let Some(k) = data.iter().position(|x| !x.is_finite()) {
+            let (what, row) = if k < nu * d { ("user", k / d) } else { ("item", k / d - nu) };
+            return Err(not_ours(format!("the embedding of {what} {row} is not finite ({})", data[k])));
+        }
+        let edges = |prefix: &str| -> Result<Interactions> {
+            let (un, inn) = edge_names(prefix);
+            let (u, i) = (read_u32(&st, un, &not_ours)?, read_u32(&st, inn, &not_ours)?);
+            if u.len() != i.len() {
+                return Err(not_ours(format!("{un} has {} entries, {inn} {}", u.len(), i.len())));
+            }
+            Ok(Interactions::from_pairs(u.into_iter().zip(i).collect()).0)
+        };
+        let (graph, valid, removed) = (edges("graph")?, edges("valid")?, edges("removed")?);
+        let model = Backbone::from_embeddings(meta.model.clone(), nu, ni, data)?;
+        Checkpoint::new(model, meta, graph, valid, removed).map_err(|e| match e {
+            Error::InvalidCheckpoint(why) => not_ours(why),
+            e => e,
+        })
+    }
+}
+
+/// Writes named tensors and a checkpoint metadata document atomically.
+pub(crate) fn write_tensors(path: &Path, tensors: &[NamedTensor], json: String) -> Result<()> {
+    write_safetensors(path, tensors, HashMap::from([(META_KEY.to_string(), json)]))
+}
