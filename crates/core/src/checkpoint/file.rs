@@ -113,6 +113,16 @@ impl Checkpoint {
         write_tensors(path, &tensors, json)
     }
 
+    /// The bytes [`Checkpoint::save`] writes (of a checkpoint without shards), for hashing or sending a
+    /// checkpoint that lives in memory (a receipt's SHA-256 of it equals the saved file's).
+    ///
+    /// # Errors
+    /// As [`Checkpoint::save`], without the I/O.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let (tensors, json) = self.file_parts()?;
+        crate::io::safetensors_bytes(&tensors, HashMap::from([(META_KEY.to_string(), json)]))
+    }
+
     /// Loads a checkpoint written by [`Checkpoint::save`] (or in format 1).
     ///
     /// # Errors

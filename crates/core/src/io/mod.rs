@@ -33,12 +33,22 @@ pub fn write_safetensors<S: AsRef<str>>(
     tensors: &[(S, Dtype, Vec<usize>, Vec<u8>)],
     meta: HashMap<String, String>,
 ) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(tensors, meta)?)
+}
+
+/// The bytes [`write_safetensors`] writes.
+///
+/// # Errors
+/// A tensor whose bytes do not match its shape and type.
+pub fn safetensors_bytes<S: AsRef<str>>(
+    tensors: &[(S, Dtype, Vec<usize>, Vec<u8>)],
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views: Vec<(&str, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dt, shape, bytes)| Ok((name.as_ref(), TensorView::new(*dt, shape.clone(), bytes)?)))
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(meta))?;
-    write_atomic(path, &bytes)
+    Ok(safetensors::serialize(views, Some(meta))?)
 }
 
 /// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
