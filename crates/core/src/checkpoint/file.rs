@@ -20,7 +20,7 @@ use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
 use super::meta::MetaV1;
-use super::{Checkpoint, CheckpointMeta};
+use super::{Anchor, Checkpoint, CheckpointMeta};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::io::{f32_bytes, read_document, read_f32, read_u32, u32_bytes, write_safetensors};
@@ -76,6 +76,8 @@ fn edge_names(prefix: &str) -> (&'static str, &'static str) {
     match prefix {
         "graph" => ("graph_users", "graph_items"),
         "valid" => ("valid_users", "valid_items"),
+        "anchor_train" => ("anchor_train_users", "anchor_train_items"),
+        "anchor_valid" => ("anchor_valid_users", "anchor_valid_items"),
         _ => ("removed_users", "removed_items"),
     }
 }
@@ -99,6 +101,16 @@ impl Checkpoint {
             let (users, items) = edge_names(prefix);
             tensors.push((users.into(), Dtype::U32, vec![edges.len()], u32_bytes(edges.users())));
             tensors.push((items.into(), Dtype::U32, vec![edges.len()], u32_bytes(edges.items())));
+        }
+        if let Some(a) = &self.anchor {
+            let (u, i) = a.base.split_at(model.n_users() * d);
+            tensors.push(("anchor_user_embedding".to_string(), Dtype::F32, vec![model.n_users(), d], f32_bytes(u)));
+            tensors.push(("anchor_item_embedding".to_string(), Dtype::F32, vec![model.n_items(), d], f32_bytes(i)));
+            for (prefix, edges) in [("anchor_train", &a.since_train), ("anchor_valid", &a.since_valid)] {
+                let (users, items) = edge_names(prefix);
+                tensors.push((users.into(), Dtype::U32, vec![edges.len()], u32_bytes(edges.users())));
+                tensors.push((items.into(), Dtype::U32, vec![edges.len()], u32_bytes(edges.items())));
+            }
         }
         Ok((tensors, meta_json(&self.meta)?))
     }
@@ -161,7 +173,19 @@ impl Checkpoint {
         };
         let (graph, valid, removed) = (edges("graph")?, edges("valid")?, edges("removed")?);
         let model = Backbone::from_embeddings(meta.model.clone(), nu, ni, data)?;
-        Checkpoint::new(model, meta, graph, valid, removed).map_err(|e| match e {
+        let anchor = if st.names().contains(&"anchor_user_embedding") {
+            let mut base = read_f32(&st, "anchor_user_embedding", &[nu, d], &not_ours)?;
+            base.extend(read_f32(&st, "anchor_item_embedding", &[ni, d], &not_ours)?);
+            Some(Anchor { base, since_train: edges("anchor_train")?, since_valid: edges("anchor_valid")? })
+        } else {
+            None
+        };
+        let ckpt = Checkpoint::new(model, meta, graph, valid, removed);
+        let ckpt = match anchor {
+            Some(a) => ckpt.and_then(|c| c.with_anchor(a)),
+            None => ckpt,
+        };
+        ckpt.map_err(|e| match e {
             Error::InvalidCheckpoint(why) => not_ours(why),
             e => e,
         })

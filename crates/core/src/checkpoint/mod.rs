@@ -77,8 +77,25 @@ pub struct Checkpoint {
     valid: Interactions,
     /// Edges the model has unlearned (internal ids); empty for a freshly trained model.
     removed: Interactions,
+    /// The model unlearning started from, when this checkpoint was made by UnlearnRec from it.
+    anchor: Option<Anchor>,
     /// What answering needs, computed on first use.
     serving: OnceLock<Serving>,
+}
+
+/// The *anchor* of an unlearned checkpoint: the exactly trained (or consolidated) model that UnlearnRec
+/// started from, and every edge removed since it. A further request is applied from the anchor with the
+/// union of all of them, so the encoder always sees one request against the model it was pre-trained for
+/// and chained requests do not compound error: chaining requests one by one gives the model that applying
+/// their union at once gives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Anchor {
+    /// The anchor's base table `E⁰`, row-major `(n_users + n_items, dim)`.
+    pub base: Vec<f32>,
+    /// Removed since the anchor: edges that were its training edges.
+    pub since_train: Interactions,
+    /// Removed since the anchor: edges that were its validation edges.
+    pub since_valid: Interactions,
 }
 
 /// The first edge of `a` that is also in `b` (both sorted).
@@ -139,7 +156,62 @@ impl Checkpoint {
                 return bad(format!("removed edge (user {u}, item {i}) is still a {what} edge"));
             }
         }
-        Ok(Self { model, meta, edges, valid, removed, serving: OnceLock::new() })
+        Ok(Self { model, meta, edges, valid, removed, anchor: None, serving: OnceLock::new() })
+    }
+
+    /// This checkpoint with `anchor` (see [`Anchor`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheckpoint`] when the anchor's table does not have this model's shape, or an edge it
+    /// lists as removed since the anchor is not among this checkpoint's removed edges.
+    pub fn with_anchor(mut self, anchor: Anchor) -> Result<Self> {
+        let n = (self.model.n_users() + self.model.n_items()) * self.model.dim();
+        if anchor.base.len() != n {
+            return Err(Error::InvalidCheckpoint(format!(
+                "the anchor table has {} values, the model {n}",
+                anchor.base.len()
+            )));
+        }
+        if let Some(k) = anchor.base.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidCheckpoint(format!("the anchor table's value {k} is not finite")));
+        }
+        for e in [&anchor.since_train, &anchor.since_valid] {
+            if let Some((u, i)) = e.iter().find(|&(u, i)| !self.removed.contains(u, i)) {
+                return Err(Error::InvalidCheckpoint(format!(
+                    "anchor edge (user {u}, item {i}) is not a removed edge of the checkpoint"
+                )));
+            }
+        }
+        self.anchor = Some(anchor);
+        Ok(self)
+    }
+
+    /// The anchor, when this checkpoint was unlearned from one ([`Anchor`]).
+    pub fn anchor(&self) -> Option<&Anchor> {
+        self.anchor.as_ref()
+    }
+
+    /// The anchor as a checkpoint of its own: its table over this checkpoint's edges plus those removed since
+    /// it, with this checkpoint's metadata (no method, no encoder offset); `None` without an anchor.
+    ///
+    /// # Errors
+    /// An anchor inconsistent with the checkpoint ([`Checkpoint::new`]).
+    pub fn anchor_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let Some(a) = &self.anchor else { return Ok(None) };
+        let union = |x: &Interactions, y: &Interactions| Interactions::from_pairs(x.iter().chain(y.iter()).collect()).0;
+        let model = Backbone::from_embeddings(
+            self.model.config.clone(),
+            self.model.n_users(),
+            self.model.n_items(),
+            a.base.clone(),
+        )?;
+        let removed = self.removed.difference(&union(&a.since_train, &a.since_valid)).0;
+        let mut out =
+            self.derive(model, union(&self.edges, &a.since_train), union(&self.valid, &a.since_valid), removed)?;
+        let prov = out.provenance_mut();
+        prov.method = None;
+        prov.encoder_offset = None;
+        Ok(Some(out))
     }
 
     /// A successor of this checkpoint (what unlearning builds): the same dataset, ids and provenance with

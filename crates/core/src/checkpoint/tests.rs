@@ -21,6 +21,11 @@ fn trained(ds: &Dataset) -> Checkpoint {
     crate::pipeline::train(ds, &model, &train, &mut Silent).unwrap().0
 }
 
+fn trained_with_seed(ds: &Dataset, seed: u64) -> Checkpoint {
+    let (model, train) = configs();
+    crate::pipeline::train(ds, &model, &TrainConfig { seed, ..train }, &mut Silent).unwrap().0
+}
+
 /// `ckpt`'s parts as [`Checkpoint::new`] takes them, with an independent copy of the model.
 fn parts(ckpt: &Checkpoint) -> (Backbone, CheckpointMeta, Interactions, Interactions, Interactions) {
     let m = ckpt.model();
@@ -373,12 +378,24 @@ fn the_encoder_offset_is_bound_to_the_unlearner_that_applied_it() {
     };
     assert_eq!(once.meta().provenance.encoder_offset, Some(want.clone()));
     assert_eq!(once.meta().provenance.method, Some(Method::Unlearnrec));
-    // Another unlearner cannot take this offset out; the same one can, and records itself again.
+    // The next request starts from the anchor, which carries no offset: any unlearner pre-trained for that
+    // model may apply it, and the result records it.
     let second = Interactions::from_pairs(edges[10..12].to_vec()).0;
-    let Err(err) = unlearn(&once, &b, &second, &ft, &mut Silent) else { panic!("another unlearner is refused") };
-    assert!(err.to_string().contains("the offset of another unlearner"), "{err}");
     let (twice, _) = unlearn(&once, &a, &second, &ft, &mut Silent).unwrap();
     assert_eq!(twice.meta().provenance.encoder_offset, Some(want));
+    let (by_b, _) = unlearn(&once, &b, &second, &ft, &mut Silent).unwrap();
+    assert_eq!(by_b.meta().provenance.encoder_offset.clone().unwrap().unlearner_sha256, Some(b.sha256().unwrap()));
+    // One pre-trained for another model is refused.
+    let other = trained_with_seed(&ds, 99);
+    let c = pretrain(&other, &pre(1), &mut Silent).unwrap();
+    let Err(err) = unlearn(&once, &c, &second, &ft, &mut Silent) else { panic!("another model's unlearner") };
+    assert!(err.to_string().contains("pre-trained for another model"), "{err}");
+    // Without an anchor (an older build's file), another unlearner cannot take the offset out.
+    let mut bare =
+        once.derive(parts(&once).0, once.edges().clone(), once.valid().clone(), once.removed().clone()).unwrap();
+    bare.provenance_mut().encoder_offset = once.meta().provenance.encoder_offset.clone();
+    let Err(err) = unlearn(&bare, &b, &second, &ft, &mut Silent) else { panic!("another unlearner is refused") };
+    assert!(err.to_string().contains("the offset of another unlearner"), "{err}");
     // An offset of a format-1 file names no unlearner and is trusted, as it was.
     let mut legacy =
         once.derive(parts(&once).0, once.edges().clone(), once.valid().clone(), once.removed().clone()).unwrap();

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, OffsetApplied};
+use crate::checkpoint::{Anchor, Checkpoint, OffsetApplied};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, Metrics};
@@ -867,6 +867,23 @@ pub fn unlearn(
     ft.validate()?;
     unlearner.check(ckpt)?;
     let learned = check_request(ckpt, request)?;
+    // A checkpoint unlearned from an anchor: the request joins everything removed since it, and the union is
+    // applied from the anchor (chaining requests = applying their union at once; no compounding error).
+    if let (Some(anchor), Some(a)) = (ckpt.anchor_checkpoint()?, ckpt.anchor()) {
+        let theirs = anchor.backbone_sha256()?;
+        if unlearner.meta.backbone_sha256.as_ref().is_some_and(|ours| *ours != theirs) {
+            return Err(Error::CheckpointMismatch {
+                expected: format!("an unlearner pre-trained for this checkpoint's anchor (sha256 {theirs})"),
+                found: "an unlearner pre-trained for another model (pre-train one for the anchor, or for the \
+                        model after a retrain)"
+                    .into(),
+            });
+        }
+        let all = union(&union(&a.since_train, &a.since_valid), request);
+        let (out, mut report) = unlearn(&anchor, unlearner, &all, ft, obs)?;
+        (report.edges, (report.users, report.items)) = (request.len(), touched(request));
+        return Ok((out, report));
+    }
     let backbone = ckpt.model();
     let mut phases = HashMap::new();
     let t = Instant::now();
@@ -975,6 +992,11 @@ pub fn unlearn(
         unlearner_sha256: Some(unlearner.sha256()?),
         backbone_sha256: unlearner.meta.backbone_sha256.clone(),
     });
+    // This checkpoint's model (without an offset an older build applied) is the anchor of the result.
+    let since_valid =
+        Interactions::from_pairs(request.iter().filter(|&(u, i)| ckpt.valid().contains(u, i)).collect()).0;
+    let anchor = Anchor { base: e0_start.flatten_all()?.to_vec1::<f32>()?, since_train: learned, since_valid };
+    let out = out.with_anchor(anchor)?;
     Ok((out, report))
 }
 
@@ -1279,6 +1301,38 @@ mod tests {
         assert_eq!(again.model().base_vec().unwrap(), out.model().base_vec().unwrap());
         let bad = FinetuneConfig { calibration_lr: 0.0, ..cal };
         assert!(matches!(unlearn(&ckpt, &un, &request, &bad, &mut Silent), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn chained_requests_give_the_model_their_union_gives_at_once() {
+        let (ckpt, un) = tiny();
+        let ft = FinetuneConfig { epochs: 1, batch_size: 256, ..FinetuneConfig::default() };
+        let edges: Vec<(u32, u32)> = ckpt.edges().iter().collect();
+        let part = |k: usize| Interactions::from_pairs(edges.iter().skip(k).step_by(37).copied().collect()).0;
+        let (r1, r2, r3) = (part(0), part(11), users_request(&ckpt, 1));
+        let r3 = r3.difference(&union(&r1, &r2)).0;
+        // One by one, the middle checkpoint going through a file.
+        let (a, _) = unlearn(&ckpt, &un, &r1, &ft, &mut Silent).unwrap();
+        let (b, report) = unlearn(&a, &un, &r2, &ft, &mut Silent).unwrap();
+        assert_eq!(report.edges, r2.len(), "the report counts the new request");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.safetensors");
+        b.save(&path).unwrap();
+        let b = Checkpoint::load(&path).unwrap();
+        let (c, _) = unlearn(&b, &un, &r3, &ft, &mut Silent).unwrap();
+        // At once.
+        let all = union(&union(&r1, &r2), &r3);
+        let (once, _) = unlearn(&ckpt, &un, &all, &ft, &mut Silent).unwrap();
+        assert_eq!(c.model().base_vec().unwrap(), once.model().base_vec().unwrap());
+        assert_eq!((c.edges(), c.valid(), c.removed()), (once.edges(), once.valid(), once.removed()));
+        // Both keep the original model as their anchor, with everything removed since.
+        let anchor = c.anchor().expect("anchored");
+        assert_eq!(anchor.base, ckpt.model().base_vec().unwrap());
+        assert_eq!(union(&anchor.since_train, &anchor.since_valid), all);
+        assert_eq!(c.anchor(), once.anchor());
+        // An exact retrain is a new anchor: nothing carried.
+        let (r, _) = retrain(&c, &users_request(&c, 1), &mut Silent).unwrap();
+        assert!(r.anchor().is_none());
     }
 
     #[test]
