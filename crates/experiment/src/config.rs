@@ -12,8 +12,9 @@ use unlearnrec_core::error::{Error, Result};
 use unlearnrec_core::model::{ModelConfig, ModelKind, model_names};
 use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardConfig};
+use unlearnrec_core::unlearn::method::{MethodOptions, json};
 use unlearnrec_core::unlearn::protocol::Protocol;
-use unlearnrec_core::unlearn::{FinetuneConfig, PretrainConfig};
+use unlearnrec_core::unlearn::{FinetuneConfig, MethodId, PretrainConfig};
 
 /// How a cell's request is drawn: one of the [`Protocol`]s, or the adversarial protocol of
 /// [`unlearnrec_core::unlearn::poison`] (least-related edges injected before training, then forgotten).
@@ -61,82 +62,81 @@ impl FromStr for ProtocolSpec {
     }
 }
 
-/// An unlearning method of the grid.
+/// An unlearning method of the grid: a registered method ([`unlearnrec_core::unlearn::method::METHODS`], by
+/// its name), or one of the runner's two presets of one. Everything a method needs from the experiment
+/// file comes through the registry: its options ([`ExperimentConfig::method_options`], from `[finetune]`
+/// and `[baselines.*]`), their check and their part of the cell hash, and whether it needs an unlearner
+/// (`[pretrain]`) or a sharded model (`[baselines.sisa]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MethodSpec {
-    /// Exact retraining from scratch ([`unlearnrec_core::unlearn::retrain`]). With `audit = true` its model is the
-    /// reference every cell of the group is audited against.
-    Retrain,
-    /// A second exact retrain with another training seed (the checkpoint's `train.seed + 1`, through
-    /// [`unlearnrec_core::unlearn::retrain_seeded`]): the noise floor. It is audited against the first retrain
-    /// like every other method (it is never the reference), so its `agreement_top20`, `agreement_kl` and
-    /// attacker figures are how far two exact retrains differ: the best any method can do.
+    /// A registered method with the experiment's options. `retrain` is exact retraining from scratch
+    /// ([`unlearnrec_core::unlearn::retrain`]); with `audit = true` its model is the reference every cell
+    /// of the group is audited against. A method that needs a sharded model (`sisa`): the runner trains
+    /// (and caches) a sharded model of the cell's backbone kind on the cell's training data
+    /// (`[baselines.sisa]`) and the method forgets from it, not from the single backbone the other
+    /// methods start from, so its quality before unlearning differs (see the `sharded_*` columns of its
+    /// rows).
+    Method(MethodId),
+    /// `retrain-seed2`: a second exact retrain with another training seed (the checkpoint's
+    /// `train.seed + 1`, through [`unlearnrec_core::unlearn::retrain_seeded`]): the noise floor. It is
+    /// audited against the first retrain like every other method (it is never the reference), so its
+    /// `agreement_top20`, `agreement_kl` and attacker figures are how far two exact retrains differ: the
+    /// best any method can do.
     RetrainSeed2,
-    /// UnlearnRec's encoder pass alone ([`unlearnrec_core::unlearn::unlearn`] with 0 fine-tuning epochs).
+    /// `unlearnrec-zero-shot`: UnlearnRec's encoder pass alone ([`unlearnrec_core::unlearn::unlearn`] with 0
+    /// fine-tuning epochs).
     UnlearnrecZeroShot,
-    /// UnlearnRec: encoder pass plus the `[finetune]` epochs.
-    Unlearnrec,
-    /// Fine-tuning of the backbone on the remaining data ([`unlearnrec_core::unlearn::baselines::finetune()`]).
-    Finetune,
-    /// NegGrad+ ([`unlearnrec_core::unlearn::baselines::gradient_ascent()`]).
-    GradientAscent,
-    /// An influence-function step ([`unlearnrec_core::unlearn::baselines::influence()`]).
-    Influence,
-    /// SISA / RecEraser ([`unlearnrec_core::unlearn::baselines::sisa()`]): the runner trains (and caches) a sharded
-    /// model of the cell's backbone kind on the cell's training data (`[baselines.sisa]`) and forgets the
-    /// request by retraining the shards that held it. It unlearns that sharded model, not the single
-    /// backbone the other methods start from, so its quality before unlearning differs (see the
-    /// `sharded_*` columns of its rows).
-    Sisa,
 }
 
 impl MethodSpec {
-    /// Every method, in documentation order.
-    pub const ALL: [MethodSpec; 8] = [
-        MethodSpec::Retrain,
-        MethodSpec::RetrainSeed2,
-        MethodSpec::UnlearnrecZeroShot,
-        MethodSpec::Unlearnrec,
-        MethodSpec::Finetune,
-        MethodSpec::GradientAscent,
-        MethodSpec::Influence,
-        MethodSpec::Sisa,
-    ];
+    /// Exact retraining: the audit's reference.
+    pub const RETRAIN: MethodSpec = MethodSpec::Method(MethodId::RETRAIN);
+    /// UnlearnRec: encoder pass plus the `[finetune]` epochs.
+    pub const UNLEARNREC: MethodSpec = MethodSpec::Method(MethodId::UNLEARNREC);
+    /// The presets, each after the method it is a preset of.
+    const PRESETS: [MethodSpec; 2] = [MethodSpec::RetrainSeed2, MethodSpec::UnlearnrecZeroShot];
+
+    /// The registered method called `name` (exactly). In a constant, an unregistered name does not compile.
+    ///
+    /// # Panics
+    /// When no method is registered as `name` ([`MethodId::of`]).
+    pub const fn registered(name: &str) -> MethodSpec {
+        MethodSpec::Method(MethodId::of(name))
+    }
+
+    /// Every method: the registered ones in registry order, each followed by its presets.
+    pub fn all() -> Vec<MethodSpec> {
+        MethodId::all()
+            .flat_map(|m| {
+                let presets = MethodSpec::PRESETS.into_iter().filter(move |p| p.method() == m);
+                std::iter::once(MethodSpec::Method(m)).chain(presets)
+            })
+            .collect()
+    }
 
     /// The name used in files.
     pub fn name(self) -> &'static str {
         match self {
-            MethodSpec::Retrain => "retrain",
+            MethodSpec::Method(m) => m.name(),
             MethodSpec::RetrainSeed2 => "retrain-seed2",
             MethodSpec::UnlearnrecZeroShot => "unlearnrec-zero-shot",
-            MethodSpec::Unlearnrec => "unlearnrec",
-            MethodSpec::Finetune => "finetune",
-            MethodSpec::GradientAscent => "gradient-ascent",
-            MethodSpec::Influence => "influence",
-            MethodSpec::Sisa => "sisa",
         }
     }
 
-    /// The registered method it runs ([`unlearnrec_core::unlearn::method::METHODS`]): `retrain-seed2` is a preset of
-    /// `retrain`, `unlearnrec-zero-shot` one of `unlearnrec`; the others are the method of the same name.
-    pub fn method(self) -> &'static str {
+    /// The registered method it runs: `retrain-seed2` is a preset of `retrain`, `unlearnrec-zero-shot`
+    /// one of `unlearnrec`.
+    pub fn method(self) -> MethodId {
         match self {
-            MethodSpec::Retrain | MethodSpec::RetrainSeed2 => "retrain",
-            MethodSpec::UnlearnrecZeroShot | MethodSpec::Unlearnrec => "unlearnrec",
-            other => other.name(),
+            MethodSpec::Method(m) => m,
+            MethodSpec::RetrainSeed2 => MethodId::RETRAIN,
+            MethodSpec::UnlearnrecZeroShot => MethodId::UNLEARNREC,
         }
-    }
-
-    /// Whether the runner can apply it (every method can now). EXTENSION POINT: a method that is parsed
-    /// before the runner can build it is refused here, before anything is written.
-    pub fn available(self) -> bool {
-        true
     }
 
     /// Whether it retrains from scratch (`retrain`, `retrain-seed2`): the methods that need no embeddings
     /// of the backbone.
     pub fn is_retrain(self) -> bool {
-        matches!(self, MethodSpec::Retrain | MethodSpec::RetrainSeed2)
+        self.method() == MethodId::RETRAIN
     }
 
     /// The training seed of [`MethodSpec::RetrainSeed2`] for a backbone trained with `seed`.
@@ -144,9 +144,20 @@ impl MethodSpec {
         seed.wrapping_add(1)
     }
 
-    /// Whether it needs a pre-trained unlearner.
+    /// Whether it needs a pre-trained unlearner ([`MethodInfo::needs_unlearner`](unlearnrec_core::unlearn::method::MethodInfo::needs_unlearner)).
     pub fn needs_unlearner(self) -> bool {
-        matches!(self, MethodSpec::Unlearnrec | MethodSpec::UnlearnrecZeroShot)
+        self.method().info().needs_unlearner
+    }
+
+    /// Whether it forgets from a sharded model ([`MethodInfo::needs_shards`](unlearnrec_core::unlearn::method::MethodInfo::needs_shards)).
+    pub fn needs_shards(self) -> bool {
+        self.method().info().needs_shards
+    }
+}
+
+impl From<MethodId> for MethodSpec {
+    fn from(m: MethodId) -> Self {
+        MethodSpec::Method(m)
     }
 }
 
@@ -159,15 +170,20 @@ impl fmt::Display for MethodSpec {
 impl FromStr for MethodSpec {
     type Err = Error;
 
+    /// A registered method by name or alias ([`MethodId::named`]), or a preset (`zero-shot` and
+    /// `unlearnrec-zeroshot` name `unlearnrec-zero-shot`); case, surrounding space and `_` for `-` do not
+    /// matter.
     fn from_str(s: &str) -> Result<Self> {
         let norm = s.trim().to_ascii_lowercase().replace('_', "-");
         let norm = match norm.as_str() {
-            "zero-shot" | "unlearnrec-zeroshot" => "unlearnrec-zero-shot".to_string(),
-            "neggrad" | "neg-grad" => "gradient-ascent".to_string(),
-            _ => norm,
+            "zero-shot" | "unlearnrec-zeroshot" => "unlearnrec-zero-shot",
+            n => n,
         };
-        MethodSpec::ALL.into_iter().find(|m| m.name() == norm).ok_or_else(|| {
-            let names: Vec<&str> = MethodSpec::ALL.iter().map(|m| m.name()).collect();
+        if let Some(p) = MethodSpec::PRESETS.into_iter().find(|p| p.name() == norm) {
+            return Ok(p);
+        }
+        MethodId::named(norm).map(MethodSpec::Method).map_err(|_| {
+            let names: Vec<&str> = MethodSpec::all().into_iter().map(MethodSpec::name).collect();
             Error::config("methods", format!("unknown method {s:?}; expected one of {}", names.join(", ")))
         })
     }
@@ -376,7 +392,7 @@ impl Default for ExperimentConfig {
             models: vec![ModelConfig::default().kind],
             protocols: vec![ProtocolSpec::Standard(Protocol::Random)],
             fractions: vec![0.01],
-            methods: vec![MethodSpec::Retrain, MethodSpec::UnlearnrecZeroShot, MethodSpec::Unlearnrec],
+            methods: vec![MethodSpec::RETRAIN, MethodSpec::UnlearnrecZeroShot, MethodSpec::UNLEARNREC],
             seeds: vec![1],
             audit: false,
             poison_ratio: 0.5,
@@ -488,12 +504,6 @@ impl ExperimentConfig {
         no_repeats("fraction", &self.fractions)?;
         no_repeats("methods", &self.methods)?;
         no_repeats("seeds", &self.seeds)?;
-        if let Some(m) = self.methods.iter().find(|m| !m.available()) {
-            return Err(Error::config(
-                "methods",
-                format!("method {m:?} is not available in the experiment runner yet", m = m.name()),
-            ));
-        }
         let without_embeddings = self.models.iter().find(|k| !k.architecture().learns_embeddings());
         if let Some(k) = without_embeddings
             && self.methods.iter().any(|m| !m.is_retrain())
@@ -524,20 +534,16 @@ impl ExperimentConfig {
                 return Err(Error::config(k, "must be positive"));
             }
         }
-        let b = &self.baselines;
-        for m in &self.methods {
-            match m {
-                MethodSpec::Finetune => b.finetune.validate()?,
-                MethodSpec::GradientAscent => b.gradient_ascent.validate()?,
-                MethodSpec::Influence => b.influence.validate()?,
-                MethodSpec::Sisa => b.sisa.validate().map_err(|e| match e {
+        for &m in &self.methods {
+            (m.method().info().check)(&self.method_options(m, 0))?;
+            if m.needs_shards() {
+                self.baselines.sisa.validate().map_err(|e| match e {
                     Error::InvalidConfig { field, reason } => {
                         let field = field.strip_prefix("shards.").unwrap_or(&field);
                         Error::config(format!("baselines.sisa.{field}"), reason)
                     }
                     e => e,
-                })?,
-                _ => {}
+                })?;
             }
         }
         if let Some(s) = &self.stream {
@@ -573,24 +579,44 @@ impl ExperimentConfig {
         FinetuneConfig { seed, epochs, ..self.finetune.clone() }
     }
 
-    /// The configuration of `method` as JSON, the part of a cell's [`config hash`](hash_json) that
-    /// belongs to the method.
-    pub fn method_json(&self, method: MethodSpec, seed: u64) -> serde_json::Value {
+    /// The options `method` is built with for a cell of `seed`, from `[finetune]` and `[baselines.*]` (the
+    /// seed is always the cell's; the unlearner and the shards are the runner's). The presets are options:
+    /// `retrain-seed2` sets the training seed to `seed + 1`, `unlearnrec-zero-shot` 0 fine-tuning epochs.
+    pub fn method_options(&self, method: MethodSpec, seed: u64) -> MethodOptions<'static> {
         let b = &self.baselines;
-        let v = match method {
-            MethodSpec::Retrain => Ok(serde_json::Value::Null),
-            MethodSpec::RetrainSeed2 => Ok(serde_json::json!({ "train_seed": MethodSpec::second_retrain_seed(seed) })),
-            MethodSpec::Sisa => serde_json::to_value(&b.sisa),
-            MethodSpec::UnlearnrecZeroShot | MethodSpec::Unlearnrec => {
-                serde_json::to_value((self.pretrain_config(seed), self.finetune_config(method, seed)))
-            }
-            MethodSpec::Finetune => serde_json::to_value(FinetuneOnlyConfig { seed, ..b.finetune.clone() }),
-            MethodSpec::GradientAscent => {
-                serde_json::to_value(GradientAscentConfig { seed, ..b.gradient_ascent.clone() })
-            }
-            MethodSpec::Influence => serde_json::to_value(InfluenceConfig { seed, ..b.influence.clone() }),
-        };
-        v.unwrap_or(serde_json::Value::Null)
+        MethodOptions {
+            unlearner: None,
+            finetune: self.finetune_config(method, seed),
+            retrain_seed: (method == MethodSpec::RetrainSeed2).then(|| MethodSpec::second_retrain_seed(seed)),
+            finetune_only: FinetuneOnlyConfig { seed, ..b.finetune.clone() },
+            gradient_ascent: GradientAscentConfig { seed, ..b.gradient_ascent.clone() },
+            influence: InfluenceConfig { seed, ..b.influence.clone() },
+            shards: None,
+        }
+    }
+
+    /// The configuration of `method` as JSON, the part of a cell's [`config hash`](hash_json) that
+    /// belongs to the method: `[pretrain]` when it needs an unlearner, `[baselines.sisa]` when it needs a
+    /// sharded model, and its own options ([`MethodInfo::options_json`](unlearnrec_core::unlearn::method::MethodInfo::options_json)
+    /// of [`ExperimentConfig::method_options`]); one of them alone, an array of several, `null` for none.
+    pub fn method_json(&self, method: MethodSpec, seed: u64) -> serde_json::Value {
+        let info = method.method().info();
+        let mut parts = Vec::new();
+        if info.needs_unlearner {
+            parts.push(json(&self.pretrain_config(seed)));
+        }
+        if info.needs_shards {
+            parts.push(json(&self.baselines.sisa));
+        }
+        let own = (info.options_json)(&self.method_options(method, seed));
+        if !own.is_null() {
+            parts.push(own);
+        }
+        match parts.len() {
+            0 => serde_json::Value::Null,
+            1 => parts.remove(0),
+            _ => serde_json::Value::Array(parts),
+        }
     }
 }
 
@@ -658,7 +684,7 @@ retrain_every = 2
         assert_eq!(cfg.train_config(7).seed, 7);
         assert_eq!(cfg.finetune_config(MethodSpec::UnlearnrecZeroShot, 1).epochs, 0);
         assert_eq!(cfg.baselines.gradient_ascent.steps, 4);
-        assert_eq!(cfg.methods[4], MethodSpec::Sisa);
+        assert_eq!(cfg.methods[4], MethodSpec::registered("sisa"));
         assert_eq!(
             cfg.baselines.sisa,
             ShardConfig {
@@ -678,11 +704,11 @@ retrain_every = 2
     #[test]
     fn every_grid_method_is_a_registered_method_and_every_registered_method_is_in_the_grid() {
         use unlearnrec_core::unlearn::method::{method_info, method_names};
-        for m in MethodSpec::ALL {
-            assert_eq!(method_info(m.method()).unwrap().name, m.method(), "{m}");
+        for m in MethodSpec::all() {
+            assert_eq!(method_info(m.method().name()).unwrap().name, m.method().name(), "{m}");
         }
         for name in method_names() {
-            assert_eq!(name.parse::<MethodSpec>().unwrap().method(), name);
+            assert_eq!(name.parse::<MethodSpec>().unwrap().method().name(), name);
         }
     }
 
@@ -692,12 +718,12 @@ retrain_every = 2
             assert_eq!(name.parse::<MethodSpec>().unwrap(), MethodSpec::RetrainSeed2, "{name}");
         }
         assert_eq!(MethodSpec::RetrainSeed2.to_string(), "retrain-seed2");
-        assert!(MethodSpec::ALL.contains(&MethodSpec::RetrainSeed2));
+        assert!(MethodSpec::all().contains(&MethodSpec::RetrainSeed2));
         let m = MethodSpec::RetrainSeed2;
-        assert!(m.available() && !m.needs_unlearner() && m.is_retrain());
+        assert!(!m.needs_unlearner() && m.is_retrain());
         assert_eq!(MethodSpec::second_retrain_seed(7), 8);
         let cfg = parse("datasets = [\"synth\"]\nmethods = [\"retrain\", \"retrain-seed2\"]\naudit = true\n").unwrap();
-        assert_eq!(cfg.methods, vec![MethodSpec::Retrain, MethodSpec::RetrainSeed2]);
+        assert_eq!(cfg.methods, vec![MethodSpec::RETRAIN, MethodSpec::RetrainSeed2]);
         // An exact retrain applies to pop as well.
         let cfg = parse("datasets = [\"synth\"]\nmodels = [\"pop\"]\nmethods = [\"retrain-seed2\"]\n").unwrap();
         assert_eq!(cfg.methods, vec![MethodSpec::RetrainSeed2]);
@@ -755,20 +781,74 @@ retrain_every = 2
     #[test]
     fn hashes_follow_the_configuration() {
         let cfg = ExperimentConfig { datasets: vec!["synth".into()], ..Default::default() };
-        let a = hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 1));
+        let a = hash_json(&cfg.method_json(MethodSpec::UNLEARNREC, 1));
         assert_eq!(a.len(), 16);
-        assert_eq!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 1)));
-        assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::Unlearnrec, 2)));
+        assert_eq!(a, hash_json(&cfg.method_json(MethodSpec::UNLEARNREC, 1)));
+        assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::UNLEARNREC, 2)));
         assert_ne!(a, hash_json(&cfg.method_json(MethodSpec::UnlearnrecZeroShot, 1)));
         // The second retrain hashes apart from the first (and follows the seed).
-        let retrain = hash_json(&cfg.method_json(MethodSpec::Retrain, 1));
+        let retrain = hash_json(&cfg.method_json(MethodSpec::RETRAIN, 1));
         let seed2 = hash_json(&cfg.method_json(MethodSpec::RetrainSeed2, 1));
         assert_ne!(retrain, seed2);
         assert_ne!(seed2, hash_json(&cfg.method_json(MethodSpec::RetrainSeed2, 2)));
-        let sisa = hash_json(&cfg.method_json(MethodSpec::Sisa, 1));
+        let sisa = hash_json(&cfg.method_json(MethodSpec::registered("sisa"), 1));
         let mut more = cfg.clone();
         more.baselines.sisa.shards += 1;
-        assert_ne!(sisa, hash_json(&more.method_json(MethodSpec::Sisa, 1)));
+        assert_ne!(sisa, hash_json(&more.method_json(MethodSpec::registered("sisa"), 1)));
+    }
+
+    #[test]
+    fn the_grid_accepts_every_registered_method_and_the_presets_and_refuses_others() {
+        let mut names: Vec<&str> = MethodId::all().map(MethodId::name).collect();
+        names.extend(["retrain-seed2", "unlearnrec-zero-shot"]);
+        let list = names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+        let cfg = parse(&format!("datasets = [\"synth\"]\nmethods = [{list}]\n")).unwrap();
+        assert_eq!(cfg.methods.iter().map(|m| m.name()).collect::<Vec<_>>(), names);
+        let mut all: Vec<&str> = MethodSpec::all().into_iter().map(MethodSpec::name).collect();
+        all.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(all, names);
+        for m in MethodSpec::all() {
+            assert_eq!(m.name().parse::<MethodSpec>().unwrap(), m);
+            assert_eq!(m.needs_unlearner(), m.method().info().needs_unlearner, "{m}");
+        }
+        let err = parse("datasets = [\"synth\"]\nmethods = [\"retrain\", \"forget-harder\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "methods"), "{msg}");
+        assert!(msg.contains("unknown method \"forget-harder\""), "{msg}");
+        for n in &names {
+            assert!(msg.contains(n), "{n}: {msg}");
+        }
+    }
+
+    /// A cell's hash is what it was when every method had its own arm: finished cells of earlier runs
+    /// are still found.
+    #[test]
+    fn method_hashes_are_those_of_the_per_method_configurations() {
+        let mut cfg = ExperimentConfig { datasets: vec!["synth".into()], ..Default::default() };
+        cfg.baselines.gradient_ascent.steps = 7;
+        let b = &cfg.baselines;
+        fn j(v: &impl Serialize) -> serde_json::Value {
+            serde_json::to_value(v).unwrap()
+        }
+        for (m, want) in [
+            (MethodSpec::RETRAIN, serde_json::Value::Null),
+            (MethodSpec::RetrainSeed2, serde_json::json!({ "train_seed": 4 })),
+            (MethodSpec::registered("sisa"), j(&b.sisa)),
+            (MethodSpec::UNLEARNREC, j(&(cfg.pretrain_config(3), cfg.finetune_config(MethodSpec::UNLEARNREC, 3)))),
+            (
+                MethodSpec::UnlearnrecZeroShot,
+                j(&(cfg.pretrain_config(3), cfg.finetune_config(MethodSpec::UnlearnrecZeroShot, 3))),
+            ),
+            (MethodSpec::registered("finetune"), j(&FinetuneOnlyConfig { seed: 3, ..b.finetune.clone() })),
+            (
+                MethodSpec::registered("gradient-ascent"),
+                j(&GradientAscentConfig { seed: 3, ..b.gradient_ascent.clone() }),
+            ),
+            (MethodSpec::registered("influence"), j(&InfluenceConfig { seed: 3, ..b.influence.clone() })),
+        ] {
+            assert_eq!(cfg.method_json(m, 3), want, "{m}");
+        }
     }
 
     #[test]

@@ -59,7 +59,7 @@
 //!     std::path::Path::new("exp.toml"),
 //! )
 //! .unwrap();
-//! assert_eq!(cfg.methods, vec![MethodSpec::Retrain, MethodSpec::Unlearnrec]);
+//! assert_eq!(cfg.methods, vec![MethodSpec::RETRAIN, MethodSpec::UNLEARNREC]);
 //! let err = ExperimentConfig::from_toml_str("datasets = [\"synth\"]\nfraction = 2\n", "exp.toml".as_ref());
 //! assert!(err.unwrap_err().to_string().contains("`fraction`"));
 //! ```
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(r2.rows, r1.rows);
         assert_eq!(mtimes(&out.join("cache")), cache);
         // Another method: the cached backbone and unlearner are reused, only the new cell runs.
-        let cfg2 = ExperimentConfig { methods: vec![MethodSpec::UnlearnrecZeroShot, MethodSpec::Unlearnrec], ..cfg };
+        let cfg2 = ExperimentConfig { methods: vec![MethodSpec::UnlearnrecZeroShot, MethodSpec::UNLEARNREC], ..cfg };
         let mut third = Counter::default();
         let r3 = run(&cfg2, &out, &RunOptions { resume: true }, &mut third).unwrap();
         assert_eq!((r3.ran, r3.skipped, third.cached), (1, 1, 2));
@@ -251,7 +251,7 @@ mod tests {
         let data = tiny_data(tmp.path());
         let out = tmp.path().join("out");
         let mut cfg = tiny_config(&data);
-        cfg.methods = vec![MethodSpec::Retrain, MethodSpec::Sisa];
+        cfg.methods = vec![MethodSpec::RETRAIN, MethodSpec::registered("sisa")];
         cfg.baselines.sisa = ShardConfig { shards: 2, kmeans_iters: 3, pretrain_epochs: 1, ..Default::default() };
         let mut first = Counter::default();
         let r1 = run(&cfg, &out, &RunOptions::default(), &mut first).unwrap();
@@ -276,7 +276,8 @@ mod tests {
         assert!(second.stages.is_empty() && second.cached == 0 && second.epochs == 0);
         assert_eq!(r2.rows, r1.rows);
         // Another request size: the cached backbone and sharded model are loaded, only the cell runs.
-        let cfg2 = ExperimentConfig { fractions: vec![0.05], methods: vec![MethodSpec::Sisa], ..cfg.clone() };
+        let cfg2 =
+            ExperimentConfig { fractions: vec![0.05], methods: vec![MethodSpec::registered("sisa")], ..cfg.clone() };
         let mut third = Counter::default();
         let r3 = run(&cfg2, &out, &RunOptions { resume: true }, &mut third).unwrap();
         assert_eq!((r3.ran, third.cached), (1, 2));
@@ -285,7 +286,7 @@ mod tests {
         assert_eq!(r3.rows[0].get("sharded_recall@20"), row.get("sharded_recall@20"));
         assert_eq!(r3.rows[0].get("sharded_train_secs"), row.get("sharded_train_secs"));
         // Deterministic per seed: a fresh run gives the same figures.
-        let cfg3 = ExperimentConfig { methods: vec![MethodSpec::Sisa], ..cfg };
+        let cfg3 = ExperimentConfig { methods: vec![MethodSpec::registered("sisa")], ..cfg };
         let r4 = run(&cfg3, &tmp.path().join("out2"), &RunOptions::default(), &mut Silent).unwrap();
         for k in ["recall@20", "ndcg@20", "removed_after", "sharded_recall@20"] {
             assert_eq!(r4.rows[0].get(k), row.get(k), "{k}");
@@ -302,7 +303,7 @@ mod tests {
         write_lightgcn(&ds, &data).unwrap();
         let out = tmp.path().join("out");
         let mut cfg = tiny_config(&data);
-        cfg.methods = vec![MethodSpec::Retrain, MethodSpec::RetrainSeed2, MethodSpec::UnlearnrecZeroShot];
+        cfg.methods = vec![MethodSpec::RETRAIN, MethodSpec::RetrainSeed2, MethodSpec::UnlearnrecZeroShot];
         cfg.fractions = vec![0.05];
         cfg.audit = true;
         let mut obs = Counter::default();
@@ -382,7 +383,7 @@ mod tests {
         assert!(run(&cfg, &out, &RunOptions::default(), &mut Silent).is_err());
         // More user-partition shards than users.
         let mut cfg = tiny_config(&tiny_data(tmp.path()));
-        cfg.methods = vec![MethodSpec::Sisa];
+        cfg.methods = vec![MethodSpec::registered("sisa")];
         cfg.baselines.sisa.shards = 61;
         let err = run(&cfg, &out, &RunOptions::default(), &mut Silent).unwrap_err().to_string();
         assert!(err.contains("baselines.sisa.shards") && err.contains("61 shards for the"), "{err}");

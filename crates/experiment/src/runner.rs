@@ -18,10 +18,8 @@ use unlearnrec_core::model::ModelKind;
 use unlearnrec_core::pipeline::{self, union};
 use unlearnrec_core::unlearn::audit::{AuditConfig, AuditReport, audit_checkpoints};
 use unlearnrec_core::unlearn::baselines::sisa::{self as sharding, ShardedCheckpoint};
-use unlearnrec_core::unlearn::baselines::{
-    FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, Partition, train_sharded,
-};
-use unlearnrec_core::unlearn::method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
+use unlearnrec_core::unlearn::baselines::{Partition, train_sharded};
+use unlearnrec_core::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
 use unlearnrec_core::unlearn::poison::least_related_edges;
 use unlearnrec_core::unlearn::protocol::{Protocol, make_request};
 use unlearnrec_core::unlearn::{self, Unlearner};
@@ -268,31 +266,25 @@ struct Start<'a> {
 }
 
 /// The checkpoint `method` forgets from and the method with its options, built through the registry
-/// ([`unlearnrec_core::unlearn::method`]). The runner's presets are options: `retrain-seed2` is `retrain` with the
-/// checkpoint's seed + 1, `unlearnrec-zero-shot` is `unlearnrec` with 0 fine-tuning epochs
-/// ([`ExperimentConfig::finetune_config`]); `sisa` forgets from the sharded model's serving checkpoint.
+/// ([`unlearnrec_core::unlearn::method`]) from [`ExperimentConfig::method_options`] (the presets are
+/// options there; the cell's seed is the backbone's training seed) with the group's unlearner and shards.
+/// A method that needs shards forgets from the sharded model's serving checkpoint.
 fn method_for<'a>(
     cfg: &ExperimentConfig,
     method: MethodSpec,
     start: &Start<'a>,
     seed: u64,
 ) -> Result<(&'a Checkpoint, Box<dyn ForgetMethod + 'a>)> {
-    let (b, ckpt) = (&cfg.baselines, start.ckpt);
     let opts = MethodOptions {
         unlearner: start.un,
-        finetune: cfg.finetune_config(method, seed),
-        retrain_seed: (method == MethodSpec::RetrainSeed2)
-            .then(|| MethodSpec::second_retrain_seed(ckpt.meta().train.seed)),
-        finetune_only: FinetuneOnlyConfig { seed, ..b.finetune.clone() },
-        gradient_ascent: GradientAscentConfig { seed, ..b.gradient_ascent.clone() },
-        influence: InfluenceConfig { seed, ..b.influence.clone() },
         shards: start.sharded.map(|s| &s.shards),
+        ..cfg.method_options(method, seed)
     };
-    let from = match (method, start.sharded) {
-        (MethodSpec::Sisa, Some(sc)) => &sc.checkpoint,
-        _ => ckpt,
+    let from = match start.sharded {
+        Some(sc) if method.needs_shards() => &sc.checkpoint,
+        _ => start.ckpt,
     };
-    Ok((from, forget_method(method.method(), &opts)?))
+    Ok((from, (method.method().info().build)(&opts)?))
 }
 
 /// The audit's columns of a row (NaN figures are left out, as every metric of a row):
@@ -413,7 +405,7 @@ pub fn run(
     let datasets: Vec<Dataset> = cfg.datasets.iter().map(|d| load_dataset(d)).collect::<Result<_>>()?;
     // A user partition needs a user per shard: checked before anything is written.
     let shards = &cfg.baselines.sisa;
-    if cfg.methods.contains(&MethodSpec::Sisa)
+    if cfg.methods.iter().any(|m| m.needs_shards())
         && shards.partition == Partition::User
         && let Some(ds) = datasets.iter().find(|ds| ds.n_users() < shards.shards)
     {
@@ -556,7 +548,7 @@ fn run_group(
     if needs_unlearner {
         slot.unlearner(adversarial, obs)?;
     }
-    if todo.iter().any(|(m, _)| *m == MethodSpec::Sisa) {
+    if todo.iter().any(|(m, _)| m.needs_shards()) {
         slot.sharded(adversarial, obs)?;
     }
     let slot = &*slot;
@@ -592,13 +584,13 @@ fn run_group(
     let mut reference: Option<Checkpoint> = None;
     let ref_path = reference_path(cache, trained, g);
     if cfg.audit {
-        todo.sort_by_key(|(m, _)| *m != MethodSpec::Retrain);
-        if todo.first().is_none_or(|(m, _)| *m != MethodSpec::Retrain) {
+        todo.sort_by_key(|(m, _)| *m != MethodSpec::RETRAIN);
+        if todo.first().is_none_or(|(m, _)| *m != MethodSpec::RETRAIN) {
             reference = Some(if ref_path.is_file() {
-                obs.cached(&label(MethodSpec::Retrain));
+                obs.cached(&label(MethodSpec::RETRAIN));
                 Checkpoint::load(&ref_path)?
             } else {
-                obs.stage(&format!("{} (audit reference)", label(MethodSpec::Retrain)), cfg.train.epochs);
+                obs.stage(&format!("{} (audit reference)", label(MethodSpec::RETRAIN)), cfg.train.epochs);
                 let (r, _) = unlearn::retrain(&trained.ckpt, &request, obs)?;
                 r.save(&ref_path)?;
                 r
@@ -617,7 +609,7 @@ fn run_group(
         // SISA unlearns its own sharded model, whose quality before unlearning is not the backbone's
         // (`original_*`): its figures get their own columns, and it is the audit's model before.
         let (before, sharded_recall, sharded_ndcg, sharded_secs) = match (method, sharded) {
-            (MethodSpec::Sisa, Some((s, (recall, ndcg)))) => (&s.sc.checkpoint, recall, ndcg, s.secs),
+            (m, Some((s, (recall, ndcg)))) if m.needs_shards() => (&s.sc.checkpoint, recall, ndcg, s.secs),
             _ => (&trained.ckpt, f64::NAN, f64::NAN, f64::NAN),
         };
         let phase_sum: f64 = report.phase_secs.values().sum();
@@ -652,7 +644,7 @@ fn run_group(
             }
         }
         if cfg.audit {
-            if method == MethodSpec::Retrain {
+            if method == MethodSpec::RETRAIN {
                 model.save(&ref_path)?;
             }
             let reference = reference.as_ref().unwrap_or(&model);
@@ -660,7 +652,7 @@ fn run_group(
             let a = audit_checkpoints(&model, &request, &ds.test, Some(reference), Some(before), &acfg)?;
             audit_columns(m, &a);
         }
-        if method == MethodSpec::Retrain && cfg.audit {
+        if method == MethodSpec::RETRAIN && cfg.audit {
             reference = Some(model);
         }
         done(&row)?;

@@ -50,7 +50,7 @@ pub(crate) fn run_streams(
                     "dataset": ds.fingerprint(),
                     "model": cfg.model_config(kind),
                     "train": cfg.train_config(seed),
-                    "unlearnrec": cfg.method_json(MethodSpec::Unlearnrec, seed),
+                    "unlearnrec": cfg.method_json(MethodSpec::UNLEARNREC, seed),
                     "stream": scfg,
                 }));
                 let mine = |r: &StreamRow| r.dataset == ds.name && r.model == kind.name() && r.seed == seed;
@@ -98,7 +98,7 @@ pub(crate) fn run_streams(
                 };
                 let (recall, ndcg) = eval20(orig, ds, split)?;
                 let mut stream = vec![StreamRow { recall, ndcg, ..key.clone() }];
-                let ft = cfg.finetune_config(MethodSpec::Unlearnrec, seed);
+                let ft = cfg.finetune_config(MethodSpec::UNLEARNREC, seed);
                 let mut removed = Interactions::default();
                 let mut cur: Option<Checkpoint> = None;
                 let mut total = 0.0;

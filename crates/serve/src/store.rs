@@ -23,7 +23,7 @@ use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
 use unlearnrec_core::unlearn::receipt;
 use unlearnrec_core::unlearn::request::Request;
-use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodOptions, Unlearner, forget_method};
+use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodId, MethodOptions, Unlearner, forget_method};
 
 use crate::error::{Result, ServeError};
 use crate::ledger::{Applied, Forget, Ledger, RequestRow, VersionRow, now_utc};
@@ -434,7 +434,7 @@ impl Store {
                 finetune: self.cfg.finetune.clone(),
                 ..Default::default()
             };
-            let out = forget_method("unlearnrec", &opts)
+            let out = forget_method(MethodId::UNLEARNREC.name(), &opts)
                 .and_then(|m| m.forget(&cur.ckpt, &request, &mut Silent))
                 .map_err(|e| ApplyError::Request(e.to_string()))?;
             (out.checkpoint, Some(out.report))

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tower::ServiceExt;
-use unlearnrec_core::checkpoint::{Method, ServeInfo};
+use unlearnrec_core::checkpoint::{MethodId, ServeInfo};
 use unlearnrec_core::data::Dataset;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
 use unlearnrec_core::model::{ModelConfig, ModelKind};
@@ -418,7 +418,7 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert_eq!(cur.sha256, row.sha256);
     assert!(erased.iter().all(|&(uu, i)| cur.ckpt.removed().contains(uu, i)));
     let prov = &cur.ckpt.meta().provenance;
-    assert_eq!(prov.method, Some(Method::Retrain));
+    assert_eq!(prov.method, Some(MethodId::RETRAIN));
     assert_eq!(prov.encoder_offset, None);
     assert_eq!(prov.serve, Some(ServeInfo { version: 2, retrain_of: Some(1) }));
     let (st, v) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
@@ -449,7 +449,7 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert!(now.ckpt.removed().contains(u2, i2));
     assert!(erased.iter().all(|&(uu, i)| now.ckpt.removed().contains(uu, i)));
     let prov = &now.ckpt.meta().provenance;
-    assert_eq!(prov.method, Some(Method::Unlearnrec));
+    assert_eq!(prov.method, Some(MethodId::UNLEARNREC));
     assert!(prov.encoder_offset.is_some());
     assert_eq!(prov.serve.as_ref().map(|s| s.retrain_of), Some(None));
     let (st, _) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;

@@ -9,7 +9,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::eval::MetricKey;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, sisa};
-use unlearnrec_core::unlearn::method::{METHODS, MethodOptions, method_info};
+use unlearnrec_core::unlearn::method::{METHODS, MethodId, MethodOptions, method_info};
 use unlearnrec_core::unlearn::request::{Request, RequestSpec};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig, Unlearner};
 
@@ -179,7 +179,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         bail!("nothing to forget: give --request FILE, --user ID or --item ID");
     }
     let info = method_info(&a.method)?;
-    if a.seed.is_some() && info.name != "retrain" {
+    if a.seed.is_some() && info.name != MethodId::RETRAIN.name() {
         bail!("--seed sets the training seed of --method retrain only");
     }
     check_out_file(&a.out, "--out")?;

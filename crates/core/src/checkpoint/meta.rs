@@ -9,6 +9,7 @@ use crate::data::{Dataset, IdMap};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::train::{FitReport, TrainConfig};
+use crate::unlearn::method::MethodId;
 
 /// Identifies the dataset a checkpoint was trained on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,41 +28,6 @@ impl DatasetInfo {
     /// The info of a dataset.
     pub fn of(ds: &Dataset) -> Self {
         Self { name: ds.name.clone(), fingerprint: ds.fingerprint(), n_users: ds.n_users(), n_items: ds.n_items() }
-    }
-}
-
-/// How a request was applied: the method of an [`crate::unlearn::UnlearnReport`] and a receipt, and the
-/// method that made an unlearned checkpoint ([`Provenance::method`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// UnlearnRec: encoder pass plus fine-tuning.
-    Unlearnrec,
-    /// Retraining from scratch on the remaining data.
-    Retrain,
-    /// Fine-tuning of the backbone on the remaining data only
-    /// ([`finetune`](mod@crate::unlearn::baselines::finetune)).
-    Finetune,
-    /// NegGrad+: bounded gradient ascent on the removed edges
-    /// ([`gradient_ascent`](mod@crate::unlearn::baselines::gradient_ascent)).
-    GradientAscent,
-    /// One Newton step of an influence function ([`influence`](mod@crate::unlearn::baselines::influence)).
-    Influence,
-    /// SISA / RecEraser: retraining of the affected shards only
-    /// ([`sisa`](mod@crate::unlearn::baselines::sisa)).
-    Sisa,
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Unlearnrec => "UnlearnRec",
-            Method::Retrain => "exact retraining",
-            Method::Finetune => "fine-tuning",
-            Method::GradientAscent => "gradient ascent",
-            Method::Influence => "an influence step",
-            Method::Sisa => "SISA",
-        })
     }
 }
 
@@ -97,7 +63,7 @@ pub struct Provenance {
     pub version: Option<String>,
     /// The method of the last unlearning (`None` for a freshly trained model).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<Method>,
+    pub method: Option<MethodId>,
     /// Set when the base embeddings carry an unlearner's encoder offset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder_offset: Option<OffsetApplied>,

@@ -42,9 +42,10 @@ mod tests;
 
 use std::sync::OnceLock;
 
+pub use crate::unlearn::method::MethodId;
 pub(crate) use file::write_tensors;
 pub use file::{FORMAT_VERSION, META_KEY};
-pub use meta::{CheckpointMeta, DatasetInfo, Method, OffsetApplied, Provenance, ServeInfo};
+pub use meta::{CheckpointMeta, DatasetInfo, OffsetApplied, Provenance, ServeInfo};
 pub use serving::Serving;
 pub use shards::{Aggregation, AttentionReport, Partition, ShardMeta};
 

@@ -271,7 +271,7 @@ fn format_1_files_still_load() {
     let back = Checkpoint::load(&path).unwrap();
     let want = Provenance {
         version: Some("0.1.0".into()),
-        method: Some(Method::GradientAscent),
+        method: Some(crate::unlearn::baselines::gradient_ascent::METHOD),
         encoder_offset: Some(OffsetApplied { unlearner_sha256: None, backbone_sha256: None }),
         shards: Some(shards),
         serve: Some(ServeInfo { version: 7, retrain_of: Some(6) }),
@@ -377,7 +377,7 @@ fn the_encoder_offset_is_bound_to_the_unlearner_that_applied_it() {
         backbone_sha256: Some(ckpt.backbone_sha256().unwrap()),
     };
     assert_eq!(once.meta().provenance.encoder_offset, Some(want.clone()));
-    assert_eq!(once.meta().provenance.method, Some(Method::Unlearnrec));
+    assert_eq!(once.meta().provenance.method, Some(MethodId::UNLEARNREC));
     // The next request starts from the anchor, which carries no offset: any unlearner pre-trained for that
     // model may apply it, and the result records it.
     let second = Interactions::from_pairs(edges[10..12].to_vec()).0;

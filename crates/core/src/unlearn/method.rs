@@ -9,7 +9,12 @@
 //! Adding a method: a file with its function and a `build` function from [`MethodOptions`] (a new field
 //! there when it has options of its own) that wraps it in a [`Plain`] (or a type of its own implementing
 //! [`ForgetMethod`] when it returns more than a checkpoint and a report, as `sisa` does), plus one line in
-//! [`METHODS`]. Its report names it with a [`super::Method`] (the receipt's `method`).
+//! [`METHODS`] (name, prose name, help, needs, `build`, the `check` and JSON of its options). Its file
+//! names it with a [`MethodId`] constant (`MethodId::of("its-name")`, checked when compiled) for its
+//! report (the receipt's `method`) and the provenance of the checkpoints it writes; nothing else lists
+//! the methods: checkpoints, receipts, `unlearnrec unlearn --method` and an experiment's `methods = [...]`
+//! all resolve names through [`METHODS`]. Options of its own also need their flags (CLI) and their
+//! `[baselines.*]` table (experiment), which fill the new [`MethodOptions`] field.
 //!
 //! ```
 //! use unlearnrec_core::data::Interactions;
@@ -29,7 +34,11 @@
 //! assert!(forget_method("bogus", &MethodOptions::default()).is_err());
 //! ```
 
+use std::borrow::Cow;
+use std::fmt;
 use std::path::Path;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::baselines::{
     FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardSet, finetune, gradient_ascent, influence, sisa,
@@ -104,12 +113,20 @@ pub struct MethodOptions<'a> {
 /// Builds a method from the options.
 pub type Build = for<'a> fn(&MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>>;
 
+/// Checks the options a method reads, before anything runs ([`MethodInfo::check`]).
+pub type Check = for<'a> fn(&MethodOptions<'a>) -> Result<()>;
+
+/// The options a method reads as JSON ([`MethodInfo::options_json`]).
+pub type OptionsJson = for<'a> fn(&MethodOptions<'a>) -> serde_json::Value;
+
 /// A registered method.
 pub struct MethodInfo {
     /// Its name (`unlearnrec unlearn --method NAME`, `methods = [...]` of an experiment).
     pub name: &'static str,
     /// Other names accepted for it.
     pub aliases: &'static [&'static str],
+    /// Its name in prose (`forgot … with {display}`: the [`fmt::Display`] of its [`MethodId`]).
+    pub display: &'static str,
     /// One line on what it does.
     pub about: &'static str,
     /// Whether it needs [`MethodOptions::unlearner`].
@@ -118,6 +135,11 @@ pub struct MethodInfo {
     pub needs_shards: bool,
     /// Its constructor.
     pub build: Build,
+    /// Checks the options it reads (its own table of [`MethodOptions`]; not the resources `build` needs).
+    pub check: Check,
+    /// The options it reads, as JSON (`Null`: none): the part of an experiment's cell hash that is the
+    /// method's own, besides the unlearner's and the shards' configurations.
+    pub options_json: OptionsJson,
 }
 
 /// Every method, once.
@@ -125,50 +147,68 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo {
         name: "unlearnrec",
         aliases: &[],
+        display: "UnlearnRec",
         about: "The pre-trained influence encoder plus fine-tuning",
         needs_unlearner: true,
         needs_shards: false,
         build: unlearnrec,
+        check: no_check,
+        options_json: |o| json(&o.finetune),
     },
     MethodInfo {
         name: "retrain",
         aliases: &[],
+        display: "exact retraining",
         about: "Exact: retrain from scratch on the remaining data",
         needs_unlearner: false,
         needs_shards: false,
         build: retrain,
+        check: no_check,
+        options_json: |o| o.retrain_seed.map_or(serde_json::Value::Null, |s| serde_json::json!({ "train_seed": s })),
     },
     MethodInfo {
         name: "finetune",
         aliases: &[],
+        display: "fine-tuning",
         about: "Fine-tune the backbone on the remaining data only, without the encoder",
         needs_unlearner: false,
         needs_shards: false,
         build: finetune::build,
+        check: |o| o.finetune_only.validate(),
+        options_json: |o| json(&o.finetune_only),
     },
     MethodInfo {
         name: "gradient-ascent",
         aliases: &["neggrad", "neg-grad"],
+        display: "gradient ascent",
         about: "NegGrad+: descend on the remaining data, bounded ascent on the removed edges",
         needs_unlearner: false,
         needs_shards: false,
         build: gradient_ascent::build,
+        check: |o| o.gradient_ascent.validate(),
+        options_json: |o| json(&o.gradient_ascent),
     },
     MethodInfo {
         name: "influence",
         aliases: &[],
+        display: "an influence step",
         about: "One influence-function Newton step on the rows near the request",
         needs_unlearner: false,
         needs_shards: false,
         build: influence::build,
+        check: |o| o.influence.validate(),
+        options_json: |o| json(&o.influence),
     },
     MethodInfo {
         name: "sisa",
         aliases: &["receraser"],
+        display: "SISA",
         about: "SISA / RecEraser: retrain the shards that held removed edges (a `train --shards` checkpoint)",
         needs_unlearner: false,
         needs_shards: true,
         build: sisa::build,
+        check: no_check,
+        options_json: |_| serde_json::Value::Null,
     },
 ];
 
@@ -187,6 +227,140 @@ pub fn method_info(name: &str) -> Result<&'static MethodInfo> {
     METHODS.iter().find(|m| m.name == norm || m.aliases.contains(&norm.as_str())).ok_or_else(|| {
         Error::config("method", format!("unknown method {name:?}; expected one of {}", method_names().join(", ")))
     })
+}
+
+/// A registered method: what a report, a receipt and a checkpoint's provenance name. Copied and compared
+/// by name; its [`MethodInfo`] has the rest.
+///
+/// Serialized as its name in snake case ([`MethodId::key`]: `gradient_ascent`, the spelling of every
+/// checkpoint and receipt written so far); read from that or the name itself. Displayed as
+/// [`MethodInfo::display`].
+#[derive(Clone, Copy)]
+pub struct MethodId(&'static MethodInfo);
+
+impl MethodId {
+    /// UnlearnRec ([`super::unlearn`]).
+    pub const UNLEARNREC: MethodId = MethodId::of("unlearnrec");
+    /// Exact retraining ([`super::retrain`]).
+    pub const RETRAIN: MethodId = MethodId::of("retrain");
+
+    /// The method registered as `name` (exactly; no alias). In a constant, an unregistered name does not
+    /// compile.
+    ///
+    /// # Panics
+    /// When no method is registered as `name`.
+    pub const fn of(name: &str) -> MethodId {
+        let mut i = 0;
+        while i < METHODS.len() {
+            if const_eq(METHODS[i].name, name) {
+                return MethodId(&METHODS[i]);
+            }
+            i += 1;
+        }
+        panic!("no method is registered under this name in unlearn::method::METHODS")
+    }
+
+    /// The method called `name` ([`method_info`]: aliases, case and `_` for `-` accepted).
+    ///
+    /// # Errors
+    /// As [`method_info`].
+    pub fn named(name: &str) -> Result<MethodId> {
+        method_info(name).map(MethodId)
+    }
+
+    /// Every registered method, in registry order.
+    pub fn all() -> impl Iterator<Item = MethodId> {
+        METHODS.iter().map(MethodId)
+    }
+
+    /// Its registry entry.
+    pub const fn info(self) -> &'static MethodInfo {
+        self.0
+    }
+
+    /// Its registry name.
+    pub const fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    /// Its name in files: the registry name with `_` for `-`.
+    pub fn key(self) -> Cow<'static, str> {
+        match self.0.name.contains('-') {
+            true => Cow::Owned(self.0.name.replace('-', "_")),
+            false => Cow::Borrowed(self.0.name),
+        }
+    }
+}
+
+/// Byte equality of two strings, in a constant.
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl PartialEq for MethodId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for MethodId {}
+
+impl std::hash::Hash for MethodId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state);
+    }
+}
+
+impl fmt::Debug for MethodId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("MethodId").field(&self.0.name).finish()
+    }
+}
+
+impl fmt::Display for MethodId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.display)
+    }
+}
+
+impl Serialize for MethodId {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        let name = s.replace('_', "-");
+        METHODS.iter().find(|m| m.name == name).map(MethodId).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown method {s:?}; expected one of {}",
+                METHODS.iter().map(|m| MethodId(m).key()).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+/// The [`MethodInfo::check`] of a method whose options need none.
+pub fn no_check(_: &MethodOptions<'_>) -> Result<()> {
+    Ok(())
+}
+
+/// `value` as JSON, for [`MethodInfo::options_json`] (`Null` if it cannot be: no option type fails).
+pub fn json(value: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
 /// Builds the method called `name` with `opts`.
@@ -237,7 +411,7 @@ fn unlearnrec<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
         .unlearner
         .ok_or_else(|| Error::config("unlearner", "unlearnrec needs a pre-trained unlearner (unlearnrec pretrain)"))?;
     Ok(Box::new(Plain {
-        name: "unlearnrec",
+        name: MethodId::UNLEARNREC.name(),
         cfg: (unlearner, o.finetune.clone()),
         run: |ckpt, request, (un, ft), obs| super::unlearn(ckpt, un, request, ft, obs),
         epochs: |(_, ft), _| ft.epochs,
@@ -248,7 +422,7 @@ fn unlearnrec<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
 /// [`MethodOptions::retrain_seed`] (`None`: the checkpoint's own seed, [`super::retrain`]).
 fn retrain<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
     Ok(Box::new(Plain {
-        name: "retrain",
+        name: MethodId::RETRAIN.name(),
         cfg: o.retrain_seed,
         run: |ckpt, request, seed, obs| {
             super::retrain_seeded(ckpt, request, seed.unwrap_or(ckpt.meta().train.seed), obs)
@@ -297,6 +471,59 @@ mod tests {
         let n = all.len();
         all.dedup();
         assert_eq!(all.len(), n);
+    }
+
+    /// Every method round-trips through its name in files, which is its registry name in snake case (the
+    /// spelling of format-1 checkpoints and of receipts), and reads from the registry name as well.
+    #[test]
+    fn every_method_round_trips_through_its_serialized_name() {
+        let keys: Vec<String> =
+            MethodId::all().map(|m| serde_json::to_value(m).unwrap().as_str().unwrap().into()).collect();
+        assert_eq!(keys, ["unlearnrec", "retrain", "finetune", "gradient_ascent", "influence", "sisa"]);
+        for (m, info) in MethodId::all().zip(METHODS) {
+            assert_eq!(m.info().name, info.name);
+            assert_eq!(MethodId::of(info.name), m);
+            assert_eq!(MethodId::named(info.name).unwrap(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("{:?}", info.name.replace('-', "_")));
+            assert_eq!(serde_json::from_str::<MethodId>(&json).unwrap(), m);
+            assert_eq!(serde_json::from_value::<MethodId>(info.name.into()).unwrap(), m);
+            assert_eq!(m.to_string(), info.display);
+            assert!(!info.display.is_empty());
+        }
+        // The prose names of messages (`forgot … with {method}`) are those of the former enum.
+        let prose: Vec<String> = MethodId::all().map(|m| m.to_string()).collect();
+        assert_eq!(
+            prose,
+            ["UnlearnRec", "exact retraining", "fine-tuning", "gradient ascent", "an influence step", "SISA"]
+        );
+        assert_eq!(MethodId::RETRAIN.name(), "retrain");
+        assert_eq!(MethodId::UNLEARNREC.name(), "unlearnrec");
+        let err = serde_json::from_str::<MethodId>("\"neggrad\"").unwrap_err().to_string();
+        assert!(err.contains("unknown method") && err.contains("gradient_ascent"), "{err}");
+    }
+
+    /// A method's options check and JSON read its own table only.
+    #[test]
+    fn every_method_checks_and_records_its_own_options() {
+        let ok = MethodOptions::default();
+        for m in METHODS {
+            (m.check)(&ok).unwrap_or_else(|e| panic!("{}: {e}", m.name));
+        }
+        let bad = MethodOptions {
+            finetune_only: FinetuneOnlyConfig { epochs: 0, ..Default::default() },
+            gradient_ascent: GradientAscentConfig { steps: 0, ..Default::default() },
+            influence: InfluenceConfig { cg_iters: 0, ..Default::default() },
+            ..Default::default()
+        };
+        for m in METHODS {
+            let refused = (m.check)(&bad).is_err();
+            assert_eq!(refused, ["finetune", "gradient-ascent", "influence"].contains(&m.name), "{}", m.name);
+        }
+        assert_eq!((MethodId::RETRAIN.info().options_json)(&ok), serde_json::Value::Null);
+        let seeded = MethodOptions { retrain_seed: Some(4), ..Default::default() };
+        assert_eq!((MethodId::RETRAIN.info().options_json)(&seeded), serde_json::json!({ "train_seed": 4 }));
+        assert_eq!((MethodId::UNLEARNREC.info().options_json)(&ok), json(&ok.finetune));
     }
 
     fn same(a: &(Checkpoint, UnlearnReport), b: &Forgotten) {

@@ -47,10 +47,9 @@ pub mod request;
 pub mod scenario;
 pub mod spam;
 
-pub use crate::checkpoint::Method;
 pub use encoder::{Encoder, EncoderConfig};
 pub use forgetting::{ForgettingReport, forgetting_report, request_seed};
-pub use method::{ForgetMethod, Forgotten, MethodOptions, forget_method};
+pub use method::{ForgetMethod, Forgotten, MethodId, MethodOptions, forget_method};
 pub use objective::UnlearnLoss;
 
 /// The reference's batch size for which the alignment weights were tuned; our alignment loss is a mean,
@@ -760,7 +759,7 @@ impl Unlearner {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnlearnReport {
     /// The method.
-    pub method: Method,
+    pub method: MethodId,
     /// Removed edges.
     pub edges: usize,
     /// Distinct users touched.
@@ -831,7 +830,7 @@ pub(crate) fn finish(
     model: Backbone,
     request: &Interactions,
     remaining: &Graph,
-    method: Method,
+    method: MethodId,
 ) -> Result<Checkpoint> {
     let removed = union(ckpt.removed(), request);
     let mut out = ckpt.derive(model, remaining.to_interactions(), remaining_valid(ckpt, request), removed)?;
@@ -977,7 +976,7 @@ pub fn unlearn(
     let valid = valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?;
     let (users, items) = touched(request);
     let report = UnlearnReport {
-        method: Method::Unlearnrec,
+        method: MethodId::UNLEARNREC,
         edges: request.len(),
         users,
         items,
@@ -987,7 +986,7 @@ pub fn unlearn(
         forgetting,
         valid,
     };
-    let mut out = finish(ckpt, out_model, request, &req.remaining, Method::Unlearnrec)?;
+    let mut out = finish(ckpt, out_model, request, &req.remaining, MethodId::UNLEARNREC)?;
     out.provenance_mut().encoder_offset = Some(OffsetApplied {
         unlearner_sha256: Some(unlearner.sha256()?),
         backbone_sha256: unlearner.meta.backbone_sha256.clone(),
@@ -1143,7 +1142,7 @@ pub fn retrain_seeded(
     let valid_m = valid_metrics(&model, &data.adj, &data.graph, &data.valid)?;
     let (users, items) = touched(request);
     let report = UnlearnReport {
-        method: Method::Retrain,
+        method: MethodId::RETRAIN,
         edges: request.len(),
         users,
         items,
@@ -1153,7 +1152,7 @@ pub fn retrain_seeded(
         forgetting,
         valid: valid_m,
     };
-    let mut out = finish(ckpt, model, request, &remaining, Method::Retrain)?;
+    let mut out = finish(ckpt, model, request, &remaining, MethodId::RETRAIN)?;
     out.set_train_config(crate::train::TrainConfig { seed, ..ckpt.meta().train.clone() });
     out.provenance_mut().encoder_offset = None;
     Ok((out, report))
@@ -1193,7 +1192,7 @@ pub fn refit(ckpt: &Checkpoint, obs: &mut dyn Observer) -> Result<Checkpoint> {
     // A retrained model carries no encoder offset; later requests must apply it afresh.
     let prov = out.provenance_mut();
     prov.encoder_offset = None;
-    prov.method = Some(Method::Retrain);
+    prov.method = Some(MethodId::RETRAIN);
     prov.shards = None;
     Ok(out)
 }
@@ -1382,7 +1381,7 @@ mod tests {
         let again = refit(&once, &mut Silent).unwrap();
         assert_eq!(again.model().base_vec().unwrap(), once.model().base_vec().unwrap());
         assert_eq!((again.edges(), again.valid(), again.removed()), (once.edges(), once.valid(), once.removed()));
-        assert_eq!(again.meta().provenance.method, Some(Method::Retrain));
+        assert_eq!(again.meta().provenance.method, Some(MethodId::RETRAIN));
         assert_eq!(again.meta().provenance.encoder_offset, None);
     }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{IdMap, Interactions};
 use crate::io::sha256_hex;
-use crate::unlearn::{ForgettingReport, Method, UnlearnReport};
+use crate::unlearn::{ForgettingReport, MethodId, UnlearnReport};
 
 /// A receipt of one unlearning request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -15,7 +15,7 @@ pub struct Receipt {
     /// UTC time, RFC 3339.
     pub utc: String,
     /// The method.
-    pub method: Method,
+    pub method: MethodId,
     /// Removed interactions: `train_edges + valid_edges`.
     pub edges: usize,
     /// Of them, training edges: the ones the model learned from, over which `forgetting` is measured

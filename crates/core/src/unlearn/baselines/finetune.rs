@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 use crate::eval::MetricKey;
 use crate::train::{Observer, TrainConfig, TrainData, fit};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
-use crate::unlearn::{Method, UnlearnReport};
+use crate::unlearn::{MethodId, UnlearnReport};
+
+/// This method in reports and provenance (its [`METHODS`](crate::unlearn::method::METHODS) entry).
+pub const METHOD: MethodId = MethodId::of("finetune");
 
 /// Hyper-parameters of [`finetune`]; learning rate, batch size and step cap come from the checkpoint's
 /// training configuration.
@@ -80,13 +83,13 @@ pub fn finetune(
         .filter_map(|r| r.valid.as_ref())
         .map(|v| v.require(MetricKey::RECALL_20))
         .collect::<Result<Vec<f64>>>()?;
-    let report = prep.report(Method::Finetune, ckpt.model(), &model, phases, recall)?;
-    Ok((prep.finish(ckpt, model, Method::Finetune)?, report))
+    let report = prep.report(METHOD, ckpt.model(), &model, phases, recall)?;
+    Ok((prep.finish(ckpt, model, METHOD)?, report))
 }
 
 /// [`finetune`] with [`MethodOptions::finetune_only`] as a [`ForgetMethod`] (`finetune`).
 pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-    Ok(Box::new(Plain { name: "finetune", cfg: o.finetune_only.clone(), run: finetune, epochs: |c, _| c.epochs }))
+    Ok(Box::new(Plain { name: METHOD.name(), cfg: o.finetune_only.clone(), run: finetune, epochs: |c, _| c.epochs }))
 }
 
 #[cfg(test)]
@@ -123,7 +126,7 @@ pub(crate) mod tests {
             assert!(req.iter().all(|(u, i)| !out.edges().contains(u, i)), "{kind}: request left in the graph");
             assert_eq!(out.edges().len(), ckpt.edges().len() - req.len());
             assert_eq!(out.removed(), &req);
-            assert_eq!(rep.method, Method::Finetune);
+            assert_eq!(rep.method, METHOD);
             assert_eq!(rep.valid_recall.len(), 1);
             assert!(rep.phase_secs.contains_key("finetune"));
             let f = &rep.forgetting;

@@ -31,7 +31,10 @@ use crate::model::{Backbone, Batch, EpochState};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, Observer, Schedule, Steps, Validation, driver};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
-use crate::unlearn::{Method, UnlearnReport};
+use crate::unlearn::{MethodId, UnlearnReport};
+
+/// This method in reports and provenance (its [`METHODS`](crate::unlearn::method::METHODS) entry).
+pub const METHOD: MethodId = MethodId::of("gradient-ascent");
 
 /// Hyper-parameters of [`gradient_ascent`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,8 +123,8 @@ pub fn gradient_ascent(
     driver::run(&mut steps, &mut opt, &Schedule::new(1, None), obs)?;
     let model = steps.model;
     phases.insert("ascent".to_string(), t.elapsed().as_secs_f64());
-    let report = prep.report(Method::GradientAscent, ckpt.model(), &model, phases, vec![])?;
-    Ok((prep.finish(ckpt, model, Method::GradientAscent)?, report))
+    let report = prep.report(METHOD, ckpt.model(), &model, phases, vec![])?;
+    Ok((prep.finish(ckpt, model, METHOD)?, report))
 }
 
 /// [`gradient_ascent`]'s step functions: each step takes the next minibatch of the remaining edges' triples
@@ -197,12 +200,7 @@ impl Steps for AscentSteps<'_> {
 
 /// [`gradient_ascent`] with [`MethodOptions::gradient_ascent`] as a [`ForgetMethod`] (`gradient-ascent`).
 pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-    Ok(Box::new(Plain {
-        name: "gradient-ascent",
-        cfg: o.gradient_ascent.clone(),
-        run: gradient_ascent,
-        epochs: |_, _| 1,
-    }))
+    Ok(Box::new(Plain { name: METHOD.name(), cfg: o.gradient_ascent.clone(), run: gradient_ascent, epochs: |_, _| 1 }))
 }
 
 #[cfg(test)]
@@ -220,7 +218,7 @@ mod tests {
             let cfg = GradientAscentConfig::default();
             let (out, rep) = gradient_ascent(&ckpt, &req, &cfg, &mut Silent).unwrap();
             assert!(req.iter().all(|(u, i)| !out.edges().contains(u, i)));
-            assert_eq!(rep.method, Method::GradientAscent);
+            assert_eq!(rep.method, METHOD);
             let f = &rep.forgetting;
             eprintln!(
                 "{kind}: removed {:.3} -> {:.3}, remaining {:.3} -> {:.3}, non-edges {:.3} -> {:.3}, recall@20 {:.4}",

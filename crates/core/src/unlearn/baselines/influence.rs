@@ -46,7 +46,10 @@ use crate::model::loss::softplus;
 use crate::tensor::SpMat;
 use crate::train::Observer;
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
-use crate::unlearn::{Method, UnlearnReport};
+use crate::unlearn::{MethodId, UnlearnReport};
+
+/// This method in reports and provenance (its [`METHODS`](crate::unlearn::method::METHODS) entry).
+pub const METHOD: MethodId = MethodId::of("influence");
 
 /// Hyper-parameters of [`influence`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -446,14 +449,14 @@ pub fn influence(
     }
     model.set_base(&base)?;
     phases.insert("influence".to_string(), t.elapsed().as_secs_f64());
-    let mut report = prep.report(Method::Influence, ckpt.model(), &model, phases, vec![])?;
+    let mut report = prep.report(METHOD, ckpt.model(), &model, phases, vec![])?;
     report.solver_residual = Some(cg.residual);
-    Ok((prep.finish(ckpt, model, Method::Influence)?, report))
+    Ok((prep.finish(ckpt, model, METHOD)?, report))
 }
 
 /// [`influence`] with [`MethodOptions::influence`] as a [`ForgetMethod`] (`influence`).
 pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 'a>> {
-    Ok(Box::new(Plain { name: "influence", cfg: o.influence.clone(), run: influence, epochs: |_, _| 0 }))
+    Ok(Box::new(Plain { name: METHOD.name(), cfg: o.influence.clone(), run: influence, epochs: |_, _| 0 }))
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 //!
 //! | method | module | what changes | guarantee |
 //! |---|---|---|---|
-//! | [`Method::Retrain`] | [`super::retrain`] | everything, from scratch | exact |
-//! | [`Method::Finetune`] | [`finetune`] | `E⁰`, a few epochs on the remaining data | none (isolates the encoder) |
-//! | [`Method::GradientAscent`] | [`gradient_ascent`] | `E⁰`, NegGrad+ steps | none; removed scores fall |
-//! | [`Method::Influence`] | [`influence`] | rows of `E⁰` near the request, one Newton step | exact for a quadratic loss |
-//! | [`Method::Sisa`] | [`sisa`] | the shards that held removed edges, retrained | exact for the sharded model |
+//! | [`retrain`](super::method::MethodId::RETRAIN) | [`super::retrain`] | everything, from scratch | exact |
+//! | [`finetune`](finetune::METHOD) | [`finetune`](mod@finetune) | `E⁰`, a few epochs on the remaining data | none (isolates the encoder) |
+//! | [`gradient-ascent`](gradient_ascent::METHOD) | [`gradient_ascent`](mod@gradient_ascent) | `E⁰`, NegGrad+ steps | none; removed scores fall |
+//! | [`influence`](influence::METHOD) | [`influence`](mod@influence) | rows of `E⁰` near the request, one Newton step | exact for a quadratic loss |
+//! | [`sisa`](sisa::METHOD) | [`sisa`](mod@sisa) | the shards that held removed edges, retrained | exact for the sharded model |
 //!
 //! The result's graph is always the remaining graph (so `eval`, `recommend` and `export` treat forgotten
 //! items as unseen), its validation edges lose the request, and the report's forgetting figures compare
@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Method, UnlearnReport, check_request, finish, forgetting_report, request_seed, touched, valid_metrics};
+use super::{MethodId, UnlearnReport, check_request, finish, forgetting_report, request_seed, touched, valid_metrics};
 use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
@@ -93,7 +93,7 @@ impl Prepared {
     /// its forgetting figures are drawn from [`request_seed`], like every method's.
     pub fn report(
         &self,
-        method: Method,
+        method: MethodId,
         before: &Backbone,
         after: &Backbone,
         phase_secs: HashMap<String, f64>,
@@ -128,7 +128,7 @@ impl Prepared {
     ///
     /// # Errors
     /// A model that does not fit the checkpoint.
-    pub fn finish(&self, ckpt: &Checkpoint, model: Backbone, method: Method) -> Result<Checkpoint> {
+    pub fn finish(&self, ckpt: &Checkpoint, model: Backbone, method: MethodId) -> Result<Checkpoint> {
         finish(ckpt, model, &self.request, &self.remaining, method)
     }
 }

@@ -64,7 +64,10 @@ use crate::model::{Backbone, ModelConfig, ModelKind};
 use crate::tensor::SpMat;
 use crate::train::{FitReport, Observer, Silent, TrainConfig, TrainData, fit};
 use crate::unlearn::method::{ForgetMethod, Forgotten, MethodOptions};
-use crate::unlearn::{Method, UnlearnReport};
+use crate::unlearn::{MethodId, UnlearnReport};
+
+/// This method in reports and provenance (its [`METHODS`](crate::unlearn::method::METHODS) entry).
+pub const METHOD: MethodId = MethodId::of("sisa");
 
 /// Sharded training hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -439,8 +442,8 @@ pub fn sisa_of(
     phases.insert("retrain".to_string(), t.elapsed().as_secs_f64());
     meta.last_retrained = (0..meta.shards).filter(|&k| affected[k]).collect();
     tracing::info!(retrained = ?meta.last_retrained, shards = meta.shards, "sisa");
-    let report = prep.report(Method::Sisa, ckpt.model(), &model, phases, vec![])?;
-    let mut out = prep.finish(ckpt, model, Method::Sisa)?;
+    let report = prep.report(METHOD, ckpt.model(), &model, phases, vec![])?;
+    let mut out = prep.finish(ckpt, model, METHOD)?;
     out.provenance_mut().shards = Some(meta.clone());
     let shards = ShardSet { meta, models, user_shard: set.user_shard.clone() };
     Ok((ShardedCheckpoint { checkpoint: out, shards }, report))
@@ -529,7 +532,7 @@ pub(crate) fn build<'a>(o: &MethodOptions<'a>) -> Result<Box<dyn ForgetMethod + 
 
 impl ForgetMethod for Sisa<'_> {
     fn name(&self) -> &'static str {
-        "sisa"
+        METHOD.name()
     }
 
     fn epochs(&self, ckpt: &Checkpoint) -> usize {
@@ -629,7 +632,7 @@ mod tests {
         let (out, rep) = sisa(&sc, &req, &mut Silent).unwrap();
         let k_u = sc.shards.user_shard[user as usize] as usize;
         assert_eq!(out.shards.meta.last_retrained, vec![k_u]);
-        assert_eq!(rep.method, Method::Sisa);
+        assert_eq!(rep.method, METHOD);
         assert!(
             req.iter().all(|(u, i)| !out.checkpoint.edges().contains(u, i) && !out.checkpoint.valid().contains(u, i))
         );
