@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use unlearnrec_core::checkpoint::{Checkpoint, ServeInfo, Serving};
+use unlearnrec_core::checkpoint::{Anchor, Checkpoint, ServeInfo, Serving};
 use unlearnrec_core::data::{Dataset, IdMap, Interactions};
 use unlearnrec_core::graph::Graph;
 use unlearnrec_core::io::sha256_hex;
@@ -319,12 +319,21 @@ fn fault(at: FaultPoint, cfg: Option<FaultPoint>) {
     }
 }
 
-/// `ckpt` with `edges` (validation edges only, which the model never trained on) moved to its removed set.
+/// `ckpt` with `edges` (validation edges only, which the model never trained on) moved to its removed set. An
+/// anchor is kept, with the edges counted as removed since it, so the next request still applies from it.
 fn drop_valid_edges(ckpt: &Checkpoint, edges: &Interactions) -> Result<Checkpoint> {
     let m = ckpt.model();
     let model = Backbone::from_embeddings(m.config.clone(), m.n_users(), m.n_items(), m.base_vec()?)?;
     let valid = ckpt.valid().difference(edges).0;
-    Ok(ckpt.derive(model, ckpt.edges().clone(), valid, union(ckpt.removed(), edges))?)
+    let out = ckpt.derive(model, ckpt.edges().clone(), valid, union(ckpt.removed(), edges))?;
+    Ok(match ckpt.anchor() {
+        Some(a) => out.with_anchor(Anchor {
+            base: a.base.clone(),
+            since_train: a.since_train.clone(),
+            since_valid: union(&a.since_valid, edges),
+        })?,
+        None => out,
+    })
 }
 
 impl Store {
@@ -554,6 +563,29 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropping_validation_edges_keeps_the_anchor() {
+        use unlearnrec_core::data::synthetic::{SynthConfig, generate};
+        use unlearnrec_core::model::{ModelConfig, ModelKind};
+        use unlearnrec_core::train::TrainConfig;
+        let ds = generate(&SynthConfig { users: 40, items: 30, interactions: 600, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 8, layers: 2, ..Default::default() };
+        let tc = TrainConfig { epochs: 1, batch_size: 256, ..Default::default() };
+        let (ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
+        let pc =
+            unlearnrec_core::unlearn::PretrainConfig { epochs: 1, max_steps_per_epoch: Some(1), ..Default::default() };
+        let un = unlearn::pretrain(&ckpt, &pc, &mut Silent).unwrap();
+        let first = Interactions::from_pairs(ckpt.edges().iter().take(3).collect()).0;
+        let ft = FinetuneConfig { epochs: 0, ..FinetuneConfig::default() };
+        let (a, _) = unlearn::unlearn(&ckpt, &un, &first, &ft, &mut Silent).unwrap();
+        let valid = Interactions::from_pairs(a.valid().iter().take(2).collect()).0;
+        let b = drop_valid_edges(&a, &valid).unwrap();
+        let anchor = b.anchor().expect("the anchor survives");
+        assert_eq!(anchor.base, ckpt.model().base_vec().unwrap());
+        assert_eq!(anchor.since_valid, valid);
+        assert_eq!(&anchor.since_train, &first);
+    }
 
     #[test]
     fn versioned_names_round_trip() {
