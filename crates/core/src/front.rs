@@ -180,10 +180,7 @@ impl Checkpoint {
     /// # Errors
     /// `k = 0`, or a user outside the model.
     pub fn recommend_many(&self, users: &[u32], k: usize) -> Result<Recommendations> {
-        let view = self.serving()?;
-        let emb = view.embeddings();
-        let seen = Some(view.seen().user_items());
-        let top = crate::eval::recommend(users, &emb.users, &emb.items, emb.dim, seen, view.erased_items(), k)?;
+        let top = self.serving()?.top_k_many(users, k)?;
         let stride = top.k;
         let mut items = vec![u32::MAX; users.len() * stride];
         let mut scores = vec![f32::NEG_INFINITY; users.len() * stride];

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::data::{Dataset, Interactions};
 use crate::error::{Error, Result};
-use crate::model::{Backbone, ModelConfig};
+use crate::model::ModelConfig;
 use crate::train::{FitReport, Observer, TrainConfig, TrainData, fit};
 
 /// The union of two edge sets.
@@ -51,23 +51,12 @@ pub fn train(
         return Err(Error::config("data", "the training split is empty"));
     }
     let data = TrainData::new(ds.n_users(), ds.n_items(), &train, &valid);
-    let mut model = fresh_backbone(model_cfg, ds.n_users(), ds.n_items(), &train, train_cfg.seed)?;
+    let mut model =
+        model_cfg.kind.architecture().init(model_cfg, ds.n_users(), ds.n_items(), &train, train_cfg.seed)?;
     let report = fit(&mut model, &data, train_cfg, obs)?;
     let meta = CheckpointMeta::trained(ds, &model.config, train_cfg, carved, Some(report.clone()));
     let ckpt = Checkpoint::new(model, meta, train, valid, Interactions::default())?;
     Ok((ckpt, report))
-}
-
-/// The model `fit` starts from: its architecture's [`init`](crate::model::Architecture::init) (most-popular
-/// scores of `train`, else a seeded initialisation of `config`).
-pub fn fresh_backbone(
-    config: &ModelConfig,
-    n_users: usize,
-    n_items: usize,
-    train: &Interactions,
-    seed: u64,
-) -> Result<Backbone> {
-    config.kind.architecture().init(config, n_users, n_items, train, seed)
 }
 
 /// A training run's configuration file: `[model]` and `[train]` tables.

@@ -121,8 +121,7 @@ impl Checkpoint {
     /// # Errors
     /// I/O.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let (tensors, json) = self.file_parts()?;
-        write_tensors(path, &tensors, json)
+        crate::io::write_atomic(path, &self.to_bytes()?)
     }
 
     /// The bytes [`Checkpoint::save`] writes (of a checkpoint without shards), for hashing or sending a

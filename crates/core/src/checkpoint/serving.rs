@@ -55,10 +55,18 @@ impl Serving {
     /// # Errors
     /// `k` = 0, or a user outside the model.
     pub fn top_k(&self, user: u32, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
-        let emb = &self.embeddings;
-        let seen = Some(self.seen.user_items());
-        let top = crate::eval::recommend(&[user], &emb.users, &emb.items, emb.dim, seen, &self.erased_items, k)?;
+        let top = self.top_k_many(&[user], k)?;
         let (items, scores) = top.row(0);
         Ok((items.to_vec(), scores.to_vec()))
+    }
+
+    /// [`Serving::top_k`] of many users in one parallel pass; row `r` belongs to `users[r]`.
+    ///
+    /// # Errors
+    /// As [`Serving::top_k`].
+    pub fn top_k_many(&self, users: &[u32], k: usize) -> Result<crate::eval::TopK> {
+        let emb = &self.embeddings;
+        let seen = Some(self.seen.user_items());
+        crate::eval::recommend(users, &emb.users, &emb.items, emb.dim, seen, &self.erased_items, k)
     }
 }

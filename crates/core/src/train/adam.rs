@@ -78,14 +78,29 @@ impl InplaceOp1 for Update<'_> {
             .zip(self.grad.par_chunks(CHUNK))
             .for_each(|(((p, m), v), g)| {
                 for i in 0..p.len() {
-                    let gi = g[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    p[i] -= lr_t * m[i] / (v[i].sqrt() + eps_t);
+                    update(&mut p[i], &mut m[i], &mut v[i], g[i], b1, b2, lr_t, eps_t);
                 }
             });
         Ok(())
     }
+}
+
+/// One element's Adam update in the bias-folded form of [`Adam::step`] (`lr_t`, `eps_t` from
+/// [`step_scalars`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn update(p: &mut f32, m: &mut f32, v: &mut f32, g: f32, b1: f32, b2: f32, lr_t: f32, eps_t: f32) {
+    *m = b1 * *m + (1.0 - b1) * g;
+    *v = b2 * *v + (1.0 - b2) * g * g;
+    *p -= lr_t * *m / (v.sqrt() + eps_t);
+}
+
+/// The step size and epsilon of step `t` (1-based) with the bias corrections folded in:
+/// `lr·sqrt(1-b2ᵗ)/(1-b1ᵗ)` and `eps·sqrt(1-b2ᵗ)`.
+pub(crate) fn step_scalars(cfg: &AdamConfig, t: i32) -> (f32, f32) {
+    let c1 = 1.0 - cfg.beta1.powi(t);
+    let c2 = (1.0 - cfg.beta2.powi(t)).sqrt();
+    ((cfg.lr * c2 / c1) as f32, (cfg.eps * c2) as f32)
 }
 
 impl Adam {
@@ -121,10 +136,7 @@ impl Adam {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         // Bias corrections folded into the step size and epsilon (the "efficient" form of the paper):
         // p -= lr·sqrt(1-b2ᵗ)/(1-b1ᵗ) · m / (sqrt(v) + eps·sqrt(1-b2ᵗ)).
-        let c1 = 1.0 - b1.powi(t);
-        let c2 = (1.0 - b2.powi(t)).sqrt();
-        let lr_t = (self.cfg.lr * c2 / c1) as f32;
-        let eps_t = (self.cfg.eps * c2) as f32;
+        let (lr_t, eps_t) = step_scalars(&self.cfg, t);
         for slot in &mut self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
             let g = g.contiguous()?;

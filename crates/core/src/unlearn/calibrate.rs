@@ -107,22 +107,19 @@ impl IdleSchedule {
         if self.reg == 0.0 {
             return;
         }
-        let cfg = crate::train::AdamConfig::default();
-        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
+        let adam = crate::train::AdamConfig::default();
+        let (b1, b2) = (adam.beta1 as f32, adam.beta2 as f32);
         let two_reg = (2.0 * self.reg) as f32;
         let (mut m, mut v) = (vec![0f32; x.len()], vec![0f32; x.len()]);
         let (mut lr, mut t) = (self.lr, 0i32);
         for _ in 0..self.epochs {
             for _ in 0..self.steps_per_epoch {
                 t += 1;
-                let c1 = 1.0 - cfg.beta1.powi(t);
-                let c2 = (1.0 - cfg.beta2.powi(t)).sqrt();
-                let (lr_t, eps_t) = ((lr * c2 / c1) as f32, (cfg.eps * c2) as f32);
+                let (lr_t, eps_t) =
+                    crate::train::adam::step_scalars(&crate::train::AdamConfig { lr, ..adam.clone() }, t);
                 for ((p, m), v) in x.iter_mut().zip(&mut m).zip(&mut v) {
                     let g = two_reg * *p;
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    *p -= lr_t * *m / (v.sqrt() + eps_t);
+                    crate::train::adam::update(p, m, v, g, b1, b2, lr_t, eps_t);
                 }
             }
             if self.lr_decay < 1.0 {

@@ -1173,7 +1173,8 @@ fn fit_fresh(
 ) -> Result<(Backbone, TrainData)> {
     let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
     let data = TrainData::new(nu, ni, train, valid);
-    let mut model = crate::pipeline::fresh_backbone(&ckpt.model().config, nu, ni, train, seed)?;
+    let config = &ckpt.model().config;
+    let mut model = config.kind.architecture().init(config, nu, ni, train, seed)?;
     let cfg = crate::train::TrainConfig { seed, ..ckpt.meta().train.clone() };
     crate::train::fit(&mut model, &data, &cfg, obs)?.require_converged()?;
     Ok((model, data))
