@@ -883,6 +883,23 @@ pub fn unlearn(
         (report.edges, (report.users, report.items)) = (request.len(), touched(request));
         return Ok((out, report));
     }
+    // An exactly trained model (no anchor, never through the encoder) is its own anchor: the unlearner must
+    // have been pre-trained for it. A retrain or a consolidation is a new model, so an unlearner of the one
+    // before it is refused rather than silently applied to a model it never saw.
+    if ckpt.meta().provenance.encoder_offset.is_none()
+        && let Some(ours) = &unlearner.meta.backbone_sha256
+    {
+        let theirs = ckpt.backbone_sha256()?;
+        if *ours != theirs {
+            return Err(Error::CheckpointMismatch {
+                expected: format!("an unlearner pre-trained for this model (backbone sha256 {theirs})"),
+                found: format!(
+                    "an unlearner pre-trained for another model (backbone sha256 {ours}); after a retrain or a \
+                     consolidation, pre-train the unlearner again (`unlearnrec pretrain`)"
+                ),
+            });
+        }
+    }
     let backbone = ckpt.model();
     let mut phases = HashMap::new();
     let t = Instant::now();
@@ -1333,6 +1350,12 @@ mod tests {
         // An exact retrain is a new anchor: nothing carried.
         let (r, _) = retrain(&c, &users_request(&c, 1), &mut Silent).unwrap();
         assert!(r.anchor().is_none());
+        // ... so the unlearner of the old anchor is refused on it, with a message that says what to do.
+        let next = users_request(&r, 1);
+        match unlearn(&r, &un, &next, &ft, &mut Silent) {
+            Err(Error::CheckpointMismatch { found, .. }) => assert!(found.contains("pre-train"), "{found}"),
+            other => panic!("expected a mismatch, got {:?}", other.map(|_| ())),
+        }
     }
 
     #[test]
