@@ -551,7 +551,9 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
 )]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.set_model_version(state.served.load().version);
+    let served = state.served.load();
+    state.metrics.set_model_version(served.version);
+    state.metrics.set_edges_since_anchor(served.edges_since_anchor() as u64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 

@@ -7,8 +7,12 @@
 //!   its receipt once applied.
 //! - `versions`: one row per model version. Version 0 is the checkpoint the service was first started with;
 //!   each applied batch adds one, recording the checkpoint's path and SHA-256 and the remaining-data
-//!   directory. The current version is the largest. A version with `retrain = 1` is an exact retrain of
-//!   the previous one ([`Ledger::commit_retrain`]): same removed edges, no request.
+//!   directory. The current version is the largest. A version with `retrain = 1` is a consolidation
+//!   ([`Ledger::commit_retrain`]): an exact retrain of an earlier version, plus the edges removed since then
+//!   applied on top; same removed edges as the version before it, no request. A consolidation records the
+//!   unlearner pre-trained for its retrained backbone (`unlearner`, `unlearner_sha256`); the unlearner of a
+//!   version is that of the latest version at or before it that records one ([`Ledger::unlearner_of`]), the
+//!   service's `--unlearner` when none does.
 //!
 //! [`Ledger::commit_batch`] marks a batch applied and records the new version in **one** transaction: a
 //! crash leaves either both or neither, which is what makes application exactly-once.
@@ -91,8 +95,11 @@ pub struct VersionRow {
     pub edges: usize,
     /// UTC time of the commit.
     pub created_utc: String,
-    /// True when this version is an exact retrain of the previous one (the retrain schedule), not a batch.
+    /// True when this version is a consolidation (the retrain schedule: an exact retrain, with the edges
+    /// removed while it ran applied on top), not a batch.
     pub retrain: bool,
+    /// The unlearner pre-trained for this version's backbone and its SHA-256 (consolidations only).
+    pub unlearner: Option<(PathBuf, String)>,
 }
 
 /// One applied request of a batch.
@@ -141,14 +148,31 @@ CREATE TABLE IF NOT EXISTS versions (
     data_dir TEXT,
     edges INTEGER NOT NULL,
     created_utc TEXT NOT NULL,
-    retrain INTEGER NOT NULL DEFAULT 0
+    retrain INTEGER NOT NULL DEFAULT 0,
+    unlearner TEXT,
+    unlearner_sha256 TEXT
 );
 ";
 
+/// Columns added since the first schema, with their definitions: ledgers written before them get them on
+/// open (`NULL` or the default in existing rows).
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("versions", "retrain", "INTEGER NOT NULL DEFAULT 0"),
+    ("versions", "unlearner", "TEXT"),
+    ("versions", "unlearner_sha256", "TEXT"),
+];
+
+const VERSION_COLUMNS: &str =
+    "version, checkpoint, sha256, data_dir, edges, created_utc, retrain, unlearner, unlearner_sha256";
+
 /// Now as RFC 3339 UTC.
 pub(crate) fn now_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    unlearnrec_core::unlearn::receipt::rfc3339(secs)
+    unlearnrec_core::unlearn::receipt::rfc3339(now_unix() as u64)
+}
+
+/// Now as Unix seconds.
+pub(crate) fn now_unix() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn path_text(p: &Path) -> Result<String> {
@@ -169,13 +193,15 @@ impl Ledger {
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
-        // Ledgers written before the retrain schedule have no `retrain` column.
-        let has_retrain: bool =
-            conn.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('versions') WHERE name = 'retrain'", [], |r| {
-                r.get(0)
-            })?;
-        if !has_retrain {
-            conn.execute_batch("ALTER TABLE versions ADD COLUMN retrain INTEGER NOT NULL DEFAULT 0;")?;
+        for (table, column, def) in ADDED_COLUMNS {
+            let has: bool = conn.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {def};"))?;
+            }
         }
         Ok(Self { conn })
     }
@@ -198,7 +224,7 @@ impl Ledger {
         Ok(self
             .conn
             .query_row(
-                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc, retrain FROM versions WHERE version = ?1",
+                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE version = ?1"),
                 [version as i64],
                 version_row,
             )
@@ -212,8 +238,7 @@ impl Ledger {
     pub fn current(&self) -> Result<VersionRow> {
         self.conn
             .query_row(
-                "SELECT version, checkpoint, sha256, data_dir, edges, created_utc, retrain FROM versions
-                 ORDER BY version DESC LIMIT 1",
+                &format!("SELECT {VERSION_COLUMNS} FROM versions ORDER BY version DESC LIMIT 1"),
                 [],
                 version_row,
             )
@@ -223,11 +248,39 @@ impl Ledger {
 
     /// Every version, oldest first.
     pub fn versions(&self) -> Result<Vec<VersionRow>> {
-        let mut st = self.conn.prepare(
-            "SELECT version, checkpoint, sha256, data_dir, edges, created_utc, retrain FROM versions ORDER BY version",
-        )?;
+        let mut st = self.conn.prepare(&format!("SELECT {VERSION_COLUMNS} FROM versions ORDER BY version"))?;
         let rows = st.query_map([], version_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// The unlearner of `version`: that of the latest version at or before it that records one, with that
+    /// version's number; `None` when none does (the service's `--unlearner` then).
+    pub fn unlearner_of(&self, version: u64) -> Result<Option<(u64, PathBuf, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version, unlearner, unlearner_sha256 FROM versions
+                 WHERE version <= ?1 AND unlearner IS NOT NULL ORDER BY version DESC LIMIT 1",
+                [version as i64],
+                |r| Ok((r.get::<_, i64>(0)? as u64, PathBuf::from(r.get::<_, String>(1)?), r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// Records `unlearner` (path, SHA-256) for `version` when it records none: the unlearner the service
+    /// pre-trained on start for a consolidation written before consolidations recorded theirs.
+    ///
+    /// # Errors
+    /// [`ServeError::Conflict`] when the version does not exist or already records one.
+    pub fn set_unlearner(&mut self, version: u64, unlearner: &(PathBuf, String)) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE versions SET unlearner = ?1, unlearner_sha256 = ?2 WHERE version = ?3 AND unlearner IS NULL",
+            params![path_text(&unlearner.0)?, unlearner.1, version as i64],
+        )?;
+        if n != 1 {
+            return Err(ServeError::Conflict(format!("version {version} is missing or already has an unlearner")));
+        }
+        Ok(())
     }
 
     /// Commits a request (idempotent by content: a request already present is returned as it is).
@@ -326,24 +379,31 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records `version` (an exact retrain of version `base`, same removed set) as the next version, in one
-    /// transaction, only when the current version is still `base`. Returns false (and writes nothing)
-    /// when a batch committed a newer version meanwhile.
-    pub fn commit_retrain(&mut self, base: u64, version: &VersionRow) -> Result<bool> {
+    /// Records `version` (a consolidation of version `on`: same removed set, with its unlearner) as the
+    /// next version, in one transaction, only when the current version is still `on`. Returns false (and
+    /// writes nothing) when another version was committed meanwhile.
+    pub fn commit_retrain(&mut self, on: u64, version: &VersionRow) -> Result<bool> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: i64 = tx.query_row("SELECT MAX(version) FROM versions", [], |r| r.get(0))?;
-        if current != base as i64 || version.version != base + 1 {
+        if current != on as i64 || version.version != on + 1 {
             return Ok(false);
         }
+        let (unlearner, unlearner_sha) = match &version.unlearner {
+            Some((p, sha)) => (Some(path_text(p)?), Some(sha.as_str())),
+            None => (None, None),
+        };
         tx.execute(
-            "INSERT INTO versions (version, checkpoint, sha256, data_dir, edges, created_utc, retrain)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, 1)",
+            "INSERT INTO versions
+                 (version, checkpoint, sha256, data_dir, edges, created_utc, retrain, unlearner, unlearner_sha256)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, 1, ?6, ?7)",
             params![
                 version.version as i64,
                 path_text(&version.checkpoint)?,
                 version.sha256,
                 version.data_dir.as_deref().map(path_text).transpose()?,
-                version.created_utc
+                version.created_utc,
+                unlearner,
+                unlearner_sha
             ],
         )?;
         tx.commit()?;
@@ -378,6 +438,10 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         edges: r.get::<_, i64>(4)? as usize,
         created_utc: r.get(5)?,
         retrain: r.get::<_, i64>(6)? != 0,
+        unlearner: match (r.get::<_, Option<String>>(7)?, r.get::<_, Option<String>>(8)?) {
+            (Some(p), Some(sha)) => Some((PathBuf::from(p), sha)),
+            _ => None,
+        },
     })
 }
 
@@ -429,7 +493,50 @@ mod tests {
             edges: 3,
             created_utc: now_utc(),
             retrain: false,
+            unlearner: None,
         }
+    }
+
+    #[test]
+    fn a_consolidation_records_its_unlearner_for_the_versions_after_it() {
+        let (_d, mut l) = ledger();
+        assert_eq!(l.unlearner_of(0).unwrap(), None);
+        l.commit_batch(&version(1), &[]).unwrap();
+        let un = (PathBuf::from("/s/unlearner-v2.safetensors"), "u2".to_string());
+        assert!(l.commit_retrain(1, &VersionRow { retrain: true, unlearner: Some(un.clone()), ..version(2) }).unwrap());
+        l.commit_batch(&version(3), &[]).unwrap();
+        assert_eq!(l.version(2).unwrap().unwrap().unlearner, Some(un.clone()));
+        assert_eq!(l.unlearner_of(1).unwrap(), None);
+        assert_eq!(l.unlearner_of(3).unwrap(), Some((2, un.0.clone(), un.1.clone())));
+        // Filling in a version's unlearner only where there is none.
+        assert!(l.set_unlearner(2, &un).is_err());
+        l.set_unlearner(3, &(PathBuf::from("/s/unlearner-v3.safetensors"), "u3".into())).unwrap();
+        assert_eq!(l.unlearner_of(3).unwrap().unwrap().0, 3);
+    }
+
+    #[test]
+    fn a_ledger_of_the_first_schema_gets_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                    body TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, created_utc TEXT NOT NULL,
+                    done_utc TEXT, version INTEGER, edges TEXT, receipt TEXT);
+                 CREATE TABLE versions (version INTEGER PRIMARY KEY, checkpoint TEXT NOT NULL,
+                    sha256 TEXT NOT NULL, data_dir TEXT, edges INTEGER NOT NULL, created_utc TEXT NOT NULL);
+                 INSERT INTO versions VALUES (0, '/b', 'x', NULL, 0, '2026-01-01T00:00:00Z');
+                 INSERT INTO requests (id, body, status, created_utc)
+                    VALUES ('old', '{\"kind\":\"item\",\"item\":\"9\"}', 'queued', '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        let mut l = Ledger::open(&path).unwrap();
+        let v0 = l.current().unwrap();
+        assert_eq!((v0.retrain, v0.unlearner), (false, None));
+        l.commit_batch(&version(1), &[Applied { id: "old".into(), edges: vec![], receipt: None }]).unwrap();
+        assert_eq!(l.get("old").unwrap().unwrap().status, Status::Applied);
     }
 
     #[test]

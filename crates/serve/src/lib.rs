@@ -25,10 +25,13 @@
 //! how closely the model matches a retrained one. Either way the removed edges leave the served graph, the
 //! seen-item filter and the catalogue as soon as the batch is committed, and an erased user gets 410.
 //!
-//! With [`ServeConfig::retrain_every`] (`--retrain-every-secs`), a [`retrain`] schedule retrains the
+//! With [`ServeConfig::retrain_every`] (`--retrain-every-secs`) or [`ServeConfig::consolidate_after_edges`]
+//! (`--consolidate-after-edges`), a [`retrain`] schedule *consolidates* in the background: it retrains the
 //! backbone exactly (from scratch, the checkpoint's own configuration and seed) on the current version's
-//! remaining data in the background and swaps it in as the next version, recorded as a retrain in the
-//! ledger; a retrain overtaken by a batch is discarded and retried at the next tick.
+//! remaining data, pre-trains a fresh unlearner for it, and the worker swaps both in as the next version
+//! (recorded as a retrain in the ledger, the unlearner as `unlearner-v{N}.safetensors`), with the edges
+//! removed while it ran applied on top. The served model is then exact again, a new anchor, and later batches
+//! unlearn with the new unlearner.
 //!
 //! [`run`] ties them together and returns when SIGTERM or ctrl-c arrives: the listener stops accepting,
 //! in-flight HTTP requests finish, and a batch in flight is either committed or left queued.
@@ -68,10 +71,13 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How long in-flight HTTP requests may take to finish after a stop signal.
     pub drain: Duration,
-    /// The retrain schedule (`--retrain-every-secs`): every this long, when a batch was applied since the
-    /// last retrain, an exact retrain of the current version runs in the background and is committed and
-    /// swapped in as the next version unless a batch committed meanwhile ([`retrain`]). `None`: off.
+    /// The time trigger of consolidations (`--retrain-every-secs`): every this long, when the served model is
+    /// not exact (a batch was applied since the last consolidation), an exact retrain of the current version
+    /// with a fresh unlearner runs in the background and is swapped in ([`retrain`]). `None`: off.
     pub retrain_every: Option<Duration>,
+    /// The size trigger of consolidations (`--consolidate-after-edges`): as soon as at least this many edges
+    /// (training and validation) were removed since the anchor. `None`: off.
+    pub consolidate_after_edges: Option<usize>,
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -133,12 +139,14 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
         .map_err(|e| ServeError::io(cfg.listen.to_string(), e))?;
     let addr = listener.local_addr().map_err(|e| ServeError::io(cfg.listen.to_string(), e))?;
     let retrains = Arc::new(retrain::Retrains::default());
-    if let Some(every) = cfg.retrain_every {
-        let (served, retrains, kick, db) = (store.served(), retrains.clone(), kick.clone(), cfg.store.db.clone());
-        // Not joined: a retrain in progress when the service stops is discarded.
+    let schedule = retrain::Schedule { every: cfg.retrain_every, after_edges: cfg.consolidate_after_edges };
+    if schedule.is_on() {
+        let (served, retrains, kick, pretrain) =
+            (store.served(), retrains.clone(), kick.clone(), store.pretrain_config());
+        // Not joined: a consolidation in progress when the service stops is discarded.
         std::thread::Builder::new()
             .name("unlearnrec-retrain".into())
-            .spawn(move || retrain::run(every, db, served, retrains, kick))
+            .spawn(move || retrain::run(schedule, pretrain, served, retrains, kick))
             .map_err(|e| ServeError::io("retrain thread", e))?;
     }
     let worker = {

@@ -6,8 +6,13 @@
 //! - `unlearnrec_model_version`: the served model version.
 //! - `unlearnrec_batches_total`, `unlearnrec_forget_applied_total`, `unlearnrec_forget_failed_total`,
 //!   `unlearnrec_apply_errors_total`, `unlearnrec_batch_duration_seconds_{sum,count}`.
-//! - `unlearnrec_last_retrain_timestamp_seconds{version}`: when the last exact retrain of the schedule was
-//!   swapped in (Unix seconds), labelled with its model version; absent before the first.
+//! - `unlearnrec_last_retrain_timestamp_seconds{version}`: when the last consolidation (exact retrain) of the
+//!   schedule was swapped in (Unix seconds), labelled with its model version; absent before the first.
+//! - `unlearnrec_consolidations_total`: consolidations swapped in (exact retrain plus a fresh unlearner,
+//!   [`crate::retrain`]) since the process started.
+//! - `unlearnrec_edges_since_anchor`: edges (training and validation) removed since the served model's anchor,
+//!   the last exactly trained model it is unlearned from; what the size trigger
+//!   (`--consolidate-after-edges`) compares, and 0 right after a consolidation with nothing pending.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,17 +22,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Upper bounds of the latency buckets, seconds.
 pub const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
+struct Histogram<const N: usize> {
+    counts: [u64; N],
     count: u64,
     sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Self { counts: [0; N], count: 0, sum: 0.0 }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&mut self, bounds: &[f64; N], v: f64) {
+        if let Some(b) = bounds.iter().position(|&le| v <= le) {
+            self.counts[b] += 1;
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of `name` with `labels` (`k="v",` pairs, possibly empty).
+    fn render(&self, s: &mut String, name: &str, labels: &str, bounds: &[f64; N]) {
+        let mut cum = 0;
+        for (le, c) in bounds.iter().zip(&self.counts) {
+            cum += c;
+            let _ = writeln!(s, "{name}_bucket{{{labels}le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(s, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let labels = labels.trim_end_matches(',');
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(s, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(s, "{name}_count{braces} {}", self.count);
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
+    latency: BTreeMap<String, Histogram<{ BUCKETS.len() }>>,
+    consolidations: u64,
     batches: u64,
     applied: u64,
     batch_secs: f64,
@@ -42,6 +77,7 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     queue_depth: AtomicU64,
     model_version: AtomicU64,
+    edges_since_anchor: AtomicU64,
 }
 
 impl Metrics {
@@ -53,12 +89,12 @@ impl Metrics {
     pub fn request(&self, route: &str, method: &str, status: u16, secs: f64) {
         let mut m = self.inner();
         *m.requests.entry((route.to_string(), method.to_string(), status)).or_default() += 1;
-        let h = m.latency.entry(route.to_string()).or_default();
-        if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
-            h.counts[b] += 1;
-        }
-        h.count += 1;
-        h.sum += secs;
+        m.latency.entry(route.to_string()).or_default().observe(&BUCKETS, secs);
+    }
+
+    /// Sets the edges removed since the served model's anchor.
+    pub fn set_edges_since_anchor(&self, n: u64) {
+        self.edges_since_anchor.store(n, Ordering::Relaxed);
     }
 
     /// Sets the queue depth.
@@ -85,10 +121,11 @@ impl Metrics {
         self.set_model_version(version);
     }
 
-    /// Records an exact retrain swapped in as version `version`, now.
-    pub fn retrained(&self, version: u64) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.inner().last_retrain = Some((version, now));
+    /// Records a consolidation swapped in as version `version`, now.
+    pub fn consolidated(&self, version: u64) {
+        let mut m = self.inner();
+        m.last_retrain = Some((version, crate::ledger::now_unix()));
+        m.consolidations += 1;
         self.set_model_version(version);
     }
 
@@ -120,22 +157,8 @@ impl Metrics {
         s.push_str("# HELP unlearnrec_http_request_duration_seconds HTTP request latency by route.\n");
         s.push_str("# TYPE unlearnrec_http_request_duration_seconds histogram\n");
         for (route, h) in &m.latency {
-            let route = esc(route);
-            let mut cum = 0;
-            for (le, c) in BUCKETS.iter().zip(&h.counts) {
-                cum += c;
-                let _ = writeln!(
-                    s,
-                    "unlearnrec_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cum}"
-                );
-            }
-            let _ = writeln!(
-                s,
-                "unlearnrec_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(s, "unlearnrec_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(s, "unlearnrec_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let labels = format!("route=\"{}\",", esc(route));
+            h.render(&mut s, "unlearnrec_http_request_duration_seconds", &labels, &BUCKETS);
         }
         let gauges = [
             (
@@ -144,6 +167,11 @@ impl Metrics {
                 self.queue_depth.load(Ordering::Relaxed),
             ),
             ("unlearnrec_model_version", "The served model version.", self.model_version.load(Ordering::Relaxed)),
+            (
+                "unlearnrec_edges_since_anchor",
+                "Edges removed since the served model's anchor (its last exactly trained model).",
+                self.edges_since_anchor.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -159,6 +187,11 @@ impl Metrics {
             ("unlearnrec_batches_total", "Batches applied.", m.batches),
             ("unlearnrec_forget_applied_total", "Forget requests applied.", m.applied),
             ("unlearnrec_forget_failed_total", "Forget requests that failed.", m.failed),
+            (
+                "unlearnrec_consolidations_total",
+                "Consolidations (exact retrain and fresh unlearner) swapped in.",
+                m.consolidations,
+            ),
             (
                 "unlearnrec_apply_errors_total",
                 "Batches whose files or ledger commit failed (left queued).",
@@ -201,9 +234,11 @@ mod tests {
         assert!(s.contains("unlearnrec_model_version 2"));
         assert!(s.contains("unlearnrec_forget_applied_total 3"));
         assert!(!s.contains("unlearnrec_last_retrain"));
-        m.retrained(3);
+        assert!(s.contains("unlearnrec_consolidations_total 0"));
+        m.consolidated(3);
         let s = m.render();
         assert!(s.contains("unlearnrec_last_retrain_timestamp_seconds{version=\"3\"} "), "{s}");
         assert!(s.contains("unlearnrec_model_version 3"));
+        assert!(s.contains("unlearnrec_consolidations_total 1"));
     }
 }

@@ -1,24 +1,33 @@
-//! The optional retrain schedule (`--retrain-every-secs`): an exact retrain of the served version in the
-//! background, swapped in when done.
+//! The optional consolidation schedule (`--retrain-every-secs`, `--consolidate-after-edges`): an exact retrain
+//! of the served version in the background, with a fresh unlearner for it, swapped in when done.
 //!
-//! Every `every` seconds, when at least one batch was applied since the last retrain (the current version is
-//! not version 0 and not itself a retrain), the schedule thread retrains the backbone from scratch on the
-//! current version `N`'s remaining data ([`exact`]: the checkpoint's own configuration and seed, its current
-//! graph and validation edges; the removed set is version `N`'s). The result is handed to the worker
-//! ([`Retrains`]), which writes and commits it as version `N + 1` through the same files and ledger path as a
-//! batch ([`crate::store::Store::commit_retrain`]), only while the current version is still `N`: when a batch
-//! committed meanwhile, the retrain is discarded and the next tick retries. An applied erasure is never lost.
+//! The served model is its *anchor* (the last exactly trained model) with every edge removed since applied
+//! by the encoder in one pass ([`unlearnrec_core::checkpoint::Anchor`]). A consolidation makes the current
+//! version exact again, a new anchor: the schedule thread retrains the backbone from scratch on the current
+//! version `N`'s remaining data ([`exact`]: the checkpoint's own configuration and seed, its current graph and
+//! validation edges), then pre-trains an unlearner for the retrained backbone ([`unlearnrec_core::unlearn::pretrain`],
+//! what `unlearnrec pretrain` runs, with the configuration the unlearner in use was pre-trained with, which
+//! its file records), since the unlearner of the old anchor is refused on the new one. The pair is handed to
+//! the worker ([`Retrains`]), which commits it through the same files and ledger path as a batch
+//! ([`crate::store::Store::consolidate`]): the edges batches removed while it ran are unlearned from the
+//! retrain with the new unlearner, so the consolidation lands under a steady stream of requests, and the
+//! worker unlearns with the new unlearner from then on. An applied erasure is never lost.
+//!
+//! A consolidation starts when the served model is not exact ([`crate::store::Served::is_approximate`]) and
+//! either `every` passed since the schedule last looked (the time trigger) or at least `after_edges` edges
+//! were removed since the anchor ([`crate::store::Served::edges_since_anchor`], the size trigger). One that
+//! fails (a diverged retrain) is logged; the size trigger does not retry it before the served version
+//! changes, the time trigger retries at its next tick.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::train::Silent;
+use unlearnrec_core::unlearn::{PretrainConfig, Unlearner};
 
 use crate::error::Result;
-use crate::ledger::Ledger;
 use crate::store::Served;
 use crate::worker::Kick;
 
@@ -32,27 +41,40 @@ pub fn exact(ckpt: &Checkpoint) -> Result<Checkpoint> {
     Ok(unlearnrec_core::unlearn::refit(ckpt, &mut Silent)?)
 }
 
-/// A finished retrain waiting for the worker.
+/// [`exact`], then an unlearner pre-trained for the result with `pretrain`: a consolidation of version
+/// `base`.
+///
+/// # Errors
+/// As [`exact`] and [`unlearnrec_core::unlearn::pretrain`].
+pub fn consolidation(base: u64, ckpt: &Checkpoint, pretrain: &PretrainConfig) -> Result<Pending> {
+    let ckpt = exact(ckpt)?;
+    let unlearner = unlearnrec_core::unlearn::pretrain(&ckpt, pretrain, &mut Silent)?;
+    Ok(Pending { base, ckpt, unlearner })
+}
+
+/// A finished consolidation waiting for the worker.
 pub struct Pending {
     /// The version it retrained.
     pub base: u64,
     /// The retrained checkpoint.
     pub ckpt: Checkpoint,
+    /// The unlearner pre-trained for it.
+    pub unlearner: Unlearner,
 }
 
-/// The hand-off between the schedule thread and the worker (at most one retrain waits).
+/// The hand-off between the schedule thread and the worker (at most one consolidation waits).
 #[derive(Default)]
 pub struct Retrains {
     pending: Mutex<Option<Pending>>,
 }
 
 impl Retrains {
-    /// Hands a retrain to the worker (replacing one not yet taken).
+    /// Hands a consolidation to the worker (replacing one not yet taken).
     pub fn offer(&self, p: Pending) {
         *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
     }
 
-    /// The waiting retrain, if any.
+    /// The waiting consolidation, if any.
     pub fn take(&self) -> Option<Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -62,53 +84,72 @@ impl Retrains {
     }
 }
 
-/// Whether version `served` needs a retrain: a batch version (not 0, not a retrain) that is the ledger's
-/// current version.
-fn due(ledger: &Ledger, served: u64) -> Result<bool> {
-    if served == 0 || ledger.current()?.version != served {
-        return Ok(false);
-    }
-    Ok(ledger.version(served)?.is_some_and(|row| !row.retrain))
+/// When consolidations start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// The time trigger (`--retrain-every-secs`): every this long, when the served model is not exact.
+    pub every: Option<Duration>,
+    /// The size trigger (`--consolidate-after-edges`): as soon as at least this many edges were removed since
+    /// the anchor.
+    pub after_edges: Option<usize>,
 }
 
-/// The schedule loop: every `every`, retrains the served version when [`due`] and hands the result to the
-/// worker, until [`Kick::stop`]. A retrain in progress when the service stops is discarded.
-pub fn run(every: Duration, db: PathBuf, served: Arc<ArcSwap<Served>>, retrains: Arc<Retrains>, kick: Arc<Kick>) {
-    let ledger = match Ledger::open(&db) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("retrain schedule: opening the ledger: {e}; no retrains");
-            return;
-        }
-    };
-    let step = Duration::from_millis(50).min(every);
+impl Schedule {
+    /// Whether either trigger is set.
+    pub fn is_on(&self) -> bool {
+        self.every.is_some() || self.after_edges.is_some()
+    }
+}
+
+/// The schedule loop: consolidates the served version when a trigger of `schedule` fires (see the module
+/// docs) and hands the result to the worker, until [`Kick::stop`]. A consolidation in progress when the
+/// service stops is discarded.
+pub fn run(
+    schedule: Schedule,
+    pretrain: PretrainConfig,
+    served: Arc<ArcSwap<Served>>,
+    retrains: Arc<Retrains>,
+    kick: Arc<Kick>,
+) {
+    let step = schedule.every.map_or(Duration::from_millis(50), |e| e.min(Duration::from_millis(50)));
     let mut tick = Instant::now();
+    // The version whose size-triggered consolidation failed: not retried until the version changes.
+    let mut failed_on = None;
     while !kick.stop.load(std::sync::atomic::Ordering::SeqCst) {
-        if tick.elapsed() < every {
-            std::thread::sleep(step);
-            continue;
+        std::thread::sleep(step);
+        let timed = schedule.every.is_some_and(|e| tick.elapsed() >= e);
+        if timed {
+            tick = Instant::now();
         }
-        tick = Instant::now();
         if retrains.waiting() {
             continue;
         }
         let cur = served.load_full();
-        match due(&ledger, cur.version) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::error!("retrain schedule: reading the ledger: {e}");
-                continue;
-            }
+        if !cur.is_approximate() {
+            continue;
+        }
+        let edges = cur.edges_since_anchor();
+        let sized = schedule.after_edges.is_some_and(|n| edges >= n) && failed_on != Some(cur.version);
+        if !(timed || sized) {
+            continue;
         }
         let t0 = Instant::now();
-        match exact(&cur.ckpt) {
-            Ok(ckpt) => {
-                tracing::info!("retrained version {} in {:.2}s", cur.version, t0.elapsed().as_secs_f64());
-                retrains.offer(Pending { base: cur.version, ckpt });
+        let trigger = if sized { "size" } else { "time" };
+        tracing::info!("consolidating version {} ({edges} edges since the anchor; {trigger} trigger)", cur.version);
+        match consolidation(cur.version, &cur.ckpt, &pretrain) {
+            Ok(p) => {
+                tracing::info!(
+                    "retrained version {} and pre-trained its unlearner in {:.2}s",
+                    cur.version,
+                    t0.elapsed().as_secs_f64()
+                );
+                retrains.offer(p);
                 kick.kick();
             }
-            Err(e) => tracing::error!("retraining version {}: {e}; retrying at the next tick", cur.version),
+            Err(e) => {
+                tracing::error!("consolidating version {}: {e}; retrying later", cur.version);
+                failed_on = Some(cur.version);
+            }
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - [`Store`]: the worker's side. [`Store::open`] recovers: it loads the version the ledger says is current
 //!   (checking its SHA-256) and deletes files of versions the ledger never committed. [`Store::apply`] applies
 //!   a batch: unlearning, then `model-v{N}.safetensors` and `data-v{N}/` written atomically under the state
-//!   directory, then one ledger transaction, then the swap.
+//!   directory, then one ledger transaction, then the swap. [`Store::consolidate`] commits a consolidation
+//!   of the retrain schedule the same way, with `unlearner-v{N}.safetensors`, the unlearner pre-trained for
+//!   its backbone, written beside the checkpoint before the commit; the worker then unlearns with it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,16 +19,19 @@ use arc_swap::ArcSwap;
 use unlearnrec_core::checkpoint::{Anchor, Checkpoint, ServeInfo, Serving};
 use unlearnrec_core::data::{Dataset, IdMap, Interactions};
 use unlearnrec_core::graph::Graph;
-use unlearnrec_core::io::sha256_hex;
+use unlearnrec_core::io::{f32_bytes, sha256_hex};
 use unlearnrec_core::model::Backbone;
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
 use unlearnrec_core::unlearn::receipt;
 use unlearnrec_core::unlearn::request::Request;
-use unlearnrec_core::unlearn::{self, FinetuneConfig, MethodId, MethodOptions, Unlearner, forget_method};
+use unlearnrec_core::unlearn::{
+    self, FinetuneConfig, MethodId, MethodOptions, PretrainConfig, UnlearnReport, Unlearner, forget_method,
+};
 
 use crate::error::{Result, ServeError};
 use crate::ledger::{Applied, Forget, Ledger, RequestRow, VersionRow, now_utc};
+use crate::retrain::Pending;
 
 /// Why a forget request is refused before it is recorded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +90,18 @@ impl Served {
     /// True when every interaction of the user was unlearned.
     pub fn is_erased_user(&self, user: u32) -> bool {
         self.ckpt.is_erased_user(user)
+    }
+
+    /// Edges (training and validation) removed since the model's anchor, the last exactly trained model it
+    /// is unlearned from: the drift a consolidation removes. 0 for an exactly trained model.
+    pub fn edges_since_anchor(&self) -> usize {
+        self.ckpt.anchor().map_or(0, |a| a.since_train.len() + a.since_valid.len())
+    }
+
+    /// Whether the model is not an exact training result: it was unlearned from an anchor, or (a file written
+    /// before anchors) its base embeddings carry an encoder offset. What a consolidation replaces.
+    pub fn is_approximate(&self) -> bool {
+        self.ckpt.anchor().is_some() || self.ckpt.meta().provenance.encoder_offset.is_some()
     }
 
     /// The top-`k` unseen items of `user` (external id, score), best first: [`Checkpoint::recommend`],
@@ -235,7 +252,20 @@ pub struct Store {
     ledger: Ledger,
     dataset: Dataset,
     unlearner: Unlearner,
+    /// The version whose `unlearner-v{N}` file `unlearner` is; `None`: [`StoreConfig::unlearner`].
+    unlearner_version: Option<u64>,
     served: Arc<ArcSwap<Served>>,
+}
+
+/// The files of a version written by [`Store::write_version`].
+struct Written {
+    checkpoint: PathBuf,
+    data_dir: PathBuf,
+    /// The checkpoint's bytes and SHA-256.
+    bytes: Vec<u8>,
+    sha256: String,
+    /// The unlearner's file and SHA-256, when one was written.
+    unlearner: Option<(PathBuf, String)>,
 }
 
 /// The file name of version `v`'s checkpoint.
@@ -248,10 +278,24 @@ pub fn data_name(v: u64) -> String {
     format!("data-v{v:06}")
 }
 
+/// The file name of the unlearner pre-trained for consolidation `v`'s backbone.
+pub fn unlearner_name(v: u64) -> String {
+    format!("unlearner-v{v:06}.safetensors")
+}
+
+fn six_digits(digits: &str) -> Option<u64> {
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// The version of a checkpoint or remaining-data name.
 fn version_of(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("model-v").and_then(|s| s.strip_suffix(".safetensors"));
-    let digits = digits.or_else(|| name.strip_prefix("data-v"))?;
-    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+    six_digits(digits.or_else(|| name.strip_prefix("data-v"))?)
+}
+
+/// The version of an unlearner name.
+fn unlearner_version_of(name: &str) -> Option<u64> {
+    six_digits(name.strip_prefix("unlearner-v")?.strip_suffix(".safetensors")?)
 }
 
 fn remove_path(p: &Path) -> Result<()> {
@@ -266,17 +310,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| ServeError::io(dir, e))
 }
 
-/// Deletes what the ledger never committed (versions above `current`, temporary files) and versions older
-/// than `current - 1`. Returns the deleted names.
-pub fn clean_state_dir(dir: &Path, current: u64) -> Result<Vec<String>> {
+/// Deletes what the ledger never committed (versions above `current`, temporary files), versions older
+/// than `current - 1`, and every unlearner but `unlearner`'s (the version whose unlearner is in use).
+/// Returns the deleted names.
+pub fn clean_state_dir(dir: &Path, current: u64, unlearner: Option<u64>) -> Result<Vec<String>> {
     let mut gone = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| ServeError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| ServeError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = match version_of(&name) {
-            Some(v) => v > current || v + 1 < current,
-            None => name.starts_with(".unlearnrec-") || name.starts_with(".data-v"),
+        let stale = match (version_of(&name), unlearner_version_of(&name)) {
+            (Some(v), _) => v > current || v + 1 < current,
+            (_, Some(v)) => Some(v) != unlearner,
+            _ => name.starts_with(".unlearnrec-") || name.starts_with(".data-v"),
         };
         if stale {
             remove_path(&entry.path())?;
@@ -336,6 +382,17 @@ fn drop_valid_edges(ckpt: &Checkpoint, edges: &Interactions) -> Result<Checkpoin
     })
 }
 
+/// SHA-256 of the backbone an unlearner must have been pre-trained for to unlearn from `ckpt`
+/// ([`Checkpoint::backbone_sha256`] of its anchor, or of itself when it was trained exactly); `None` when
+/// unknown (a model that went through the encoder without recording an anchor).
+fn anchor_backbone_sha256(ckpt: &Checkpoint) -> Result<Option<String>> {
+    Ok(match ckpt.anchor() {
+        Some(a) => Some(sha256_hex(&f32_bytes(&a.base))),
+        None if ckpt.meta().provenance.encoder_offset.is_none() => Some(ckpt.backbone_sha256()?),
+        None => None,
+    })
+}
+
 impl Store {
     /// Opens the ledger and recovers: version 0 is recorded on first start; the current version's checkpoint
     /// is loaded and checked against its recorded SHA-256; files of versions the ledger never committed are
@@ -363,7 +420,8 @@ impl Store {
             )));
         }
         let current = ledger.current()?;
-        let gone = clean_state_dir(&cfg.state_dir, current.version)?;
+        let in_use = ledger.unlearner_of(current.version)?;
+        let gone = clean_state_dir(&cfg.state_dir, current.version, in_use.as_ref().map(|u| u.0))?;
         if !gone.is_empty() {
             tracing::warn!("deleted files the ledger never committed or no longer needs: {}", gone.join(", "));
         }
@@ -386,10 +444,80 @@ impl Store {
         }
         let ckpt = Checkpoint::load(&current.checkpoint)?;
         ckpt.meta().check_dataset(&dataset)?;
-        let unlearner = Unlearner::load(&cfg.unlearner)?;
+        let (mut unlearner, mut unlearner_version) = match in_use {
+            Some((v, path, recorded)) => {
+                let (_, sha) = read_with_sha(&path)?;
+                if sha != recorded {
+                    return Err(ServeError::Corrupt(format!(
+                        "{} has sha256 {sha}, the ledger recorded {recorded} for version {v}'s unlearner",
+                        path.display()
+                    )));
+                }
+                (Unlearner::load(&path)?, Some(v))
+            }
+            None => (Unlearner::load(&cfg.unlearner)?, None),
+        };
         unlearner.check(&ckpt)?;
+        if let (Some(want), Some(have)) = (anchor_backbone_sha256(&ckpt)?, unlearner.meta.backbone_sha256.as_ref())
+            && want != *have
+        {
+            // A consolidation committed before consolidations recorded their unlearner: pre-train one for the
+            // anchor now. Otherwise the unlearner given is not the model's.
+            let since = unlearner_version.unwrap_or(0);
+            if !ledger.versions()?.iter().any(|r| r.retrain && r.version > since) {
+                return Err(ServeError::Config(format!(
+                    "the unlearner {} was pre-trained for another model (backbone sha256 {have}, the served \
+                     model's anchor has {want}); pre-train one for it (`unlearnrec pretrain`)",
+                    cfg.unlearner.display()
+                )));
+            }
+            tracing::warn!(
+                "version {} has no unlearner for its anchor (a consolidation written before they were recorded); \
+                 pre-training one",
+                current.version
+            );
+            let cfg_pre = unlearner.meta.pretrain.clone();
+            unlearner = match ckpt.anchor_checkpoint()? {
+                Some(anchor) => unlearn::pretrain(&anchor, &cfg_pre, &mut Silent)?,
+                None => unlearn::pretrain(&ckpt, &cfg_pre, &mut Silent)?,
+            };
+            let path = cfg.state_dir.join(unlearner_name(current.version));
+            unlearner.save(&path)?;
+            sync_dir(&cfg.state_dir)?;
+            let (_, sha) = read_with_sha(&path)?;
+            ledger.set_unlearner(current.version, &(path, sha))?;
+            unlearner_version = Some(current.version);
+        }
         let served = Served::new(current.version, current.checkpoint.clone(), current.sha256.clone(), ckpt)?;
-        Ok(Self { cfg, ledger, dataset, unlearner, served: Arc::new(ArcSwap::from_pointee(served)) })
+        Ok(Self { cfg, ledger, dataset, unlearner, unlearner_version, served: Arc::new(ArcSwap::from_pointee(served)) })
+    }
+
+    /// The configuration the unlearner in use was pre-trained with: what a consolidation pre-trains the
+    /// next one with.
+    pub fn pretrain_config(&self) -> PretrainConfig {
+        self.unlearner.meta.pretrain.clone()
+    }
+
+    /// `request` (checked against `ckpt`) forgotten from `ckpt` with `unlearner`: through the encoder (and
+    /// the configured fine-tuning) when it names edges the model learned from, else only moved out of the
+    /// validation edges. The report when the encoder ran.
+    fn forget(
+        &self,
+        ckpt: &Checkpoint,
+        unlearner: &Unlearner,
+        request: &Interactions,
+    ) -> Result<(Checkpoint, Option<UnlearnReport>), ApplyError> {
+        let learned = unlearn::check_request(ckpt, request).map_err(|e| ApplyError::Request(e.to_string()))?;
+        if learned.is_empty() {
+            return Ok((drop_valid_edges(ckpt, request)?, None));
+        }
+        // The service forgets with UnlearnRec, built through the registry like every method.
+        let opts =
+            MethodOptions { unlearner: Some(unlearner), finetune: self.cfg.finetune.clone(), ..Default::default() };
+        let out = forget_method(MethodId::UNLEARNREC.name(), &opts)
+            .and_then(|m| m.forget(ckpt, request, &mut Silent))
+            .map_err(|e| ApplyError::Request(e.to_string()))?;
+        Ok((out.checkpoint, Some(out.report)))
     }
 
     /// The served model, shared with the readers.
@@ -433,27 +561,13 @@ impl Store {
             self.ledger.commit_batch(&version, &applied)?;
             return Ok(Outcome::Applied { version: cur.version, requests: applied.len(), edges: 0, changed: false });
         }
-        let learned = unlearn::check_request(&cur.ckpt, &request).map_err(|e| ApplyError::Request(e.to_string()))?;
-        let (next, report) = if learned.is_empty() {
-            (drop_valid_edges(&cur.ckpt, &request)?, None)
-        } else {
-            // The service forgets with UnlearnRec, built through the registry like every method.
-            let opts = MethodOptions {
-                unlearner: Some(&self.unlearner),
-                finetune: self.cfg.finetune.clone(),
-                ..Default::default()
-            };
-            let out = forget_method(MethodId::UNLEARNREC.name(), &opts)
-                .and_then(|m| m.forget(&cur.ckpt, &request, &mut Silent))
-                .map_err(|e| ApplyError::Request(e.to_string()))?;
-            (out.checkpoint, Some(out.report))
-        };
+        let (mut next, report) = self.forget(&cur.ckpt, &self.unlearner, &request)?;
         if stop.load(Ordering::SeqCst) {
             return Ok(Outcome::Abandoned);
         }
-        let mut next = next;
         let v = cur.version + 1;
-        let (ckpt_path, data_dir, after, sha) = self.write_version(v, &mut next, None)?;
+        let w = self.write_version(v, &mut next, None, None)?;
+        let (after, ckpt_path, data_dir, sha) = (w.bytes, w.checkpoint, w.data_dir, w.sha256);
         let (before, _) = read_with_sha(&cur.path)?;
         let mut applied = Vec::with_capacity(parts.len());
         for (row, edges) in &parts {
@@ -477,6 +591,7 @@ impl Store {
             edges: n_edges,
             created_utc: now_utc(),
             retrain: false,
+            unlearner: None,
         };
         self.ledger.commit_batch(&version, &applied)?;
         fault(FaultPoint::AfterCommit, self.cfg.fault);
@@ -484,15 +599,16 @@ impl Store {
         Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true })
     }
 
-    /// Writes version `v`'s checkpoint (recording `v` and the version it is a retrain of, if it is one) and
-    /// remaining data under their versioned names (replacing leftovers of an attempt that never committed).
-    /// Returns the paths, the checkpoint's bytes and its SHA-256.
+    /// Writes version `v`'s checkpoint (recording `v` and the version it is a retrain of, if it is one),
+    /// remaining data and, for a consolidation, `unlearner` under their versioned names (replacing leftovers
+    /// of an attempt that never committed).
     fn write_version(
         &self,
         v: u64,
         next: &mut Checkpoint,
         retrain_of: Option<u64>,
-    ) -> Result<(PathBuf, PathBuf, Vec<u8>, String)> {
+        unlearner: Option<&Unlearner>,
+    ) -> Result<Written> {
         next.provenance_mut().serve = Some(ServeInfo { version: v, retrain_of });
         let ckpt_path = self.cfg.state_dir.join(checkpoint_name(v));
         let data_dir = self.cfg.state_dir.join(data_name(v));
@@ -500,10 +616,19 @@ impl Store {
         next.save(&ckpt_path)?;
         fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
         write_data_dir(&next.remaining_dataset(&self.dataset), &data_dir)?;
+        let unlearner = match unlearner {
+            Some(un) => {
+                let path = self.cfg.state_dir.join(unlearner_name(v));
+                un.save(&path)?;
+                let (_, sha) = read_with_sha(&path)?;
+                Some((path, sha))
+            }
+            None => None,
+        };
         sync_dir(&self.cfg.state_dir)?;
         fault(FaultPoint::BeforeCommit, self.cfg.fault);
-        let (after, sha) = read_with_sha(&ckpt_path)?;
-        Ok((ckpt_path, data_dir, after, sha))
+        let (bytes, sha256) = read_with_sha(&ckpt_path)?;
+        Ok(Written { checkpoint: ckpt_path, data_dir, bytes, sha256, unlearner })
     }
 
     /// Serves committed version `v` and deletes version `v - 2`'s files.
@@ -519,43 +644,68 @@ impl Store {
         Ok(())
     }
 
-    /// Commits `next`, an exact retrain of version `base` ([`crate::retrain::exact`]), as version
-    /// `base + 1` (files as a batch, then one ledger transaction that records it as a retrain, then the swap)
-    /// when `base` is still the current version and `next` has the same graph and removed edges. Returns
-    /// the new version, or `None` when the retrain is stale and was discarded (a batch committed since).
+    /// Commits a consolidation ([`crate::retrain`]): `p.ckpt`, an exact retrain of version `p.base`
+    /// ([`crate::retrain::exact`]), with `p.unlearner` pre-trained for it. When batches committed since `p.base`,
+    /// the edges they removed are unlearned from the retrain with `p.unlearner` (as a batch would, in one
+    /// pass from the new anchor), so that a consolidation lands under a steady stream of requests. The
+    /// result is written as the next version with the unlearner beside it (`unlearner-v{N}`), committed in one
+    /// ledger transaction recorded as a retrain, and swapped in; the worker unlearns with `p.unlearner` from
+    /// then on. Returns the new version, or `None` when the consolidation does not apply (its base is not
+    /// an ancestor of the current version, or the result's edges differ from the current version's) and was
+    /// discarded.
     ///
     /// # Errors
-    /// Files or the ledger; nothing is committed and the served model is unchanged.
-    pub fn commit_retrain(&mut self, base: u64, mut next: Checkpoint) -> Result<Option<u64>> {
+    /// Files or the ledger, or unlearning the edges removed since `p.base`; nothing is committed and the
+    /// served model is unchanged.
+    pub fn consolidate(&mut self, p: Pending) -> Result<Option<u64>, ApplyError> {
+        let Pending { base, ckpt: retrained, unlearner } = p;
         let cur = self.served.load_full();
-        if cur.version != base || self.ledger.current()?.version != base {
+        let on = self.ledger.current()?.version;
+        if cur.version != on || base > on {
             return Ok(None);
         }
+        unlearner.check(&retrained)?;
+        // Removed edges only grow from version to version: the retrain's are a subset of the current ones.
+        if !retrained.removed().difference(cur.ckpt.removed()).0.is_empty() {
+            return Ok(None);
+        }
+        let since = cur.ckpt.removed().difference(retrained.removed()).0;
+        let mut next = if since.is_empty() { retrained } else { self.forget(&retrained, &unlearner, &since)?.0 };
         if next.edges() != cur.ckpt.edges() || next.removed() != cur.ckpt.removed() || next.valid() != cur.ckpt.valid()
         {
             return Ok(None);
         }
-        self.unlearner.check(&next)?;
-        let v = base + 1;
-        let (ckpt_path, data_dir, _, sha) = self.write_version(v, &mut next, Some(base))?;
+        let v = on + 1;
+        let w = self.write_version(v, &mut next, Some(base), Some(&unlearner))?;
         let version = VersionRow {
             version: v,
-            checkpoint: ckpt_path.clone(),
-            sha256: sha.clone(),
-            data_dir: Some(data_dir.clone()),
+            checkpoint: w.checkpoint.clone(),
+            sha256: w.sha256.clone(),
+            data_dir: Some(w.data_dir.clone()),
             edges: 0,
             created_utc: now_utc(),
             retrain: true,
+            unlearner: w.unlearner.clone(),
         };
-        if !self.ledger.commit_retrain(base, &version)? {
+        if !self.ledger.commit_retrain(on, &version)? {
             // Only this worker writes versions, so this is another process on the same ledger; the files
             // are ours and uncommitted.
-            remove_path(&ckpt_path)?;
-            remove_path(&data_dir)?;
+            remove_path(&w.checkpoint)?;
+            remove_path(&w.data_dir)?;
+            if let Some((u, _)) = &w.unlearner {
+                remove_path(u)?;
+            }
             return Ok(None);
         }
         fault(FaultPoint::AfterCommit, self.cfg.fault);
-        self.swap_in(v, ckpt_path, sha, next)?;
+        self.swap_in(v, w.checkpoint, w.sha256, next)?;
+        self.unlearner = unlearner;
+        if let Some(old) = self.unlearner_version.replace(v) {
+            let old = self.cfg.state_dir.join(unlearner_name(old));
+            if let Err(e) = remove_path(&old) {
+                tracing::warn!("could not delete {}: {e}", old.display());
+            }
+        }
         Ok(Some(v))
     }
 }
@@ -591,6 +741,9 @@ mod tests {
     fn versioned_names_round_trip() {
         assert_eq!(version_of(&checkpoint_name(12)), Some(12));
         assert_eq!(version_of(&data_name(3)), Some(3));
+        assert_eq!(unlearner_version_of(&unlearner_name(7)), Some(7));
+        assert_eq!(version_of(&unlearner_name(7)), None);
+        assert_eq!(unlearner_version_of(&checkpoint_name(7)), None);
         assert_eq!(version_of("model-v12.safetensors"), None);
         assert_eq!(version_of("token"), None);
     }
@@ -605,10 +758,18 @@ mod tests {
         std::fs::write(dir.path().join(".unlearnrec-abc"), b"x").unwrap();
         std::fs::create_dir(dir.path().join(".data-v000006.tmp")).unwrap();
         std::fs::write(dir.path().join("token"), b"t").unwrap();
-        clean_state_dir(dir.path(), 3).unwrap();
+        for v in [1, 2, 4] {
+            std::fs::write(dir.path().join(unlearner_name(v)), b"u").unwrap();
+        }
+        clean_state_dir(dir.path(), 3, Some(1)).unwrap();
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         left.sort();
-        assert_eq!(left, vec![data_name(2), data_name(3), checkpoint_name(2), checkpoint_name(3), "token".into()]);
+        let want =
+            [data_name(2), data_name(3), checkpoint_name(2), checkpoint_name(3), "token".into(), unlearner_name(1)];
+        assert_eq!(left, want);
+        // Without a versioned unlearner in use, none is kept.
+        clean_state_dir(dir.path(), 3, None).unwrap();
+        assert!(!dir.path().join(unlearner_name(1)).exists());
     }
 }

@@ -6,8 +6,8 @@
 //! request that fails is marked `failed` with the reason. File and ledger errors leave the batch queued and
 //! are retried after a pause.
 //!
-//! The worker also commits the retrains the [`crate::retrain`] schedule hands it, between batches, so that
-//! only this thread ever writes versions.
+//! The worker also commits the consolidations the [`crate::retrain`] schedule hands it, between batches, so
+//! that only this thread ever writes versions (and switches to the unlearner that comes with one).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -72,13 +72,14 @@ pub fn run(mut store: Store, batch: BatchConfig, kick: Arc<Kick>, metrics: Arc<M
     let mut singles = 0usize;
     while !kick.stopping() {
         if let Some(p) = retrains.take() {
-            match store.commit_retrain(p.base, p.ckpt) {
+            let base = p.base;
+            match store.consolidate(p) {
                 Ok(Some(v)) => {
-                    metrics.retrained(v);
-                    tracing::info!("swapped in the exact retrain of version {} as version {v}", p.base);
+                    metrics.consolidated(v);
+                    tracing::info!("swapped in the consolidation of version {base} as version {v}, with its unlearner");
                 }
-                Ok(None) => tracing::info!("discarded the retrain of version {}: a batch committed since", p.base),
-                Err(e) => tracing::error!("committing the retrain of version {}: {e}; retrying later", p.base),
+                Ok(None) => tracing::warn!("discarded the consolidation of version {base}: it does not apply any more"),
+                Err(e) => tracing::error!("committing the consolidation of version {base}: {e}; retrying later"),
             }
             continue;
         }

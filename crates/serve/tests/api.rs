@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -13,14 +14,17 @@ use tower::ServiceExt;
 use unlearnrec_core::checkpoint::{MethodId, ServeInfo};
 use unlearnrec_core::data::Dataset;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
+use unlearnrec_core::io::sha256_hex;
 use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::train::{Silent, TrainConfig};
+use unlearnrec_core::unlearn::Unlearner;
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
 use unlearnrec_serve::api::{AppState, router};
+use unlearnrec_serve::ledger::Forget;
 use unlearnrec_serve::ledger::{Ledger, Status};
 use unlearnrec_serve::metrics::Metrics;
-use unlearnrec_serve::retrain::Retrains;
-use unlearnrec_serve::store::{Outcome, Store, StoreConfig};
+use unlearnrec_serve::retrain::{Retrains, Schedule};
+use unlearnrec_serve::store::{Outcome, Served, Store, StoreConfig, unlearner_name};
 use unlearnrec_serve::worker::{self, BatchConfig, Kick};
 use unlearnrec_serve::{Limits, Token};
 
@@ -365,45 +369,95 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The service in process with its worker and, when `schedule` is on, the consolidation schedule, over a
+/// fresh ledger in `dir` (the HTTP side through `app`).
+struct Running {
+    app: Router,
+    served: Arc<ArcSwap<Served>>,
+    ledger: Arc<Mutex<Ledger>>,
+    kick: Arc<Kick>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(dir: &Path, schedule: Schedule) -> Self {
+        let (store, db) = open_store(dir, 0);
+        let served = store.served();
+        let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
+        let (kick, metrics, retrains) =
+            (Arc::new(Kick::default()), Arc::new(Metrics::default()), Arc::new(Retrains::default()));
+        let app = router(AppState {
+            served: served.clone(),
+            ledger: ledger.clone(),
+            kick: kick.clone(),
+            metrics: metrics.clone(),
+            token: Token::new(TOKEN).unwrap(),
+            limits: Limits::default(),
+        });
+        let mut threads = Vec::new();
+        if schedule.is_on() {
+            let (served, retrains, kick, pretrain) =
+                (served.clone(), retrains.clone(), kick.clone(), store.pretrain_config());
+            threads.push(std::thread::spawn(move || {
+                unlearnrec_serve::retrain::run(schedule, pretrain, served, retrains, kick)
+            }));
+        }
+        let (k, batch) = (kick.clone(), BatchConfig { max: 64, wait: Duration::from_millis(10) });
+        threads.push(std::thread::spawn(move || worker::run(store, batch, k, metrics, retrains)));
+        Self { app, served, ledger, kick, threads }
+    }
+
+    /// The version that applied request `id`, once applied.
+    fn applied(&self, id: &serde_json::Value) -> Option<u64> {
+        let row = self.ledger.lock().unwrap().get(id.as_str().unwrap()).unwrap().unwrap();
+        (row.status == Status::Applied).then(|| row.version.unwrap())
+    }
+
+    async fn forget(&self, body: &str) -> serde_json::Value {
+        let (st, v) = call(&self.app, "POST", "/v1/forget", Some(&format!("Bearer {TOKEN}")), body).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        v
+    }
+
+    async fn metrics(&self) -> String {
+        call(&self.app, "GET", "/metrics", None, "").await.1.as_str().unwrap().to_string()
+    }
+
+    fn stop(self) {
+        self.kick.stop();
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// The first `n` users with training interactions, internal ids.
+fn distinct_users(n: usize) -> Vec<u32> {
+    let mut users = trained().ds.train.users().to_vec();
+    users.dedup();
+    users.truncate(n);
+    users
+}
+
+/// The value of an unlabelled Prometheus sample.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, db) = open_store(dir.path(), 0);
-    let served = store.served();
-    let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
-    let (kick, metrics, retrains) =
-        (Arc::new(Kick::default()), Arc::new(Metrics::default()), Arc::new(Retrains::default()));
-    let app = router(AppState {
-        served: served.clone(),
-        ledger: ledger.clone(),
-        kick: kick.clone(),
-        metrics: metrics.clone(),
-        token: Token::new(TOKEN).unwrap(),
-        limits: Limits::default(),
-    });
-    let worker = {
-        let (kick, metrics, retrains) = (kick.clone(), metrics.clone(), retrains.clone());
-        let batch = BatchConfig { max: 64, wait: Duration::from_millis(10) };
-        std::thread::spawn(move || worker::run(store, batch, kick, metrics, retrains))
-    };
-    let schedule = {
-        let (served, retrains, kick, db) = (served.clone(), retrains.clone(), kick.clone(), db.clone());
-        std::thread::spawn(move || {
-            unlearnrec_serve::retrain::run(Duration::from_millis(100), db, served, retrains, kick)
-        })
-    };
+    let run = Running::start(dir.path(), Schedule { every: Some(Duration::from_millis(100)), after_edges: None });
+    let Running { app, served, ledger, .. } = &run;
     let auth = format!("Bearer {TOKEN}");
-    let applied = |id: &str| {
-        let row = ledger.lock().unwrap().get(id).unwrap().unwrap();
-        (row.status == Status::Applied).then(|| row.version.unwrap())
-    };
+    let applied = |id: &str| run.applied(&serde_json::json!(id));
 
     // Erase a user; the batch becomes version 1.
     let (user, _) = some_user();
     let u = served.load().user(&user).unwrap();
     let erased: Vec<(u32, u32)> = served.load().ckpt.seen().iter().filter(|&(uu, _)| uu == u).collect();
     assert!(!erased.is_empty());
-    let (st, a) = call(&app, "POST", "/v1/forget", Some(&auth), &format!("{{\"user\": \"{user}\"}}")).await;
+    let (st, a) = call(app, "POST", "/v1/forget", Some(&auth), &format!("{{\"user\": \"{user}\"}}")).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{a}");
     let v1 = eventually("the forget", || applied(a["id"].as_str().unwrap())).await;
     assert_eq!(v1, 1);
@@ -421,24 +475,36 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert_eq!(prov.method, Some(MethodId::RETRAIN));
     assert_eq!(prov.encoder_offset, None);
     assert_eq!(prov.serve, Some(ServeInfo { version: 2, retrain_of: Some(1) }));
-    let (st, v) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert!(cur.ckpt.anchor().is_none());
+    // The consolidation came with an unlearner pre-trained for the retrained backbone, written beside it
+    // and recorded in the ledger.
+    let (un_path, un_sha) = row.unlearner.clone().expect("the consolidation records its unlearner");
+    assert_eq!(un_path, dir.path().join("state").join(unlearner_name(2)));
+    assert_eq!(sha256_hex(&std::fs::read(&un_path).unwrap()), un_sha);
+    let un = Unlearner::load(&un_path).unwrap();
+    assert_eq!(un.meta.backbone_sha256, Some(cur.ckpt.backbone_sha256().unwrap()));
+    assert_eq!(un.meta.pretrain, Unlearner::load(&trained().unlearner).unwrap().meta.pretrain);
+    let (st, v) = call(app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
     assert_eq!(st, StatusCode::GONE, "{v}");
     // The worker records the retrain's metric just after the swap: poll for it.
     let want = "unlearnrec_last_retrain_timestamp_seconds{version=\"2\"}";
     let mut m = serde_json::Value::Null;
     for _ in 0..500 {
-        m = call(&app, "GET", "/metrics", None, "").await.1;
+        m = call(app, "GET", "/metrics", None, "").await.1;
         if m.as_str().unwrap().contains(want) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(m.as_str().unwrap().contains(want), "{m}");
+    assert!(m.as_str().unwrap().contains("unlearnrec_consolidations_total 1\n"), "{m}");
+    assert!(m.as_str().unwrap().contains("unlearnrec_edges_since_anchor 0\n"), "{m}");
 
-    // A later forget is applied on top of the retrained model, keeping the first erasure.
+    // A later forget is applied on top of the retrained model with the new unlearner (the old one is refused
+    // on it), keeping the first erasure.
     let (u2, i2) = cur.ckpt.edges().iter().find(|&(uu, _)| uu != u).unwrap();
     let body = format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", cur.users().external(u2), cur.items().external(i2));
-    let (st, b) = call(&app, "POST", "/v1/forget", Some(&auth), &body).await;
+    let (st, b) = call(app, "POST", "/v1/forget", Some(&auth), &body).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     let v3 = eventually("the second forget", || applied(b["id"].as_str().unwrap())).await;
     assert_eq!(v3, 3);
@@ -452,10 +518,177 @@ async fn the_retrain_schedule_swaps_in_an_exact_retrain_that_keeps_erasures() {
     assert_eq!(prov.method, Some(MethodId::UNLEARNREC));
     assert!(prov.encoder_offset.is_some());
     assert_eq!(prov.serve.as_ref().map(|s| s.retrain_of), Some(None));
-    let (st, _) = call(&app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert_eq!(prov.encoder_offset.as_ref().and_then(|o| o.unlearner_sha256.clone()), Some(un.sha256().unwrap()));
+    // Its anchor is the retrained model, with the one edge removed since.
+    let anchor = now.ckpt.anchor().expect("unlearned from the new anchor");
+    assert_eq!(anchor.base, cur.ckpt.model().base_vec().unwrap());
+    assert_eq!(anchor.since_train.len() + anchor.since_valid.len(), 1);
+    let (_, m) = call(app, "GET", "/metrics", None, "").await;
+    assert!(m.as_str().unwrap().contains("unlearnrec_edges_since_anchor 1\n"), "{m}");
+    let (st, _) = call(app, "GET", &format!("/v1/recommend?user={user}"), None, "").await;
     assert_eq!(st, StatusCode::GONE);
+    run.stop();
 
-    kick.stop();
-    worker.join().unwrap();
-    schedule.join().unwrap();
+    // A restart loads the consolidation's unlearner (not --unlearner, which no longer fits) and keeps
+    // applying requests.
+    let (mut store, _) = open_store(dir.path(), 0);
+    assert_eq!(store.served().load().version, 3);
+    let (u3, i3) = now.ckpt.edges().iter().find(|&(uu, _)| uu != u && uu != u2).unwrap();
+    let f = Forget::Pairs { user: now.users().external(u3).into(), items: vec![now.items().external(i3).into()] };
+    store.ledger().submit(&f).unwrap();
+    let rows = store.ledger().queued(10).unwrap();
+    assert!(matches!(store.apply(&rows, &AtomicBool::new(false)).unwrap(), Outcome::Applied { version: 4, .. }));
+    assert!(dir.path().join("state").join(unlearner_name(2)).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_trigger_consolidates_once_enough_edges_were_removed_since_the_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(dir.path(), Schedule { every: None, after_edges: Some(4) });
+    let ds = &trained().ds;
+    let cur = run.served.load_full();
+    // Users with at least two training interactions: one pair each, so the count since the anchor is known.
+    let mut pairs = Vec::new();
+    for u in ds.train.users().iter().copied() {
+        let row = cur.ckpt.train_graph().user_items().row(u as usize).to_vec();
+        if row.len() >= 2 && pairs.iter().all(|&(uu, _)| uu != u) {
+            pairs.push((u, row[0]));
+        }
+        if pairs.len() == 4 {
+            break;
+        }
+    }
+    let body = |&(u, i): &(u32, u32)| {
+        format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", cur.users().external(u), cur.items().external(i))
+    };
+    // Three edges: below the trigger, no consolidation.
+    for p in &pairs[..3] {
+        let a = run.forget(&body(p)).await;
+        eventually("a forget", || run.applied(&a["id"])).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = run.metrics().await;
+    assert_eq!(sample(&m, "unlearnrec_edges_since_anchor"), Some(3.0), "{m}");
+    assert_eq!(sample(&m, "unlearnrec_consolidations_total"), Some(0.0), "{m}");
+    assert!(run.ledger.lock().unwrap().versions().unwrap().iter().all(|v| !v.retrain));
+    // The fourth reaches it: a consolidation is swapped in, exact again.
+    let a = run.forget(&body(&pairs[3])).await;
+    let v = eventually("the fourth forget", || run.applied(&a["id"])).await;
+    let row = eventually("a consolidation", || {
+        run.ledger.lock().unwrap().versions().unwrap().into_iter().find(|r| r.retrain)
+    })
+    .await;
+    assert_eq!(row.version, v + 1);
+    assert!(row.unlearner.is_some());
+    eventually("the swap", || (run.served.load().version == row.version).then_some(())).await;
+    let mut m = String::new();
+    for _ in 0..500 {
+        m = run.metrics().await;
+        if sample(&m, "unlearnrec_consolidations_total") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sample(&m, "unlearnrec_consolidations_total"), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "unlearnrec_edges_since_anchor"), Some(0.0), "{m}");
+    assert_eq!(run.served.load().ckpt.removed().len(), cur.ckpt.removed().len() + 4);
+    run.stop();
+}
+
+#[test]
+fn a_consolidation_overtaken_by_batches_applies_their_edges_on_top_with_its_unlearner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open_store(dir.path(), 0);
+    let ds = &trained().ds;
+    let users: Vec<String> = distinct_users(3).into_iter().map(|u| ds.users.external(u).to_string()).collect();
+    let apply = |store: &mut Store, f: Forget| {
+        store.ledger().submit(&f).unwrap();
+        let rows = store.ledger().queued(10).unwrap();
+        store.apply(&rows, &AtomicBool::new(false)).unwrap()
+    };
+    assert!(matches!(apply(&mut store, Forget::User { user: users[0].clone() }), Outcome::Applied { version: 1, .. }));
+    // The schedule consolidates version 1 while a batch commits version 2.
+    let v1 = store.served().load_full();
+    let p = unlearnrec_serve::retrain::consolidation(1, &v1.ckpt, &store.pretrain_config()).unwrap();
+    let retrained = p.ckpt.model().base_vec().unwrap();
+    let fresh_sha = p.unlearner.sha256().unwrap();
+    assert!(matches!(apply(&mut store, Forget::User { user: users[1].clone() }), Outcome::Applied { version: 2, .. }));
+    let v2 = store.served().load_full();
+    assert_eq!(store.consolidate(p).unwrap(), Some(3));
+    let v3 = store.served().load_full();
+    // Same edges as version 2; the model is version 1's retrain with version 2's batch unlearned on top.
+    assert_eq!(
+        (v3.ckpt.edges(), v3.ckpt.valid(), v3.ckpt.removed()),
+        (v2.ckpt.edges(), v2.ckpt.valid(), v2.ckpt.removed())
+    );
+    let anchor = v3.ckpt.anchor().unwrap();
+    assert_eq!(anchor.base, retrained);
+    let since = v2.ckpt.removed().difference(v1.ckpt.removed()).0;
+    assert_eq!(unlearnrec_core::pipeline::union(&anchor.since_train, &anchor.since_valid), since);
+    let prov = &v3.ckpt.meta().provenance;
+    assert_eq!(prov.serve, Some(ServeInfo { version: 3, retrain_of: Some(1) }));
+    assert_eq!(prov.encoder_offset.as_ref().and_then(|o| o.unlearner_sha256.clone()), Some(fresh_sha));
+    let row = store.ledger().version(3).unwrap().unwrap();
+    assert!(row.retrain && row.edges == 0);
+    assert_eq!(row.unlearner.unwrap().0, dir.path().join("state").join(unlearner_name(3)));
+    // The next batch unlearns with the new unlearner, from the new anchor.
+    assert!(matches!(apply(&mut store, Forget::User { user: users[2].clone() }), Outcome::Applied { version: 4, .. }));
+    assert_eq!(store.served().load().ckpt.anchor().unwrap().base, retrained);
+    // A consolidation of a version that is not an ancestor of the current one is discarded.
+    let v4 = store.served().load_full();
+    let mut stale = unlearnrec_serve::retrain::consolidation(4, &v4.ckpt, &store.pretrain_config()).unwrap();
+    stale.base = 9;
+    assert_eq!(store.consolidate(stale).unwrap(), None);
+    assert_eq!(store.served().load().version, 4);
+}
+
+#[test]
+fn a_restart_pretrains_an_unlearner_a_consolidation_did_not_record_and_refuses_a_foreign_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, db) = open_store(dir.path(), 0);
+    let users: Vec<String> = distinct_users(2).into_iter().map(|u| trained().ds.users.external(u).into()).collect();
+    let apply = |store: &mut Store, f: Forget| {
+        store.ledger().submit(&f).unwrap();
+        let rows = store.ledger().queued(10).unwrap();
+        store.apply(&rows, &AtomicBool::new(false)).unwrap()
+    };
+    apply(&mut store, Forget::User { user: users[0].clone() });
+    let v1 = store.served().load_full();
+    let p = unlearnrec_serve::retrain::consolidation(1, &v1.ckpt, &store.pretrain_config()).unwrap();
+    assert_eq!(store.consolidate(p).unwrap(), Some(2));
+    drop(store);
+    // A consolidation as written before consolidations recorded their unlearner.
+    let un2 = dir.path().join("state").join(unlearner_name(2));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE versions SET unlearner = NULL, unlearner_sha256 = NULL", []).unwrap();
+    drop(conn);
+    std::fs::remove_file(&un2).unwrap();
+    let (mut store, _) = open_store(dir.path(), 0);
+    let row = store.ledger().version(2).unwrap().unwrap();
+    assert_eq!(row.unlearner.as_ref().map(|u| &u.0), Some(&un2));
+    let un = Unlearner::load(&un2).unwrap();
+    assert_eq!(un.meta.backbone_sha256, Some(store.served().load().ckpt.backbone_sha256().unwrap()));
+    assert!(matches!(apply(&mut store, Forget::User { user: users[1].clone() }), Outcome::Applied { version: 3, .. }));
+    drop(store);
+
+    // An unlearner pre-trained for another model of the same data is refused on start.
+    let t = trained();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 16, layers: 2, ..Default::default() };
+    let tc = TrainConfig { epochs: 1, batch_size: 256, eval_every: 1, seed: 99, ..Default::default() };
+    let (ckpt, _) = unlearnrec_core::pipeline::train(&t.ds, &mc, &tc, &mut Silent).unwrap();
+    let pc = PretrainConfig { epochs: 1, batch_size: 256, max_steps_per_epoch: Some(2), ..Default::default() };
+    let foreign = other.join("un.safetensors");
+    unlearn::pretrain(&ckpt, &pc, &mut Silent).unwrap().save(&foreign).unwrap();
+    let cfg = StoreConfig {
+        model: t.model.clone(),
+        unlearner: foreign,
+        db: other.join("ledger.sqlite"),
+        state_dir: other.join("state"),
+        finetune: FinetuneConfig::default(),
+        fault: None,
+    };
+    let err = Store::open(cfg, t.ds.clone()).err().expect("a foreign unlearner is refused");
+    assert!(err.to_string().contains("pre-trained for another model"), "{err}");
 }

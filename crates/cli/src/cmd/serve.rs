@@ -51,12 +51,17 @@ pub struct ServeArgs {
     /// Fine-tuning epochs after the encoder pass (default 1, as `unlearn`; 0 for zero-shot latency).
     #[arg(long)]
     finetune_epochs: Option<usize>,
-    /// Every this many seconds, when a batch was applied since the last retrain, retrain the backbone exactly
-    /// (from scratch, the checkpoint's own configuration and seed) on the current version's remaining data
-    /// in the background and swap it in as the next version, recorded as a retrain in the ledger; a retrain
-    /// overtaken by a batch is discarded and retried at the next tick (default: off).
+    /// Consolidate every this many seconds when a batch was applied since the last consolidation: retrain
+    /// the backbone exactly (from scratch, the checkpoint's own configuration and seed) on the current
+    /// version's remaining data in the background, pre-train a fresh unlearner for it (the configuration the
+    /// unlearner in use records), and swap both in as the next version, with the edges removed meanwhile
+    /// applied on top (default: off).
     #[arg(long, value_name = "S")]
     retrain_every_secs: Option<u64>,
+    /// Also consolidate as soon as at least N edges (training and validation) were removed since the served
+    /// model's anchor, its last exactly trained model (default: off).
+    #[arg(long, value_name = "N")]
+    consolidate_after_edges: Option<usize>,
     /// Abort at this point of the first batch (crash tests).
     #[arg(long, hide = true)]
     fault_point: Option<FaultPoint>,
@@ -104,6 +109,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         BatchConfig { max: a.batch_max.unwrap_or(d.max), wait: a.batch_wait_ms.map_or(d.wait, Duration::from_millis) };
     anyhow::ensure!(batch.max >= 1, "--batch-max must be at least 1");
     anyhow::ensure!(a.retrain_every_secs != Some(0), "--retrain-every-secs must be at least 1");
+    anyhow::ensure!(a.consolidate_after_edges != Some(0), "--consolidate-after-edges must be at least 1");
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let cfg = ServeConfig {
         store: StoreConfig {
@@ -120,6 +126,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         limits: Limits::default(),
         drain: Duration::from_secs(10),
         retrain_every: a.retrain_every_secs.map(Duration::from_secs),
+        consolidate_after_edges: a.consolidate_after_edges,
     };
     unlearnrec_serve::run(cfg, ds, |addr| {
         let mut out = std::io::stdout().lock();
