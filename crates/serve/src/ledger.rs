@@ -14,6 +14,10 @@
 //!   version is that of the latest version at or before it that records one ([`Ledger::unlearner_of`]), the
 //!   service's `--unlearner` when none does.
 //!
+//! Requests record when they were committed and done as Unix seconds (`created_unix`, `done_unix`) besides
+//! the UTC text, so that the time from the `202` to the transaction that applied a request can be measured
+//! across batches and restarts ([`Ledger::commit_batch`], [`Ledger::recent_latencies`]).
+//!
 //! [`Ledger::commit_batch`] marks a batch applied and records the new version in **one** transaction: a
 //! crash leaves either both or neither, which is what makes application exactly-once.
 
@@ -74,6 +78,10 @@ pub struct RequestRow {
     pub done_utc: Option<String>,
     /// The model version that applied it.
     pub version: Option<u64>,
+    /// Unix seconds of the commit (`None` for rows written before it was recorded).
+    pub created_unix: Option<f64>,
+    /// Unix seconds of the transaction that applied it or marked it failed.
+    pub done_unix: Option<f64>,
     /// The `(user, item)` pairs (external ids) this request removed, once applied.
     pub edges: Option<Vec<(String, String)>>,
     /// The receipt (JSON text), once applied with a model change.
@@ -138,7 +146,9 @@ CREATE TABLE IF NOT EXISTS requests (
     done_utc TEXT,
     version INTEGER REFERENCES versions(version),
     edges TEXT,
-    receipt TEXT
+    receipt TEXT,
+    created_unix REAL,
+    done_unix REAL
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests(status, seq);
 CREATE TABLE IF NOT EXISTS versions (
@@ -156,10 +166,12 @@ CREATE TABLE IF NOT EXISTS versions (
 
 /// Columns added since the first schema, with their definitions: ledgers written before them get them on
 /// open (`NULL` or the default in existing rows).
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("versions", "retrain", "INTEGER NOT NULL DEFAULT 0"),
     ("versions", "unlearner", "TEXT"),
     ("versions", "unlearner_sha256", "TEXT"),
+    ("requests", "created_unix", "REAL"),
+    ("requests", "done_unix", "REAL"),
 ];
 
 const VERSION_COLUMNS: &str =
@@ -289,10 +301,11 @@ impl Ledger {
         let id = forget.id();
         let body = forget.to_json();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_unix();
         let n = tx.execute(
-            "INSERT INTO requests (id, body, status, created_utc) VALUES (?1, ?2, 'queued', ?3)
+            "INSERT INTO requests (id, body, status, created_utc, created_unix) VALUES (?1, ?2, 'queued', ?3, ?4)
              ON CONFLICT(id) DO NOTHING",
-            params![id, body, now_utc()],
+            params![id, body, unlearnrec_core::unlearn::receipt::rfc3339(now as u64), now],
         )?;
         let row = tx.query_row(&format!("{SELECT_REQUEST} WHERE id = ?1"), [&id], request_row)??;
         if row.forget != forget {
@@ -338,12 +351,13 @@ impl Ledger {
 
     /// In one transaction: marks every request of `applied` applied by `version` and, when `version` is new
     /// (a model change), records it. `version.version` must be the current version (no model change) or
-    /// the current version plus one.
+    /// the current version plus one. Returns, for each request of `applied` in order, the seconds from its
+    /// commit to this transaction (`None` for a row written before commit times were recorded).
     ///
     /// # Errors
     /// [`ServeError::Conflict`] (and nothing is written) when a request is not queued or the version is not
     /// the next one.
-    pub fn commit_batch(&mut self, version: &VersionRow, applied: &[Applied]) -> Result<()> {
+    pub fn commit_batch(&mut self, version: &VersionRow, applied: &[Applied]) -> Result<Vec<Option<f64>>> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: i64 = tx.query_row("SELECT MAX(version) FROM versions", [], |r| r.get(0))?;
         let v = version.version as i64;
@@ -363,20 +377,38 @@ impl Ledger {
         } else if v != current {
             return Err(ServeError::Conflict(format!("version {v} does not follow the current version {current}")));
         }
-        let now = now_utc();
+        let now = now_unix();
+        let now_text = unlearnrec_core::unlearn::receipt::rfc3339(now as u64);
+        let mut waited = Vec::with_capacity(applied.len());
         for a in applied {
             let edges = serde_json::to_string(&a.edges)?;
-            let n = tx.execute(
-                "UPDATE requests SET status = 'applied', version = ?1, edges = ?2, receipt = ?3, done_utc = ?4
-                 WHERE id = ?5 AND status = 'queued'",
-                params![v, edges, a.receipt, now, a.id],
-            )?;
-            if n != 1 {
+            let created: Option<Option<f64>> = tx
+                .query_row(
+                    "UPDATE requests SET status = 'applied', version = ?1, edges = ?2, receipt = ?3, done_utc = ?4,
+                     done_unix = ?5 WHERE id = ?6 AND status = 'queued' RETURNING created_unix",
+                    params![v, edges, a.receipt, now_text, now, a.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(created) = created else {
                 return Err(ServeError::Conflict(format!("request {} is not queued", a.id)));
-            }
+            };
+            waited.push(created.map(|c| (now - c).max(0.0)));
         }
         tx.commit()?;
-        Ok(())
+        Ok(waited)
+    }
+
+    /// The seconds from commit to application of the last `n` applied requests (by application time, the
+    /// latest first) that recorded both times.
+    pub fn recent_latencies(&self, n: usize) -> Result<Vec<f64>> {
+        let mut st = self.conn.prepare(
+            "SELECT done_unix - created_unix FROM requests
+             WHERE status = 'applied' AND done_unix IS NOT NULL AND created_unix IS NOT NULL
+             ORDER BY done_unix DESC, seq DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([n as i64], |r| r.get::<_, f64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().map(|s| s.max(0.0)).collect())
     }
 
     /// Records `version` (a consolidation of version `on`: same removed set, with its unlearner) as the
@@ -415,9 +447,11 @@ impl Ledger {
     /// # Errors
     /// [`ServeError::Conflict`] when it is not queued.
     pub fn fail(&mut self, id: &str, reason: &str) -> Result<()> {
+        let now = now_unix();
         let n = self.conn.execute(
-            "UPDATE requests SET status = 'failed', reason = ?1, done_utc = ?2 WHERE id = ?3 AND status = 'queued'",
-            params![reason, now_utc(), id],
+            "UPDATE requests SET status = 'failed', reason = ?1, done_utc = ?2, done_unix = ?3
+             WHERE id = ?4 AND status = 'queued'",
+            params![reason, unlearnrec_core::unlearn::receipt::rfc3339(now as u64), now, id],
         )?;
         if n != 1 {
             return Err(ServeError::Conflict(format!("request {id} is not queued")));
@@ -426,8 +460,8 @@ impl Ledger {
     }
 }
 
-const SELECT_REQUEST: &str =
-    "SELECT id, seq, body, status, reason, created_utc, done_utc, version, edges, receipt FROM requests";
+const SELECT_REQUEST: &str = "SELECT id, seq, body, status, reason, created_utc, done_utc, version, edges, receipt,
+    created_unix, done_unix FROM requests";
 
 fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     Ok(VersionRow {
@@ -459,6 +493,8 @@ fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RequestRow>> {
         created_utc: r.get(5)?,
         done_utc: r.get(6)?,
         version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        created_unix: r.get(10)?,
+        done_unix: r.get(11)?,
         edges: None,
         receipt: r.get(9)?,
     };
@@ -515,6 +551,28 @@ mod tests {
     }
 
     #[test]
+    fn commit_to_application_is_timed_across_batches() {
+        let (_d, mut l) = ledger();
+        let a = l.submit(&pairs("1", &["2"])).unwrap().row;
+        let b = l.submit(&pairs("1", &["3"])).unwrap().row;
+        assert!(a.created_unix.is_some() && a.done_unix.is_none());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let first = l.commit_batch(&version(1), &[Applied { id: a.id.clone(), edges: vec![], receipt: None }]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let second =
+            l.commit_batch(&version(2), &[Applied { id: b.id.clone(), edges: vec![], receipt: None }]).unwrap();
+        let (first, second) = (first[0].unwrap(), second[0].unwrap());
+        assert!(first >= 0.025 && second >= first + 0.025, "{first} {second}");
+        let row = l.get(&b.id).unwrap().unwrap();
+        assert!((row.done_unix.unwrap() - row.created_unix.unwrap() - second).abs() < 1e-6);
+        // Latest application first.
+        let recent = l.recent_latencies(10).unwrap();
+        assert_eq!(recent.len(), 2);
+        assert!((recent[0] - second).abs() < 1e-6 && (recent[1] - first).abs() < 1e-6, "{recent:?}");
+        assert_eq!(l.recent_latencies(1).unwrap().len(), 1);
+    }
+
+    #[test]
     fn a_ledger_of_the_first_schema_gets_the_new_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.sqlite");
@@ -535,8 +593,13 @@ mod tests {
         let mut l = Ledger::open(&path).unwrap();
         let v0 = l.current().unwrap();
         assert_eq!((v0.retrain, v0.unlearner), (false, None));
-        l.commit_batch(&version(1), &[Applied { id: "old".into(), edges: vec![], receipt: None }]).unwrap();
-        assert_eq!(l.get("old").unwrap().unwrap().status, Status::Applied);
+        let old = l.get("old").unwrap().unwrap();
+        assert_eq!((old.created_unix, old.done_unix), (None, None));
+        // A row committed before commit times were recorded is applied, untimed.
+        let waited =
+            l.commit_batch(&version(1), &[Applied { id: "old".into(), edges: vec![], receipt: None }]).unwrap();
+        assert_eq!(waited, vec![None]);
+        assert!(l.recent_latencies(10).unwrap().is_empty());
     }
 
     #[test]

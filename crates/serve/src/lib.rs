@@ -119,6 +119,8 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
     let served = store.served();
     let metrics = Arc::new(metrics::Metrics::default());
     metrics.set_model_version(served.load().version);
+    // The forget-to-applied window starts from the ledger's last applied requests, across restarts.
+    metrics.seed_waited(&ledger::Ledger::open(&cfg.store.db)?.recent_latencies(metrics::WINDOW)?);
     let kick = Arc::new(worker::Kick::default());
     let state = api::AppState {
         served,

@@ -13,14 +13,30 @@
 //! - `unlearnrec_edges_since_anchor`: edges (training and validation) removed since the served model's anchor,
 //!   the last exactly trained model it is unlearned from; what the size trigger
 //!   (`--consolidate-after-edges`) compares, and 0 right after a consolidation with nothing pending.
+//! - `unlearnrec_forget_to_applied_seconds`: a histogram of the time from a forget request's commit (its
+//!   `202`) to the ledger transaction that marked it applied, from the two times the ledger records for each
+//!   request ([`crate::ledger::Ledger::commit_batch`]): right across batches (a request that waited through
+//!   several batches, or was committed before a restart and applied after it, counts its whole wait).
+//!   Requests applied by this process; buckets [`WAIT_BUCKETS`].
+//! - `unlearnrec_forget_to_applied_p50_seconds`, `unlearnrec_forget_to_applied_p95_seconds`: the median and
+//!   95th percentile (nearest rank) of the same time over the last [`WINDOW`] applied requests, the window
+//!   seeded from the ledger on start so that it spans restarts; absent until a request was applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the latency buckets, seconds.
 pub const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Upper bounds of the forget-to-applied buckets, seconds (a batch takes milliseconds zero-shot, seconds to
+/// minutes with fine-tuning on large data).
+pub const WAIT_BUCKETS: [f64; 15] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// Applied requests the forget-to-applied percentiles are taken over.
+pub const WINDOW: usize = 1000;
 
 struct Histogram<const N: usize> {
     counts: [u64; N],
@@ -58,10 +74,24 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
+/// The `p`-th percentile (nearest rank) of `xs`, `None` when empty.
+pub fn percentile(xs: impl IntoIterator<Item = f64>, p: f64) -> Option<f64> {
+    let mut v: Vec<f64> = xs.into_iter().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
 #[derive(Default)]
 struct Inner {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<String, Histogram<{ BUCKETS.len() }>>,
+    waited: Histogram<{ WAIT_BUCKETS.len() }>,
+    /// The last [`WINDOW`] forget-to-applied times, oldest first.
+    recent: VecDeque<f64>,
     consolidations: u64,
     batches: u64,
     applied: u64,
@@ -90,6 +120,23 @@ impl Metrics {
         let mut m = self.inner();
         *m.requests.entry((route.to_string(), method.to_string(), status)).or_default() += 1;
         m.latency.entry(route.to_string()).or_default().observe(&BUCKETS, secs);
+    }
+
+    /// Records the forget-to-applied times of requests just applied.
+    pub fn waited(&self, secs: &[f64]) {
+        let mut m = self.inner();
+        for &t in secs {
+            m.waited.observe(&WAIT_BUCKETS, t);
+        }
+        push_recent(&mut m.recent, secs.iter().copied());
+    }
+
+    /// Fills the percentile window (not the histogram) with forget-to-applied times applied before this
+    /// process started, the latest first ([`crate::ledger::Ledger::recent_latencies`]).
+    pub fn seed_waited(&self, latest_first: &[f64]) {
+        let mut m = self.inner();
+        let recent = std::mem::take(&mut m.recent);
+        push_recent(&mut m.recent, latest_first.iter().rev().copied().chain(recent));
     }
 
     /// Sets the edges removed since the served model's anchor.
@@ -160,6 +207,22 @@ impl Metrics {
             let labels = format!("route=\"{}\",", esc(route));
             h.render(&mut s, "unlearnrec_http_request_duration_seconds", &labels, &BUCKETS);
         }
+        let name = "unlearnrec_forget_to_applied_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Time from a forget request's commit (202) to the ledger transaction that applied it.\n# TYPE {name} histogram"
+        );
+        m.waited.render(&mut s, name, "", &WAIT_BUCKETS);
+        for (p, name) in
+            [(50.0, "unlearnrec_forget_to_applied_p50_seconds"), (95.0, "unlearnrec_forget_to_applied_p95_seconds")]
+        {
+            if let Some(v) = percentile(m.recent.iter().copied(), p) {
+                let _ = writeln!(
+                    s,
+                    "# HELP {name} Percentile {p} of the forget-to-applied time over the last {WINDOW} applied requests.\n# TYPE {name} gauge\n{name} {v}"
+                );
+            }
+        }
         let gauges = [
             (
                 "unlearnrec_forget_queue_depth",
@@ -210,6 +273,14 @@ impl Metrics {
     }
 }
 
+/// Appends to the window, keeping the last [`WINDOW`].
+fn push_recent(recent: &mut VecDeque<f64>, new: impl IntoIterator<Item = f64>) {
+    recent.extend(new);
+    while recent.len() > WINDOW {
+        recent.pop_front();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +311,42 @@ mod tests {
         assert!(s.contains("unlearnrec_last_retrain_timestamp_seconds{version=\"3\"} "), "{s}");
         assert!(s.contains("unlearnrec_model_version 3"));
         assert!(s.contains("unlearnrec_consolidations_total 1"));
+    }
+
+    #[test]
+    fn forget_to_applied_histogram_and_percentiles_over_the_window() {
+        let m = Metrics::default();
+        let s = m.render();
+        assert!(s.contains("unlearnrec_forget_to_applied_seconds_count 0"), "{s}");
+        assert!(!s.contains("unlearnrec_forget_to_applied_p50_seconds"), "{s}");
+        // Applied before a restart: only the window.
+        m.seed_waited(&[100.0, 200.0]);
+        m.waited(&[0.02, 0.3]);
+        m.waited(&[4.0]);
+        let s = m.render();
+        assert!(s.contains("unlearnrec_forget_to_applied_seconds_bucket{le=\"0.025\"} 1"), "{s}");
+        assert!(s.contains("unlearnrec_forget_to_applied_seconds_bucket{le=\"0.5\"} 2"), "{s}");
+        assert!(s.contains("unlearnrec_forget_to_applied_seconds_bucket{le=\"+Inf\"} 3"), "{s}");
+        assert!(s.contains("unlearnrec_forget_to_applied_seconds_count 3"), "{s}");
+        assert!(s.contains("unlearnrec_forget_to_applied_seconds_sum 4.3"), "{s}");
+        // Window: 200, 100, 0.02, 0.3, 4 -> sorted 0.02 0.3 4 100 200.
+        assert!(s.contains("unlearnrec_forget_to_applied_p50_seconds 4\n"), "{s}");
+        assert!(s.contains("unlearnrec_forget_to_applied_p95_seconds 200\n"), "{s}");
+        // The window keeps the last WINDOW: the seeded 100 and 200 drop out first.
+        m.waited(&vec![1.0; WINDOW - 3]);
+        let s = m.render();
+        assert!(s.contains("unlearnrec_forget_to_applied_p95_seconds 1\n"), "{s}");
+        m.set_edges_since_anchor(17);
+        assert!(m.render().contains("unlearnrec_edges_since_anchor 17\n"));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(percentile([], 50.0), None);
+        assert_eq!(percentile([3.0], 95.0), Some(3.0));
+        let xs: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(xs.iter().copied(), 50.0), Some(50.0));
+        assert_eq!(percentile(xs.iter().copied(), 95.0), Some(95.0));
+        assert_eq!(percentile(xs.iter().rev().copied(), 100.0), Some(100.0));
     }
 }

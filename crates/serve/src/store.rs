@@ -224,6 +224,9 @@ pub enum Outcome {
         edges: usize,
         /// Whether the model changed.
         changed: bool,
+        /// Seconds from each applied request's commit (its `202`) to the ledger transaction that applied
+        /// it, from the ledger's recorded times (requests committed before they were recorded are left out).
+        waited: Vec<f64>,
     },
     /// The service is stopping; the batch stays queued and will be applied on the next start.
     Abandoned,
@@ -558,8 +561,14 @@ impl Store {
             let version = self.ledger.current()?;
             let applied: Vec<Applied> =
                 parts.iter().map(|(r, _)| Applied { id: r.id.clone(), edges: Vec::new(), receipt: None }).collect();
-            self.ledger.commit_batch(&version, &applied)?;
-            return Ok(Outcome::Applied { version: cur.version, requests: applied.len(), edges: 0, changed: false });
+            let waited = self.ledger.commit_batch(&version, &applied)?.into_iter().flatten().collect();
+            return Ok(Outcome::Applied {
+                version: cur.version,
+                requests: applied.len(),
+                edges: 0,
+                changed: false,
+                waited,
+            });
         }
         let (mut next, report) = self.forget(&cur.ckpt, &self.unlearner, &request)?;
         if stop.load(Ordering::SeqCst) {
@@ -593,10 +602,10 @@ impl Store {
             retrain: false,
             unlearner: None,
         };
-        self.ledger.commit_batch(&version, &applied)?;
+        let waited = self.ledger.commit_batch(&version, &applied)?.into_iter().flatten().collect();
         fault(FaultPoint::AfterCommit, self.cfg.fault);
         self.swap_in(v, ckpt_path, sha, next)?;
-        Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true })
+        Ok(Outcome::Applied { version: v, requests: applied.len(), edges: n_edges, changed: true, waited })
     }
 
     /// Writes version `v`'s checkpoint (recording `v` and the version it is a retrain of, if it is one),

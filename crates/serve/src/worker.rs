@@ -115,9 +115,10 @@ pub fn run(mut store: Store, batch: BatchConfig, kick: Arc<Kick>, metrics: Arc<M
         let started = Instant::now();
         singles = singles.saturating_sub(1);
         match store.apply(&rows, &kick.stop) {
-            Ok(Outcome::Applied { version, requests, edges, changed }) => {
+            Ok(Outcome::Applied { version, requests, edges, changed, waited }) => {
                 first_seen = None;
                 metrics.batch_done(requests as u64, started.elapsed().as_secs_f64(), version);
+                metrics.waited(&waited);
                 tracing::info!(
                     "applied {requests} request(s), {edges} edge(s) in {:.2}s; model version {version}{}",
                     started.elapsed().as_secs_f64(),

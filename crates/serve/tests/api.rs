@@ -595,6 +595,54 @@ async fn the_size_trigger_consolidates_once_enough_edges_were_removed_since_the_
     run.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_to_applied_metrics_appear_and_are_sane() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Running::start(dir.path(), Schedule::default());
+    let m = run.metrics().await;
+    assert_eq!(sample(&m, "unlearnrec_forget_to_applied_seconds_count"), Some(0.0), "{m}");
+    assert_eq!(sample(&m, "unlearnrec_forget_to_applied_p50_seconds"), None, "{m}");
+    let ds = &trained().ds;
+    let t0 = Instant::now();
+    let mut ids = Vec::new();
+    for u in distinct_users(3) {
+        ids.push(run.forget(&format!("{{\"user\": \"{}\"}}", ds.users.external(u))).await["id"].clone());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    for id in &ids {
+        eventually("a forget", || run.applied(id)).await;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let mut m = String::new();
+    for _ in 0..500 {
+        m = run.metrics().await;
+        if sample(&m, "unlearnrec_forget_to_applied_seconds_count") == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sample(&m, "unlearnrec_forget_to_applied_seconds_count"), Some(3.0), "{m}");
+    assert!(m.contains("# TYPE unlearnrec_forget_to_applied_seconds histogram"), "{m}");
+    assert_eq!(sample(&m, "unlearnrec_forget_to_applied_seconds_bucket{le=\"+Inf\"}"), Some(3.0), "{m}");
+    let sum = sample(&m, "unlearnrec_forget_to_applied_seconds_sum").unwrap();
+    let (p50, p95) = (
+        sample(&m, "unlearnrec_forget_to_applied_p50_seconds").unwrap(),
+        sample(&m, "unlearnrec_forget_to_applied_p95_seconds").unwrap(),
+    );
+    // Each wait is positive and within the wall time of the test; the percentiles are among them.
+    assert!(sum > 0.0 && sum <= 3.0 * wall, "{sum} {wall}");
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= wall, "{p50} {p95} {wall}");
+    // The ledger's recorded times are what was measured.
+    let rows = run.ledger.lock().unwrap().all().unwrap();
+    let waits: Vec<f64> = rows.iter().map(|r| r.done_unix.unwrap() - r.created_unix.unwrap()).collect();
+    assert!((waits.iter().sum::<f64>() - sum).abs() < 1e-6, "{waits:?} {sum}");
+    assert_eq!(sample(&m, "unlearnrec_consolidations_total"), Some(0.0), "{m}");
+    let removed = run.served.load().ckpt.removed().len() as f64;
+    assert!(removed > 0.0);
+    assert_eq!(sample(&m, "unlearnrec_edges_since_anchor"), Some(removed), "{m}");
+    run.stop();
+}
+
 #[test]
 fn a_consolidation_overtaken_by_batches_applies_their_edges_on_top_with_its_unlearner() {
     let dir = tempfile::tempdir().unwrap();
