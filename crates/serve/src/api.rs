@@ -11,6 +11,22 @@
 //!
 //! The forget routes require `Authorization: Bearer <token>`, compared in constant time. Every error is a
 //! JSON object `{"error": "..."}` with a 4xx status for anything the client sent.
+//!
+//! # Requests that name what is already forgotten
+//!
+//! A forget request is accepted when its ids name interactions the model has *or had* (a `404` for an
+//! unknown id, a `422` for known ids that never named an interaction). So forgetting is idempotent by
+//! effect, not only by content:
+//! - the same request again (any item order, repeats) gets the same id: `202` with `"duplicate": true` and
+//!   the status it has (`queued`, or `applied` with what it removed the first time); nothing new is queued;
+//! - a *different* request naming pairs an earlier request already removed, or a user (item) all of whose
+//!   interactions were already forgotten, is a new request: `202` with `"duplicate": false`. When applied it
+//!   removes nothing new: its status is `applied` with `"edges": []`, no receipt, and
+//!   `"already_forgotten": true` (the model did not change for it; a batch of only such requests writes no
+//!   new version). A request that names some remaining interactions removes those, and only those.
+//!
+//! An erased user (all of its interactions forgotten) still gets `410` from `GET /v1/recommend`; a forget
+//! request naming it is not an error, by the rule above.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -284,6 +300,10 @@ pub struct ForgetStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub receipt: Option<serde_json::Value>,
+    /// Once applied: true when everything it names had already been forgotten by earlier requests, so it
+    /// removed nothing and changed no model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_forgotten: Option<bool>,
 }
 
 /// Liveness.
@@ -529,6 +549,7 @@ async fn forget_status(
         created_utc: row.created_utc,
         done_utc: row.done_utc,
         model_version: row.version,
+        already_forgotten: (row.status == Status::Applied).then(|| row.edges.as_ref().is_none_or(Vec::is_empty)),
         edges: row.edges,
         receipt,
     }))

@@ -643,6 +643,83 @@ async fn forget_to_applied_metrics_appear_and_are_sane() {
     run.stop();
 }
 
+#[tokio::test]
+async fn forgetting_what_is_already_forgotten_is_accepted_and_removes_nothing() {
+    let mut s = service();
+    let auth = format!("Bearer {TOKEN}");
+    let ds = &trained().ds;
+    let status = async |s: &Service, id: &serde_json::Value| {
+        s.call("GET", &format!("/v1/forget/{}", id.as_str().unwrap()), Some(&auth), "").await.1
+    };
+    // A user with three interactions in the model.
+    let served = s.store.served().load_full();
+    let (u, items) = ds
+        .train
+        .users()
+        .iter()
+        .map(|&u| (u, served.ckpt.train_graph().user_items().row(u as usize).to_vec()))
+        .find(|(_, row)| row.len() >= 3)
+        .unwrap();
+    let (user, item) = (ds.users.external(u).to_string(), |k: usize| ds.items.external(items[k]).to_string());
+    let (st, a) = s.forget(&format!("{{\"user\": \"{user}\", \"items\": [\"{}\", \"{}\"]}}", item(0), item(1))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{a}");
+    assert!(matches!(s.apply_queued(), Outcome::Applied { changed: true, .. }));
+    let v = s.store.served().load().version;
+    assert_eq!(status(&s, &a["id"]).await["already_forgotten"], false);
+
+    // 1. A different request repeating a pair already forgotten: accepted as new, applied, nothing removed,
+    // no new model version.
+    let (st, b) = s.forget(&format!("{{\"user\": \"{user}\", \"items\": [\"{}\"]}}", item(0))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    assert_eq!((&b["duplicate"], &b["status"]), (&serde_json::json!(false), &serde_json::json!("queued")));
+    assert_ne!(a["id"], b["id"]);
+    assert!(matches!(s.apply_queued(), Outcome::Applied { changed: false, edges: 0, requests: 1, .. }));
+    let q = status(&s, &b["id"]).await;
+    assert_eq!(q["status"], "applied", "{q}");
+    assert_eq!(q["edges"], serde_json::json!([]), "{q}");
+    assert_eq!(q["already_forgotten"], true, "{q}");
+    assert!(q.get("receipt").is_none(), "{q}");
+    assert_eq!(q["model_version"], v);
+    assert_eq!(s.store.served().load().version, v);
+    // A request naming a forgotten pair and a remaining one removes the remaining one only.
+    let (_, c) = s.forget(&format!("{{\"user\": \"{user}\", \"items\": [\"{}\", \"{}\"]}}", item(1), item(2))).await;
+    assert!(matches!(s.apply_queued(), Outcome::Applied { changed: true, edges: 1, .. }));
+    let q = status(&s, &c["id"]).await;
+    assert_eq!(q["edges"], serde_json::json!([[user.clone(), item(2)]]), "{q}");
+    assert_eq!(q["already_forgotten"], false, "{q}");
+
+    // 2. An erased user (every interaction forgotten): a request naming it is accepted by the same rule and
+    // removes nothing new, while recommendations for it are 410.
+    let (_, d) = s.forget(&format!("{{\"user\": \"{user}\"}}")).await;
+    assert!(matches!(s.apply_queued(), Outcome::Applied { .. }));
+    let (st, _) = s.call("GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert_eq!(st, StatusCode::GONE);
+    let v = s.store.served().load().version;
+    for body in [format!("{{\"user\": \"{user}\", \"items\": [\"{}\"]}}", item(2)), format!("{{\"user\": \"{user}\"}}")]
+    {
+        let (st, e) = s.forget(&body).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{body}: {e}");
+        if e["id"] == d["id"] {
+            // The same request again: the row it has, applied.
+            assert_eq!((&e["duplicate"], &e["status"]), (&serde_json::json!(true), &serde_json::json!("applied")));
+            continue;
+        }
+        assert!(matches!(s.apply_queued(), Outcome::Applied { changed: false, edges: 0, .. }));
+        let q = status(&s, &e["id"]).await;
+        assert_eq!(
+            (&q["status"], &q["already_forgotten"]),
+            (&serde_json::json!("applied"), &serde_json::json!(true)),
+            "{q}"
+        );
+    }
+    assert_eq!(s.store.served().load().version, v);
+    // An item never in the user's history is still a 422 (it names no interaction, past or present).
+    let never =
+        (0..ds.n_items() as u32).find(|&i| !served.ckpt.seen().contains(u, i) && !ds.test.contains(u, i)).unwrap();
+    let (st, e) = s.forget(&format!("{{\"user\": \"{user}\", \"items\": [\"{}\"]}}", ds.items.external(never))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+}
+
 #[test]
 fn a_consolidation_overtaken_by_batches_applies_their_edges_on_top_with_its_unlearner() {
     let dir = tempfile::tempdir().unwrap();
