@@ -201,6 +201,28 @@ fn train_eval_export_recommend_unlearn_end_to_end() {
     let ev2: serde_json::Value =
         serde_json::from_str(&ok(&["eval", "--model", p(&out2), "--data", p(&data), "--json"])).unwrap();
     assert!(ev2["recall@20"].as_f64().unwrap() > 0.0);
+    // The fast path gives another model for the same chained request, and is refused beside --config.
+    let fast = f.path("lg3-fast.safetensors");
+    let args = [
+        "-q",
+        "unlearn",
+        "--model",
+        p(&out),
+        "--unlearner",
+        p(&un),
+        "--data",
+        p(&data),
+        "--user",
+        "8",
+        "--fast",
+        "--out",
+        p(&fast),
+    ];
+    ok(&args);
+    assert_ne!(std::fs::read(&fast).unwrap(), std::fs::read(&out2).unwrap());
+    let none = f.path("none.toml");
+    let with_config: Vec<&str> = args.iter().copied().chain(["--config", p(&none)]).collect();
+    fails(&with_config, "--config");
     // Unlearning the same user again: nothing left to forget.
     fails(
         &[

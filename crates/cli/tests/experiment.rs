@@ -48,8 +48,10 @@ batch_size = 512
 
 [stream]
 requests = 3
+scenarios = "random"
 fraction = 0.005
-retrain_every = 2
+checkpoint_every = 2
+seed2 = false
 "#;
 
 #[test]
@@ -78,7 +80,7 @@ fn experiment_grid_writes_results_and_resumes() {
 
     // One Markdown row per protocol × method, mean ± std over the two seeds.
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 2 + 6, "{table}");
+    assert_eq!(lines.iter().take_while(|l| !l.is_empty()).count(), 2 + 6, "{table}");
     assert!(lines[0].contains("Recall@20") && lines[0].contains("MIA AUC"), "{table}");
     for (line, (protocol, method)) in lines[2..].iter().zip(
         ["random", "adversarial"]
@@ -88,7 +90,9 @@ fn experiment_grid_writes_results_and_resumes() {
         assert!(line.contains(&format!("| {protocol} |")) && line.contains(&format!("| {method} | 2 |")), "{line}");
         assert!(line.contains(" ± "), "{line}");
     }
-    assert_eq!(std::fs::read_to_string(out.join("results.md")).expect("results.md"), table);
+    let (grid_table, stream_table) = table.split_once("\n\n").expect("the grid's table, then the streams'");
+    assert_eq!(std::fs::read_to_string(out.join("results.md")).expect("results.md"), format!("{grid_table}\n"));
+    assert_eq!(std::fs::read_to_string(out.join("stream.md")).expect("stream.md"), stream_table);
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
     assert_eq!(csv.lines().count(), 1 + 12, "{csv}");
     assert!(csv.starts_with("dataset,model,protocol,fraction,method,seed,config_hash,"), "{csv}");
@@ -113,10 +117,13 @@ fn experiment_grid_writes_results_and_resumes() {
         assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{svg}");
         assert!(text.contains("unlearnrec"), "{svg}");
     }
-    // Stream: per seed the original model, 3 requests and one retrain (after request 2).
+    // Stream: per seed the original model, 3 requests and a retrain on the union after requests 2 and 3
+    // (the last); stream.md has one row per stream, printed after the grid's table.
     let stream = std::fs::read_to_string(out.join("stream.csv")).expect("stream.csv");
-    assert_eq!(stream.lines().count(), 1 + 2 * 5, "{stream}");
-    assert_eq!(stream.lines().filter(|l| l.contains(",retrain,")).count(), 2, "{stream}");
+    assert_eq!(stream.lines().count(), 1 + 2 * 6, "{stream}");
+    assert_eq!(stream.lines().filter(|l| l.contains(",retrain,")).count(), 4, "{stream}");
+    let md = std::fs::read_to_string(out.join("stream.md")).expect("stream.md");
+    assert_eq!(md.lines().filter(|l| l.contains("| random |")).count(), 2, "{md}");
 
     // An existing run is not overwritten; --resume reuses everything and does no work.
     fails(&["experiment", "--config", p(&config), "--out", p(&out)], &["already holds results", "resume"]);

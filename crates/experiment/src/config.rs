@@ -14,6 +14,7 @@ use unlearnrec_core::train::TrainConfig;
 use unlearnrec_core::unlearn::baselines::{FinetuneOnlyConfig, GradientAscentConfig, InfluenceConfig, ShardConfig};
 use unlearnrec_core::unlearn::method::{MethodOptions, json};
 use unlearnrec_core::unlearn::protocol::Protocol;
+use unlearnrec_core::unlearn::scenario::{DEFAULT_SENSITIVE_SHARE, DEFAULT_SUBSET_FRACTION, Scenario};
 use unlearnrec_core::unlearn::{FinetuneConfig, MethodId, PretrainConfig};
 
 /// How a cell's request is drawn: one of the [`Protocol`]s, or the adversarial protocol of
@@ -200,41 +201,131 @@ pub enum StreamSplit {
     Test,
 }
 
-/// `[stream]`: sequential unlearning of many small requests with UnlearnRec, against an exact retrain
-/// every `retrain_every` requests.
+/// `[stream]`: many small requests applied one after another with UnlearnRec (from the anchor: each
+/// request joins everything removed since the last exact model), measured at every `checkpoint_every`
+/// requests against an exact retrain on the union of the requests so far and a second retrain seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
-    /// Requests applied one after another.
+    /// Requests per stream.
     pub requests: usize,
-    /// Size of each request as a fraction of the current training edges.
-    pub fraction: f64,
-    /// Retrain from scratch without every edge removed so far after every this many requests.
-    pub retrain_every: usize,
-    /// How each request is drawn (not `adversarial`).
-    pub protocol: String,
+    /// How requests are drawn, one stream each: the scenarios `user-subset`, `account`,
+    /// `sensitive-items`, `spam` (one fake account per request, the backbone trained on the data with
+    /// `requests` injected accounts), or a protocol (`random`, `users`, `items`, `popular`, `tail`:
+    /// `fraction` of the current training edges per request).
+    #[serde(alias = "protocol", deserialize_with = "one_or_many")]
+    pub scenarios: Vec<String>,
+    /// `user-subset`: the share of the user's items (default 0.3); a protocol: the share of the current
+    /// training edges (default 0.001).
+    pub fraction: Option<f64>,
+    /// `sensitive-items`: the share of the catalogue marked sensitive.
+    pub share: f64,
+    /// `spam`: target items promoted by every fake account.
+    pub spam_targets: usize,
+    /// `spam`: popular filler items per fake account.
+    pub spam_filler: usize,
+    /// Measure (and retrain on the union so far) after every this many requests, and after the last.
+    #[serde(alias = "retrain_every")]
+    pub checkpoint_every: usize,
+    /// Also retrain with a second seed at each measurement (the noise floor).
+    pub seed2: bool,
+    /// Apply each request with the fast path ([`FinetuneConfig::fast`]: no fine-tuning epoch, a quarter of
+    /// the encoder's change, 100 calibration steps; the default) instead of `[finetune]`.
+    pub fast: bool,
+    /// Fine-tuning epochs per request, overriding the fast path's or `[finetune]`'s.
+    pub finetune_epochs: Option<usize>,
+    /// Consolidate (exact retrain of the current model, then the unlearner pre-trained again: a new
+    /// anchor) when the edges removed since the anchor exceed this share of the anchor's training
+    /// edges; 0 never.
+    pub consolidate_share: f64,
     /// The split whose Recall@20/NDCG@20 is tracked.
     pub split: StreamSplit,
 }
 
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 impl Default for StreamConfig {
     fn default() -> Self {
-        Self { requests: 50, fraction: 0.001, retrain_every: 10, protocol: "random".into(), split: StreamSplit::Valid }
+        Self {
+            requests: 100,
+            scenarios: vec!["user-subset".into()],
+            fraction: None,
+            share: DEFAULT_SENSITIVE_SHARE,
+            spam_targets: 5,
+            spam_filler: 20,
+            checkpoint_every: 25,
+            seed2: true,
+            fast: true,
+            finetune_epochs: None,
+            consolidate_share: 0.0,
+            split: StreamSplit::Valid,
+        }
+    }
+}
+
+/// How the requests of one stream are drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamScenario {
+    /// A scenario of single-user requests ([`unlearnrec_core::unlearn::scenario`]); for `spam` the fake
+    /// accounts are filled in once they are injected.
+    Scenario(Scenario),
+    /// A protocol: `fraction` of the current training edges per request.
+    Protocol(Protocol, f64),
+}
+
+impl StreamScenario {
+    /// The name in files.
+    pub fn name(&self) -> String {
+        match self {
+            StreamScenario::Scenario(s) => s.name().to_string(),
+            StreamScenario::Protocol(p, _) => p.to_string(),
+        }
     }
 }
 
 impl StreamConfig {
-    /// The protocol of each request.
+    /// The streams' scenarios, parsed.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an unknown name.
-    pub fn protocol(&self) -> Result<Protocol> {
-        self.protocol.parse::<Protocol>().map_err(|_| {
-            Error::config(
-                "stream.protocol",
-                format!("unknown protocol {:?}; expected one of random, users, items, popular, tail", self.protocol),
-            )
-        })
+    /// [`Error::InvalidConfig`] for an unknown name or `adversarial`.
+    pub fn parsed(&self) -> Result<Vec<StreamScenario>> {
+        self.scenarios
+            .iter()
+            .map(|name| {
+                let n = name.trim().to_ascii_lowercase();
+                Ok(match n.as_str() {
+                    "user-subset" => StreamScenario::Scenario(Scenario::UserSubset {
+                        fraction: self.fraction.unwrap_or(DEFAULT_SUBSET_FRACTION),
+                    }),
+                    "account" => StreamScenario::Scenario(Scenario::Account),
+                    "sensitive-items" => StreamScenario::Scenario(Scenario::SensitiveItems { share: self.share }),
+                    "spam" => StreamScenario::Scenario(Scenario::Spam { fake_users: Vec::new() }),
+                    _ => match n.parse::<Protocol>() {
+                        Err(_) => {
+                            return Err(Error::config(
+                                "stream.scenarios",
+                                format!(
+                                    "unknown scenario {name:?}; expected one of user-subset, account, \
+                                     sensitive-items, spam, random, users, items, popular, tail"
+                                ),
+                            ));
+                        }
+                        Ok(p) => StreamScenario::Protocol(p, self.fraction.unwrap_or(0.001)),
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Checks every field.
@@ -245,13 +336,34 @@ impl StreamConfig {
         if self.requests == 0 {
             return Err(Error::config("stream.requests", "must be at least 1"));
         }
-        if !(self.fraction > 0.0 && self.fraction < 1.0) {
-            return Err(Error::config("stream.fraction", format!("must be in (0, 1), got {}", self.fraction)));
+        if self.scenarios.is_empty() {
+            return Err(Error::config("stream.scenarios", "must name at least one scenario"));
         }
-        if self.retrain_every == 0 {
-            return Err(Error::config("stream.retrain_every", "must be at least 1"));
+        if let Some(f) = self.fraction
+            && !(f > 0.0 && f <= 1.0)
+        {
+            return Err(Error::config("stream.fraction", format!("must be in (0, 1], got {f}")));
         }
-        self.protocol().map(|_| ())
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            return Err(Error::config("stream.share", format!("must be in (0, 1], got {}", self.share)));
+        }
+        if self.spam_targets == 0 {
+            return Err(Error::config("stream.spam_targets", "must be at least 1"));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::config("stream.checkpoint_every", "must be at least 1"));
+        }
+        if !(self.consolidate_share >= 0.0 && self.consolidate_share < 1.0) {
+            return Err(Error::config(
+                "stream.consolidate_share",
+                format!("must be in [0, 1), got {}", self.consolidate_share),
+            ));
+        }
+        let parsed = self.parsed()?;
+        if parsed.iter().any(|s| matches!(s, StreamScenario::Protocol(_, f) if *f >= 1.0)) {
+            return Err(Error::config("stream.fraction", "a protocol's share of the edges must be below 1"));
+        }
+        Ok(())
     }
 }
 
@@ -486,7 +598,7 @@ impl ExperimentConfig {
             ("models", self.models.is_empty()),
             ("protocols", self.protocols.is_empty()),
             ("fraction", self.fractions.is_empty()),
-            ("methods", self.methods.is_empty()),
+            ("methods", self.methods.is_empty() && self.stream.is_none()),
             ("seeds", self.seeds.is_empty()),
         ] {
             if empty {
@@ -693,7 +805,7 @@ retrain_every = 2
                 ..Default::default()
             }
         );
-        assert_eq!(cfg.stream.as_ref().unwrap().retrain_every, 2);
+        assert_eq!(cfg.stream.as_ref().unwrap().checkpoint_every, 2);
         // A single fraction and the defaults.
         let cfg = parse("datasets = [\"synth\"]\nfraction = 0.02\n").unwrap();
         assert_eq!(cfg.fractions, vec![0.02]);
@@ -764,8 +876,11 @@ retrain_every = 2
             ("methods = [\"sisa\"]\n[baselines.sisa]\nkmeans_iters = 0", "baselines.sisa.kmeans_iters", "at least 1"),
             ("methods = [\"sisa\"]\nmodels = [\"pop\"]", "models", "only the retrain"),
             ("poison_ratio = 0", "poison_ratio", "(0, 1]"),
-            ("[stream]\nfraction = 2.0", "stream.fraction", "(0, 1)"),
-            ("[stream]\nprotocol = \"adversarial\"", "stream.protocol", "unknown protocol"),
+            ("[stream]\nfraction = 2.0", "stream.fraction", "(0, 1]"),
+            ("[stream]\nprotocol = \"adversarial\"", "stream.scenarios", "unknown scenario"),
+            ("[stream]\nscenarios = [\"user-subset\", \"gdpr\"]", "stream.scenarios", "sensitive-items"),
+            ("[stream]\ncheckpoint_every = 0", "stream.checkpoint_every", "at least 1"),
+            ("[stream]\nconsolidate_share = 1.0", "stream.consolidate_share", "[0, 1)"),
         ] {
             let err = parse(&format!("datasets = [\"synth\"]\n{text}\n")).unwrap_err();
             let msg = err.to_string();

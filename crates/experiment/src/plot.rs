@@ -188,32 +188,38 @@ pub fn forgetting(path: &Path, summaries: &[Summary]) -> Result<()> {
     })
 }
 
-/// The stream: tracked Recall@20 and the removed edges' mean score against the number of requests,
-/// UnlearnRec as lines, the periodic retrains as points, one colour per (dataset, model, seed).
+/// The stream: one panel per figure (Recall@20, the removed edges' mean score, the strongest attacker's
+/// member rate on them, top-20 agreement with the retrain on the union, and for `spam` the targets'
+/// exposure) against the number of requests: UnlearnRec as lines, the exact retrain on the union so far
+/// as triangles, the second-seed retrain as circles, one colour per (dataset, model, scenario, seed).
 ///
 /// # Errors
 /// [`Error::Io`] when drawing or writing fails.
 pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
-    let streams = distinct(rows, |r| format!("{}/{}/seed {}", r.dataset, r.model, r.seed));
-    let label = |r: &StreamRow| format!("{}/{}/seed {}", r.dataset, r.model, r.seed);
+    let label = |r: &StreamRow| format!("{}/{}/{}/seed {}", r.dataset, r.model, r.scenario, r.seed);
+    let streams = distinct(rows, label);
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
-    write_svg(path, (1100, 480), |root| {
-        let (left, right) = root.split_horizontally(550);
-        for (area, title, metric) in [
-            (&left, "Recall@20 after each request", 0),
-            (&right, "mean score: all removed edges so far (dashed: non-edges)", 1),
-        ] {
-            let value = |r: &StreamRow| if metric == 0 { r.recall } else { r.removed_score };
-            let vals: Vec<f64> = rows
-                .iter()
-                .flat_map(|r| [value(r), if metric == 1 { r.non_edge_score } else { f64::NAN }])
-                .filter(|v| v.is_finite())
-                .collect();
+    type Figure = (&'static str, fn(&StreamRow) -> f64);
+    let mut figures: Vec<Figure> = vec![
+        ("Recall@20", |r| r.recall),
+        ("mean score of the removed edges", |r| r.removed_score),
+        ("attacker: removed edges called members", |r| r.members),
+        ("top-20 agreement with the retrain", |r| r.agreement_top20),
+    ];
+    if rows.iter().any(|r| r.exposure_share.is_finite()) {
+        figures.push(("spam targets: real users exposed (top 20)", |r| r.exposure_share));
+    }
+    let cols = 2usize;
+    let nrows = figures.len().div_ceil(cols);
+    write_svg(path, (1100, 380 * nrows as u32), |root| {
+        let areas = root.split_evenly((nrows, cols));
+        for (area, (title, value)) in areas.iter().zip(&figures) {
+            let vals: Vec<f64> = rows.iter().map(value).filter(|v| v.is_finite()).collect();
             let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
             let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-3);
             let pad = (hi - lo) * 0.1;
             let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 18))
+                .caption(*title, ("sans-serif", 17))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(55)
@@ -222,9 +228,10 @@ pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
             chart.configure_mesh().x_desc("requests").draw().map_err(|e| plot_error(path, e))?;
             for (k, s) in streams.iter().enumerate() {
                 let c = color(k);
+                let mine = |r: &&StreamRow| &label(r) == s && value(r).is_finite();
                 let line: Vec<(f64, f64)> = rows
                     .iter()
-                    .filter(|r| &label(r) == s && r.method != "retrain")
+                    .filter(|r| mine(r) && (r.method == "unlearnrec" || r.method == "original"))
                     .map(|r| (r.step as f64, value(r)))
                     .collect();
                 chart
@@ -232,33 +239,31 @@ pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
                     .map_err(|e| plot_error(path, e))?
                     .label(format!("{s} unlearnrec"))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-                if metric == 1 {
-                    let non_edges: Vec<(f64, f64)> = rows
-                        .iter()
-                        .filter(|r| &label(r) == s && r.method != "retrain")
-                        .map(|r| (r.step as f64, r.non_edge_score))
-                        .collect();
-                    chart
-                        .draw_series(DashedLineSeries::new(non_edges, 6, 4, c.stroke_width(1)))
-                        .map_err(|e| plot_error(path, e))?
-                        .label(format!("{s} non-edges"))
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(1)));
-                }
                 chart
                     .draw_series(
                         rows.iter()
-                            .filter(|r| &label(r) == s && r.method == "retrain")
+                            .filter(|r| mine(r) && r.method == "retrain")
                             .map(|r| TriangleMarker::new((r.step as f64, value(r)), 6, c.filled())),
                     )
                     .map_err(|e| plot_error(path, e))?
                     .label(format!("{s} retrain"))
                     .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, c.filled()));
+                chart
+                    .draw_series(
+                        rows.iter()
+                            .filter(|r| mine(r) && r.method == "retrain-seed2")
+                            .map(|r| Circle::new((r.step as f64, value(r)), 4, c.stroke_width(2))),
+                    )
+                    .map_err(|e| plot_error(path, e))?
+                    .label(format!("{s} retrain, seed 2"))
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.stroke_width(2)));
             }
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
-                .position(if metric == 0 { SeriesLabelPosition::LowerLeft } else { SeriesLabelPosition::UpperLeft })
+                .position(SeriesLabelPosition::LowerLeft)
+                .label_font(("sans-serif", 11))
                 .draw()
                 .map_err(|e| plot_error(path, e))?;
         }

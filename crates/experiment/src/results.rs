@@ -409,20 +409,24 @@ pub fn markdown(summaries: &[Summary]) -> String {
     out
 }
 
-/// One step of a stream: the model after `step` requests (step 0: the backbone).
+/// One step of a stream: a model after `step` requests (step 0: the backbone). Figures a row did not
+/// measure are NaN (written empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamRow {
     /// The dataset.
     pub dataset: String,
     /// The backbone.
     pub model: String,
+    /// The scenario or protocol the requests are drawn from.
+    pub scenario: String,
     /// The seed.
     pub seed: u64,
     /// The hash of the stream's configuration.
     pub config_hash: String,
     /// Requests applied so far.
     pub step: usize,
-    /// `original`, `unlearnrec` or `retrain`.
+    /// `original`, `unlearnrec`, `retrain` (exact, on the union of the requests so far) or
+    /// `retrain-seed2` (the same with the next training seed: the noise floor).
     pub method: String,
     /// Edges removed so far.
     pub edges: usize,
@@ -436,15 +440,66 @@ pub struct StreamRow {
     pub non_edge_score: f64,
     /// MI-NG of all removed edges so far.
     pub mi_ng: f64,
-    /// Seconds of this step (the unlearning call, or the retrain).
+    /// The audit's strongest membership attacker: the share of the removed edges it calls members.
+    pub members: f64,
+    /// The same attacker's AUC on training edges against held-out edges.
+    pub mia_auc: f64,
+    /// Median rank of the removed items among their users' unseen items.
+    pub median_rank: f64,
+    /// Top-20 agreement with the exact retrain on the same union.
+    pub agreement_top20: f64,
+    /// `spam`: the share of real users whose top 20 holds a target item.
+    pub exposure_share: f64,
+    /// `spam`: the targets' mean rank among real users.
+    pub exposure_rank: f64,
+    /// Consolidations so far (exact retrain and a new unlearner: a new anchor).
+    pub consolidations: usize,
+    /// Seconds of this step (the request, with a consolidation it triggered; or the retrain).
     pub secs: f64,
-    /// Seconds of UnlearnRec calls so far (for `unlearnrec` rows).
+    /// Seconds of the stream so far (requests and consolidations), for `unlearnrec` rows.
     pub total_secs: f64,
+}
+
+impl StreamRow {
+    /// A row of the stream `key` (dataset, model, scenario, seed, hash) with every figure NaN.
+    pub fn empty(dataset: &str, model: &str, scenario: &str, seed: u64, config_hash: &str) -> Self {
+        Self {
+            dataset: dataset.into(),
+            model: model.into(),
+            scenario: scenario.into(),
+            seed,
+            config_hash: config_hash.into(),
+            step: 0,
+            method: String::new(),
+            edges: 0,
+            recall: f64::NAN,
+            ndcg: f64::NAN,
+            removed_score: f64::NAN,
+            non_edge_score: f64::NAN,
+            mi_ng: f64::NAN,
+            members: f64::NAN,
+            mia_auc: f64::NAN,
+            median_rank: f64::NAN,
+            agreement_top20: f64::NAN,
+            exposure_share: f64::NAN,
+            exposure_rank: f64::NAN,
+            consolidations: 0,
+            secs: f64::NAN,
+            total_secs: f64::NAN,
+        }
+    }
+
+    /// Whether two rows belong to the same stream.
+    pub fn same_stream(&self, other: &StreamRow) -> bool {
+        (&self.dataset, &self.model, &self.scenario, self.seed)
+            == (&other.dataset, &other.model, &other.scenario, other.seed)
+    }
 }
 
 const STREAM_HEADER: &[&str] = &[
     "dataset",
     "model",
+    "scenario",
     "seed",
     "config_hash",
     "step",
@@ -455,6 +510,13 @@ const STREAM_HEADER: &[&str] = &[
     "removed_score",
     "non_edge_score",
     "mi_ng",
+    "removed_called_members",
+    "mia_auc",
+    "removed_median_rank",
+    "agreement_top20",
+    "exposure_share",
+    "exposure_mean_rank",
+    "consolidations",
     "secs",
     "total_secs",
 ];
@@ -468,6 +530,7 @@ pub fn stream_csv(rows: &[StreamRow]) -> String {
             vec![
                 r.dataset.clone(),
                 r.model.clone(),
+                r.scenario.clone(),
                 r.seed.to_string(),
                 r.config_hash.clone(),
                 r.step.to_string(),
@@ -478,6 +541,13 @@ pub fn stream_csv(rows: &[StreamRow]) -> String {
                 number(r.removed_score),
                 number(r.non_edge_score),
                 number(r.mi_ng),
+                number(r.members),
+                number(r.mia_auc),
+                number(r.median_rank),
+                number(r.agreement_top20),
+                number(r.exposure_share),
+                number(r.exposure_rank),
+                r.consolidations.to_string(),
                 number(r.secs),
                 number(r.total_secs),
             ]
@@ -489,7 +559,8 @@ pub fn stream_csv(rows: &[StreamRow]) -> String {
 /// Reads a `stream.csv`; an absent file is no rows.
 ///
 /// # Errors
-/// [`Error::Io`]; [`Error::Format`] for another header or a malformed number.
+/// [`Error::Io`]; [`Error::Format`] for another header (a file of an older build: move it away) or a
+/// malformed number.
 pub fn read_stream(path: &Path) -> Result<Vec<StreamRow>> {
     if !path.exists() {
         return Ok(Vec::new());
@@ -497,32 +568,112 @@ pub fn read_stream(path: &Path) -> Result<Vec<StreamRow>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let (header, records) = parse_csv(&text, path)?;
     if header != STREAM_HEADER {
-        return Err(Error::format(path, 1, format!("expected the header {}", STREAM_HEADER.join(","))));
+        return Err(Error::format(
+            path,
+            1,
+            format!("expected the header {} (a stream.csv of an older build?)", STREAM_HEADER.join(",")),
+        ));
     }
     records
         .iter()
         .enumerate()
         .map(|(n, r)| {
             let bad = || Error::format(path, n + 2, "malformed number");
-            let f = |s: &str| if s.is_empty() { Ok(f64::NAN) } else { s.parse::<f64>().map_err(|_| bad()) };
+            let f = |k: usize| if r[k].is_empty() { Ok(f64::NAN) } else { r[k].parse::<f64>().map_err(|_| bad()) };
             Ok(StreamRow {
                 dataset: r[0].clone(),
                 model: r[1].clone(),
-                seed: r[2].parse().map_err(|_| bad())?,
-                config_hash: r[3].clone(),
-                step: r[4].parse().map_err(|_| bad())?,
-                method: r[5].clone(),
-                edges: r[6].parse().map_err(|_| bad())?,
-                recall: f(&r[7])?,
-                ndcg: f(&r[8])?,
-                removed_score: f(&r[9])?,
-                non_edge_score: f(&r[10])?,
-                mi_ng: f(&r[11])?,
-                secs: f(&r[12])?,
-                total_secs: f(&r[13])?,
+                scenario: r[2].clone(),
+                seed: r[3].parse().map_err(|_| bad())?,
+                config_hash: r[4].clone(),
+                step: r[5].parse().map_err(|_| bad())?,
+                method: r[6].clone(),
+                edges: r[7].parse().map_err(|_| bad())?,
+                recall: f(8)?,
+                ndcg: f(9)?,
+                removed_score: f(10)?,
+                non_edge_score: f(11)?,
+                mi_ng: f(12)?,
+                members: f(13)?,
+                mia_auc: f(14)?,
+                median_rank: f(15)?,
+                agreement_top20: f(16)?,
+                exposure_share: f(17)?,
+                exposure_rank: f(18)?,
+                consolidations: r[19].parse().map_err(|_| bad())?,
+                secs: f(20)?,
+                total_secs: f(21)?,
             })
         })
         .collect()
+}
+
+/// `stream.md`: per stream, the last measurement (UnlearnRec against the exact retrain on the union of
+/// all its requests and the second-seed retrain), the per-request latency and the stream's cost against
+/// retraining.
+pub fn stream_markdown(rows: &[StreamRow]) -> String {
+    let mut out = String::from(
+        "| dataset | model | scenario | seed | requests | edges | Recall@20 (retrain, seed 2) | ratio | \
+         members (retrain, seed 2) | median rank (retrain) | top-20 agreement (seed 2) | exposure (retrain) | \
+         latency p50 / p95 s | consolidations | stream s | retrain s | × one retrain | × retrain per request |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut seen: Vec<&StreamRow> = Vec::new();
+    for r in rows {
+        if seen.iter().any(|s| s.same_stream(r)) {
+            continue;
+        }
+        seen.push(r);
+        let mine: Vec<StreamRow> = rows.iter().filter(|x| x.same_stream(r)).cloned().collect();
+        let last = mine.iter().map(|x| x.step).max().unwrap_or(0);
+        let at = |m: &str| mine.iter().find(|x| x.step == last && x.method == m);
+        let (Some(u), Some(re)) = (at("unlearnrec"), at("retrain")) else { continue };
+        let s2 = at("retrain-seed2");
+        let f = |v: f64, d: usize| if v.is_finite() { format!("{v:.d$}") } else { "–".into() };
+        let pair = |a: f64, b: f64, c: Option<f64>, d: usize| match c {
+            Some(c) => format!("{} ({}, {})", f(a, d), f(b, d), f(c, d)),
+            None => format!("{} ({})", f(a, d), f(b, d)),
+        };
+        let retrain_secs = re.secs;
+        let rank = format!("{} ({})", f(u.median_rank, 0), f(re.median_rank, 0));
+        let agreement = format!("{} ({})", f(u.agreement_top20, 3), f(s2.map_or(f64::NAN, |x| x.agreement_top20), 3));
+        let exposure = format!("{} ({})", f(u.exposure_share, 3), f(re.exposure_share, 3));
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |\n",
+            r.dataset,
+            r.model,
+            r.scenario,
+            r.seed,
+            last,
+            u.edges,
+            pair(u.recall, re.recall, s2.map(|x| x.recall), 4),
+            f(u.recall / re.recall, 3),
+            pair(u.members, re.members, s2.map(|x| x.members), 3),
+            rank,
+            agreement,
+            exposure,
+            f(latency_quantile(&mine, 0.5), 2),
+            f(latency_quantile(&mine, 0.95), 2),
+            u.consolidations,
+            f(u.total_secs, 1),
+            f(retrain_secs, 1),
+            f(retrain_secs / u.total_secs, 1),
+            f(last as f64 * retrain_secs / u.total_secs, 0),
+        ));
+    }
+    out
+}
+
+/// The latency quantile `q` (in [0, 1], nearest rank) of the `unlearnrec` requests of a stream's rows.
+pub fn latency_quantile(rows: &[StreamRow], q: f64) -> f64 {
+    let mut secs: Vec<f64> =
+        rows.iter().filter(|r| r.method == "unlearnrec" && r.secs.is_finite()).map(|r| r.secs).collect();
+    if secs.is_empty() {
+        return f64::NAN;
+    }
+    secs.sort_by(f64::total_cmp);
+    let k = ((q * secs.len() as f64).ceil() as usize).clamp(1, secs.len());
+    secs[k - 1]
 }
 
 #[cfg(test)]

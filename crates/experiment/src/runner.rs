@@ -504,15 +504,26 @@ pub fn run(
     plot::quality_vs_time(&out.join(QUALITY_SVG), &summaries)?;
     plot::forgetting(&out.join(FORGETTING_SVG), &summaries)?;
     files.extend([out.join(QUALITY_SVG), out.join(FORGETTING_SVG)]);
-    let stream_rows = match &cfg.stream {
+    let (stream_rows, stream_markdown) = match &cfg.stream {
         Some(_) => {
             let r = stream::run_streams(cfg, &datasets, out, &cache, opts, obs)?;
-            files.extend([out.join(stream::STREAM_CSV), out.join(stream::STREAM_SVG)]);
-            r
+            let md = results::stream_markdown(&r);
+            write_atomic(&out.join(stream::STREAM_MD), md.as_bytes())?;
+            files.extend([out.join(stream::STREAM_CSV), out.join(stream::STREAM_MD), out.join(stream::STREAM_SVG)]);
+            (r, md)
         }
-        None => Vec::new(),
+        None => (Vec::new(), String::new()),
     };
-    Ok(ExperimentReport { rows: grid_rows, summaries, markdown, ran, skipped, stream: stream_rows, files })
+    Ok(ExperimentReport {
+        rows: grid_rows,
+        summaries,
+        markdown,
+        ran,
+        skipped,
+        stream: stream_rows,
+        stream_markdown,
+        files,
+    })
 }
 
 /// The retrained model of a group without the request (the audit's reference), cached.

@@ -42,7 +42,15 @@ pub fn run(a: ExperimentArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let report = unlearnrec_experiment::run(&cfg, &out, &RunOptions { resume: a.resume }, &mut bars)
         .with_context(|| format!("experiment {} into {}", a.config.display(), out.display()))?;
     bars.finish();
-    print!("{}", report.markdown);
+    if !report.rows.is_empty() {
+        print!("{}", report.markdown);
+    }
+    if !report.stream_markdown.is_empty() {
+        if !report.rows.is_empty() {
+            println!();
+        }
+        print!("{}", report.stream_markdown);
+    }
     if !ctx.quiet {
         let files: Vec<String> = report.files.iter().map(|f| f.display().to_string()).collect();
         eprintln!(
@@ -177,9 +185,19 @@ impl ExperimentObserver for GridBars {
     }
 
     fn stream_step(&mut self, row: &StreamRow) {
-        self.log(format!(
+        let mut line = format!(
             "  {} after {} requests ({} edges): Recall@20 {:.4}, removed-edge score {:.3}",
             row.method, row.step, row.edges, row.recall, row.removed_score
-        ));
+        );
+        if row.members.is_finite() {
+            line += &format!(", called members {:.3}, top-20 agreement {:.3}", row.members, row.agreement_top20);
+        }
+        if row.exposure_share.is_finite() {
+            line += &format!(", spam exposure {:.3}", row.exposure_share);
+        }
+        if row.method == "unlearnrec" {
+            line += &format!(" ({:.2}s)", row.secs);
+        }
+        self.log(line);
     }
 }

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Fine-tuning epochs after the encoder pass (default 1, as `unlearn`; 0 for zero-shot latency).
     #[arg(long)]
     finetune_epochs: Option<usize>,
+    /// The fast path for streams of small requests: no fine-tuning epoch, a quarter of the encoder's
+    /// change, 100 calibration steps (--finetune-epochs still overrides the epochs).
+    #[arg(long)]
+    fast: bool,
     /// Consolidate every this many seconds when a batch was applied since the last consolidation: retrain
     /// the backbone exactly (from scratch, the checkpoint's own configuration and seed) on the current
     /// version's remaining data in the background, pre-train a fresh unlearner for it (the configuration the
@@ -100,7 +104,7 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         s.into()
     });
     let token = read_or_create_token(a.token_file.as_deref(), &state_dir)?;
-    let mut finetune = FinetuneConfig::default();
+    let mut finetune = if a.fast { FinetuneConfig::fast() } else { FinetuneConfig::default() };
     if let Some(e) = a.finetune_epochs {
         finetune.epochs = e;
     }

@@ -89,6 +89,10 @@ pub struct UnlearnArgs {
     /// Fine-tuning epochs after the encoder pass (0: zero-shot only), or of --method finetune.
     #[arg(long)]
     finetune_epochs: Option<usize>,
+    /// The fast path for streams of small requests: no fine-tuning epoch, a quarter of the encoder's
+    /// change, 100 calibration steps (instead of the [finetune] defaults or --config's).
+    #[arg(long, conflicts_with = "config")]
+    fast: bool,
     /// Adam steps of --method gradient-ascent.
     #[arg(long)]
     steps: Option<usize>,
@@ -191,6 +195,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let mut ft = match &a.config {
         Some(p) => read_toml(p)?.finetune,
+        None if a.fast => FinetuneConfig::fast(),
         None => FinetuneConfig::default(),
     };
     if let Some(e) = a.finetune_epochs {

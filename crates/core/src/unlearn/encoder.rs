@@ -203,6 +203,16 @@ impl Encoder {
         Ok((s - self.withdraw(idm, &e_fnl.detach())?.detach())?.detach())
     }
 
+    /// The MLP's input for an empty request: `H⁰` propagated over the remaining graph (no influence, nothing
+    /// withdrawn), detached.
+    pub fn empty_input(&self, remaining: &SpMat) -> Result<Tensor> {
+        let mut s = self.h0.as_tensor().detach();
+        for _ in 0..self.config.remaining_hops {
+            s = spmm(remaining, &s)?;
+        }
+        Ok(s)
+    }
+
     /// `MLP(H⁰)`: the request-independent offset that the encoder adds to every node.
     pub fn offset(&self) -> Result<Tensor> {
         self.mlp(self.h0.as_tensor())
