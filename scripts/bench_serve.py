@@ -158,6 +158,7 @@ def main():
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--forgets", type=int, default=10)
     ap.add_argument("--finetune-epochs", type=int, default=0)
+    ap.add_argument("--fast", action="store_true", help="serve --fast (the stream fast path)")
     ap.add_argument("--port", type=int, default=18181)
     ap.add_argument("--max-secs", type=float, default=300)
     ap.add_argument("--stream", type=int, default=0, help="stream mode: this many single-user forget requests")
@@ -176,6 +177,7 @@ def main():
         srv = subprocess.Popen([a.binary, "-q", "serve", "--model", a.ckpt, "--unlearner", a.unlearner, "--data", a.data,
                                 "--db", os.path.join(tmp, "ledger.sqlite"), "--token-file", os.path.join(tmp, "token"),
                                 "--listen", f"127.0.0.1:{a.port}", "--finetune-epochs", str(a.finetune_epochs)]
+                               + (["--fast"] if a.fast else [])
                                + [x for flag, v in [("--retrain-every-secs", a.retrain_every_secs),
                                                     ("--consolidate-after-edges", a.consolidate_after_edges),
                                                     ("--batch-max", a.batch_max), ("--batch-wait-ms", a.batch_wait_ms)]
