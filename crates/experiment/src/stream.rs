@@ -177,13 +177,17 @@ fn run_one(
     let orig = &trained.ckpt;
     // The scenarios draw every request up front (disjoint users); a protocol draws each from the
     // current graph.
+    // A user's history is everything the model has seen of them: training and validation edges (an account
+    // closure removes both; validation edges the model never trained on still leave its seen items).
+    let (nu, ni) = (orig.model().n_users(), orig.model().n_items());
+    let history = Graph::from_interactions(nu, ni, &orig.seen());
     let drawn: Option<Vec<Interactions>> = match scenario {
         StreamScenario::Scenario(Scenario::Spam { .. }) => {
             let fakes = spam.as_ref().map(|(f, _)| f.clone()).unwrap_or_default();
             let n = scfg.requests.min(fakes.len());
-            Some(scenario::stream(&orig.train_graph(), &Scenario::Spam { fake_users: fakes }, n, seed)?)
+            Some(scenario::stream(&history, &Scenario::Spam { fake_users: fakes }, n, seed)?)
         }
-        StreamScenario::Scenario(s) => Some(scenario::stream(&orig.train_graph(), s, scfg.requests, seed)?),
+        StreamScenario::Scenario(s) => Some(scenario::stream(&history, s, scfg.requests, seed)?),
         StreamScenario::Protocol(..) => None,
     };
     let n = drawn.as_ref().map_or(scfg.requests, Vec::len);
