@@ -230,7 +230,7 @@ pub struct StreamConfig {
     /// Also retrain with a second seed at each measurement (the noise floor).
     pub seed2: bool,
     /// Apply each request with the fast path ([`FinetuneConfig::fast`]: no fine-tuning epoch, a quarter of
-    /// the encoder's change, 100 calibration steps; the default) instead of `[finetune]`.
+    /// the encoder's change, 50 calibration steps at twice the rate; the default) instead of `[finetune]`.
     pub fast: bool,
     /// Fine-tuning epochs per request, overriding the fast path's or `[finetune]`'s.
     pub finetune_epochs: Option<usize>,

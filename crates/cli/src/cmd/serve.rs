@@ -52,7 +52,7 @@ pub struct ServeArgs {
     #[arg(long)]
     finetune_epochs: Option<usize>,
     /// The fast path for streams of small requests: no fine-tuning epoch, a quarter of the encoder's
-    /// change, 100 calibration steps (--finetune-epochs still overrides the epochs).
+    /// change, 50 calibration steps at twice the rate (--finetune-epochs still overrides the epochs).
     #[arg(long)]
     fast: bool,
     /// Consolidate every this many seconds when a batch was applied since the last consolidation: retrain

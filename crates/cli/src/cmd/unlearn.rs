@@ -90,7 +90,7 @@ pub struct UnlearnArgs {
     #[arg(long)]
     finetune_epochs: Option<usize>,
     /// The fast path for streams of small requests: no fine-tuning epoch, a quarter of the encoder's
-    /// change, 100 calibration steps (instead of the [finetune] defaults or --config's).
+    /// change, 50 calibration steps at twice the rate (instead of the [finetune] defaults or --config's).
     #[arg(long, conflicts_with = "config")]
     fast: bool,
     /// Adam steps of --method gradient-ascent.
