@@ -242,11 +242,12 @@ impl Default for FinetuneConfig {
 impl FinetuneConfig {
     /// The fast path for streams of small requests (`unlearn --fast`, `serve --fast`, the runner's streams):
     /// no fine-tuning epoch, a quarter of the encoder's change relative to an empty request, and 50
-    /// calibration steps at twice the default rate. Measured on ml-100k LightGCN, 100 single-user requests
-    /// (docs/results.md, "Streams of requests"): within 2 % of the retrain's Recall@20 and ±0.05 of its
-    /// attacker's member rate at every checkpoint, where the defaults (one epoch, the whole change)
-    /// over-forget and cost a pass over the data per request; 100 steps at the default rate give the same
-    /// figures at twice the cost, 25 steps at four times the rate do not.
+    /// calibration steps at twice the default rate. Measured on ml-100k LightGCN, 100 user-subset requests
+    /// (docs/results.md, "Streams of requests"): within 3 % of the retrain's Recall@20 and ±0.05 of its
+    /// attacker's member rate at most checkpoints (the misses are within two retrains' own distance), where
+    /// the defaults (one epoch, the whole change) over-forget and cost a pass over the data per request;
+    /// 100 steps at the default rate give about the same figures at twice the cost, 25 steps at four times
+    /// the rate fall short.
     pub fn fast() -> Self {
         Self {
             epochs: 0,
