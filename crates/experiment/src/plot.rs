@@ -196,15 +196,16 @@ pub fn forgetting(path: &Path, summaries: &[Summary]) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] when drawing or writing fails.
 pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
+    const AGREEMENT: &str = "top-20 agreement with the retrain on the union";
     let label = |r: &StreamRow| format!("{}/{}/{}/seed {}", r.dataset, r.model, r.scenario, r.seed);
     let streams = distinct(rows, label);
     let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
     type Figure = (&'static str, fn(&StreamRow) -> f64);
     let mut figures: Vec<Figure> = vec![
-        ("Recall@20", |r| r.recall),
+        ("Recall@20 (lines: UnlearnRec; ▲ retrain on the union; ○ second seed)", |r| r.recall),
         ("mean score of the removed edges", |r| r.removed_score),
         ("attacker: removed edges called members", |r| r.members),
-        ("top-20 agreement with the retrain", |r| r.agreement_top20),
+        (AGREEMENT, |r| r.agreement_top20),
     ];
     if rows.iter().any(|r| r.exposure_share.is_finite()) {
         figures.push(("spam targets: real users exposed (top 20)", |r| r.exposure_share));
@@ -213,59 +214,66 @@ pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
     let nrows = figures.len().div_ceil(cols);
     write_svg(path, (1100, 380 * nrows as u32), |root| {
         let areas = root.split_evenly((nrows, cols));
+        let mut first = true;
         for (area, (title, value)) in areas.iter().zip(&figures) {
-            let vals: Vec<f64> = rows.iter().map(value).filter(|v| v.is_finite()).collect();
-            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
-            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-3);
+            // The retrain agrees with itself: its agreement points say nothing.
+            let shown = |r: &StreamRow| !(*title == AGREEMENT && r.method == "retrain");
+            let vals: Vec<f64> = rows.iter().filter(|r| shown(r)).map(value).filter(|v| v.is_finite()).collect();
+            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (lo, hi) = if lo.is_finite() { (lo, hi.max(lo + 1e-3)) } else { (0.0, 1.0) };
             let pad = (hi - lo) * 0.1;
+            let (lo, hi) = (lo - pad, hi + pad);
             let mut chart = ChartBuilder::on(area)
                 .caption(*title, ("sans-serif", 17))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(55)
-                .build_cartesian_2d(0f64..max_step, lo..hi + pad)
+                .build_cartesian_2d(0f64..max_step, lo..hi)
                 .map_err(|e| plot_error(path, e))?;
             chart.configure_mesh().x_desc("requests").draw().map_err(|e| plot_error(path, e))?;
             for (k, s) in streams.iter().enumerate() {
                 let c = color(k);
-                let mine = |r: &&StreamRow| &label(r) == s && value(r).is_finite();
+                let mine = |r: &&StreamRow| &label(r) == s && value(r).is_finite() && shown(r);
                 let line: Vec<(f64, f64)> = rows
                     .iter()
                     .filter(|r| mine(r) && (r.method == "unlearnrec" || r.method == "original"))
                     .map(|r| (r.step as f64, value(r)))
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(line, c.stroke_width(2)))
-                    .map_err(|e| plot_error(path, e))?
-                    .label(format!("{s} unlearnrec"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                let series =
+                    chart.draw_series(LineSeries::new(line, c.stroke_width(2))).map_err(|e| plot_error(path, e))?;
+                // One legend entry per stream, in the first panel only; the markers are named in its caption.
+                if first {
+                    series
+                        .label(s.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                }
                 chart
                     .draw_series(
                         rows.iter()
                             .filter(|r| mine(r) && r.method == "retrain")
                             .map(|r| TriangleMarker::new((r.step as f64, value(r)), 6, c.filled())),
                     )
-                    .map_err(|e| plot_error(path, e))?
-                    .label(format!("{s} retrain"))
-                    .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, c.filled()));
+                    .map_err(|e| plot_error(path, e))?;
                 chart
                     .draw_series(
                         rows.iter()
                             .filter(|r| mine(r) && r.method == "retrain-seed2")
                             .map(|r| Circle::new((r.step as f64, value(r)), 4, c.stroke_width(2))),
                     )
-                    .map_err(|e| plot_error(path, e))?
-                    .label(format!("{s} retrain, seed 2"))
-                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.stroke_width(2)));
+                    .map_err(|e| plot_error(path, e))?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerLeft)
-                .label_font(("sans-serif", 11))
-                .draw()
-                .map_err(|e| plot_error(path, e))?;
+            if first {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .position(SeriesLabelPosition::LowerLeft)
+                    .label_font(("sans-serif", 11))
+                    .draw()
+                    .map_err(|e| plot_error(path, e))?;
+            }
+            first = false;
         }
         Ok(())
     })
