@@ -46,7 +46,7 @@ pub const DEGREE_BUCKETS: usize = 4;
 pub const MAX_VALID_PAIRS: usize = 5_000;
 
 /// Target percentiles and scores of a request's edges.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Targets {
     /// Target rank percentile of each request edge (request order), in `[0, 1]`.
     pub percentiles: Vec<f64>,

@@ -465,14 +465,28 @@ fn calibration_phase(
     ft: &FinetuneConfig,
 ) -> Result<(Vec<f32>, calibrate::Targets)> {
     let (nu, ni) = (model.n_users(), model.n_items());
+    // Only pairs whose user and item keep a training edge are calibrated: a user or item left without one
+    // gets exactly the retrain's row afterwards ([`calibrate::reset_isolated`]), so pulling its pairs' scores
+    // would only move the rows of the other side (the items of a closed account) for nothing.
+    let rem = &req.remaining;
+    let active = Interactions::from_pairs(
+        req.request
+            .iter()
+            .filter(|&(u, i)| rem.user_degree(u as usize) > 0 && rem.item_degree(i as usize) > 0)
+            .collect(),
+    )
+    .0;
+    if active.is_empty() {
+        return Ok((model.base_vec()?, calibrate::Targets::default()));
+    }
     let fin0_t = model.forward(&req.adj_pk, model.base().as_tensor())?.detach();
     let fin0 = embeddings_of(&fin0_t, nu)?;
     let seen = Graph::from_interactions(nu, ni, &union(&req.remaining.to_interactions(), valid));
-    let targets = calibrate::targets(&fin0, &req.remaining, seen.user_items(), valid, &req.request, ft.seed)?;
+    let targets = calibrate::targets(&fin0, &req.remaining, seen.user_items(), valid, &active, ft.seed)?;
     let mut rng = ChaCha8Rng::seed_from_u64(ft.seed ^ 0x5eed_ca1b);
-    let mut users: Vec<u32> = req.request.users().to_vec();
+    let mut users: Vec<u32> = active.users().to_vec();
     users.dedup();
-    let mut items: Vec<u32> = req.request.items().to_vec();
+    let mut items: Vec<u32> = active.items().to_vec();
     items.sort_unstable();
     items.dedup();
     let mut keep: Vec<(u32, u32)> = Vec::new();
@@ -483,6 +497,7 @@ fn calibration_phase(
         keep.extend((0..CALIBRATION_KEEP_PAIRS).map(|_| (rng.random_range(0..nu as u32), i)));
     }
     let keep = Interactions::from_pairs(keep).0.difference(&req.request).0;
+    let request = &active;
     let tau = Tensor::from_vec(targets.scores.clone(), targets.scores.len(), &Device::Cpu)?;
     let s0 = if keep.is_empty() || ft.calibration_keep == 0.0 {
         None
@@ -493,7 +508,7 @@ fn calibration_phase(
     let mut opt = Adam::new(vec![e0.clone()], AdamConfig { lr: ft.calibration_lr, ..AdamConfig::default() })?;
     for step in 0..ft.calibration_steps {
         let fin = model.forward(&req.adj_pk, e0.as_tensor())?;
-        let lc = (objective::edge_scores(&fin, nu, &req.request)? - &tau)?.sqr()?.mean_all()?;
+        let lc = (objective::edge_scores(&fin, nu, request)? - &tau)?.sqr()?.mean_all()?;
         let mut total = lc;
         if let Some(s0) = &s0 {
             let lk = (objective::edge_scores(&fin, nu, &keep)? - s0)?.sqr()?.mean_all()?;
@@ -1362,18 +1377,26 @@ mod tests {
         let req = RequestCtx::new(&ckpt.train_graph(), request.clone());
         let valid = remaining_valid(&ckpt, &request);
         let (_, targets) = calibration_phase(zs.model(), &req, &valid, &cal).unwrap();
+        // Calibrated: the pairs whose user and item keep a training edge (the others are reset exactly).
+        let rem = &req.remaining;
+        let active: Vec<(u32, u32)> = request
+            .iter()
+            .filter(|&(u, i)| rem.user_degree(u as usize) > 0 && rem.item_degree(i as usize) > 0)
+            .collect();
+        assert!(!active.is_empty() && active.len() == targets.scores.len());
         let miss = |c: &Checkpoint| {
             let e = c.final_embeddings().unwrap();
             let d = e.dim;
-            request
+            active
                 .iter()
+                .copied()
                 .zip(&targets.scores)
                 .map(|((u, i), &t)| {
                     let s: f32 = (0..d).map(|k| e.users[u as usize * d + k] * e.items[i as usize * d + k]).sum();
                     ((s - t) as f64).powi(2)
                 })
                 .sum::<f64>()
-                / request.len() as f64
+                / active.len() as f64
         };
         let (before, after) = (miss(&zs), miss(&out));
         assert!(after < 0.25 * before, "mean squared miss {before} -> {after}");
