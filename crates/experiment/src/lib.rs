@@ -498,6 +498,33 @@ mod tests {
         assert_eq!(last.edges, u.last().unwrap().edges);
     }
 
+    /// Adding a scenario to `[stream]` keeps the streams already run: resuming reuses them.
+    #[test]
+    fn adding_a_scenario_resumes_the_streams_already_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tiny_data(tmp.path());
+        let mut cfg = tiny_config(&data);
+        cfg.methods = Vec::new();
+        let stream = StreamConfig {
+            requests: 3,
+            scenarios: vec!["account".into()],
+            checkpoint_every: 3,
+            seed2: false,
+            ..StreamConfig::default()
+        };
+        cfg.stream = Some(stream.clone());
+        let out = tmp.path().join("out");
+        let first = run(&cfg, &out, &RunOptions::default(), &mut Silent).unwrap();
+        cfg.stream = Some(StreamConfig { scenarios: vec!["account".into(), "user-subset".into()], ..stream });
+        let mut obs = Counter::default();
+        let second = run(&cfg, &out, &RunOptions { resume: true }, &mut obs).unwrap();
+        assert!(obs.stages.iter().all(|s| !s.contains("/ account /")), "{:?}", obs.stages);
+        assert!(obs.stages.iter().any(|s| s.contains("/ user-subset /")), "{:?}", obs.stages);
+        let account: Vec<_> = second.stream.iter().filter(|r| r.scenario == "account").cloned().collect();
+        // The same rows (NaN figures included: compared as written).
+        assert_eq!(crate::results::stream_csv(&account), crate::results::stream_csv(&first.stream));
+    }
+
     #[test]
     fn bad_configurations_write_nothing() {
         let tmp = tempfile::tempdir().unwrap();

@@ -72,7 +72,8 @@ pub(crate) fn run_streams(
                         "unlearnrec": cfg.method_json(MethodSpec::UNLEARNREC, seed),
                         "finetune": stream_finetune(cfg, scfg, seed),
                         "scenario": scenario.name(),
-                        "stream": scfg,
+                        // The other scenarios of the list do not change this stream.
+                        "stream": StreamConfig { scenarios: Vec::new(), ..scfg.clone() },
                     }));
                     let key = StreamRow::empty(&ds.name, kind.name(), &scenario.name(), seed, &hash);
                     let complete = rows.iter().any(|r| {
