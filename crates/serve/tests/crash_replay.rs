@@ -131,10 +131,13 @@ fn counts(run: &Path) -> (u64, u64) {
 fn drained(run: &Path, addr: SocketAddr, n: u64) -> PathBuf {
     let t = Instant::now();
     loop {
+        // The counts first: once they say all applied, the version read after them holds the last batch (read
+        // the other way round, the last batch could commit in between and an older version pass the test).
+        let all_applied = counts(run) == (0, n);
         let current = Ledger::open(&run.join("ledger.sqlite")).unwrap().current().unwrap();
         let (_, health) = http(addr, "GET", "/v1/health", "");
         let served: serde_json::Value = serde_json::from_str(&health).unwrap();
-        if counts(run) == (0, n) && served["model_version"] == current.version {
+        if all_applied && served["model_version"] == current.version {
             assert_eq!(sha256_hex(&std::fs::read(&current.checkpoint).unwrap()), current.sha256);
             return current.checkpoint;
         }
