@@ -203,26 +203,17 @@ fn run_one(
     // Quality and forgetting of `ckpt` after `removed`; with `reference`, the audit too.
     let measure = |ckpt: &Checkpoint, removed: &Interactions, row: &mut StreamRow| -> Result<()> {
         (row.recall, row.ndcg) = eval20(ckpt, &data, split)?;
+        let emb = ckpt.final_embeddings()?;
         if let Some(s) = spam_setup {
-            let emb = ckpt.final_embeddings()?;
             let (nu, ni) = (ckpt.model().n_users(), ckpt.model().n_items());
             let seen = Graph::from_interactions(nu, ni, &ckpt.seen());
             let e = spam::exposure(&emb, seen.user_items(), &s.real_users, &s.targets, 20)?;
             (row.exposure_share, row.exposure_rank) = (e.share_in_top_k, e.mean_rank);
         }
-        if removed.is_empty() {
-            return Ok(());
-        }
-        let f = forgetting_report(
-            &orig_emb,
-            &ckpt.final_embeddings()?,
-            &orig_graph,
-            removed,
-            forgetting::request_seed(removed),
-        );
-        (row.removed_score, row.non_edge_score, row.mi_ng) = (f.removed.after, f.non_edges.after, f.mi_ng);
-        if row.step == 0 {
-            (row.removed_score, row.non_edge_score) = (f.removed.before, f.non_edges.before);
+        // The backbone's row (nothing removed yet) has no removed-edge figures.
+        if !removed.is_empty() {
+            let f = forgetting_report(&orig_emb, &emb, &orig_graph, removed, forgetting::request_seed(removed));
+            (row.removed_score, row.non_edge_score, row.mi_ng) = (f.removed.after, f.non_edges.after, f.mi_ng);
         }
         Ok(())
     };

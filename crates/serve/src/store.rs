@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use unlearnrec_core::checkpoint::{Anchor, Checkpoint, ServeInfo, Serving};
 use unlearnrec_core::data::{Dataset, IdMap, Interactions};
 use unlearnrec_core::graph::Graph;
-use unlearnrec_core::io::{f32_bytes, sha256_hex};
+use unlearnrec_core::io::sha256_hex;
 use unlearnrec_core::model::Backbone;
 use unlearnrec_core::pipeline::union;
 use unlearnrec_core::train::Silent;
@@ -385,17 +385,6 @@ fn drop_valid_edges(ckpt: &Checkpoint, edges: &Interactions) -> Result<Checkpoin
     })
 }
 
-/// SHA-256 of the backbone an unlearner must have been pre-trained for to unlearn from `ckpt`
-/// ([`Checkpoint::backbone_sha256`] of its anchor, or of itself when it was trained exactly); `None` when
-/// unknown (a model that went through the encoder without recording an anchor).
-fn anchor_backbone_sha256(ckpt: &Checkpoint) -> Result<Option<String>> {
-    Ok(match ckpt.anchor() {
-        Some(a) => Some(sha256_hex(&f32_bytes(&a.base))),
-        None if ckpt.meta().provenance.encoder_offset.is_none() => Some(ckpt.backbone_sha256()?),
-        None => None,
-    })
-}
-
 impl Store {
     /// Opens the ledger and recovers: version 0 is recorded on first start; the current version's checkpoint
     /// is loaded and checked against its recorded SHA-256; files of versions the ledger never committed are
@@ -461,7 +450,7 @@ impl Store {
             None => (Unlearner::load(&cfg.unlearner)?, None),
         };
         unlearner.check(&ckpt)?;
-        if let (Some(want), Some(have)) = (anchor_backbone_sha256(&ckpt)?, unlearner.meta.backbone_sha256.as_ref())
+        if let (Some(want), Some(have)) = (ckpt.anchor_backbone_sha256()?, unlearner.meta.backbone_sha256.as_ref())
             && want != *have
         {
             // A consolidation committed before consolidations recorded their unlearner: pre-train one for the

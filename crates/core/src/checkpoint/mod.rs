@@ -284,6 +284,20 @@ impl Checkpoint {
         Ok(crate::io::sha256_hex(&crate::io::f32_bytes(&self.model.base_vec()?)))
     }
 
+    /// [`Checkpoint::backbone_sha256`] of the model an unlearner must have been pre-trained for to unlearn
+    /// from this checkpoint: its anchor's, its own when it is exactly trained (no anchor, never through the
+    /// encoder), `None` for an unanchored checkpoint that went through the encoder (an older build's file).
+    ///
+    /// # Errors
+    /// A tensor error reading the base table.
+    pub fn anchor_backbone_sha256(&self) -> Result<Option<String>> {
+        Ok(match &self.anchor {
+            Some(a) => Some(crate::io::sha256_hex(&crate::io::f32_bytes(&a.base))),
+            None if self.meta.provenance.encoder_offset.is_none() => Some(self.backbone_sha256()?),
+            None => None,
+        })
+    }
+
     /// The graph the model propagates over.
     pub fn train_graph(&self) -> Graph {
         Graph::from_interactions(self.model.n_users(), self.model.n_items(), &self.edges)

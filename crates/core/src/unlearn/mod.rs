@@ -523,6 +523,21 @@ fn calibration_phase(
     Ok((e0.as_tensor().flatten_all()?.to_vec1::<f32>()?, targets))
 }
 
+/// `Ẽ⁰` from the base `e0` and the encoder's output `delta`: `e0 + delta`, less `centre` (the output for an
+/// empty request, [`FinetuneConfig::relative`]), of which the share `weight` is kept
+/// ([`FinetuneConfig::encoder_weight`]: `e0 · (1 − weight) + Ẽ⁰ · weight`). The one composition used by the
+/// zero-shot pass, the fine-tuning loss and its validation.
+fn applied_change(e0: &Tensor, delta: &Tensor, centre: Option<&Tensor>, weight: f64) -> Result<Tensor> {
+    let mut e = (e0 + delta)?;
+    if let Some(c) = centre {
+        e = (e - c)?;
+    }
+    if weight != 1.0 {
+        e = ((e0 * (1.0 - weight))? + (e * weight)?)?;
+    }
+    Ok(e)
+}
+
 /// Zero-shot application of `enc` to `req` from base `e0`: returns `Ẽ⁰`.
 fn zero_shot(enc: &Encoder, e0: &Tensor, e_fnl: &Tensor, req: &RequestCtx) -> Result<Tensor> {
     let out = enc.forward(&req.idm, None, e_fnl, &req.adj_pk)?;
@@ -920,39 +935,27 @@ pub fn unlearn(
     ft.validate()?;
     unlearner.check(ckpt)?;
     let learned = check_request(ckpt, request)?;
+    // The unlearner must have been pre-trained for the model requests start from: the anchor (a retrain or
+    // a consolidation is a new one, so an unlearner of the model before it is refused rather than silently
+    // applied to a model it never saw).
+    if let (Some(theirs), Some(ours)) = (ckpt.anchor_backbone_sha256()?, &unlearner.meta.backbone_sha256)
+        && *ours != theirs
+    {
+        return Err(Error::CheckpointMismatch {
+            expected: format!("an unlearner pre-trained for this checkpoint's anchor (backbone sha256 {theirs})"),
+            found: format!(
+                "an unlearner pre-trained for another model (backbone sha256 {ours}); after a retrain or a \
+                 consolidation, pre-train the unlearner again (`unlearnrec pretrain`)"
+            ),
+        });
+    }
     // A checkpoint unlearned from an anchor: the request joins everything removed since it, and the union is
     // applied from the anchor (chaining requests = applying their union at once; no compounding error).
     if let (Some(anchor), Some(a)) = (ckpt.anchor_checkpoint()?, ckpt.anchor()) {
-        let theirs = anchor.backbone_sha256()?;
-        if unlearner.meta.backbone_sha256.as_ref().is_some_and(|ours| *ours != theirs) {
-            return Err(Error::CheckpointMismatch {
-                expected: format!("an unlearner pre-trained for this checkpoint's anchor (sha256 {theirs})"),
-                found: "an unlearner pre-trained for another model (pre-train one for the anchor, or for the \
-                        model after a retrain)"
-                    .into(),
-            });
-        }
         let all = union(&union(&a.since_train, &a.since_valid), request);
         let (out, mut report) = unlearn(&anchor, unlearner, &all, ft, obs)?;
         (report.edges, (report.users, report.items)) = (request.len(), touched(request));
         return Ok((out, report));
-    }
-    // An exactly trained model (no anchor, never through the encoder) is its own anchor: the unlearner must
-    // have been pre-trained for it. A retrain or a consolidation is a new model, so an unlearner of the one
-    // before it is refused rather than silently applied to a model it never saw.
-    if ckpt.meta().provenance.encoder_offset.is_none()
-        && let Some(ours) = &unlearner.meta.backbone_sha256
-    {
-        let theirs = ckpt.backbone_sha256()?;
-        if *ours != theirs {
-            return Err(Error::CheckpointMismatch {
-                expected: format!("an unlearner pre-trained for this model (backbone sha256 {theirs})"),
-                found: format!(
-                    "an unlearner pre-trained for another model (backbone sha256 {ours}); after a retrain or a \
-                     consolidation, pre-train the unlearner again (`unlearnrec pretrain`)"
-                ),
-            });
-        }
     }
     let backbone = ckpt.model();
     let mut phases = HashMap::new();
@@ -974,13 +977,8 @@ pub fn unlearn(
     };
     // The encoder's output for an empty request, subtracted when only its change is applied.
     let centre = if ft.relative { Some(enc.mlp(&enc.empty_input(&req.adj_pk)?)?.detach()) } else { None };
-    let mut e_tilde = zero_shot(&enc, &e0_start, &e_fnl, &req)?;
-    if let Some(c) = &centre {
-        e_tilde = (e_tilde - c)?;
-    }
-    if ft.encoder_weight != 1.0 {
-        e_tilde = ((&e0_start * (1.0 - ft.encoder_weight))? + (e_tilde * ft.encoder_weight)?)?;
-    }
+    let delta = enc.forward(&req.idm, None, &e_fnl, &req.adj_pk)?.delta;
+    let e_tilde = applied_change(&e0_start, &delta, centre.as_ref(), ft.encoder_weight)?.detach();
     phases.insert("zero_shot".to_string(), t.elapsed().as_secs_f64());
     let seen_valid = req.remaining.clone();
     let valid = remaining_valid(ckpt, request);
@@ -1161,27 +1159,14 @@ impl Steps for FinetuneSteps<'_> {
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.ft.batch_size);
         let out = encoder::EncoderOutput { delta: self.enc.mlp(&self.mlp_in)?, h: vec![], h_dropped: vec![] };
-        let mut delta = out.delta.clone();
-        if let Some(c) = self.centre {
-            delta = (delta - c)?;
-        }
-        if self.ft.encoder_weight != 1.0 {
-            delta = (delta * self.ft.encoder_weight)?;
-        }
-        let e_t = (self.e0.as_tensor() + &delta)?;
+        let e_t = applied_change(self.e0.as_tensor(), &out.delta, self.centre, self.ft.encoder_weight)?;
         let state = self.epoch_state.as_ref();
         step_loss(self.backbone, &e_t, &out, self.e_fnl, self.req, &batch, state, &mut self.rng, &self.weights)
     }
 
     fn validate(&mut self) -> Result<Validation<f64>> {
-        let mut e_t = zero_shot(&self.enc, self.e0.as_tensor(), self.e_fnl, self.req)?;
-        if let Some(c) = self.centre {
-            e_t = (e_t - c)?;
-        }
-        if self.ft.encoder_weight != 1.0 {
-            let w = self.ft.encoder_weight;
-            e_t = ((self.e0.as_tensor() * (1.0 - w))? + (e_t * w)?)?;
-        }
+        let delta = self.enc.forward(&self.req.idm, None, self.e_fnl, &self.req.adj_pk)?.delta;
+        let e_t = applied_change(&self.e0.as_tensor().detach(), &delta.detach(), self.centre, self.ft.encoder_weight)?;
         let cand = e_t.flatten_all()?.to_vec1::<f32>()?;
         self.out_model.set_base(&cand)?;
         let recall = valid_metrics(self.out_model, &self.req.adj_pk, self.seen_valid, self.valid_csr)?
