@@ -258,8 +258,13 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     staged.commit()?;
     let f = &report.forgetting;
+    // The fast path reports no validation figures.
+    let valid = match report.valid.get(&MetricKey::RECALL_20) {
+        Some(r) => format!(", valid recall@20 {r:.4}"),
+        None => String::new(),
+    };
     eprintln!(
-        "forgot {} ({}, {}) with {} in {:.2}s; removed-edge mean score {:.3} -> {:.3} (non-edges {:.3}), gap {:.3}, MI-BF {:.3}, MI-NG {:.3}, valid recall@20 {:.4}; wrote {}",
+        "forgot {} ({}, {}) with {} in {:.2}s; removed-edge mean score {:.3} -> {:.3} (non-edges {:.3}), gap {:.3}, MI-BF {:.3}, MI-NG {:.3}{}; wrote {}",
         count(report.edges, "interaction"),
         count(report.users, "user"),
         count(report.items, "item"),
@@ -271,7 +276,7 @@ pub fn run(a: UnlearnArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         f.gap,
         f.mi_bf,
         f.mi_ng,
-        report.valid.get(&MetricKey::RECALL_20).copied().unwrap_or(f64::NAN),
+        valid,
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)
