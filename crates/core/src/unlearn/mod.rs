@@ -928,7 +928,8 @@ pub struct UnlearnReport {
     /// Relative residual of the influence method's linear solve (`None` for other methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub solver_residual: Option<f64>,
-    /// Validation Recall@20 after each fine-tuning epoch (index 0: zero-shot).
+    /// Validation Recall@20 after each fine-tuning epoch (index 0: zero-shot; empty when the report has no
+    /// validation figures and nothing was fine-tuned).
     pub valid_recall: Vec<f64>,
     /// Forgetting figures of the result against the model before.
     pub forgetting: ForgettingReport,
@@ -1076,8 +1077,12 @@ pub fn unlearn(
         backbone.n_items(),
         e_tilde.flatten_all()?.to_vec1::<f32>()?,
     )?;
-    let mut valid_recall =
-        vec![valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?.require(MetricKey::RECALL_20)?];
+    // The zero-shot model's validation recall: fine-tuning's baseline epoch, and a report figure.
+    let mut valid_recall = if ft.epochs > 0 || ft.report_validation {
+        vec![valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?.require(MetricKey::RECALL_20)?]
+    } else {
+        Vec::new()
+    };
     let t = Instant::now();
     if ft.epochs > 0 {
         // Trainable: a copy of E⁰ and the MLP; H⁰ and w frozen (docs/method.md §8.2).
