@@ -237,3 +237,12 @@ def test_training_releases_the_gil(ds: ur.Dataset) -> None:
         time.sleep(0.001)
     t.join()
     assert ticks > 5
+
+
+def test_progress_bar_and_stage_callbacks(model: ur.Model, unlearner: ur.Unlearner, ds: ur.Dataset) -> None:
+    stages: list[str] = []
+    ur.pretrain(model, ds, epochs=1, max_steps_per_epoch=2, callback=lambda r: stages.append(r["stage"]))
+    model.forget(ds, unlearner=unlearner, users=[3], callback=lambda r: stages.append(r["stage"]))
+    assert stages[0] == "pretrain" and stages[-1] == "forget"
+    pytest.importorskip("tqdm")
+    assert ur.train(ds, progress=True, **{**SMALL, "epochs": 2}).kind == "lightgcn"
