@@ -10,8 +10,7 @@ files are in :attr:`Dataset.user_ids` and :attr:`Dataset.item_ids`.
 
 Examples
 --------
->>> import numpy as np, scipy.sparse as sp, unlearnrec as ur
->>> rng = np.random.default_rng(0)
+>>> import scipy.sparse as sp, unlearnrec as ur
 >>> m = sp.random(200, 100, density=0.08, format="csr", random_state=0)
 >>> ds = ur.Dataset.from_csr(m)                             # doctest: +SKIP
 >>> model = ur.train(ds, model="lightgcn", dim=32, epochs=5)  # doctest: +SKIP
