@@ -46,6 +46,8 @@ enum Command {
     Export(cmd::model::ExportArgs),
     /// Top-k unseen items for one user.
     Recommend(cmd::model::RecommendArgs),
+    /// Make a checkpoint of base embeddings trained elsewhere (e.g. a PyTorch LightGCN) on a dataset.
+    Import(cmd::model::ImportArgs),
     /// Pre-train the influence encoder of a trained model on simulated deletions.
     Pretrain(cmd::unlearn::PretrainArgs),
     /// Forget interactions, users or items (UnlearnRec, or exact retraining) and write a new checkpoint.
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::model::eval(a, &ctx),
         Command::Export(a) => cmd::model::export(a, &ctx),
         Command::Recommend(a) => cmd::model::recommend(a, &ctx),
+        Command::Import(a) => cmd::model::import(a, &ctx),
         Command::Bench(a) => cmd::bench::run(a, &ctx),
         Command::Serve(a) => cmd::serve::run(a, &ctx),
         Command::Pretrain(a) => cmd::unlearn::pretrain(a, &ctx),

@@ -10,6 +10,7 @@
 //! | forget | [`forget`] by method name (`unlearnrec`, `retrain`, `finetune`, …: [`method_names`]) with a [`Request`] of external ids, returning the new checkpoint and its [`Receipt`] |
 //! | prove it | [`audit`] |
 //! | files | [`Checkpoint::save`] / [`load`], [`Unlearner::save`] / [`load_unlearner`] |
+//! | bring your own model | [`from_embeddings`]: base embeddings trained elsewhere, on the dataset's graph |
 //!
 //! Progress goes to an optional [`Observer`] (the `*_with` variants); the plain calls are silent.
 
@@ -67,7 +68,15 @@ pub fn train_with(
 /// # Errors
 /// An invalid configuration, a model without embeddings (`pop`), a diverged run.
 pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig) -> Result<Unlearner> {
-    crate::unlearn::pretrain(ckpt, cfg, &mut Silent)
+    pretrain_with(ckpt, cfg, &mut Silent)
+}
+
+/// [`pretrain`] reporting progress to `obs`.
+///
+/// # Errors
+/// As [`pretrain`].
+pub fn pretrain_with(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer) -> Result<Unlearner> {
+    crate::unlearn::pretrain(ckpt, cfg, obs)
 }
 
 /// Options of [`forget`]: the unlearner (for `unlearnrec`) and UnlearnRec's fine-tuning; the other methods
@@ -143,6 +152,142 @@ pub fn audit(
 ) -> Result<AuditReport> {
     model.meta().check_dataset(ds)?;
     crate::unlearn::audit::audit_checkpoints(model, removed, &ds.test, reference, original, &AuditConfig::default())
+}
+
+/// [`audit`] with the settings `cfg` (top-K cut-off, seed, attacker) instead of the defaults.
+///
+/// # Errors
+/// As [`audit`], and an invalid `cfg`.
+pub fn audit_with(
+    model: &Checkpoint,
+    ds: &Dataset,
+    removed: &Interactions,
+    original: Option<&Checkpoint>,
+    reference: Option<&Checkpoint>,
+    cfg: &AuditConfig,
+) -> Result<AuditReport> {
+    cfg.validate()?;
+    model.meta().check_dataset(ds)?;
+    crate::unlearn::audit::audit_checkpoints(model, removed, &ds.test, reference, original, cfg)
+}
+
+/// The figures of an evaluation as `unlearnrec eval --json` prints them: one number per metric and cut-off
+/// (`recall@20`, `ndcg@20`, …), `users_evaluated` and `recall_denominator`.
+///
+/// # Errors
+/// None in practice (JSON serialisation of plain values).
+pub fn eval_json(report: &RankingReport) -> Result<serde_json::Value> {
+    let mut obj = serde_json::Map::new();
+    for (k, v) in &report.metrics {
+        obj.insert(k.to_string(), serde_json::json!(v));
+    }
+    obj.insert("users_evaluated".into(), serde_json::json!(report.n_users_evaluated));
+    obj.insert("recall_denominator".into(), serde_json::to_value(report.recall_denominator)?);
+    Ok(serde_json::Value::Object(obj))
+}
+
+/// A checkpoint of base embeddings `E⁰` trained elsewhere (a PyTorch LightGCN's embedding tables, say) on
+/// `ds`'s training split, so that an unlearner can be pre-trained for it and requests forgotten from it.
+///
+/// `users` is `(n_users, dim)` and `items` `(n_items, dim)`, row-major f32, rows in `ds`'s internal-id order;
+/// `dim` is `model.dim`. The graph the model propagates over is the training split minus the validation
+/// edges, which are `ds`'s own or, when it has none, carved with `train.valid_ratio` and `train.seed`
+/// exactly as [`train`] carves them (`valid_ratio = 0` keeps every training edge in the graph). The
+/// checkpoint records `train` as its training configuration (retraining baselines use it) and no history.
+///
+/// # Errors
+/// An invalid configuration, a model without learned embeddings (`pop`), tables of the wrong size
+/// ([`Error::Shape`]) or with non-finite values, an empty training split.
+pub fn from_embeddings(
+    ds: &Dataset,
+    model: &ModelConfig,
+    train: &TrainConfig,
+    users: &[f32],
+    items: &[f32],
+) -> Result<Checkpoint> {
+    model.validate()?;
+    train.validate()?;
+    if !model.kind.architecture().learns_embeddings() {
+        return Err(Error::config("model.kind", format!("{} has no embeddings to import", model.kind)));
+    }
+    for (what, table, n) in [("users", users, ds.n_users()), ("items", items, ds.n_items())] {
+        if table.len() != n * model.dim {
+            return Err(Error::Shape {
+                op: "from_embeddings",
+                expected: format!("{what} table ({n}, {})", model.dim),
+                got: format!("{} values", table.len()),
+            });
+        }
+        if let Some(k) = table.iter().position(|x| !x.is_finite()) {
+            return Err(Error::config(what, format!("value {k} of the table is not finite")));
+        }
+    }
+    let (edges, valid, carved) = crate::pipeline::train_valid(ds, train)?;
+    if edges.is_empty() {
+        return Err(Error::config("data", "the training split is empty"));
+    }
+    let mut data = Vec::with_capacity(users.len() + items.len());
+    data.extend_from_slice(users);
+    data.extend_from_slice(items);
+    let backbone = crate::model::Backbone::from_embeddings(model.clone(), ds.n_users(), ds.n_items(), data)?;
+    let meta = crate::checkpoint::CheckpointMeta::trained(ds, model, train, carved, None);
+    Checkpoint::new(backbone, meta, edges, valid, Interactions::default())
+}
+
+/// Reads base embeddings for [`from_embeddings`] from a safetensors file: f32 tensors `user_embedding`
+/// `(rows, dim)` and `item_embedding` `(rows, dim)` (what `safetensors.torch.save_file` writes from a
+/// PyTorch model's embedding tables). Row `r` belongs to the external id `ids.users[r]` (`ids.items[r]`), or
+/// without `ids` to the external id `r` in decimal (the LightGCN text format's integer ids). Returns the
+/// user and item tables in `ds`'s internal-id order, row-major, and `dim`; rows of ids `ds` does not have
+/// are ignored.
+///
+/// # Errors
+/// I/O; a file without both tensors, of another dtype or width; a user or item of `ds` without a row.
+pub fn read_embeddings(
+    path: &Path,
+    ds: &Dataset,
+    ids: Option<(&[String], &[String])>,
+) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    use safetensors::tensor::Dtype;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |why: String| Error::format(path, 0, why);
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut dim = None;
+    let mut tables = Vec::new();
+    for (kind, name, map, names) in [
+        ("user", "user_embedding", &ds.users, ids.map(|i| i.0)),
+        ("item", "item_embedding", &ds.items, ids.map(|i| i.1)),
+    ] {
+        let t = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+        let (rows, d) = match t.shape() {
+            [r, d] if t.dtype() == Dtype::F32 && dim.is_none_or(|x| x == *d) => (*r, *d),
+            _ => return Err(bad(format!("{name} is {:?} {:?}, expected F32 (rows, dim)", t.dtype(), t.shape()))),
+        };
+        dim = Some(d);
+        let values: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let lookup: Option<std::collections::HashMap<&str, usize>> =
+            names.map(|n| n.iter().enumerate().map(|(r, s)| (s.as_str(), r)).collect());
+        if let Some(n) = names
+            && n.len() != rows
+        {
+            return Err(bad(format!("{name} has {rows} rows, the ids list {}", n.len())));
+        }
+        let mut out = Vec::with_capacity(map.len() * d);
+        for id in map.ids() {
+            let row = match &lookup {
+                Some(l) => l.get(id.as_str()).copied(),
+                None => id.parse::<usize>().ok(),
+            };
+            match row {
+                Some(r) if r < rows => out.extend_from_slice(&values[r * d..(r + 1) * d]),
+                _ => return Err(bad(format!("{kind} {id:?} of the dataset has no row in {name} ({rows} rows)"))),
+            }
+        }
+        tables.push(out);
+    }
+    let items = tables.pop().expect("two tables");
+    let users = tables.pop().expect("two tables");
+    Ok((users, items, dim.expect("read")))
 }
 
 /// Loads a checkpoint ([`Checkpoint::load`]).
@@ -232,5 +377,22 @@ mod tests {
         assert!(forget(&ckpt, "unlearnrec", &request, &ForgetOptions::default()).is_err());
         let unknown = Request { users: vec!["nobody".into()], ..Default::default() };
         assert!(forget(&ckpt, "retrain", &unknown, &opts).is_err());
+    }
+
+    #[test]
+    fn imported_base_embeddings_reproduce_the_model() {
+        let ds = generate(&SynthConfig { users: 50, items: 30, interactions: 700, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 8, layers: 2, ..Default::default() };
+        let tc = TrainConfig { epochs: 2, batch_size: 256, ..Default::default() };
+        let ckpt = train(&ds, &mc, &tc).unwrap();
+        let base = ckpt.model().base_vec().unwrap();
+        let (u, i) = base.split_at(ds.n_users() * 8);
+        let back = from_embeddings(&ds, &mc, &tc, u, i).unwrap();
+        assert_eq!(back.final_embeddings().unwrap(), ckpt.final_embeddings().unwrap());
+        assert_eq!(back.recommend_many(&[0, 3], 5).unwrap(), ckpt.recommend_many(&[0, 3], 5).unwrap());
+        let err = from_embeddings(&ds, &mc, &tc, &u[1..], i).err().expect("short table");
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        let json = eval_json(&ckpt.evaluate(&ds, Split::Test, &EvalConfig::default()).unwrap()).unwrap();
+        assert!(json.get("recall@20").is_some() && json.get("users_evaluated").is_some(), "{json}");
     }
 }

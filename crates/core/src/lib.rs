@@ -61,6 +61,6 @@ pub use error::{Error, Result};
 pub use front::{
     AuditConfig, AuditReport, Checkpoint, Dataset, Embeddings, EvalConfig, FinetuneConfig, ForgetOptions, MetricKey,
     ModelConfig, ModelKind, Observer, PretrainConfig, RankingReport, Receipt, Recommendations, Request, Silent, Split,
-    TrainConfig, Unlearner, audit, forget, forget_with, load, load_dataset, load_unlearner, method_names, pretrain,
-    train, train_with,
+    TrainConfig, Unlearner, audit, audit_with, eval_json, forget, forget_with, from_embeddings, load, load_dataset,
+    load_unlearner, method_names, pretrain, pretrain_with, read_embeddings, train, train_with,
 };

@@ -182,6 +182,84 @@ pub struct RecommendArgs {
     json: bool,
 }
 
+/// `unlearnrec import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The dataset the embeddings were trained on (its training split is the model's graph).
+    #[arg(long = "data", value_name = "DATA")]
+    data: String,
+    #[command(flatten)]
+    data_opts: super::data::ReadOpts,
+    /// safetensors file with f32 `user_embedding` (users × dim) and `item_embedding` (items × dim): the base
+    /// (layer-0) tables, e.g. from `safetensors.torch.save_file` (docs/python.md).
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// JSON `{"users": [...], "items": [...]}`: the external id of each row (the format `export` writes);
+    /// without it, row r is the external id r (the LightGCN text format's integer ids).
+    #[arg(long)]
+    ids: Option<PathBuf>,
+    /// The backbone that propagates them [default: lightgcn].
+    #[arg(long, value_parser = model_parser())]
+    model: Option<ModelKind>,
+    /// TOML file with `[model]` and `[train]` tables (flags override it); `dim` comes from the file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, help = dflt("Propagation layers", ModelConfig::default().layers))]
+    layers: Option<usize>,
+    /// Share of each user's training edges carved out as validation when the data has no validation split,
+    /// as `train` carves them (seeded by --seed) [default: 0: the graph keeps every training edge].
+    #[arg(long, value_name = "R")]
+    carve_valid: Option<f64>,
+    #[arg(long, help = dflt("Seed of the validation edges and of retraining baselines", TrainConfig::default().seed))]
+    seed: Option<u64>,
+    /// Output checkpoint (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `import`.
+pub fn import(a: ImportArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut cfg = match &a.config {
+        Some(p) => RunConfig::from_toml_file(p)?,
+        None => RunConfig { train: TrainConfig { valid_ratio: 0.0, ..TrainConfig::default() }, ..RunConfig::default() },
+    };
+    if let Some(k) = a.model {
+        cfg.model.kind = k;
+    }
+    set(&mut cfg.model.layers, a.layers);
+    set(&mut cfg.train.valid_ratio, a.carve_valid);
+    set(&mut cfg.train.seed, a.seed);
+    check_out_file(&a.out, "--out")?;
+    let ds = DataOpts::new(&a.data, &a.data_opts).load()?;
+    let ids: Option<(Vec<String>, Vec<String>)> = match &a.ids {
+        Some(p) => {
+            #[derive(serde::Deserialize)]
+            struct Ids {
+                users: Vec<String>,
+                items: Vec<String>,
+            }
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let ids: Ids = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            Some((ids.users, ids.items))
+        }
+        None => None,
+    };
+    let (users, items, dim) =
+        unlearnrec_core::read_embeddings(&a.embeddings, &ds, ids.as_ref().map(|(u, i)| (u.as_slice(), i.as_slice())))?;
+    cfg.model.dim = dim;
+    let ckpt = unlearnrec_core::from_embeddings(&ds, &cfg.model, &cfg.train, &users, &items)?;
+    ckpt.save(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "imported {} embeddings (d={dim}) of {} users and {} items over {}; wrote {}",
+        cfg.model.kind,
+        ds.n_users(),
+        ds.n_items(),
+        count(ckpt.edges().len(), "training edge"),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `train`.
 pub fn train(a: TrainArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut cfg = match (&a.config, a.preset) {
@@ -298,13 +376,7 @@ pub fn eval(a: EvalArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let r = ckpt.evaluate(&ds, split, &cfg)?;
     if a.json {
-        let mut obj = serde_json::Map::new();
-        for (k, v) in &r.metrics {
-            obj.insert(k.to_string(), serde_json::json!(v));
-        }
-        obj.insert("users_evaluated".into(), serde_json::json!(r.n_users_evaluated));
-        obj.insert("recall_denominator".into(), serde_json::to_value(r.recall_denominator)?);
-        print_json(&obj)?;
+        print_json(&unlearnrec_core::eval_json(&r)?)?;
     } else {
         println!(
             "{} on {} ({}, recall denominator {})",
