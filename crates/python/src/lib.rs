@@ -143,7 +143,11 @@ fn observed<T: Send>(
         let mut obs = PyObserver { stage, callback, error: None };
         let out = catch_unwind(AssertUnwindSafe(|| f(&mut obs)));
         match out {
-            Ok(r) => r.map_err(to_py),
+            // An exception the observer stored stops the run even if the engine returned normally.
+            Ok(r) => match obs.error.take() {
+                Some(e) => Err(e),
+                None => r.map_err(to_py),
+            },
             Err(payload) => match obs.error.take() {
                 Some(e) if is_stop(&*payload) => Err(e),
                 _ => resume_unwind(payload),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import pickle
+import signal
 import threading
 import time
 from pathlib import Path
@@ -211,6 +212,9 @@ def test_callback_reports_epochs_and_can_stop_training(ds: ur.Dataset) -> None:
 
 
 def test_ctrl_c_interrupts_training(ds: ur.Dataset) -> None:
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: install it for the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
     start = time.perf_counter()
@@ -219,6 +223,7 @@ def test_ctrl_c_interrupts_training(ds: ur.Dataset) -> None:
             ur.train(ds, epochs=100_000, dim=16, batch_size=64, patience=0)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - start < 30
 
 
