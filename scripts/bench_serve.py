@@ -171,6 +171,11 @@ def main():
     a = ap.parse_args()
     deadline = time.time() + a.max_secs
     users = [l.split()[0] for l in open(os.path.join(a.data, "train.txt")) if len(l.split()) > 1]
+    # Where the data has an id map (LightGCN's user_list.txt: `org_id remap_id`), the service speaks original ids.
+    id_map = os.path.join(a.data, "user_list.txt")
+    if os.path.exists(id_map):
+        org = dict(reversed(l.split()[:2]) for l in list(open(id_map))[1:] if len(l.split()) >= 2)
+        users = [org[u] for u in users if u in org]
     with tempfile.TemporaryDirectory() as tmp:
         token = "bench-token"
         open(os.path.join(tmp, "token"), "w").write(token + "\n")
