@@ -150,8 +150,7 @@ pub fn audit(
     original: Option<&Checkpoint>,
     reference: Option<&Checkpoint>,
 ) -> Result<AuditReport> {
-    model.meta().check_dataset(ds)?;
-    crate::unlearn::audit::audit_checkpoints(model, removed, &ds.test, reference, original, &AuditConfig::default())
+    audit_with(model, ds, removed, original, reference, &AuditConfig::default())
 }
 
 /// [`audit`] with the settings `cfg` (top-K cut-off, seed, attacker) instead of the defaults.
@@ -166,7 +165,6 @@ pub fn audit_with(
     reference: Option<&Checkpoint>,
     cfg: &AuditConfig,
 ) -> Result<AuditReport> {
-    cfg.validate()?;
     model.meta().check_dataset(ds)?;
     crate::unlearn::audit::audit_checkpoints(model, removed, &ds.test, reference, original, cfg)
 }

@@ -250,7 +250,7 @@ fn seen_row(seen: &Csr, u: u32) -> &[u32] {
 /// Calls `f(user, rows)` for every user of `users`, in order, where `rows[m]` is the user's full score
 /// row (`n_items` f32) under `models[m]`; parallel over blocks of [`BLOCK_USERS`] users. The models must
 /// be checked and have the same number of items.
-fn for_rows<T, F>(models: &[&Embeddings], n_items: usize, users: &[u32], f: F) -> Vec<T>
+pub(crate) fn for_rows<T, F>(models: &[&Embeddings], n_items: usize, users: &[u32], f: F) -> Vec<T>
 where
     T: Send,
     F: Fn(u32, &[&[f32]]) -> T + Sync,

@@ -36,7 +36,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Interactions;
 use crate::error::Result;
-use crate::eval::audit::{pair_percentiles, scores_at_percentiles};
+use crate::eval::audit::{for_rows, pair_percentiles, scores_at_percentiles};
 use crate::graph::{Csr, Graph};
 use crate::model::{Embeddings, initial_table};
 
@@ -53,58 +53,39 @@ pub const PERCENTILE_ITEMS: usize = 4096;
 /// them that score strictly above the pair (an unbiased estimate of [`pair_percentiles`] when `items` is a
 /// uniform sample). Pairs must be in range; 0 for a user who has seen every sampled item.
 fn sampled_percentiles(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)], items: &[u32]) -> Vec<f64> {
-    use rayon::prelude::*;
-    const BLOCK: usize = 64;
     let d = emb.dim;
-    let sample_rows: Vec<f32> =
-        items.iter().flat_map(|&i| emb.items[i as usize * d..(i as usize + 1) * d].iter().copied()).collect();
+    fn row(table: &[f32], k: u32, d: usize) -> &[f32] {
+        &table[k as usize * d..(k as usize + 1) * d]
+    }
+    // Pair indices grouped by user; the users' rows and the sampled items' rows as a small model, so that
+    // the audit's blocked GEMM scores every user against the sample.
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     order.sort_by_key(|&j| pairs[j].0);
     let groups: Vec<&[usize]> = order.chunk_by(|&a, &b| pairs[a].0 == pairs[b].0).collect();
-    let n = items.len();
-    let per_block: Vec<Vec<(usize, f64)>> = groups
-        .par_chunks(BLOCK)
-        .map(|block| {
-            // (users × sample) scores of the block's users, one GEMM.
-            let us: Vec<f32> = block
-                .iter()
-                .flat_map(|g| {
-                    let u = pairs[g[0]].0 as usize;
-                    emb.users[u * d..(u + 1) * d].iter().copied()
-                })
-                .collect();
-            let mut scores = vec![0f32; block.len() * n];
-            crate::tensor::matmul(
-                (&mut scores, n, 1),
-                (&us, d, 1),
-                (&sample_rows, 1, d),
-                (block.len(), n, d),
-                1.0,
-                gemm::Parallelism::None,
-            );
-            let mut out = Vec::new();
-            for (r, group) in block.iter().enumerate() {
-                let u = pairs[group[0]].0 as usize;
-                let row = if u < seen.n_rows() { seen.row(u) } else { &[] };
-                let urow = &emb.users[u * d..(u + 1) * d];
-                let open: Vec<f32> = items
-                    .iter()
-                    .zip(&scores[r * n..(r + 1) * n])
-                    .filter(|(i, _)| row.binary_search(i).is_err())
-                    .map(|(_, &x)| x)
-                    .collect();
-                for &j in *group {
-                    let i = pairs[j].1 as usize;
-                    let s: f32 = urow.iter().zip(&emb.items[i * d..(i + 1) * d]).map(|(x, y)| x * y).sum();
-                    let above = open.iter().filter(|&&x| x > s).count();
-                    out.push((j, above as f64 / open.len().max(1) as f64));
-                }
-            }
-            out
-        })
-        .collect();
+    let sub = Embeddings {
+        dim: d,
+        users: groups.iter().flat_map(|g| row(&emb.users, pairs[g[0]].0, d).iter().copied()).collect(),
+        items: items.iter().flat_map(|&i| row(&emb.items, i, d).iter().copied()).collect(),
+    };
+    let local: Vec<u32> = (0..groups.len() as u32).collect();
+    let per_user = for_rows(&[&sub], items.len(), &local, |k, rows| {
+        let group = groups[k as usize];
+        let u = pairs[group[0]].0;
+        let masked = if (u as usize) < seen.n_rows() { seen.row(u as usize) } else { &[] };
+        let open: Vec<f32> =
+            items.iter().zip(rows[0]).filter(|(i, _)| masked.binary_search(i).is_err()).map(|(_, &x)| x).collect();
+        let urow = row(&emb.users, u, d);
+        group
+            .iter()
+            .map(|&j| {
+                let s: f32 = urow.iter().zip(row(&emb.items, pairs[j].1, d)).map(|(x, y)| x * y).sum();
+                let above = open.iter().filter(|&&x| x > s).count();
+                (j, above as f64 / open.len().max(1) as f64)
+            })
+            .collect::<Vec<_>>()
+    });
     let mut out = vec![0.0; pairs.len()];
-    for (j, p) in per_block.into_iter().flatten() {
+    for (j, p) in per_user.into_iter().flatten() {
         out[j] = p;
     }
     out
