@@ -8,12 +8,18 @@
 //! - `valid_users`, `valid_items` (u32): the validation edges used for model selection (also seen).
 //! - `removed_users`, `removed_items` (u32): the forgotten edges (empty for a freshly trained model).
 //!
-//! The metadata entry [`META_KEY`] holds a JSON [`CheckpointMeta`] after its `format` number: model and
-//! training configuration, dataset, carving, training history, typed provenance and the id maps, every map
-//! in a fixed key order, so the same checkpoint always gives the same bytes. Files are written to a
-//! temporary file and renamed.
+//! The metadata entry [`META_KEY`] holds a JSON [`CheckpointMeta`] after its `sha256` seal and `format`
+//! number: model and training configuration, dataset, carving, training history, typed provenance and the id
+//! maps, every map in a fixed key order, so the same checkpoint always gives the same bytes. The seal is the
+//! SHA-256 of the document and every tensor ([`crate::io::content_digest`]): a file changed after it was
+//! written (a flipped bit, an edited tensor or id map) is refused on load. Files are written to a temporary
+//! file and renamed.
+//!
+//! A file is untrusted input: [`Checkpoint::load`] checks the format, the seal, every tensor's type and shape
+//! against the metadata, the configurations, ids, edges and finiteness before it builds anything, so a
+//! truncated, tampered or hostile file gets an error naming the file and the problem, and nothing is
+//! allocated beyond a small multiple of the file's size.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::Dtype;
@@ -23,16 +29,17 @@ use super::meta::MetaV1;
 use super::{Anchor, Checkpoint, CheckpointMeta};
 use crate::data::Interactions;
 use crate::error::{Error, Result};
-use crate::io::{f32_bytes, read_document, read_f32, read_u32, u32_bytes, write_safetensors};
+use crate::io::{f32_bytes, read_document, read_f32, read_u32, u32_bytes};
 use crate::model::Backbone;
 
 /// The metadata key of the JSON document.
 pub const META_KEY: &str = "unlearnrec";
 
-/// The checkpoint format this build writes. Format 2 (this one) has typed provenance; format 1, whose
-/// provenance was a map of strings (`method`, `encoder_offset`, `sisa`, `serve_version`, …), is still read
-/// and upgraded on load. Newer formats are refused.
-pub const FORMAT_VERSION: u32 = 2;
+/// The checkpoint format this build writes. Format 3 (this one) is format 2 sealed with the SHA-256 of its
+/// content, which is required and checked; format 2 has typed provenance; format 1, whose provenance was a
+/// map of strings (`method`, `encoder_offset`, `sisa`, `serve_version`, …), is still read and upgraded on
+/// load. Files of formats 1 and 2 carry no seal. Newer formats are refused.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The metadata as written: the format number first.
 #[derive(Serialize)]
@@ -62,7 +69,7 @@ pub(super) fn parse_meta(json: &str) -> Result<CheckpointMeta, MetaError> {
     let Probe { format } = serde_json::from_str(json).map_err(bad)?;
     match format {
         1 => serde_json::from_str::<MetaV1>(json).map_err(bad)?.upgrade().map_err(MetaError::Bad),
-        FORMAT_VERSION => serde_json::from_str(json).map_err(bad),
+        2 | FORMAT_VERSION => serde_json::from_str(json).map_err(bad),
         f => Err(MetaError::Format(f)),
     }
 }
@@ -131,18 +138,25 @@ impl Checkpoint {
     /// As [`Checkpoint::save`], without the I/O.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let (tensors, json) = self.file_parts()?;
-        crate::io::safetensors_bytes(&tensors, HashMap::from([(META_KEY.to_string(), json)]))
+        crate::io::sealed_bytes(&tensors, META_KEY, &json)
     }
 
     /// Loads a checkpoint written by [`Checkpoint::save`] (or in format 1).
     ///
     /// # Errors
-    /// I/O; a file that is not an unlearnrec checkpoint or is inconsistent (shapes, ids, edges, non-finite
-    /// embeddings: the invariants of [`Checkpoint::new`]); a format newer than [`FORMAT_VERSION`].
+    /// I/O; a file that is not an unlearnrec checkpoint, does not match its seal (changed since written), or
+    /// is inconsistent (configurations, shapes, ids, edges, non-finite embeddings: the invariants of
+    /// [`Checkpoint::new`]); a format newer than [`FORMAT_VERSION`].
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let (bytes, json) = read_document(path, META_KEY, "checkpoint")?;
+        let doc = read_document(path, META_KEY, "checkpoint")?;
         let not_ours = |why: String| Error::format(path, 0, format!("not an unlearnrec checkpoint: {why}"));
-        let meta = parse_meta(&json).map_err(|e| match e {
+        // The format first (a newer build may seal differently), then the seal, before the document is read.
+        let format = serde_json::from_str::<Probe>(&doc.text).ok().map(|p| p.format);
+        let st = match format {
+            Some(f) if f > FORMAT_VERSION => None,
+            _ => Some(doc.tensors(path, "checkpoint")?),
+        };
+        let meta = parse_meta(&doc.text).map_err(|e| match e {
             MetaError::Bad(why) => not_ours(why),
             MetaError::Format(f) if f > FORMAT_VERSION => Error::format(
                 path,
@@ -154,7 +168,13 @@ impl Checkpoint {
             ),
             MetaError::Format(f) => not_ours(format!("unknown format {f} (this build reads 1 to {FORMAT_VERSION})")),
         })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| not_ours(e.to_string()))?;
+        // (parse_meta refused a document without a format or of a newer one.)
+        let (Some(format), Some(st)) = (format, st) else { return Err(not_ours("no format".into())) };
+        if format >= 3 && doc.seal.is_none() {
+            return Err(not_ours(format!("a format-{format} checkpoint without its SHA-256 seal")));
+        }
+        meta.model.validate().map_err(|e| not_ours(format!("its model configuration: {e}")))?;
+        meta.train.validate().map_err(|e| not_ours(format!("its training configuration: {e}")))?;
         let (nu, ni, d) = (meta.dataset.n_users, meta.dataset.n_items, meta.model.dim);
         let mut data = read_f32(&st, "user_embedding", &[nu, d], &not_ours)?;
         data.extend(read_f32(&st, "item_embedding", &[ni, d], &not_ours)?);
@@ -191,7 +211,7 @@ impl Checkpoint {
     }
 }
 
-/// Writes named tensors and a checkpoint metadata document atomically.
+/// Writes named tensors and a checkpoint metadata document atomically, sealed.
 pub(crate) fn write_tensors(path: &Path, tensors: &[NamedTensor], json: String) -> Result<()> {
-    write_safetensors(path, tensors, HashMap::from([(META_KEY.to_string(), json)]))
+    crate::io::write_atomic(path, &crate::io::sealed_bytes(tensors, META_KEY, &json)?)
 }

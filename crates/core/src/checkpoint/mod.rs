@@ -39,6 +39,8 @@ mod serving;
 pub mod shards;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod untrusted_tests;
 
 use std::sync::OnceLock;
 

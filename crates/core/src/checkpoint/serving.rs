@@ -13,6 +13,8 @@ pub struct Serving {
     seen: Graph,
     removed: Graph,
     erased_items: Vec<u32>,
+    /// The largest final item-embedding norm (the ranking's rounding bound needs it).
+    item_norm: f64,
 }
 
 impl Serving {
@@ -25,7 +27,8 @@ impl Serving {
             .filter(|&i| !removed.item_users().row(i).is_empty() && seen.item_users().row(i).is_empty())
             .map(|i| i as u32)
             .collect();
-        Ok(Self { embeddings, seen, removed, erased_items })
+        let item_norm = crate::eval::ranking::max_row_norm(&embeddings.items, embeddings.dim);
+        Ok(Self { embeddings, seen, removed, erased_items, item_norm })
     }
 
     /// The final (propagated) embeddings.
@@ -67,6 +70,7 @@ impl Serving {
     pub fn top_k_many(&self, users: &[u32], k: usize) -> Result<crate::eval::TopK> {
         let emb = &self.embeddings;
         let seen = Some(self.seen.user_items());
-        crate::eval::recommend(users, &emb.users, &emb.items, emb.dim, seen, &self.erased_items, k)
+        let (items, norm) = (&emb.items, Some(self.item_norm));
+        crate::eval::ranking::recommend_with_norm(users, &emb.users, items, emb.dim, seen, &self.erased_items, k, norm)
     }
 }

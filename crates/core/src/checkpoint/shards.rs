@@ -92,7 +92,8 @@ impl ShardMeta {
     pub fn serving_dim(&self) -> usize {
         match self.aggregation() {
             Aggregation::Attention => self.model.dim,
-            Aggregation::Mean | Aggregation::Own => self.shards * self.model.dim,
+            // Saturating: a forged file's shard count must not overflow (it is then refused as a mismatch).
+            Aggregation::Mean | Aggregation::Own => self.shards.saturating_mul(self.model.dim),
         }
     }
 }

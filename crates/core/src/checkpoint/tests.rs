@@ -284,7 +284,7 @@ fn format_1_files_still_load() {
     assert_eq!((back.edges(), back.valid(), back.removed()), (ckpt.edges(), ckpt.valid(), ckpt.removed()));
     // Saved again, it is a file of this format.
     back.save(&path).unwrap();
-    let (_, json) = crate::io::read_document(&path, META_KEY, "checkpoint").unwrap();
+    let json = crate::io::read_document(&path, META_KEY, "checkpoint").unwrap().text;
     assert!(json.starts_with(&format!("{{\"format\":{FORMAT_VERSION},")), "{json}");
     assert_eq!(Checkpoint::load(&path).unwrap().meta().provenance, want);
     // A freshly trained format-1 file, and an unknown method name, which is kept as a note.

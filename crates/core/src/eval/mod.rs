@@ -22,7 +22,10 @@
 //!
 //! Scoring never materialises the `n_users × n_items` matrix: users go in blocks of
 //! [`EvalConfig::chunk_users`], items in tiles of [`ITEM_TILE`], each tile a GEMM (the `gemm` crate) into a per-thread
-//! buffer that is scanned at once by a threshold test feeding a sorted best-K array per user.
+//! buffer that is scanned at once by a threshold test feeding a sorted best-K array per user. The GEMM
+//! selects a few items past K; those within its rounding bound of the K-th are re-scored exactly (f64) and
+//! ranked by the exact scores, so a user's list and scores are the same whatever the block, the thread
+//! count or the entry point (`eval`, `recommend`, the service, Python).
 //! Gowalla-sized full evaluation (29,858 × 40,981, dim 64, K ≤ 50) takes about 2.2 s on one core
 //! (about two thirds of it the GEMM, near the core's peak), so about 1.1–1.2 s on two idle cores; the
 //! `timing_full_eval` test (ignored by default) measures it.
@@ -47,7 +50,7 @@
 
 pub mod audit;
 mod metric;
-mod ranking;
+pub(crate) mod ranking;
 mod topk;
 
 use serde::{Deserialize, Serialize};
@@ -69,7 +72,8 @@ pub struct EvalConfig {
     pub ks: Vec<usize>,
     /// The Recall@K denominator. Default [`RecallDenominator::All`] (`|T_u|`, as the reference).
     pub recall_denominator: RecallDenominator,
-    /// Users per block: the rows of one GEMM and one rayon task. Does not change the result. Default
+    /// Users per block: the rows of one GEMM and one rayon task. Does not change the result (near-ties
+    /// that the GEMM's rounding would order differently are re-ranked by exact scores). Default
     /// [`DEFAULT_CHUNK_USERS`].
     pub chunk_users: usize,
 }

@@ -5,8 +5,16 @@
 //! user embeddings and walks the items in tiles of [`ITEM_TILE`], computing the score tile
 //! `I_tile · U_blockᵀ` with a sequential GEMM (the `gemm` crate) into a per-thread buffer that stays in
 //! L2 cache, and feeds every user's column to that user's sorted top-K array (see `super::topk`). The
-//! score matrix is never materialised, nothing is allocated per user, and a user's result does not
-//! depend on the thread count or the block size.
+//! score matrix is never materialised and nothing is allocated per user.
+//!
+//! A user's result does not depend on the thread count, the block size or the entry point: the f32 GEMM
+//! rounds a score differently depending on how many users share its block (its kernels sum in another
+//! order), which can swap two near-tied items. So the GEMM only *selects*: it keeps [`MARGIN`] more than
+//! `k` items, and every item whose GEMM score is within the rounding bound `2·γ_d·‖e_u‖·max_i ‖e_i‖`
+//! (`γ_d = (d + 2)·2⁻²⁴`) of the `k`-th is re-scored exactly (products and a sequential sum in f64), and the
+//! list is ranked by those exact scores (ties by lower item id) — a function of the embeddings alone. When
+//! more than the margin lies within the bound (a block of identical items), the user's whole row is
+//! re-scored exactly. The scores returned are the exact ones rounded to f32.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -22,6 +30,10 @@ use crate::{Error, Result};
 /// Items per score tile: each GEMM writes a `chunk_users × ITEM_TILE` f32 tile (2 MiB with the default
 /// 512 users) that is scanned at once, while it is still in cache.
 pub const ITEM_TILE: usize = 1024;
+
+/// Items selected past `k` by the GEMM, so that the items near the `k`-th that its rounding may have
+/// swapped are all in hand for the exact re-ranking.
+pub const MARGIN: usize = 8;
 
 /// The users per block used by [`recommend`] and the default of [`EvalConfig::chunk_users`]. On the
 /// Gowalla-sized timing test, blocks of 512–1024 users beat 128–256 by 5–15 % (fewer re-packings of
@@ -99,10 +111,26 @@ struct Scorer<'a> {
     dim: usize,
     n_users: usize,
     n_items: usize,
+    /// The largest L2 norm of an item row (for the GEMM's rounding bound).
+    item_norm: f64,
+}
+
+/// `a · b` in f64, summed in index order: the same value wherever it is computed.
+fn exact_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).fold(0.0f64, |acc, (&x, &y)| acc + f64::from(x) * f64::from(y))
+}
+
+/// The largest L2 norm of the `dim`-wide rows of `table` (in f64; NaN when a value is NaN).
+pub(crate) fn max_row_norm(table: &[f32], dim: usize) -> f64 {
+    table
+        .chunks_exact(dim.max(1))
+        .map(|r| exact_dot(r, r))
+        .fold(0.0f64, |m, x| if x.is_nan() || m.is_nan() { f64::NAN } else { m.max(x) })
+        .sqrt()
 }
 
 impl<'a> Scorer<'a> {
-    fn new(user_emb: &'a [f32], item_emb: &'a [f32], dim: usize) -> Result<Self> {
+    fn new(user_emb: &'a [f32], item_emb: &'a [f32], dim: usize, item_norm: Option<f64>) -> Result<Self> {
         if dim == 0 {
             return Err(Error::config("dim", "must be at least 1"));
         }
@@ -123,7 +151,8 @@ impl<'a> Scorer<'a> {
                 got: format!("{n_items} items"),
             });
         }
-        Ok(Self { user_emb, item_emb, dim, n_users: user_emb.len() / dim, n_items })
+        let item_norm = item_norm.unwrap_or_else(|| max_row_norm(item_emb, dim));
+        Ok(Self { user_emb, item_emb, dim, n_users: user_emb.len() / dim, n_items, item_norm })
     }
 
     /// Checks that `csr` has at most `n_users` rows and only item ids below `n_items`.
@@ -160,6 +189,7 @@ impl<'a> Scorer<'a> {
         debug_assert_eq!(out.len(), users.len() * width);
         let (dim, n_items) = (self.dim, self.n_items);
         let k = k.min(n_items);
+        let k_sel = (k + MARGIN).min(n_items);
         let block = chunk_users.min(users.len()).max(1);
         let tile = item_tile.clamp(1, n_items.max(1));
         let width = width.max(1); // par_chunks_mut needs a non-zero size; `out` is empty then anyway
@@ -170,7 +200,7 @@ impl<'a> Scorer<'a> {
             }
         };
         out.par_chunks_mut(block * width).zip(users.par_chunks(block)).for_each_init(
-            || Scratch::new(block, tile, dim, k),
+            || Scratch::new(block, tile, dim, k_sel),
             |scr, (out_block, user_block)| {
                 let bn = user_block.len();
                 for (r, &u) in user_block.iter().enumerate() {
@@ -190,8 +220,8 @@ impl<'a> Scorer<'a> {
                     matmul((buf, tn, 1), (users, dim, 1), (items, 1, dim), (bn, tn, dim), 1.0, Parallelism::None);
                     for r in 0..bn {
                         let mut sel = Selector::resume(
-                            &mut scr.top_scores[r * k..(r + 1) * k],
-                            &mut scr.top_items[r * k..(r + 1) * k],
+                            &mut scr.top_scores[r * k_sel..(r + 1) * k_sel],
+                            &mut scr.top_items[r * k_sel..(r + 1) * k_sel],
                             scr.lens[r],
                         );
                         sel.scan(&buf[r * tn..(r + 1) * tn], i0 as u32, &mut scr.masks[r]);
@@ -200,13 +230,71 @@ impl<'a> Scorer<'a> {
                     i0 += tn;
                 }
                 for (r, &u) in user_block.iter().enumerate() {
-                    let ts = &mut scr.top_scores[r * k..(r + 1) * k];
-                    let ti = &mut scr.top_items[r * k..(r + 1) * k];
+                    let ts = &mut scr.top_scores[r * k_sel..(r + 1) * k_sel];
+                    let ti = &mut scr.top_items[r * k_sel..(r + 1) * k_sel];
                     let n = Selector::resume(ts, ti, scr.lens[r]).finish();
-                    emit(u, &ti[..n], &ts[..n], &mut out_block[r * width..(r + 1) * width]);
+                    let mask = Mask::new(seen_row(u), exclude);
+                    self.rerank(u, &ti[..n], &ts[..n], k, k_sel, mask, &mut scr.exact);
+                    scr.items.clear();
+                    scr.scores.clear();
+                    for &(s, i) in &scr.exact {
+                        scr.items.push(i);
+                        scr.scores.push(s as f32);
+                    }
+                    emit(u, &scr.items, &scr.scores, &mut out_block[r * width..(r + 1) * width]);
                 }
             },
         );
+    }
+}
+
+impl Scorer<'_> {
+    /// Ranks user `u`'s top `k` exactly from the GEMM's selection `items`/`scores` (best first, at most
+    /// `k_sel` long) into `out` as (exact score, item): the items within the GEMM's rounding bound of the
+    /// `k`-th are re-scored in f64; when the selection cannot show that it holds all of them (its last item
+    /// is itself within the bound, or the bound is not finite), every unmasked item of the row is.
+    #[allow(clippy::too_many_arguments)]
+    fn rerank(
+        &self,
+        u: u32,
+        items: &[u32],
+        scores: &[f32],
+        k: usize,
+        k_sel: usize,
+        mut mask: Mask<'_>,
+        out: &mut Vec<(f64, u32)>,
+    ) {
+        out.clear();
+        let n = items.len();
+        if n == 0 {
+            return;
+        }
+        let dim = self.dim;
+        let eu = &self.user_emb[u as usize * dim..(u as usize + 1) * dim];
+        let item = |i: u32| &self.item_emb[i as usize * dim..(i as usize + 1) * dim];
+        let kth = f64::from(scores[k.min(n) - 1]);
+        // |GEMM − exact| ≤ γ_d Σ|x_j y_j| ≤ γ_d ‖e_u‖ ‖e_i‖ for each of the two scores compared.
+        let bound = 2.0 * (dim as f64 + 2.0) * f64::powi(2.0, -24) * exact_dot(eu, eu).sqrt() * self.item_norm * 1.0001;
+        let floor = kth - bound;
+        let complete = n < k_sel || (bound.is_finite() && f64::from(scores[n - 1]) < floor);
+        if complete {
+            for (&i, &s) in items.iter().zip(scores) {
+                if f64::from(s) < floor {
+                    break;
+                }
+                out.push((exact_dot(eu, item(i)), i));
+            }
+        } else {
+            for i in 0..self.n_items as u32 {
+                if !mask.contains(i) {
+                    out.push((exact_dot(eu, item(i)), i));
+                }
+            }
+        }
+        out.retain(|p| !p.0.is_nan());
+        // Higher first, ties (-0.0 and 0.0 included) by lower id, as the selection orders.
+        out.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+        out.truncate(k);
     }
 }
 
@@ -218,6 +306,10 @@ struct Scratch<'a> {
     top_items: Vec<u32>,
     lens: Vec<usize>,
     masks: Vec<Mask<'a>>,
+    /// A user's exactly re-scored candidates, and its final list.
+    exact: Vec<(f64, u32)>,
+    items: Vec<u32>,
+    scores: Vec<f32>,
 }
 
 impl Scratch<'_> {
@@ -229,6 +321,9 @@ impl Scratch<'_> {
             top_items: vec![0; block * k],
             lens: vec![0; block],
             masks: vec![Mask::default(); block],
+            exact: Vec::with_capacity(k),
+            items: Vec::with_capacity(k),
+            scores: Vec::with_capacity(k),
         }
     }
 }
@@ -291,7 +386,7 @@ fn evaluate_impl(
     keep_per_user: bool,
 ) -> Result<(RankingReport, Option<PerUserMetrics>)> {
     config.validate()?;
-    let scorer = Scorer::new(user_emb, item_emb, dim)?;
+    let scorer = Scorer::new(user_emb, item_emb, dim, None)?;
     scorer.check_csr(seen, "seen items")?;
     scorer.check_csr(truth, "held-out items")?;
     let users: Vec<u32> = (0..truth.n_rows()).filter(|&u| truth.degree(u) > 0).map(|u| u as u32).collect();
@@ -395,10 +490,26 @@ pub fn recommend(
     exclude: &[u32],
     k: usize,
 ) -> Result<TopK> {
+    recommend_with_norm(users, user_emb, item_emb, dim, seen, exclude, k, None)
+}
+
+/// [`recommend`] with the largest item-row norm ([`max_row_norm`] of `item_emb`) given, for a caller that
+/// keeps it (one user's call would otherwise spend as long computing it as scoring).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn recommend_with_norm(
+    users: &[u32],
+    user_emb: &[f32],
+    item_emb: &[f32],
+    dim: usize,
+    seen: Option<&Csr>,
+    exclude: &[u32],
+    k: usize,
+    item_norm: Option<f64>,
+) -> Result<TopK> {
     if k == 0 {
         return Err(Error::config("k", "must be at least 1"));
     }
-    let scorer = Scorer::new(user_emb, item_emb, dim)?;
+    let scorer = Scorer::new(user_emb, item_emb, dim, item_norm)?;
     if let Some(seen) = seen {
         scorer.check_csr(seen, "seen items")?;
     }
@@ -453,6 +564,96 @@ mod tests {
             })
             .collect();
         csr_from_rows(n_cols, &rows)
+    }
+
+    /// The top `k` of one user by exact (f64) scores, ties by lower id, masked items left out: what every
+    /// entry point must return, scores rounded to f32.
+    fn exact_top_k(
+        eu: &[f32],
+        ie: &[f32],
+        dim: usize,
+        seen: &[u32],
+        exclude: &[u32],
+        k: usize,
+    ) -> (Vec<u32>, Vec<f32>) {
+        let mut all: Vec<(f64, u32)> = ie
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(i, _)| !seen.contains(&(*i as u32)) && !exclude.contains(&(*i as u32)))
+            .map(|(i, row)| (eu.iter().zip(row).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>(), i as u32))
+            .collect();
+        all.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        (all.iter().map(|p| p.1).collect(), all.iter().map(|p| p.0 as f32).collect())
+    }
+
+    /// Groups of items within about 1e-6 of each other (and some exact copies): their scores are tied to
+    /// within the f32 GEMM's rounding.
+    fn near_tied(rng: &mut StdRng, groups: usize, per_group: usize, dim: usize) -> Vec<f32> {
+        let mut ie = Vec::with_capacity(groups * per_group * dim);
+        for _ in 0..groups {
+            let base: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            for m in 0..per_group {
+                let mut v = base.clone();
+                if m % 4 != 0 {
+                    let c = rng.random_range(0..dim);
+                    v[c] += rng.random_range(-2e-6f32..2e-6);
+                }
+                ie.extend(v);
+            }
+        }
+        ie
+    }
+
+    #[test]
+    fn near_tied_items_rank_the_same_in_any_block_thread_count_and_entry_point() {
+        let mut rng = StdRng::seed_from_u64(17);
+        let (n_users, dim, k) = (120, 64, 20);
+        let ie = near_tied(&mut rng, 60, 24, dim);
+        let n_items = ie.len() / dim;
+        let ue = random_emb(&mut rng, n_users, dim);
+        let seen = random_csr(&mut rng, n_users, n_items, 3000);
+        let users: Vec<u32> = (0..n_users as u32).collect();
+        // The data does stress the rounding: f32 sums in two orders disagree on some user's list.
+        let f32_top = |u: usize, rev: bool| {
+            let scores: Vec<f32> = ie
+                .chunks_exact(dim)
+                .map(|row| {
+                    let mut p: Vec<f32> = ue[u * dim..(u + 1) * dim].iter().zip(row).map(|(a, b)| a * b).collect();
+                    if rev {
+                        p.reverse();
+                    }
+                    p.iter().sum::<f32>()
+                })
+                .collect();
+            top_k(&scores, seen.row(u), k).0
+        };
+        assert!((0..n_users).any(|u| f32_top(u, false) != f32_top(u, true)), "no near-tie in the test data");
+        let all = recommend(&users, &ue, &ie, dim, Some(&seen), &[], k).unwrap();
+        let serial = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        for u in 0..n_users {
+            let want = exact_top_k(&ue[u * dim..(u + 1) * dim], &ie, dim, seen.row(u), &[], k);
+            assert_eq!(all.row(u), (&want.0[..], &want.1[..]), "user {u} among all");
+            let one = serial.install(|| recommend(&[u as u32], &ue, &ie, dim, Some(&seen), &[], k)).unwrap();
+            assert_eq!(one.row(0), all.row(u), "user {u} alone");
+        }
+        // Evaluation sees the same lists whatever its block.
+        let truth = random_csr(&mut rng, n_users, n_items, 2000);
+        let base = EvalConfig { ks: vec![5, 20], chunk_users: 1, ..Default::default() };
+        let one = evaluate_ranking_per_user(&ue, &ie, dim, &seen, &truth, &base).unwrap();
+        for chunk_users in [3, 64, 512] {
+            let c = EvalConfig { chunk_users, ..base.clone() };
+            assert_eq!(evaluate_ranking_per_user(&ue, &ie, dim, &seen, &truth, &c).unwrap(), one, "{chunk_users}");
+        }
+        // A block of more exact copies than the margin past the k-th: the whole row is re-scored.
+        let mut copies = ie.clone();
+        let row: Vec<f32> = ue[..dim].iter().map(|x| x * 0.5).collect();
+        for i in 0..3 * MARGIN {
+            copies[(100 + i) * dim..(101 + i) * dim].copy_from_slice(&row);
+        }
+        let top = recommend(&[0], &ue, &copies, dim, None, &[], 10).unwrap();
+        let want = exact_top_k(&ue[..dim], &copies, dim, &[], &[], 10);
+        assert_eq!(top.row(0), (&want.0[..], &want.1[..]));
     }
 
     fn random_emb(rng: &mut StdRng, n: usize, dim: usize) -> Vec<f32> {
@@ -579,17 +780,10 @@ mod tests {
         assert_eq!(top.n_rows(), users.len());
         for (r, &u) in users.iter().enumerate() {
             let u = u as usize;
-            let scores: Vec<f32> =
-                (0..n_items).map(|i| (0..dim).map(|c| ue[u * dim + c] * ie[i * dim + c]).sum::<f32>()).collect();
-            let mut mask: Vec<u32> = seen.row(u).iter().chain(&exclude).copied().collect();
-            mask.sort_unstable();
-            mask.dedup();
-            let (ri, rs) = top_k(&scores, &mask, k);
+            let (ri, rs) = exact_top_k(&ue[u * dim..(u + 1) * dim], &ie, dim, seen.row(u), &exclude, k);
             let (ti, ts) = top.row(r);
             assert_eq!(ti, &ri[..], "user {u}");
-            for (a, b) in ts.iter().zip(&rs) {
-                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
-            }
+            assert_eq!(ts, &rs[..], "user {u}");
         }
         // Only 2 items, one excluded: stride min(k, n_items) = 2, rows of length 1, padded.
         let small = recommend(&[0, 1], &ue, &ie[..2 * dim], dim, None, &[0], 3).unwrap();

@@ -32,7 +32,7 @@ impl<'a> Mask<'a> {
 
     /// True when `id` is masked. Successive calls must pass non-decreasing ids.
     #[inline]
-    fn contains(&mut self, id: u32) -> bool {
+    pub(crate) fn contains(&mut self, id: u32) -> bool {
         Self::probe(&mut self.first, id) | Self::probe(&mut self.second, id)
     }
 

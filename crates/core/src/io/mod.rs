@@ -61,23 +61,117 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a safetensors file whose metadata carries a document under `key`: returns the file's bytes and
-/// the document's text. `what` names the kind of file in errors ("checkpoint", "unlearner").
-pub fn read_document(path: &Path, key: &str, what: &str) -> Result<(Vec<u8>, String)> {
+/// The key of a document's seal: the first key of a sealed JSON document (see [`seal`]).
+const SEAL_PREFIX: &str = "{\"sha256\":\"";
+
+/// SHA-256 over a metadata document and the tensors it describes (each tensor's name, dtype, shape and bytes,
+/// in name order): what [`seal`] records, so that a changed byte anywhere in the tensors or the document is
+/// seen on load.
+pub fn content_digest<'a>(
+    doc: &str,
+    tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut tensors: Vec<_> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    h.update((doc.len() as u64).to_le_bytes());
+    h.update(doc.as_bytes());
+    for (name, dtype, shape, data) in tensors {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{dtype:?}").as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for &s in shape {
+            h.update((s as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `doc` (a JSON object) with `"sha256": digest` inserted as its first key.
+pub fn seal(doc: &str, digest: &str) -> String {
+    debug_assert!(doc.starts_with('{'));
+    let rest = &doc[1..];
+    let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+    format!("{SEAL_PREFIX}{digest}\"{sep}{rest}")
+}
+
+/// Splits a sealed document into its digest and the document as it was sealed; `None` for an unsealed one.
+pub fn unseal(doc: &str) -> Option<(&str, String)> {
+    let rest = doc.strip_prefix(SEAL_PREFIX)?;
+    let digest = rest.get(..64).filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let after = rest[64..].strip_prefix('"')?;
+    let after = after.strip_prefix(',').unwrap_or(after);
+    Some((digest, format!("{{{after}")))
+}
+
+/// The bytes of a safetensors file holding `tensors` and the JSON object `doc` under metadata `key`, sealed
+/// with their [`content_digest`].
+///
+/// # Errors
+/// A tensor whose bytes do not match its shape and type.
+pub fn sealed_bytes<S: AsRef<str>>(
+    tensors: &[(S, Dtype, Vec<usize>, Vec<u8>)],
+    key: &str,
+    doc: &str,
+) -> Result<Vec<u8>> {
+    let digest = content_digest(doc, tensors.iter().map(|(n, d, s, b)| (n.as_ref(), *d, s.as_slice(), b.as_slice())));
+    safetensors_bytes(tensors, HashMap::from([(key.to_string(), seal(doc, &digest))]))
+}
+
+/// A safetensors file's metadata document, read by [`read_document`].
+pub struct Document {
+    /// The whole file.
+    pub bytes: Vec<u8>,
+    /// The document without its seal.
+    pub text: String,
+    /// The digest it was sealed with (`None`: written unsealed, by an older build).
+    pub seal: Option<String>,
+}
+
+impl Document {
+    /// Parses the file's tensors and checks them and the document against the seal, if the document has one.
+    /// `what` names the kind of file in errors.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming `path` for a file whose tensors cannot be parsed or that does not match its
+    /// seal (changed after it was written: corrupt or tampered with).
+    pub fn tensors(&self, path: &Path, what: &str) -> Result<safetensors::SafeTensors<'_>> {
+        let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec {what}: {why}"));
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).map_err(|e| bad(describe(&e, &self.bytes)))?;
+        if let Some(want) = &self.seal {
+            let views = st.tensors();
+            let got =
+                content_digest(&self.text, views.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())));
+            if &got != want {
+                return Err(bad(format!(
+                    "its content does not match the SHA-256 it was written with ({}… recorded, {}… read): the file \
+                     was changed after it was written (corrupt or tampered with)",
+                    &want[..12],
+                    &got[..12]
+                )));
+            }
+        }
+        Ok(st)
+    }
+}
+
+/// Reads a safetensors file whose metadata carries a JSON document under `key` (sealed by [`sealed_bytes`] or
+/// not). `what` names the kind of file in errors ("checkpoint", "unlearner"). The seal is checked by
+/// [`Document::tensors`].
+pub fn read_document(path: &Path, key: &str, what: &str) -> Result<Document> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec {what}: {why}"));
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe(&e, &bytes)))?;
-    let text =
-        header.metadata().as_ref().and_then(|m| m.get(key)).ok_or_else(|| bad(format!("no `{key}` metadata")))?.clone();
-    Ok((bytes, text))
-}
-
-/// [`read_document`] with the document parsed as JSON.
-pub fn read_json_document<T: serde::de::DeserializeOwned>(path: &Path, key: &str, what: &str) -> Result<(Vec<u8>, T)> {
-    let (bytes, json) = read_document(path, key, what)?;
-    let doc =
-        serde_json::from_str(&json).map_err(|e| Error::format(path, 0, format!("not an unlearnrec {what}: {e}")))?;
-    Ok((bytes, doc))
+    let raw = header.metadata().as_ref().and_then(|m| m.get(key)).ok_or_else(|| bad(format!("no `{key}` metadata")))?;
+    let (text, seal) = match unseal(raw) {
+        Some((digest, text)) => (text, Some(digest.to_string())),
+        None if raw.starts_with(SEAL_PREFIX) => return Err(bad("its metadata's SHA-256 is malformed".into())),
+        None => (raw.clone(), None),
+    };
+    Ok(Document { bytes, text, seal })
 }
 
 /// A safetensors parse error in words a user can act on: a file cut short says "truncated" and by how much.

@@ -191,6 +191,10 @@ impl Default for ModelConfig {
     }
 }
 
+/// The most propagation layers a model may have (published models use 1 to 4; the bound keeps a hostile
+/// checkpoint or configuration from asking for unbounded work).
+pub const MAX_LAYERS: usize = 32;
+
 impl ModelConfig {
     /// Checks every field.
     ///
@@ -202,6 +206,9 @@ impl ModelConfig {
         }
         if self.kind.is_graph() && self.layers == 0 {
             return Err(Error::config("model.layers", "a graph model needs at least 1 layer"));
+        }
+        if self.layers > MAX_LAYERS {
+            return Err(Error::config("model.layers", format!("at most {MAX_LAYERS}, got {}", self.layers)));
         }
         for (name, v) in [("model.reg", self.reg), ("model.ssl_reg", self.ssl_reg), ("model.eps", self.eps)] {
             if !(v.is_finite() && v >= 0.0) {

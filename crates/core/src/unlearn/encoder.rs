@@ -50,6 +50,15 @@ impl EncoderConfig {
         if !(self.leaky.is_finite() && self.withdraw_rate.is_finite() && self.withdraw_init.is_finite()) {
             return Err(Error::config("encoder", "leaky, withdraw_rate and withdraw_init must be finite"));
         }
+        for (name, v) in [
+            ("encoder.hops", self.hops.unwrap_or(0)),
+            ("encoder.remaining_hops", self.remaining_hops),
+            ("encoder.mlp_layers", self.mlp_layers),
+        ] {
+            if v > crate::model::MAX_LAYERS {
+                return Err(Error::config(name, format!("at most {}, got {v}", crate::model::MAX_LAYERS)));
+            }
+        }
         Ok(())
     }
 }

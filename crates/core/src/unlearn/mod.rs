@@ -26,7 +26,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, Metrics};
 use crate::graph::{Graph, NormAdj};
-use crate::io::{read_f32, read_json_document, write_safetensors};
+use crate::io::{read_document, read_f32};
 use crate::model::{Backbone, Batch, Embeddings, EpochState, LossInput, ModelKind, gather_rows};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
@@ -804,7 +804,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
     };
     let enc = steps.enc;
     let meta = UnlearnerMeta {
-        format: 1,
+        format: UNLEARNER_FORMAT,
         encoder: cfg.encoder.clone(),
         pretrain: cfg.clone(),
         model_kind: backbone.kind(),
@@ -891,6 +891,11 @@ impl Steps for PretrainSteps<'_> {
 
 const UNLEARNER_KEY: &str = "unlearnrec_unlearner";
 
+/// The unlearner file format this build writes: 2 is format 1 sealed with the SHA-256 of its content
+/// ([`crate::io::content_digest`]), which is required and checked. Format 1 files (no seal) still load; newer
+/// formats are refused.
+pub const UNLEARNER_FORMAT: u32 = 2;
+
 fn var_bytes(v: &Var) -> Result<Vec<u8>> {
     Ok(crate::io::f32_bytes(&v.as_tensor().flatten_all()?.to_vec1::<f32>()?))
 }
@@ -926,16 +931,64 @@ impl Unlearner {
             .into_iter()
             .map(|(n, v)| Ok((n, Dtype::F32, v.dims().to_vec(), var_bytes(v)?)))
             .collect::<Result<_>>()?;
-        let json = serde_json::to_string(&self.meta)?;
-        write_safetensors(path, &tensors, HashMap::from([(UNLEARNER_KEY.to_string(), json)]))
+        let meta = UnlearnerMeta { format: UNLEARNER_FORMAT, ..self.meta.clone() };
+        let json = serde_json::to_string(&meta)?;
+        crate::io::write_atomic(path, &crate::io::sealed_bytes(&tensors, UNLEARNER_KEY, &json)?)
     }
 
-    /// Loads an unlearner written by [`Unlearner::save`].
+    /// Loads an unlearner written by [`Unlearner::save`]. The file is untrusted: its format, seal,
+    /// configuration and every tensor's shape are checked before anything is allocated, and its values must
+    /// be finite.
+    ///
+    /// # Errors
+    /// I/O; [`Error::Format`] naming the file for one that is not an unlearner, does not match its seal, is
+    /// inconsistent, or of a format newer than [`UNLEARNER_FORMAT`].
     pub fn load(path: &Path) -> Result<Self> {
-        let (bytes, meta): (_, UnlearnerMeta) = read_json_document(path, UNLEARNER_KEY, "unlearner")?;
+        let doc = read_document(path, UNLEARNER_KEY, "unlearner")?;
         let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec unlearner: {why}"));
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let n = meta.n_users + meta.n_items;
+        #[derive(Deserialize)]
+        struct Probe {
+            format: u32,
+        }
+        let format = serde_json::from_str::<Probe>(&doc.text).map_err(|e| bad(e.to_string()))?.format;
+        if format > UNLEARNER_FORMAT {
+            return Err(Error::format(
+                path,
+                0,
+                format!(
+                    "unlearner format {format} is newer than this build of unlearnrec reads (formats 1 to \
+                     {UNLEARNER_FORMAT}); upgrade unlearnrec"
+                ),
+            ));
+        }
+        if format >= 2 && doc.seal.is_none() {
+            return Err(bad(format!("a format-{format} unlearner without its SHA-256 seal")));
+        }
+        let meta: UnlearnerMeta = serde_json::from_str(&doc.text).map_err(|e| bad(e.to_string()))?;
+        let st = doc.tensors(path, "unlearner")?;
+        meta.encoder.validate().map_err(|e| bad(e.to_string()))?;
+        if meta.hops > crate::model::MAX_LAYERS {
+            return Err(bad(format!("{} hops (at most {})", meta.hops, crate::model::MAX_LAYERS)));
+        }
+        let n = meta.n_users.checked_add(meta.n_items).ok_or_else(|| bad("too many users and items".into()))?;
+        // Every tensor's shape is checked against the metadata before the encoder is allocated, so a header
+        // that claims huge sizes is refused instead of allocated.
+        let mut shapes = vec![("h0".to_string(), vec![n, meta.dim]), ("w".to_string(), vec![n, 1])];
+        for k in 0..meta.encoder.mlp_layers {
+            shapes.push((format!("mlp.{k}.weight"), vec![meta.dim, meta.dim]));
+            shapes.push((format!("mlp.{k}.bias"), vec![1, meta.dim]));
+        }
+        for (name, shape) in &shapes {
+            let t = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
+                return Err(bad(format!("{name} has {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+            }
+            if let Some(k) =
+                t.data().chunks_exact(4).position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            {
+                return Err(bad(format!("{name}'s value {k} is not finite")));
+            }
+        }
         let enc = Encoder::new(meta.encoder.clone(), n, meta.dim, meta.hops)?;
         let load = |name: &str, var: &Var| -> Result<()> {
             let v = read_f32(&st, name, var.dims(), &bad)?;

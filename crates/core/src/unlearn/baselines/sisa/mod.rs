@@ -480,8 +480,9 @@ pub fn load(path: &Path) -> Result<ShardedCheckpoint> {
     let checkpoint = Checkpoint::load(path)?;
     let bad = |why: String| Error::format(path, 0, format!("not a sharded checkpoint (train with --shards): {why}"));
     let meta = checkpoint.meta().provenance.shards.clone().ok_or_else(|| bad("no shard metadata".into()))?;
+    meta.model.validate().map_err(|e| bad(format!("its shards' model configuration: {e}")))?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let (nu, ni, d) = (checkpoint.model().n_users(), checkpoint.model().n_items(), meta.model.dim);
     if checkpoint.model().dim() != meta.serving_dim() {
         return Err(bad(format!(
