@@ -187,6 +187,29 @@ mod tests {
     use crate::error::ServeError;
 
     #[test]
+    fn a_consolidation_stops_when_the_service_stops() {
+        let ds = generate(&SynthConfig { users: 200, items: 150, interactions: 5000, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 16, layers: 2, ..Default::default() };
+        let tc = TrainConfig { epochs: 1, batch_size: 256, eval_every: 1, ..Default::default() };
+        let (mut ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
+        // A retrain of thousands of epochs: minutes if it ran to the end.
+        ckpt.set_train_config(TrainConfig { epochs: 5000, eval_every: 10_000, ..tc });
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                Instant::now()
+            })
+        };
+        let out = consolidation_until(3, &ckpt, &PretrainConfig::default(), &stop).unwrap();
+        let late = setter.join().unwrap().elapsed();
+        assert!(out.is_none(), "the consolidation was not stopped");
+        assert!(late < Duration::from_secs(2), "stopped {late:?} after the flag");
+    }
+
+    #[test]
     fn a_diverged_scheduled_retrain_is_an_error_not_a_version() {
         let ds = generate(&SynthConfig { users: 40, items: 30, interactions: 500, ..Default::default() }).unwrap();
         let mc = ModelConfig { kind: ModelKind::Mf, dim: 8, ..Default::default() };
