@@ -2,6 +2,11 @@
 //! `kill -9` at seeded random points and aborts injected inside the batch commit, restarts, and then the
 //! ledger, the served model, the checkpoint and the remaining data must agree: every acknowledged request
 //! applied exactly once, the model's removed edges the union of what the applied requests removed.
+//!
+//! And under faults (issue 19): a panic in the worker (503 from `/v1/health`, a restart, the batch applied
+//! once; a panic every time: a non-zero exit with the batch still queued), SIGTERM while a batch is in flight
+//! (an exit within the shutdown bound, the batch applied once after the restart), and a full disk while a
+//! version is written (the batch stays queued, the last version is served, then it applies).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -86,8 +91,11 @@ impl Setup {
             .args(["-q", "serve", "--model", p(&self.path("lg.safetensors")), "--unlearner", p(&self.path("un.safetensors")),
                    "--data", p(&self.path("data")), "--db", p(&self.path("ledger.sqlite")), "--state-dir", p(&self.path("state")),
                    "--token-file", p(&self.path("token")), "--listen", "127.0.0.1:0", "--batch-max", "3",
-                   "--batch-wait-ms", "30", "--finetune-epochs", "0"])
+                   "--batch-wait-ms", "30"])
+            .args(if extra.contains(&"--finetune-epochs") { &[][..] } else { &["--finetune-epochs", "0"][..] })
             .args(extra)
+            // Warnings too (shutdown and restart messages), whatever `-q` says.
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -311,6 +319,8 @@ fn kill_9_at_random_points_loses_nothing_and_applies_everything_once() {
     assert_eq!(total, removed.len(), "an edge was removed by two requests");
     let versions = ledger.versions().unwrap();
     assert_eq!(versions.iter().map(|v| v.edges).sum::<usize>(), removed.len(), "a batch was applied twice");
+    // Garbage collection across the crashes: no row names a deleted file without saying it is collected.
+    assert_eq!(ledger.dangling().unwrap(), Vec::<String>::new());
     assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), (0..=current.version).collect::<Vec<_>>());
     eprintln!("{} requests applied in {} versions, {} edges removed", rows.len(), current.version, removed.len());
     // Each request's intent holds in the served model.
@@ -400,4 +410,252 @@ fn the_service_recommends_what_the_cli_recommends_before_and_after_unlearning() 
     assert!(cli_recommend(&current.checkpoint, users[0], 200).iter().all(|(i, _)| i != item));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Sends SIGTERM to `child`.
+fn sigterm(child: &Child) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Waits up to `limit` for `child` to exit.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `what` holds, polling every 10 ms for at most `limit`.
+#[track_caller]
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whole-user forget bodies for `n` distinct users, from the `skip`-th on.
+fn user_bodies(ds: &Dataset, skip: usize, n: usize) -> Vec<String> {
+    let mut users = ds.train.users().to_vec();
+    users.dedup();
+    users.iter().skip(skip).take(n).map(|&u| format!("{{\"user\": \"{}\"}}", ds.users.external(u))).collect()
+}
+
+/// Posts `bodies`, each answered 202; their ids.
+fn post(addr: SocketAddr, bodies: &[String]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| {
+            let (st, resp) = http(addr, "POST", "/v1/forget", true, b).unwrap();
+            assert_eq!(st, 202, "{b}: {resp}");
+            json(&resp)["id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Checks the ledger of `s` after everything was applied: every row applied once, each version's edges
+/// removed once (the sum over versions is the current checkpoint's removed set), no dangling file.
+fn assert_applied_once(s: &Setup, ids: &[String]) {
+    let ledger = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+    for id in ids {
+        assert_eq!(ledger.get(id).unwrap().unwrap().status, Status::Applied, "{id}");
+    }
+    let rows = ledger.all().unwrap();
+    assert!(rows.iter().all(|r| r.status == Status::Applied), "{rows:?}");
+    let current = ledger.current().unwrap();
+    let ckpt = Checkpoint::load(&current.checkpoint).unwrap();
+    let versions = ledger.versions().unwrap();
+    assert_eq!(versions.iter().map(|v| v.edges).sum::<usize>(), ckpt.removed().len(), "a batch applied twice");
+    let by_requests: usize = rows.iter().map(|r| r.edges.as_ref().unwrap().len()).sum();
+    assert_eq!(by_requests, ckpt.removed().len(), "an edge removed by two requests");
+    assert_eq!(ledger.dangling().unwrap(), Vec::<String>::new());
+}
+
+/// `(status, body)` of `/v1/health`.
+fn health(addr: SocketAddr) -> (u16, serde_json::Value) {
+    let (st, body) = http(addr, "GET", "/v1/health", false, "").unwrap();
+    (st, json(&body))
+}
+
+#[test]
+fn a_worker_panic_is_a_503_then_a_restart_applies_the_batch_once_and_repeated_panics_exit_non_zero() {
+    let s = Setup::new();
+    let ds = data::load(&s.path("data"), &LoadOptions::default()).unwrap();
+    // The first batch panics after unlearning: 503 with the reason while the worker waits to restart.
+    let (mut child, addr) = s.start(0, &["--fault-point", "panic"]);
+    let ids = post(addr, &user_bodies(&ds, 0, 3));
+    let mut down = None;
+    wait_for("a 503", Duration::from_secs(30), || {
+        let (st, h) = health(addr);
+        if st == 503 {
+            down = Some(h);
+        }
+        st == 503
+    });
+    let down = down.unwrap();
+    assert_eq!(down["status"], "unhealthy");
+    assert!(down["reason"].as_str().unwrap().contains("panicked"), "{down}");
+    // Recommendations are served meanwhile.
+    let user = ds.users.external(ds.train.users()[ds.train.len() - 1]);
+    assert_eq!(http(addr, "GET", &format!("/v1/recommend?user={user}"), false, "").unwrap().0, 200);
+    // The restarted worker applies the batch that panicked.
+    wait_for("the batch after the restart", Duration::from_secs(30), || {
+        let (st, h) = health(addr);
+        let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+        st == 200
+            && h["worker_restarts"] == 1
+            && l.counts().unwrap().0 == 0
+            && h["model_version"] == l.current().unwrap().version
+    });
+    let (_, metrics) = http(addr, "GET", "/metrics", false, "").unwrap();
+    assert!(metrics.contains("unlearnrec_worker_restarts_total 1") && metrics.contains("unlearnrec_worker_up 1"));
+    sigterm(&child);
+    let st = exit_within(&mut child, Duration::from_secs(20)).expect("exits");
+    assert!(st.success(), "{st:?}\n{}", s.log(0));
+    assert!(s.log(0).contains("fault injection: a panic in the worker"), "{}", s.log(0));
+    assert_applied_once(&s, &ids);
+
+    // A panic in every batch: one restart, then the service stops, non-zero; the request stays queued.
+    let (mut child, addr) = s.start(1, &["--fault-point", "panic-always", "--max-worker-restarts", "1"]);
+    let more = post(addr, &user_bodies(&ds, 3, 2));
+    let st = exit_within(&mut child, Duration::from_secs(60)).expect("the service stops after the restarts");
+    assert!(!st.success(), "{st:?}");
+    assert!(s.log(1).contains("the worker failed"), "{}", s.log(1));
+    let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+    assert!(more.iter().all(|id| l.get(id).unwrap().unwrap().status == Status::Queued));
+    // No request is lost: a clean start applies them.
+    let (mut child, addr) = s.start(2, &[]);
+    wait_for("the queued requests", Duration::from_secs(30), || {
+        let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+        l.counts().unwrap().0 == 0 && health(addr).1["model_version"] == l.current().unwrap().version
+    });
+    sigterm(&child);
+    assert!(exit_within(&mut child, Duration::from_secs(20)).expect("exits").success());
+    assert_applied_once(&s, &[ids, more].concat());
+}
+
+#[test]
+fn sigterm_with_a_batch_in_flight_exits_within_the_bound_and_the_batch_applies_once_after_restart() {
+    let s = Setup::new();
+    let ds = data::load(&s.path("data"), &LoadOptions::default()).unwrap();
+    // A batch stalled in a step that does not look at the stop flag: the shutdown bound cuts it.
+    let (mut child, addr) = s.start(0, &["--fault-point", "stall", "--shutdown-timeout-secs", "2"]);
+    let ids = post(addr, &user_bodies(&ds, 0, 2));
+    wait_for("the stall", Duration::from_secs(30), || s.log(0).contains("stalling"));
+    let t = Instant::now();
+    sigterm(&child);
+    let st = exit_within(&mut child, Duration::from_secs(15)).expect("no exit within 15 s");
+    let took = t.elapsed();
+    assert!(st.success(), "{st:?}\n{}", s.log(0));
+    assert!(took < Duration::from_secs(6), "{took:?}: the bound is 2 s drain + 2 s stop");
+    assert!(s.log(0).contains("did not stop within"), "{}", s.log(0));
+    let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+    assert_eq!((l.counts().unwrap().0, l.current().unwrap().version), (2, 0), "the batch must stay queued");
+
+    // A batch in long fine-tuning: it stops at the next minibatch, well within the (long) bound.
+    let (mut child, addr) = s.start(1, &["--finetune-epochs", "100000", "--shutdown-timeout-secs", "60"]);
+    let more = post(addr, &user_bodies(&ds, 2, 1));
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    sigterm(&child);
+    let st = exit_within(&mut child, Duration::from_secs(30)).expect("no exit within 30 s");
+    assert!(st.success(), "{st:?}\n{}", s.log(1));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+    assert_eq!((l.counts().unwrap().0, l.current().unwrap().version), (3, 0), "the batch must stay queued");
+
+    // The restart applies them once; with the consolidation schedule on, its thread is joined at the end.
+    let (mut child, addr) = s.start(2, &["--retrain-every-secs", "1", "--shutdown-timeout-secs", "10"]);
+    wait_for("the queued requests", Duration::from_secs(30), || {
+        let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+        l.counts().unwrap().0 == 0 && health(addr).1["model_version"] == l.current().unwrap().version
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let t = Instant::now();
+    sigterm(&child);
+    let st = exit_within(&mut child, Duration::from_secs(30)).expect("exits");
+    assert!(st.success(), "{st:?}\n{}", s.log(2));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(!s.log(2).contains("did not stop within"), "{}", s.log(2));
+    assert_applied_once(&s, &[ids, more].concat());
+}
+
+#[test]
+fn a_full_disk_keeps_the_batch_queued_and_the_last_version_served_until_it_can_be_written() {
+    let s = Setup::new();
+    let ds = data::load(&s.path("data"), &LoadOptions::default()).unwrap();
+    let (mut child, addr) = s.start(0, &["--fault-point", "disk-full"]);
+    let ids = post(addr, &user_bodies(&ds, 0, 2));
+    wait_for("a failed write", Duration::from_secs(30), || s.log(0).contains("fault injection: disk full"));
+    // The write failed half-way: version 0 stays current and served, the requests queued.
+    let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+    assert_eq!(l.current().unwrap().version, 0);
+    assert!(ids.iter().all(|id| l.get(id).unwrap().unwrap().status == Status::Queued));
+    let (st, h) = health(addr);
+    assert_eq!((st, &h["model_version"]), (200, &serde_json::json!(0)), "{h}");
+    let user = ds.users.external(ds.train.users()[ds.train.len() - 1]);
+    let (st, r) = http(addr, "GET", &format!("/v1/recommend?user={user}"), false, "").unwrap();
+    assert_eq!((st, &json(&r)["model_version"]), (200, &serde_json::json!(0)));
+    // Room again (the fault fails two writes): the batch applies, once.
+    wait_for("the batch", Duration::from_secs(30), || {
+        let l = Ledger::open(&s.path("ledger.sqlite")).unwrap();
+        l.counts().unwrap().0 == 0 && health(addr).1["model_version"] == l.current().unwrap().version
+    });
+    let (_, metrics) = http(addr, "GET", "/metrics", false, "").unwrap();
+    assert!(metrics.contains("unlearnrec_apply_errors_total 2"), "{metrics}");
+    assert_eq!(Ledger::open(&s.path("ledger.sqlite")).unwrap().current().unwrap().version, 1);
+    sigterm(&child);
+    assert!(exit_within(&mut child, Duration::from_secs(20)).expect("exits").success());
+    assert_applied_once(&s, &ids);
+}
+
+#[test]
+fn overload_is_429_with_retry_after() {
+    let s = Setup::new();
+    let ds = data::load(&s.path("data"), &LoadOptions::default()).unwrap();
+    // The worker stalls on its first batch, so that the queue fills.
+    let (mut child, addr) = s.start(0, &["--fault-point", "stall", "--max-queue", "4", "--shutdown-timeout-secs", "1"]);
+    let bodies = user_bodies(&ds, 0, 8);
+    let mut statuses = Vec::new();
+    for b in &bodies {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        write!(
+            sock,
+            "POST /v1/forget HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        sock.read_to_string(&mut resp).unwrap();
+        let status: u16 = resp.split(' ').nth(1).unwrap().parse().unwrap();
+        if status == 429 {
+            assert!(resp.to_ascii_lowercase().contains("\r\nretry-after: "), "{resp}");
+        }
+        statuses.push(status);
+    }
+    // The first batch (up to 3 requests) may have left the queue before the stall: 4 queued at most.
+    let accepted = statuses.iter().filter(|&&c| c == 202).count();
+    assert!((4..=7).contains(&accepted) && statuses.iter().all(|&c| c == 202 || c == 429), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(Ledger::open(&s.path("ledger.sqlite")).unwrap().counts().unwrap().0 <= 4);
+    // A body over --max-body-bytes is 413.
+    sigterm(&child);
+    exit_within(&mut child, Duration::from_secs(15)).expect("exits");
+    let (mut child, addr) = s.start(1, &["--max-body-bytes", "100", "--rate-limit", "1", "--rate-burst", "2"]);
+    let big = format!("{{\"user\": \"{}\"}}", "x".repeat(200));
+    assert_eq!(http(addr, "POST", "/v1/forget", true, &big).unwrap().0, 413);
+    // The rate limit: the burst spent (the 413 took one), the next is 429 with Retry-After.
+    let (st, _) = http(addr, "GET", "/v1/forget/nope", true, "").unwrap();
+    assert_eq!(st, 404);
+    let (st, body) = http(addr, "GET", "/v1/forget/nope", true, "").unwrap();
+    assert_eq!(st, 429, "{body}");
+    sigterm(&child);
+    assert!(exit_within(&mut child, Duration::from_secs(15)).expect("exits").success());
 }

@@ -5,12 +5,20 @@
 //! | `GET /v1/recommend?user=ID&k=20` | top-k unseen items from the served model; 404 unknown user, 410 erased user, 400 bad `k` |
 //! | `POST /v1/forget` | `{"user": ID, "items": [ID, ...]}`, `{"user": ID}` or `{"item": ID}`; 202 `{"id"}` once committed |
 //! | `GET /v1/forget/{id}` | status `queued` / `applied` / `failed`, the removed edges and the receipt |
-//! | `GET /v1/health` | liveness, model version, queue depth |
+//! | `GET /v1/health` | liveness, model version, queue depth; 503 with the reason while the worker is down |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /openapi.json` | this API as OpenAPI 3.1 |
 //!
 //! The forget routes require `Authorization: Bearer <token>`, compared in constant time. Every error is a
 //! JSON object `{"error": "..."}` with a 4xx status for anything the client sent.
+//!
+//! # Overload
+//!
+//! Bodies over [`Limits::body_bytes`] get 413. The forget routes answer 429 with a `Retry-After` header (whole
+//! seconds) when the token's rate limit ([`Limits::rate`], a token bucket per bearer token) is spent, and a
+//! new forget request gets 429 when [`Limits::max_queue`] requests are already queued in the ledger (it is
+//! not recorded; a repeat of a recorded request is still answered with its id). Recommendations are never
+//! refused for load: they read the served model without waiting for the worker or the ledger.
 //!
 //! # Requests that name what is already forgotten
 //!
@@ -28,6 +36,7 @@
 //! An erased user (all of its interactions forgotten) still gets `410` from `GET /v1/recommend`; a forget
 //! request naming it is not an error, by the rule above.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -61,11 +70,56 @@ pub struct Limits {
     pub id_bytes: usize,
     /// Largest `k` of a recommendation.
     pub max_k: usize,
+    /// Forget requests queued in the ledger at most (`--max-queue`); a new one past it gets 429. `None`:
+    /// unbounded.
+    pub max_queue: Option<u64>,
+    /// The rate limit of the forget routes per bearer token (`--rate-limit`, `--rate-burst`); `None`: off.
+    pub rate: Option<Rate>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { body_bytes: 64 * 1024, items: 1000, id_bytes: 256, max_k: 1000 }
+        Self { body_bytes: 64 * 1024, items: 1000, id_bytes: 256, max_k: 1000, max_queue: None, rate: None }
+    }
+}
+
+/// A token-bucket rate: `per_sec` requests a second on average, bursts of up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests per second (at least 1).
+    pub per_sec: u32,
+    /// The bucket's size (at least 1).
+    pub burst: u32,
+}
+
+/// Token buckets of [`Rate`], one per bearer token (keyed by its SHA-256).
+pub struct RateLimiter {
+    rate: Option<Rate>,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// Buckets of `rate`; `None`: every request passes.
+    pub fn new(rate: Option<Rate>) -> Self {
+        Self { rate, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one request from `key`'s bucket; `Err(seconds)` (whole, at least 1) until one is available when
+    /// it is empty.
+    pub fn take(&self, key: &str) -> Result<(), u64> {
+        let Some(rate) = self.rate else { return Ok(()) };
+        let (per_sec, burst) = (f64::from(rate.per_sec.max(1)), f64::from(rate.burst.max(1)));
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = buckets.entry(key.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_sec).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / per_sec).ceil().max(1.0) as u64)
+        }
     }
 }
 
@@ -86,6 +140,11 @@ impl Token {
             return Err("the token is empty".into());
         }
         Ok(Self { sha256: sha256_hex(t.as_bytes()) })
+    }
+
+    /// A key naming the token (its SHA-256), for per-token state such as rate limits.
+    pub fn key(&self) -> &str {
+        &self.sha256
     }
 
     /// Whether `given` is the token, in time independent of where they differ (both sides are hashed
@@ -116,18 +175,24 @@ pub struct AppState {
     pub token: Token,
     /// Input bounds.
     pub limits: Limits,
+    /// The rate limits' buckets ([`Limits::rate`]).
+    pub rates: Arc<RateLimiter>,
 }
 
-/// An error response: a status and `{"error": message}`.
+/// An error response: a status and `{"error": message}` (with `Retry-After` on a 429).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), retry_after: None }
+    }
+    fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
     }
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -146,6 +211,9 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, Json(ErrorBody { error: self.message })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }
@@ -309,8 +377,14 @@ pub struct ForgetStatus {
 /// Liveness.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, or `unhealthy` (with a 503) while the worker is down.
     pub status: String,
+    /// Why the service is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Restarts of the worker after a panic since the process started.
+    #[serde(default)]
+    pub worker_restarts: u64,
     /// The served model version.
     pub model_version: u64,
     /// Queued forget requests (as the worker last counted them).
@@ -395,6 +469,15 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         Some(t) if state.token.matches(t) => Ok(()),
         _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")),
     }
+}
+
+/// [`authorize`], then the token's rate limit.
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize(state, headers)?;
+    state.rates.take(state.token.key()).map_err(|secs| {
+        state.metrics.rate_limited();
+        ApiError::too_many("rate limit of this token exceeded; retry later", secs)
+    })
 }
 
 /// Runs a ledger operation off the async threads.
@@ -501,6 +584,7 @@ pub fn parse_forget(bytes: &[u8], limits: &Limits) -> Result<Forget, ApiError> {
         (status = 404, description = "Unknown user or item", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 422, description = "Wrong shape, or ids that name no interaction", body = ErrorBody),
+        (status = 429, description = "The token's rate limit is spent, or the queue is full (nothing recorded); see Retry-After", body = ErrorBody),
     )
 )]
 async fn forget(
@@ -508,11 +592,17 @@ async fn forget(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    authorize(&state, &headers)?;
+    admit(&state, &headers)?;
     let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let forget = parse_forget(&bytes, &state.limits)?;
     state.served.load().check(&forget)?;
-    let sub = with_ledger(&state, move |l| l.submit(&forget)).await?;
+    let max = state.limits.max_queue;
+    let sub = with_ledger(&state, move |l| l.submit_bounded(&forget, max)).await?.map_err(|queued| {
+        state.metrics.queue_full();
+        // About one batch: the mean time the worker took per batch so far.
+        let secs = state.metrics.mean_batch_secs().unwrap_or(1.0).ceil().clamp(1.0, 60.0) as u64;
+        ApiError::too_many(format!("the forget queue is full ({queued} queued); retry later"), secs)
+    })?;
     state.kick.kick();
     Ok((StatusCode::ACCEPTED, Json(Accepted { id: sub.row.id, status: sub.row.status, duplicate: sub.duplicate })))
 }
@@ -527,6 +617,7 @@ async fn forget(
         (status = 200, description = "The request's status", body = ForgetStatus),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such request", body = ErrorBody),
+        (status = 429, description = "The token's rate limit is spent; see Retry-After", body = ErrorBody),
     )
 )]
 async fn forget_status(
@@ -534,7 +625,7 @@ async fn forget_status(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ForgetStatus>, ApiError> {
-    authorize(&state, &headers)?;
+    admit(&state, &headers)?;
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let lookup = id.clone();
     let row = with_ledger(&state, move |l| l.get(&lookup))
@@ -555,14 +646,27 @@ async fn forget_status(
     }))
 }
 
-/// Liveness, model version and queue depth.
-#[utoipa::path(get, path = "/v1/health", responses((status = 200, description = "Serving", body = Health)))]
-async fn health(State(state): State<AppState>) -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
+/// Liveness, model version and queue depth; 503 while the worker is down (after a panic, until it is
+/// restarted, or for good when it gave up), with the reason.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    responses(
+        (status = 200, description = "Serving, and the worker runs", body = Health),
+        (status = 503, description = "Recommendations are served but the worker is down: forget requests are recorded, not applied", body = Health),
+    )
+)]
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let reason = state.metrics.worker_status();
+    let status = if reason.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let health = Health {
+        status: if reason.is_some() { "unhealthy" } else { "ok" }.into(),
+        reason,
+        worker_restarts: state.metrics.worker_restarts(),
         model_version: state.served.load().version,
         queued: state.metrics.queue_depth(),
-    })
+    };
+    (status, Json(health))
 }
 
 /// Prometheus metrics.

@@ -30,6 +30,10 @@ pub enum ServeError {
     /// A bad configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The worker panicked more often than it may be restarted (`--max-worker-restarts`), or its state could
+    /// not be reopened after a panic: the service stopped (its batch stays queued).
+    #[error("the worker failed: {0}")]
+    Worker(String),
 }
 
 impl ServeError {

@@ -14,6 +14,11 @@
 //!   version is that of the latest version at or before it that records one ([`Ledger::unlearner_of`]), the
 //!   service's `--unlearner` when none does.
 //!
+//! Garbage collection keeps the files of the current and the previous version and the unlearner in use;
+//! before it deletes older files it records them collected in their row (`collected_utc` for the checkpoint
+//! and remaining data, `unlearner_collected_utc` for a consolidation's unlearner), in a transaction of its
+//! own: a row never names a deleted file without saying so ([`Ledger::dangling`]).
+//!
 //! Requests record when they were committed and done as Unix seconds (`created_unix`, `done_unix`) besides
 //! the UTC text, so that the time from the `202` to the transaction that applied a request can be measured
 //! across batches and restarts ([`Ledger::commit_batch`], [`Ledger::recent_latencies`]).
@@ -160,18 +165,22 @@ CREATE TABLE IF NOT EXISTS versions (
     created_utc TEXT NOT NULL,
     retrain INTEGER NOT NULL DEFAULT 0,
     unlearner TEXT,
-    unlearner_sha256 TEXT
+    unlearner_sha256 TEXT,
+    collected_utc TEXT,
+    unlearner_collected_utc TEXT
 );
 ";
 
 /// Columns added since the first schema, with their definitions: ledgers written before them get them on
 /// open (`NULL` or the default in existing rows).
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("versions", "retrain", "INTEGER NOT NULL DEFAULT 0"),
     ("versions", "unlearner", "TEXT"),
     ("versions", "unlearner_sha256", "TEXT"),
     ("requests", "created_unix", "REAL"),
     ("requests", "done_unix", "REAL"),
+    ("versions", "collected_utc", "TEXT"),
+    ("versions", "unlearner_collected_utc", "TEXT"),
 ];
 
 const VERSION_COLUMNS: &str =
@@ -297,6 +306,17 @@ impl Ledger {
 
     /// Commits a request (idempotent by content: a request already present is returned as it is).
     pub fn submit(&mut self, forget: &Forget) -> Result<Submitted> {
+        Ok(self.submit_bounded(forget, None)?.expect("an unbounded queue is never full"))
+    }
+
+    /// [`Ledger::submit`] with at most `max_queued` requests queued: a new request that would exceed it is
+    /// not recorded, and `Ok(Err(queued))` says how many are queued. A request already present is returned
+    /// as it is, full or not.
+    pub fn submit_bounded(
+        &mut self,
+        forget: &Forget,
+        max_queued: Option<u64>,
+    ) -> Result<std::result::Result<Submitted, u64>> {
         let forget = forget.clone().canonical();
         let id = forget.id();
         let body = forget.to_json();
@@ -311,8 +331,16 @@ impl Ledger {
         if row.forget != forget {
             return Err(ServeError::Corrupt(format!("request id {id} collides with a different request")));
         }
+        if let Some(max) = max_queued.filter(|_| n == 1) {
+            let queued: i64 =
+                tx.query_row("SELECT COUNT(*) FROM requests WHERE status = 'queued'", [], |r| r.get(0))?;
+            if queued as u64 > max {
+                // Dropping the transaction rolls the insert back.
+                return Ok(Err(queued as u64 - 1));
+            }
+        }
         tx.commit()?;
-        Ok(Submitted { row, duplicate: n == 0 })
+        Ok(Ok(Submitted { row, duplicate: n == 0 }))
     }
 
     /// A request by id.
@@ -440,6 +468,74 @@ impl Ledger {
         )?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Records the checkpoint and remaining data of versions 1 to `through` collected (about to be deleted,
+    /// or deleted), where not recorded yet. Version 0, the checkpoint the service was started with, is never
+    /// collected.
+    pub fn mark_collected(&mut self, through: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE versions SET collected_utc = ?1 WHERE version >= 1 AND version <= ?2 AND collected_utc IS NULL",
+            params![now_utc(), through as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records every consolidation's unlearner but `keep`'s (the version whose unlearner is in use)
+    /// collected, where not recorded yet.
+    pub fn mark_unlearners_collected(&mut self, keep: Option<u64>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE versions SET unlearner_collected_utc = ?1
+             WHERE unlearner IS NOT NULL AND unlearner_collected_utc IS NULL AND (?2 IS NULL OR version != ?2)",
+            params![now_utc(), keep.map(|v| v as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// The versions whose checkpoint and remaining data are recorded collected.
+    pub fn collected(&self) -> Result<Vec<u64>> {
+        let mut st =
+            self.conn.prepare("SELECT version FROM versions WHERE collected_utc IS NOT NULL ORDER BY version")?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().map(|v| v as u64).collect())
+    }
+
+    /// Files that rows name as present (not recorded collected) but that do not exist, one line each: empty
+    /// when the ledger and the state directory agree.
+    pub fn dangling(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT version, checkpoint, data_dir, collected_utc IS NOT NULL, unlearner,
+                    unlearner_collected_utc IS NOT NULL FROM versions ORDER BY version",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        for (v, ckpt, data, collected, unlearner, unlearner_collected) in rows {
+            let mut files = Vec::new();
+            if !collected {
+                files.push(("checkpoint", ckpt));
+                files.extend(data.map(|d| ("remaining data", d)));
+            }
+            if !unlearner_collected {
+                files.extend(unlearner.map(|u| ("unlearner", u)));
+            }
+            for (what, f) in files {
+                if !Path::new(&f).exists() {
+                    out.push(format!("version {v}: its {what} {f} is missing and not recorded collected"));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Marks a queued request failed with a reason.
@@ -689,6 +785,55 @@ mod tests {
         // No model change: the batch is applied at the current version.
         l.commit_batch(&l.current().unwrap(), &applied[..1]).unwrap();
         assert_eq!(l.get(&a.id).unwrap().unwrap().version, Some(0));
+    }
+
+    #[test]
+    fn a_bounded_queue_refuses_new_requests_when_full_but_not_repeats() {
+        let (_d, mut l) = ledger();
+        let a = l.submit_bounded(&pairs("1", &["2"]), Some(2)).unwrap().unwrap();
+        l.submit_bounded(&pairs("1", &["3"]), Some(2)).unwrap().unwrap();
+        assert_eq!(l.submit_bounded(&pairs("1", &["4"]), Some(2)).unwrap().unwrap_err(), 2);
+        assert_eq!(l.all().unwrap().len(), 2, "a refused request is not recorded");
+        let again = l.submit_bounded(&pairs("1", &["2"]), Some(2)).unwrap().unwrap();
+        assert!(again.duplicate && again.row.id == a.row.id);
+        l.commit_batch(&version(1), &[Applied { id: a.row.id, edges: vec![], receipt: None }]).unwrap();
+        assert!(!l.submit_bounded(&pairs("1", &["4"]), Some(2)).unwrap().unwrap().duplicate);
+    }
+
+    #[test]
+    fn collected_versions_are_recorded_and_the_rest_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let base = dir.path().join("base.safetensors");
+        std::fs::write(&base, b"b").unwrap();
+        l.init_base(&base, "x").unwrap();
+        let file = |v: u64| {
+            let (c, d) = (dir.path().join(format!("m{v}")), dir.path().join(format!("d{v}")));
+            std::fs::write(&c, b"m").unwrap();
+            std::fs::create_dir(&d).unwrap();
+            VersionRow { checkpoint: c, data_dir: Some(d), ..version(v) }
+        };
+        for v in 1..=3 {
+            l.commit_batch(&file(v), &[]).unwrap();
+        }
+        assert!(l.dangling().unwrap().is_empty());
+        std::fs::remove_file(dir.path().join("m1")).unwrap();
+        assert_eq!(l.dangling().unwrap().len(), 1, "{:?}", l.dangling());
+        l.mark_collected(1).unwrap();
+        assert!(l.dangling().unwrap().is_empty());
+        assert_eq!(l.collected().unwrap(), vec![1]);
+        l.mark_collected(2).unwrap();
+        assert_eq!(l.collected().unwrap(), vec![1, 2], "version 0 is never collected");
+        // Unlearners: all but the one in use.
+        let un = dir.path().join("u4");
+        std::fs::write(&un, b"u").unwrap();
+        let four = VersionRow { retrain: true, unlearner: Some((un.clone(), "s".into())), ..file(4) };
+        assert!(l.commit_retrain(3, &four).unwrap());
+        l.mark_unlearners_collected(Some(4)).unwrap();
+        std::fs::remove_file(&un).unwrap();
+        assert_eq!(l.dangling().unwrap().len(), 1);
+        l.mark_unlearners_collected(None).unwrap();
+        assert!(l.dangling().unwrap().is_empty());
     }
 
     #[test]

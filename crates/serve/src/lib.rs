@@ -34,14 +34,27 @@
 //! unlearn with the new unlearner.
 //!
 //! [`run`] ties them together and returns when SIGTERM or ctrl-c arrives: the listener stops accepting,
-//! in-flight HTTP requests finish, and a batch in flight is either committed or left queued.
+//! in-flight HTTP requests finish (within [`ServeConfig::drain`]), and a batch in flight is either committed
+//! or left queued: its fine-tuning, and a consolidation in progress, stop at their next minibatch, and the
+//! worker and the consolidation thread are joined within [`ServeConfig::stop_timeout`] (past it, `run` returns
+//! anyway and the process exit cuts them, which is a crash the next start recovers from).
+//!
+//! A panic in the worker is caught: `/v1/health` answers 503 with the reason while the worker is down, the
+//! batch it was applying stays queued (its ledger transaction never ran), and the worker is restarted on a
+//! freshly reopened store after a pause (1 s, doubling), at most [`ServeConfig::max_restarts`] times; one
+//! more panic stops the service and `run` returns [`ServeError::Worker`] (`unlearnrec serve` exits non-zero),
+//! for a supervisor to restart it.
 #![warn(missing_docs)]
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub mod api;
+pub mod cancel;
 pub mod error;
 pub mod ledger;
 pub mod metrics;
@@ -78,6 +91,11 @@ pub struct ServeConfig {
     /// The size trigger of consolidations (`--consolidate-after-edges`): as soon as at least this many edges
     /// (training and validation) were removed since the anchor. `None`: off.
     pub consolidate_after_edges: Option<usize>,
+    /// How long the worker and the consolidation thread may take to stop once the HTTP server stopped
+    /// (`--shutdown-timeout-secs`, with [`ServeConfig::drain`]).
+    pub stop_timeout: Duration,
+    /// Restarts of the worker after a panic before the service gives up (`--max-worker-restarts`).
+    pub max_restarts: u32,
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -109,11 +127,12 @@ async fn stop_signal() {
 }
 
 /// Recovers the state (see [`store::Store::open`]), starts the worker, serves HTTP on `cfg.listen` and
-/// calls `on_listen` with the bound address. Returns after SIGTERM or ctrl-c once the worker stopped.
+/// calls `on_listen` with the bound address. Returns after SIGTERM or ctrl-c once the worker stopped (or
+/// [`ServeConfig::stop_timeout`] passed), or when the worker gave up after panics.
 ///
 /// # Errors
 /// Recovery errors (ledger, checkpoint, dataset or unlearner mismatch), a failure to bind, or a worker that
-/// panicked.
+/// panicked more than [`ServeConfig::max_restarts`] times ([`ServeError::Worker`]).
 pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
     let store = store::Store::open(cfg.store.clone(), dataset)?;
     let served = store.served();
@@ -123,12 +142,13 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
     metrics.seed_waited(&ledger::Ledger::open(&cfg.store.db)?.recent_latencies(metrics::WINDOW)?);
     let kick = Arc::new(worker::Kick::default());
     let state = api::AppState {
-        served,
+        served: served.clone(),
         ledger: Arc::new(Mutex::new(ledger::Ledger::open(&cfg.store.db)?)),
         kick: kick.clone(),
         metrics: metrics.clone(),
         token: cfg.token.clone(),
         limits: cfg.limits,
+        rates: Arc::new(api::RateLimiter::new(cfg.limits.rate)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,20 +162,35 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
     let addr = listener.local_addr().map_err(|e| ServeError::io(cfg.listen.to_string(), e))?;
     let retrains = Arc::new(retrain::Retrains::default());
     let schedule = retrain::Schedule { every: cfg.retrain_every, after_edges: cfg.consolidate_after_edges };
-    if schedule.is_on() {
+    let retrain_thread = if schedule.is_on() {
         let (served, retrains, kick, pretrain) =
             (store.served(), retrains.clone(), kick.clone(), store.pretrain_config());
-        // Not joined: a consolidation in progress when the service stops is discarded.
-        std::thread::Builder::new()
-            .name("unlearnrec-retrain".into())
-            .spawn(move || retrain::run(schedule, pretrain, served, retrains, kick))
-            .map_err(|e| ServeError::io("retrain thread", e))?;
-    }
+        // Joined at shutdown: a consolidation in progress stops at its next minibatch and is discarded.
+        Some(
+            std::thread::Builder::new()
+                .name("unlearnrec-retrain".into())
+                .spawn(move || retrain::run(schedule, pretrain, served, retrains, kick))
+                .map_err(|e| ServeError::io("retrain thread", e))?,
+        )
+    } else {
+        None
+    };
+    // Resolved when the worker gives up after panics: the service stops.
+    let fatal = Arc::new(tokio::sync::Notify::new());
     let worker = {
-        let (kick, metrics, batch) = (kick.clone(), metrics.clone(), cfg.batch);
+        let sup = Supervisor {
+            cfg: cfg.store.clone(),
+            batch: cfg.batch,
+            kick: kick.clone(),
+            metrics: metrics.clone(),
+            retrains,
+            served,
+            max_restarts: cfg.max_restarts,
+            fatal: fatal.clone(),
+        };
         std::thread::Builder::new()
             .name("unlearnrec-worker".into())
-            .spawn(move || worker::run(store, batch, kick, metrics, retrains))
+            .spawn(move || sup.run(store))
             .map_err(|e| ServeError::io("worker thread", e))?
     };
     on_listen(addr);
@@ -164,8 +199,12 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
         let signal = {
             let (kick, stopping) = (kick.clone(), stopping.clone());
             async move {
-                stop_signal().await;
-                tracing::info!("stopping: no new connections; finishing in-flight requests and the batch");
+                tokio::select! {
+                    () = stop_signal() => tracing::info!(
+                        "stopping: no new connections; finishing in-flight requests and the batch"
+                    ),
+                    () = fatal.notified() => tracing::error!("stopping: the worker failed"),
+                }
                 kick.stop();
                 stopping.notify_one();
             }
@@ -184,8 +223,106 @@ pub fn run(cfg: ServeConfig, dataset: Dataset, on_listen: impl FnOnce(SocketAddr
         }
     });
     kick.stop();
-    let joined = worker.join();
+    let until = Instant::now() + cfg.stop_timeout;
+    let joined = join_until(worker, until);
+    if let Some(t) = retrain_thread
+        && join_until(t, until).is_none()
+    {
+        tracing::warn!("the consolidation thread did not stop within {:?}; leaving it", cfg.stop_timeout);
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     served_http?;
-    joined.map_err(|_| ServeError::Corrupt("the worker thread panicked".into()))
+    match joined {
+        None => {
+            tracing::warn!(
+                "the worker did not stop within {:?}; exiting without it: the batch in flight, if any, stays \
+                 queued and is applied on the next start",
+                cfg.stop_timeout
+            );
+            Ok(())
+        }
+        Some(Ok(r)) => r.map_err(ServeError::Worker),
+        Some(Err(_)) => Err(ServeError::Worker("the worker's supervisor panicked".into())),
+    }
+}
+
+/// Joins `t` if it finishes before `until`; `None` when it is still running then.
+fn join_until<T>(t: JoinHandle<T>, until: Instant) -> Option<std::thread::Result<T>> {
+    while !t.is_finished() {
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some(t.join())
+}
+
+/// Runs the worker loop, restarting it after a panic (see the crate docs).
+struct Supervisor {
+    cfg: StoreConfig,
+    batch: BatchConfig,
+    kick: Arc<worker::Kick>,
+    metrics: Arc<metrics::Metrics>,
+    retrains: Arc<retrain::Retrains>,
+    /// The readers' handle of the served model, kept across restarts.
+    served: Arc<arc_swap::ArcSwap<store::Served>>,
+    max_restarts: u32,
+    fatal: Arc<tokio::sync::Notify>,
+}
+
+impl Supervisor {
+    /// Runs until the service stops (`Ok`) or the worker panicked once more than it may be restarted
+    /// (`Err`, with the reason, after the service was told to stop).
+    fn run(self, mut store: store::Store) -> std::result::Result<(), String> {
+        let mut restarts = 0u32;
+        loop {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                worker::run(&mut store, self.batch, &self.kick, &self.metrics, &self.retrains)
+            }));
+            let Err(payload) = outcome else { return Ok(()) };
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            if restarts >= self.max_restarts {
+                return Err(self.give_up(format!(
+                    "the worker panicked ({msg}) after {restarts} restart(s); the service stops, queued requests \
+                     stay queued"
+                )));
+            }
+            restarts += 1;
+            let pause = Duration::from_secs(1 << (restarts - 1).min(4));
+            let why = format!(
+                "the worker panicked ({msg}); its batch stays queued; restart {restarts} of {} in {pause:?}",
+                self.max_restarts
+            );
+            tracing::error!("{why}");
+            self.metrics.worker_down(why);
+            let until = Instant::now() + pause;
+            while Instant::now() < until {
+                if self.kick.stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // The store's memory may be half-way through a batch: reopen it from the ledger and the files,
+            // as a new process would.
+            store = match store::Store::open(self.cfg.clone(), store.into_dataset()) {
+                Ok(s) => s,
+                Err(e) => return Err(self.give_up(format!("reopening the state after a worker panic: {e}"))),
+            };
+            store.serve_through(self.served.clone());
+            self.metrics.set_model_version(self.served.load().version);
+            self.metrics.worker_restarted();
+            tracing::warn!("restarted the worker ({restarts} of {})", self.max_restarts);
+        }
+    }
+
+    fn give_up(&self, why: String) -> String {
+        tracing::error!("{why}");
+        self.metrics.worker_down(why.clone());
+        self.fatal.notify_one();
+        why
+    }
 }

@@ -18,6 +18,10 @@
 //!   request ([`crate::ledger::Ledger::commit_batch`]): right across batches (a request that waited through
 //!   several batches, or was committed before a restart and applied after it, counts its whole wait).
 //!   Requests applied by this process; buckets [`WAIT_BUCKETS`].
+//! - `unlearnrec_worker_up`: 1 while the worker runs, 0 after it panicked until it is restarted;
+//!   `unlearnrec_worker_restarts_total`: restarts after a panic.
+//! - `unlearnrec_forget_rejected_total{reason}`: forget routes refused for load: `queue_full` (the queue is at
+//!   `--max-queue`) or `rate_limited` (the token's rate limit); both answered 429 with `Retry-After`.
 //! - `unlearnrec_forget_to_applied_p50_seconds`, `unlearnrec_forget_to_applied_p95_seconds`: the median and
 //!   95th percentile (nearest rank) of the same time over the last [`WINDOW`] applied requests, the window
 //!   seeded from the ledger on start so that it spans restarts; absent until a request was applied.
@@ -99,6 +103,11 @@ struct Inner {
     failed: u64,
     apply_errors: u64,
     last_retrain: Option<(u64, f64)>,
+    /// Why the worker is down (it panicked and is not restarted yet, or gave up); `None` while it runs.
+    worker_down: Option<String>,
+    worker_restarts: u64,
+    queue_full: u64,
+    rate_limited: u64,
 }
 
 /// The service's counters.
@@ -186,6 +195,44 @@ impl Metrics {
         self.inner().apply_errors += 1;
     }
 
+    /// Records that the worker is down, and why (`/v1/health` answers 503 with the reason).
+    pub fn worker_down(&self, reason: impl Into<String>) {
+        self.inner().worker_down = Some(reason.into());
+    }
+
+    /// Records that the worker was restarted and runs again.
+    pub fn worker_restarted(&self) {
+        let mut m = self.inner();
+        m.worker_down = None;
+        m.worker_restarts += 1;
+    }
+
+    /// Why the worker is down; `None` while it runs.
+    pub fn worker_status(&self) -> Option<String> {
+        self.inner().worker_down.clone()
+    }
+
+    /// Restarts of the worker after a panic.
+    pub fn worker_restarts(&self) -> u64 {
+        self.inner().worker_restarts
+    }
+
+    /// Records a forget route refused because the queue is full.
+    pub fn queue_full(&self) {
+        self.inner().queue_full += 1;
+    }
+
+    /// Records a forget route refused by the rate limit.
+    pub fn rate_limited(&self) {
+        self.inner().rate_limited += 1;
+    }
+
+    /// The mean time to apply a batch so far, seconds (`None` before the first).
+    pub fn mean_batch_secs(&self) -> Option<f64> {
+        let m = self.inner();
+        (m.batches > 0).then(|| m.batch_secs / m.batches as f64)
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let m = self.inner();
@@ -231,6 +278,11 @@ impl Metrics {
             ),
             ("unlearnrec_model_version", "The served model version.", self.model_version.load(Ordering::Relaxed)),
             (
+                "unlearnrec_worker_up",
+                "1 while the worker runs, 0 while it is down after a panic.",
+                u64::from(m.worker_down.is_none()),
+            ),
+            (
                 "unlearnrec_edges_since_anchor",
                 "Edges removed since the served model's anchor (its last exactly trained model).",
                 self.edges_since_anchor.load(Ordering::Relaxed),
@@ -260,10 +312,17 @@ impl Metrics {
                 "Batches whose files or ledger commit failed (left queued).",
                 m.apply_errors,
             ),
+            ("unlearnrec_worker_restarts_total", "Restarts of the worker after a panic.", m.worker_restarts),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
+        let name = "unlearnrec_forget_rejected_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Forget routes refused with 429: the queue is full, or the token's rate limit.\n# TYPE {name} counter\n{name}{{reason=\"queue_full\"}} {}\n{name}{{reason=\"rate_limited\"}} {}",
+            m.queue_full, m.rate_limited
+        );
         let _ = writeln!(
             s,
             "# HELP unlearnrec_batch_duration_seconds Time to apply batches.\n# TYPE unlearnrec_batch_duration_seconds summary\nunlearnrec_batch_duration_seconds_sum {}\nunlearnrec_batch_duration_seconds_count {}",

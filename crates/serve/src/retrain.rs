@@ -19,6 +19,7 @@
 //! fails (a diverged retrain) is logged; the size trigger does not retry it before the served version
 //! changes, the time trigger retries at its next tick.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::train::Silent;
 use unlearnrec_core::unlearn::{PretrainConfig, Unlearner};
 
+use crate::cancel::cancellable;
 use crate::error::Result;
 use crate::store::Served;
 use crate::worker::Kick;
@@ -47,9 +49,29 @@ pub fn exact(ckpt: &Checkpoint) -> Result<Checkpoint> {
 /// # Errors
 /// As [`exact`] and [`unlearnrec_core::unlearn::pretrain`].
 pub fn consolidation(base: u64, ckpt: &Checkpoint, pretrain: &PretrainConfig) -> Result<Pending> {
-    let ckpt = exact(ckpt)?;
-    let unlearner = unlearnrec_core::unlearn::pretrain(&ckpt, pretrain, &mut Silent)?;
-    Ok(Pending { base, ckpt, unlearner })
+    Ok(consolidation_until(base, ckpt, pretrain, &AtomicBool::new(false))?.expect("never stopped"))
+}
+
+/// [`consolidation`], stopped at the next minibatch of the retrain or the pre-training once `stop` is set:
+/// then `Ok(None)` (the work is discarded).
+///
+/// # Errors
+/// As [`consolidation`].
+pub fn consolidation_until(
+    base: u64,
+    ckpt: &Checkpoint,
+    pretrain: &PretrainConfig,
+    stop: &AtomicBool,
+) -> Result<Option<Pending>> {
+    let Some(ckpt) = cancellable(stop, |obs| unlearnrec_core::unlearn::refit(ckpt, obs)).transpose()? else {
+        return Ok(None);
+    };
+    let Some(unlearner) =
+        cancellable(stop, |obs| unlearnrec_core::unlearn::pretrain(&ckpt, pretrain, obs)).transpose()?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Pending { base, ckpt, unlearner }))
 }
 
 /// A finished consolidation waiting for the worker.
@@ -103,7 +125,7 @@ impl Schedule {
 
 /// The schedule loop: consolidates the served version when a trigger of `schedule` fires (see the module
 /// docs) and hands the result to the worker, until [`Kick::stop`]. A consolidation in progress when the
-/// service stops is discarded.
+/// service stops is stopped at its next minibatch and discarded, so that the thread can be joined.
 pub fn run(
     schedule: Schedule,
     pretrain: PretrainConfig,
@@ -136,8 +158,9 @@ pub fn run(
         let t0 = Instant::now();
         let trigger = if sized { "size" } else { "time" };
         tracing::info!("consolidating version {} ({edges} edges since the anchor; {trigger} trigger)", cur.version);
-        match consolidation(cur.version, &cur.ckpt, &pretrain) {
-            Ok(p) => {
+        match consolidation_until(cur.version, &cur.ckpt, &pretrain, &kick.stop) {
+            Ok(None) => tracing::info!("stopping: discarded the consolidation of version {} in progress", cur.version),
+            Ok(Some(p)) => {
                 tracing::info!(
                     "retrained version {} and pre-trained its unlearner in {:.2}s",
                     cur.version,
@@ -162,6 +185,29 @@ mod tests {
 
     use super::*;
     use crate::error::ServeError;
+
+    #[test]
+    fn a_consolidation_stops_when_the_service_stops() {
+        let ds = generate(&SynthConfig { users: 200, items: 150, interactions: 5000, ..Default::default() }).unwrap();
+        let mc = ModelConfig { kind: ModelKind::LightGcn, dim: 16, layers: 2, ..Default::default() };
+        let tc = TrainConfig { epochs: 1, batch_size: 256, eval_every: 1, ..Default::default() };
+        let (mut ckpt, _) = unlearnrec_core::pipeline::train(&ds, &mc, &tc, &mut Silent).unwrap();
+        // A retrain of thousands of epochs: minutes if it ran to the end.
+        ckpt.set_train_config(TrainConfig { epochs: 5000, eval_every: 10_000, ..tc });
+        let stop = Arc::new(AtomicBool::new(false));
+        let setter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                Instant::now()
+            })
+        };
+        let out = consolidation_until(3, &ckpt, &PretrainConfig::default(), &stop).unwrap();
+        let late = setter.join().unwrap().elapsed();
+        assert!(out.is_none(), "the consolidation was not stopped");
+        assert!(late < Duration::from_secs(2), "stopped {late:?} after the flag");
+    }
 
     #[test]
     fn a_diverged_scheduled_retrain_is_an_error_not_a_version() {

@@ -169,17 +169,32 @@ impl Served {
     }
 }
 
-/// A point at which [`Store::apply`] aborts the process, for crash tests.
+/// A fault [`Store::apply`] injects, for crash and fault tests (`--fault-point`, hidden).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultPoint {
-    /// After the new checkpoint is written, before the remaining data.
+    /// Abort after the new checkpoint is written, before the remaining data.
     AfterCheckpoint,
-    /// After both files are written, before the ledger commit.
+    /// Abort after both files are written, before the ledger commit.
     BeforeCommit,
-    /// After the ledger commit, before the served model is swapped.
+    /// Abort after the ledger commit, before the served model is swapped.
     AfterCommit,
+    /// Panic in the worker after unlearning the first batch that changes the model, before writing it (once
+    /// per process: the restarted worker applies the batch).
+    Panic,
+    /// The same panic in every such batch (the worker's restarts run out).
+    PanicAlways,
+    /// Stall a batch for two minutes after unlearning, not looking at the stop flag (a step that cannot be
+    /// cancelled), before writing it.
+    Stall,
+    /// Fail the first [`DISK_FULL_FAILURES`] writes of a version with "no space left on device", after
+    /// its checkpoint file is written (a half-written version).
+    DiskFull,
 }
+
+/// How many version writes [`FaultPoint::DiskFull`] fails.
+#[doc(hidden)]
+pub const DISK_FULL_FAILURES: u32 = 2;
 
 impl std::str::FromStr for FaultPoint {
     type Err = String;
@@ -188,7 +203,14 @@ impl std::str::FromStr for FaultPoint {
             "after-checkpoint" => Ok(FaultPoint::AfterCheckpoint),
             "before-commit" => Ok(FaultPoint::BeforeCommit),
             "after-commit" => Ok(FaultPoint::AfterCommit),
-            _ => Err(format!("unknown fault point {s:?} (after-checkpoint, before-commit, after-commit)")),
+            "panic" => Ok(FaultPoint::Panic),
+            "panic-always" => Ok(FaultPoint::PanicAlways),
+            "stall" => Ok(FaultPoint::Stall),
+            "disk-full" => Ok(FaultPoint::DiskFull),
+            _ => Err(format!(
+                "unknown fault point {s:?} (after-checkpoint, before-commit, after-commit, panic, panic-always, \
+                 stall, disk-full)"
+            )),
         }
     }
 }
@@ -310,7 +332,7 @@ fn remove_path(p: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| ServeError::io(dir, e))
+    Ok(unlearnrec_core::io::sync_dir(dir)?)
 }
 
 /// Deletes what the ledger never committed (versions above `current`, temporary files), versions older
@@ -368,6 +390,32 @@ fn fault(at: FaultPoint, cfg: Option<FaultPoint>) {
     }
 }
 
+/// The faults injected between unlearning a batch and writing it: a panic, a stall.
+fn fault_before_write(cfg: Option<FaultPoint>) {
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    match cfg {
+        Some(FaultPoint::Panic) if !PANICKED.swap(true, Ordering::SeqCst) => {
+            panic!("fault injection: a panic in the worker")
+        }
+        Some(FaultPoint::PanicAlways) => panic!("fault injection: a panic in the worker, every batch"),
+        Some(FaultPoint::Stall) => {
+            eprintln!("fault injection: stalling the batch for 120 s");
+            std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+        _ => {}
+    }
+}
+
+/// The disk-full fault: an error for the first [`DISK_FULL_FAILURES`] calls when configured.
+fn fault_disk_full(cfg: Option<FaultPoint>, path: &Path) -> Result<()> {
+    static FAILED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if cfg == Some(FaultPoint::DiskFull) && FAILED.fetch_add(1, Ordering::SeqCst) < DISK_FULL_FAILURES {
+        eprintln!("fault injection: disk full writing {}", path.display());
+        return Err(ServeError::io(path, std::io::Error::other("no space left on device (fault injection)")));
+    }
+    Ok(())
+}
+
 /// `ckpt` with `edges` (validation edges only, which the model never trained on) moved to its removed set. An
 /// anchor is kept, with the edges counted as removed since it, so the next request still applies from it.
 fn drop_valid_edges(ckpt: &Checkpoint, edges: &Interactions) -> Result<Checkpoint> {
@@ -413,6 +461,9 @@ impl Store {
         }
         let current = ledger.current()?;
         let in_use = ledger.unlearner_of(current.version)?;
+        // Recorded before the files go, in one transaction: a row never names a deleted file unmarked.
+        ledger.mark_collected(current.version.saturating_sub(2))?;
+        ledger.mark_unlearners_collected(in_use.as_ref().map(|u| u.0))?;
         let gone = clean_state_dir(&cfg.state_dir, current.version, in_use.as_ref().map(|u| u.0))?;
         if !gone.is_empty() {
             tracing::warn!("deleted files the ledger never committed or no longer needs: {}", gone.join(", "));
@@ -493,28 +544,45 @@ impl Store {
     /// `request` (checked against `ckpt`) forgotten from `ckpt` with `unlearner`: through the encoder (and
     /// the configured fine-tuning) when it names edges the model learned from, else only moved out of the
     /// validation edges. The report when the encoder ran.
+    /// Fine-tuning stops at the next minibatch once `stop` is set: then `Ok(None)`.
     fn forget(
         &self,
         ckpt: &Checkpoint,
         unlearner: &Unlearner,
         request: &Interactions,
-    ) -> Result<(Checkpoint, Option<UnlearnReport>), ApplyError> {
+        stop: &AtomicBool,
+    ) -> Result<Option<(Checkpoint, Option<UnlearnReport>)>, ApplyError> {
         let learned = unlearn::check_request(ckpt, request).map_err(|e| ApplyError::Request(e.to_string()))?;
         if learned.is_empty() {
-            return Ok((drop_valid_edges(ckpt, request)?, None));
+            return Ok(Some((drop_valid_edges(ckpt, request)?, None)));
         }
         // The service forgets with UnlearnRec, built through the registry like every method.
         let opts =
             MethodOptions { unlearner: Some(unlearner), finetune: self.cfg.finetune.clone(), ..Default::default() };
-        let out = forget_method(MethodId::UNLEARNREC.name(), &opts)
-            .and_then(|m| m.forget(ckpt, request, &mut Silent))
-            .map_err(|e| ApplyError::Request(e.to_string()))?;
-        Ok((out.checkpoint, Some(out.report)))
+        let Some(out) = crate::cancel::cancellable(stop, |obs| {
+            forget_method(MethodId::UNLEARNREC.name(), &opts).and_then(|m| m.forget(ckpt, request, obs))
+        }) else {
+            return Ok(None);
+        };
+        let out = out.map_err(|e| ApplyError::Request(e.to_string()))?;
+        Ok(Some((out.checkpoint, Some(out.report))))
     }
 
     /// The served model, shared with the readers.
     pub fn served(&self) -> Arc<ArcSwap<Served>> {
         self.served.clone()
+    }
+
+    /// The dataset the store was opened with (to reopen it after a worker panic).
+    pub fn into_dataset(self) -> Dataset {
+        self.dataset
+    }
+
+    /// Serves through `served` from now on, storing this store's model in it: the readers' handle of the
+    /// store this one replaces (a worker restarted after a panic reopens the store from disk).
+    pub fn serve_through(&mut self, served: Arc<ArcSwap<Served>>) {
+        served.store(self.served.load_full());
+        self.served = served;
     }
 
     /// The worker's ledger connection.
@@ -559,7 +627,10 @@ impl Store {
                 waited,
             });
         }
-        let (mut next, report) = self.forget(&cur.ckpt, &self.unlearner, &request)?;
+        let Some((mut next, report)) = self.forget(&cur.ckpt, &self.unlearner, &request, stop)? else {
+            return Ok(Outcome::Abandoned);
+        };
+        fault_before_write(self.cfg.fault);
         if stop.load(Ordering::SeqCst) {
             return Ok(Outcome::Abandoned);
         }
@@ -599,8 +670,34 @@ impl Store {
 
     /// Writes version `v`'s checkpoint (recording `v` and the version it is a retrain of, if it is one),
     /// remaining data and, for a consolidation, `unlearner` under their versioned names (replacing leftovers
-    /// of an attempt that never committed).
+    /// of an attempt that never committed), each synced with its directory. On an error (a full disk) what
+    /// was written of version `v` is deleted again, best effort: no ledger row names it, and the next start
+    /// would delete it anyway.
     fn write_version(
+        &self,
+        v: u64,
+        next: &mut Checkpoint,
+        retrain_of: Option<u64>,
+        unlearner: Option<&Unlearner>,
+    ) -> Result<Written> {
+        let written = self.try_write_version(v, next, retrain_of, unlearner);
+        if written.is_err() {
+            let dir = &self.cfg.state_dir;
+            let data_tmp = format!(".{}.tmp", data_name(v));
+            for name in [checkpoint_name(v), data_name(v), data_tmp, unlearner_name(v)] {
+                if unlearner.is_none() && name == unlearner_name(v) {
+                    continue;
+                }
+                if let Err(e) = remove_path(&dir.join(&name)) {
+                    tracing::warn!("could not delete the partial {name}: {e}");
+                }
+            }
+            let _ = sync_dir(dir);
+        }
+        written
+    }
+
+    fn try_write_version(
         &self,
         v: u64,
         next: &mut Checkpoint,
@@ -613,6 +710,7 @@ impl Store {
         remove_path(&ckpt_path)?;
         next.save(&ckpt_path)?;
         fault(FaultPoint::AfterCheckpoint, self.cfg.fault);
+        fault_disk_full(self.cfg.fault, &data_dir)?;
         write_data_dir(&next.remaining_dataset(&self.dataset), &data_dir)?;
         let unlearner = match unlearner {
             Some(un) => {
@@ -629,10 +727,16 @@ impl Store {
         Ok(Written { checkpoint: ckpt_path, data_dir, bytes, sha256, unlearner })
     }
 
-    /// Serves committed version `v` and deletes version `v - 2`'s files.
-    fn swap_in(&self, v: u64, ckpt_path: PathBuf, sha: String, next: Checkpoint) -> Result<()> {
+    /// Serves committed version `v` and deletes version `v - 2`'s files, after recording in the ledger that
+    /// they are collected (so that no row names a deleted file without saying so; a crash in between leaves
+    /// files the next start deletes).
+    fn swap_in(&mut self, v: u64, ckpt_path: PathBuf, sha: String, next: Checkpoint) -> Result<()> {
         self.served.store(Arc::new(Served::new(v, ckpt_path, sha, next)?));
-        if v >= 2 {
+        if v >= 3 {
+            if let Err(e) = self.ledger.mark_collected(v - 2) {
+                tracing::warn!("could not record version {} as collected: {e}; keeping its files", v - 2);
+                return Ok(());
+            }
             for old in [checkpoint_name(v - 2), data_name(v - 2)] {
                 if let Err(e) = remove_path(&self.cfg.state_dir.join(&old)) {
                     tracing::warn!("could not delete {old}: {e}");
@@ -668,7 +772,14 @@ impl Store {
             return Ok(None);
         }
         let since = cur.ckpt.removed().difference(retrained.removed()).0;
-        let mut next = if since.is_empty() { retrained } else { self.forget(&retrained, &unlearner, &since)?.0 };
+        let mut next = if since.is_empty() {
+            retrained
+        } else {
+            match self.forget(&retrained, &unlearner, &since, &AtomicBool::new(false))? {
+                Some((next, _)) => next,
+                None => return Ok(None),
+            }
+        };
         if next.edges() != cur.ckpt.edges() || next.removed() != cur.ckpt.removed() || next.valid() != cur.ckpt.valid()
         {
             return Ok(None);
@@ -699,6 +810,10 @@ impl Store {
         self.swap_in(v, w.checkpoint, w.sha256, next)?;
         self.unlearner = unlearner;
         if let Some(old) = self.unlearner_version.replace(v) {
+            if let Err(e) = self.ledger.mark_unlearners_collected(Some(v)) {
+                tracing::warn!("could not record unlearner {old} as collected: {e}; keeping its file");
+                return Ok(Some(v));
+            }
             let old = self.cfg.state_dir.join(unlearner_name(old));
             if let Err(e) = remove_path(&old) {
                 tracing::warn!("could not delete {}: {e}", old.display());

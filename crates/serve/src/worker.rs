@@ -10,7 +10,7 @@
 //! that only this thread ever writes versions (and switches to the unlearner that comes with one).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
@@ -66,7 +66,10 @@ impl Kick {
 }
 
 /// Runs the worker loop until [`Kick::stop`]; commits the retrains handed over in `retrains`.
-pub fn run(mut store: Store, batch: BatchConfig, kick: Arc<Kick>, metrics: Arc<Metrics>, retrains: Arc<Retrains>) {
+///
+/// A panic unwinds out of it with the batch in flight uncommitted (still queued in the ledger); the caller
+/// ([`crate::run`]) catches it, reopens the store and runs the loop again.
+pub fn run(store: &mut Store, batch: BatchConfig, kick: &Kick, metrics: &Metrics, retrains: &Retrains) {
     let mut first_seen: Option<Instant> = None;
     // After a failed batch, this many requests are applied one at a time.
     let mut singles = 0usize;

@@ -19,7 +19,7 @@ use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::train::{Silent, TrainConfig};
 use unlearnrec_core::unlearn::Unlearner;
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
-use unlearnrec_serve::api::{AppState, router};
+use unlearnrec_serve::api::{AppState, Rate, RateLimiter, router};
 use unlearnrec_serve::ledger::Forget;
 use unlearnrec_serve::ledger::{Ledger, Status};
 use unlearnrec_serve::metrics::Metrics;
@@ -83,18 +83,25 @@ fn open_store(dir: &Path, finetune_epochs: usize) -> (Store, PathBuf) {
 }
 
 fn service_with(finetune_epochs: usize) -> Service {
+    service_limited(finetune_epochs, Limits::default()).0
+}
+
+/// A service with `limits`, and its metrics.
+fn service_limited(finetune_epochs: usize, limits: Limits) -> (Service, Arc<Metrics>) {
     let dir = tempfile::tempdir().unwrap();
     let (store, db) = open_store(dir.path(), finetune_epochs);
     let ledger = Arc::new(Mutex::new(Ledger::open(&db).unwrap()));
+    let metrics = Arc::new(Metrics::default());
     let state = AppState {
         served: store.served(),
         ledger: ledger.clone(),
         kick: Arc::new(Kick::default()),
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
         token: Token::new(TOKEN).unwrap(),
-        limits: Limits::default(),
+        limits,
+        rates: Arc::new(RateLimiter::new(limits.rate)),
     };
-    Service { _dir: dir, store, app: router(state), ledger }
+    (Service { _dir: dir, store, app: router(state), ledger }, metrics)
 }
 
 impl Service {
@@ -393,6 +400,7 @@ impl Running {
             metrics: metrics.clone(),
             token: Token::new(TOKEN).unwrap(),
             limits: Limits::default(),
+            rates: Arc::new(RateLimiter::new(None)),
         });
         let mut threads = Vec::new();
         if schedule.is_on() {
@@ -403,7 +411,10 @@ impl Running {
             }));
         }
         let (k, batch) = (kick.clone(), BatchConfig { max: 64, wait: Duration::from_millis(10) });
-        threads.push(std::thread::spawn(move || worker::run(store, batch, k, metrics, retrains)));
+        threads.push(std::thread::spawn(move || {
+            let mut store = store;
+            worker::run(&mut store, batch, &k, &metrics, &retrains)
+        }));
         Self { app, served, ledger, kick, threads }
     }
 
@@ -816,4 +827,180 @@ fn a_restart_pretrains_an_unlearner_a_consolidation_did_not_record_and_refuses_a
     };
     let err = Store::open(cfg, t.ds.clone()).err().expect("a foreign unlearner is refused");
     assert!(err.to_string().contains("pre-trained for another model"), "{err}");
+}
+
+/// A raw response of the router: status, `Retry-After` and JSON body.
+async fn call_raw(app: &Router, uri: &str, body: &str) -> (StatusCode, Option<u64>, serde_json::Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().parse().unwrap());
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, retry, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// `n` single-pair forget bodies for distinct interactions.
+fn pair_bodies(n: usize) -> Vec<String> {
+    let ds = &trained().ds;
+    ds.train
+        .iter()
+        .take(n)
+        .map(|(u, i)| format!("{{\"user\": \"{}\", \"items\": [\"{}\"]}}", ds.users.external(u), ds.items.external(i)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_queue_is_429_with_retry_after_and_records_nothing_new() {
+    let (mut s, metrics) = service_limited(0, Limits { max_queue: Some(3), ..Limits::default() });
+    let bodies = pair_bodies(5);
+    for b in &bodies[..3] {
+        let (st, _, v) = call_raw(&s.app, "/v1/forget", b).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    }
+    let (st, retry, v) = call_raw(&s.app, "/v1/forget", &bodies[3]).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(is_error(&v) && v["error"].as_str().unwrap().contains("queue is full"), "{v}");
+    assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "{retry:?}");
+    assert_eq!(s.recorded(), 3, "a refused request is recorded");
+    // A repeat of a recorded request is still answered with its id.
+    let (st, _, v) = call_raw(&s.app, "/v1/forget", &bodies[0]).await;
+    assert_eq!((st, &v["duplicate"]), (StatusCode::ACCEPTED, &serde_json::json!(true)), "{v}");
+    assert!(metrics.render().contains("unlearnrec_forget_rejected_total{reason=\"queue_full\"} 1"));
+    // Once the worker drained the queue, new requests are accepted again.
+    assert!(matches!(s.apply_queued(), Outcome::Applied { requests: 3, .. }));
+    let (st, _, v) = call_raw(&s.app, "/v1/forget", &bodies[3]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_per_token_is_429_with_retry_after_and_refills() {
+    let rate = Rate { per_sec: 2, burst: 3 };
+    let (s, metrics) = service_limited(0, Limits { rate: Some(rate), ..Limits::default() });
+    let bodies = pair_bodies(6);
+    // A wrong token is 401 and does not spend the bucket.
+    let (st, _) = s.call("POST", "/v1/forget", Some("Bearer wrong"), &bodies[0]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for b in &bodies[..3] {
+        let (st, _, v) = call_raw(&s.app, "/v1/forget", b).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    }
+    let (st, retry, v) = call_raw(&s.app, "/v1/forget", &bodies[3]).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(retry, Some(1));
+    assert_eq!(s.recorded(), 3);
+    // The status route shares the bucket.
+    let (st, _) = s.call("GET", "/v1/forget/nope", Some(&format!("Bearer {TOKEN}")), "").await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    assert!(metrics.render().contains("unlearnrec_forget_rejected_total{reason=\"rate_limited\"} 2"));
+    // Recommendations are not limited.
+    let user = trained().ds.users.external(trained().ds.train.users()[0]).to_string();
+    for _ in 0..10 {
+        let (st, _) = s.call("GET", &format!("/v1/recommend?user={user}"), None, "").await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    // Half a second refills one request.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let (st, _, v) = call_raw(&s.app, "/v1/forget", &bodies[3]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+}
+
+#[tokio::test]
+async fn health_is_503_with_the_reason_while_the_worker_is_down() {
+    let (s, metrics) = service_limited(0, Limits::default());
+    metrics.worker_down("the worker panicked (boom); restart 1 of 3 in 1s");
+    let (st, h) = s.call("GET", "/v1/health", None, "").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{h}");
+    assert_eq!(h["status"], "unhealthy");
+    assert!(h["reason"].as_str().unwrap().contains("panicked"), "{h}");
+    assert!(metrics.render().contains("unlearnrec_worker_up 0"));
+    // Recommendations are still served meanwhile.
+    let user = trained().ds.users.external(trained().ds.train.users()[0]).to_string();
+    let (st, _) = s.call("GET", &format!("/v1/recommend?user={user}"), None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    metrics.worker_restarted();
+    let (st, h) = s.call("GET", "/v1/health", None, "").await;
+    assert_eq!(
+        (st, &h["status"], &h["worker_restarts"]),
+        (StatusCode::OK, &serde_json::json!("ok"), &serde_json::json!(1))
+    );
+    assert!(h.get("reason").is_none(), "{h}");
+    let m = metrics.render();
+    assert!(m.contains("unlearnrec_worker_up 1") && m.contains("unlearnrec_worker_restarts_total 1"), "{m}");
+}
+
+#[test]
+fn the_ledger_and_the_state_directory_agree_after_garbage_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, db) = open_store(dir.path(), 0);
+    let bodies = distinct_users(6);
+    let ds = &trained().ds;
+    for &u in &bodies {
+        store.ledger().submit(&Forget::User { user: ds.users.external(u).to_string() }).unwrap();
+        let rows = store.ledger().queued(1).unwrap();
+        assert!(matches!(store.apply(&rows, &AtomicBool::new(false)).unwrap(), Outcome::Applied { changed: true, .. }));
+        assert_eq!(store.ledger().dangling().unwrap(), Vec::<String>::new());
+    }
+    let l = Ledger::open(&db).unwrap();
+    let current = l.current().unwrap().version;
+    assert_eq!(current, 6);
+    // Versions 1 to current - 2 are collected: recorded so, and their files gone; the rest are there.
+    assert_eq!(l.collected().unwrap(), (1..current - 1).collect::<Vec<_>>());
+    for v in l.versions().unwrap() {
+        let gone = l.collected().unwrap().contains(&v.version);
+        assert_eq!(!v.checkpoint.exists(), gone, "version {}", v.version);
+        if let Some(d) = &v.data_dir {
+            assert_eq!(!d.exists(), gone, "version {}", v.version);
+        }
+    }
+    // A reopen collects the same way and finds nothing dangling.
+    drop(store);
+    let (store, _) = open_store(dir.path(), 0);
+    assert_eq!(Ledger::open(&db).unwrap().dangling().unwrap(), Vec::<String>::new());
+    drop(store);
+    // A file deleted behind the ledger's back is reported.
+    std::fs::remove_file(l.current().unwrap().checkpoint).unwrap();
+    assert_eq!(l.dangling().unwrap().len(), 1);
+}
+
+#[test]
+fn a_write_error_leaves_the_batch_queued_and_the_current_version_served() {
+    use unlearnrec_serve::store::{DISK_FULL_FAILURES, FaultPoint};
+    let dir = tempfile::tempdir().unwrap();
+    let t = trained();
+    let cfg = StoreConfig {
+        model: t.model.clone(),
+        unlearner: t.unlearner.clone(),
+        db: dir.path().join("ledger.sqlite"),
+        state_dir: dir.path().join("state"),
+        finetune: FinetuneConfig { epochs: 0, ..Default::default() },
+        fault: Some(FaultPoint::DiskFull),
+    };
+    let mut store = Store::open(cfg, t.ds.clone()).unwrap();
+    let user = t.ds.users.external(distinct_users(1)[0]).to_string();
+    let id = store.ledger().submit(&Forget::User { user }).unwrap().row.id;
+    for _ in 0..DISK_FULL_FAILURES {
+        let rows = store.ledger().queued(10).unwrap();
+        let err = store.apply(&rows, &AtomicBool::new(false)).unwrap_err();
+        assert!(err.to_string().contains("no space left"), "{err}");
+        // Still queued, version 0 current and served, nothing of version 1 left behind.
+        assert_eq!(store.ledger().get(&id).unwrap().unwrap().status, Status::Queued);
+        assert_eq!(store.ledger().current().unwrap().version, 0);
+        assert_eq!(store.served().load().version, 0);
+        let left: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| !n.contains("v000001")), "{left:?}");
+    }
+    // The disk has room again: the batch applies, once.
+    let rows = store.ledger().queued(10).unwrap();
+    assert!(matches!(store.apply(&rows, &AtomicBool::new(false)).unwrap(), Outcome::Applied { version: 1, .. }));
+    assert_eq!(store.ledger().get(&id).unwrap().unwrap().status, Status::Applied);
+    assert!(store.ledger().queued(10).unwrap().is_empty());
 }

@@ -65,6 +65,8 @@ fn child_serve_process() {
         drain: Duration::from_secs(1),
         retrain_every: None,
         consolidate_after_edges: None,
+        stop_timeout: Duration::from_secs(5),
+        max_restarts: 3,
     };
     unlearnrec_serve::run(cfg, dataset(), |addr| {
         let mut out = std::io::stdout().lock();

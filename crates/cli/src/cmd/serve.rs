@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use unlearnrec_core::unlearn::FinetuneConfig;
+use unlearnrec_serve::api::Rate;
 use unlearnrec_serve::store::FaultPoint;
 use unlearnrec_serve::{BatchConfig, Limits, ServeConfig, StoreConfig, Token};
 
@@ -66,7 +67,30 @@ pub struct ServeArgs {
     /// model's anchor, its last exactly trained model (default: off).
     #[arg(long, value_name = "N")]
     consolidate_after_edges: Option<usize>,
-    /// Abort at this point of the first batch (crash tests).
+    /// At most N forget requests queued in the ledger; a new one past it gets 429 with Retry-After (a repeat
+    /// of a recorded request is still answered).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_queue: u64,
+    /// Rate limit of the forget routes per bearer token, requests per second (a token bucket; past it, 429
+    /// with Retry-After) (default: off).
+    #[arg(long, value_name = "R")]
+    rate_limit: Option<u32>,
+    /// The rate limit's burst: requests a token may send at once (default: the rate).
+    #[arg(long, value_name = "B")]
+    rate_burst: Option<u32>,
+    /// Largest request body, bytes (past it, 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// On SIGTERM or ctrl-c: seconds in-flight HTTP requests may take to finish, then seconds the worker and
+    /// the consolidation thread may take to stop (fine-tuning and consolidations stop at their next
+    /// minibatch); past either, the process exits anyway and the batch in flight stays queued.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    shutdown_timeout_secs: u64,
+    /// Restarts of the worker after a panic (1 s, 2 s, 4 s ... apart; /v1/health answers 503 meanwhile);
+    /// one more panic stops the service with a non-zero exit status. The panicked batch stays queued.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_worker_restarts: u32,
+    /// Inject a fault in the batch path (crash and fault tests).
     #[arg(long, hide = true)]
     fault_point: Option<FaultPoint>,
 }
@@ -114,6 +138,14 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(batch.max >= 1, "--batch-max must be at least 1");
     anyhow::ensure!(a.retrain_every_secs != Some(0), "--retrain-every-secs must be at least 1");
     anyhow::ensure!(a.consolidate_after_edges != Some(0), "--consolidate-after-edges must be at least 1");
+    anyhow::ensure!(a.max_queue >= 1, "--max-queue must be at least 1");
+    anyhow::ensure!(a.rate_limit != Some(0), "--rate-limit must be at least 1");
+    anyhow::ensure!(a.rate_burst != Some(0), "--rate-burst must be at least 1");
+    anyhow::ensure!(a.rate_burst.is_none() || a.rate_limit.is_some(), "--rate-burst needs --rate-limit");
+    anyhow::ensure!(a.max_body_bytes >= 64, "--max-body-bytes must be at least 64");
+    let rate = a.rate_limit.map(|r| Rate { per_sec: r, burst: a.rate_burst.unwrap_or(r) });
+    let limits = Limits { body_bytes: a.max_body_bytes, max_queue: Some(a.max_queue), rate, ..Limits::default() };
+    let shutdown = Duration::from_secs(a.shutdown_timeout_secs);
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let cfg = ServeConfig {
         store: StoreConfig {
@@ -127,10 +159,12 @@ pub fn run(a: ServeArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         listen: a.listen,
         token,
         batch,
-        limits: Limits::default(),
-        drain: Duration::from_secs(10),
+        limits,
+        drain: shutdown,
         retrain_every: a.retrain_every_secs.map(Duration::from_secs),
         consolidate_after_edges: a.consolidate_after_edges,
+        stop_timeout: shutdown,
+        max_restarts: a.max_worker_restarts,
     };
     unlearnrec_serve::run(cfg, ds, |addr| {
         let mut out = std::io::stdout().lock();

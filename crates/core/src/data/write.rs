@@ -51,11 +51,13 @@ impl<'a> Staged<'a> {
         let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
         body(&mut w).and_then(|()| w.flush()).map_err(|e| Error::io(&target, e))?;
         drop(w);
+        tmp.as_file().sync_all().map_err(|e| Error::io(&target, e))?;
         self.files.push((tmp, target));
         Ok(())
     }
 
-    /// Renames every file into place, then removes `stale` files if present.
+    /// Renames every file (each synced when written) into place, then removes `stale` files if present,
+    /// then syncs the directory: once this returns, the dataset survives a power loss.
     fn commit(self, stale: &[String]) -> Result<()> {
         for (tmp, target) in self.files {
             tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
@@ -69,7 +71,7 @@ impl<'a> Staged<'a> {
                 _ => {}
             }
         }
-        Ok(())
+        crate::io::sync_dir(self.dir)
     }
 }
 

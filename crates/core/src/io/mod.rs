@@ -51,13 +51,26 @@ pub fn safetensors_bytes<S: AsRef<str>>(
     Ok(safetensors::serialize(views, Some(meta))?)
 }
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
+/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`, durably: the temporary
+/// file is synced (`fsync`) before the rename and its directory after it, so that once this returns the new
+/// content survives a power loss under `path`, and a crash at any point leaves either the old file or the
+/// new one (never a torn one) there.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = crate::data::temp_file_in(dir).map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(dir)
+}
+
+/// Syncs a directory (`fsync` of the directory itself), so that the renames and new entries in it are
+/// durable. A no-op where directories cannot be opened as files (not Unix).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
