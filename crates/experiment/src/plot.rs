@@ -278,3 +278,50 @@ pub fn stream(path: &Path, rows: &[StreamRow]) -> Result<()> {
         Ok(())
     })
 }
+
+/// A log-log plot of named series of (x, y) points (the cost curve of `unlearnrec bench --scale`): one colour
+/// per series, each labelled with its fitted exponent when given.
+pub fn log_log(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let pts = || series.iter().flat_map(|(_, s)| s.iter()).filter(|p| p.0 > 0.0 && p.1 > 0.0);
+    let bounds = |f: fn(&(f64, f64)) -> f64| {
+        let (lo, hi) = pts().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        if lo.is_finite() { (lo / 2.0, hi * 2.0) } else { (0.1, 10.0) }
+    };
+    let ((x0, x1), (y0, y1)) = (bounds(|p| p.0), bounds(|p| p.1));
+    write_svg(path, (900, 620), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(14)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+            .map_err(|e| plot_error(path, e))?;
+        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| plot_error(path, e))?;
+        for (k, (name, s)) in series.iter().enumerate() {
+            let c = color(k);
+            let line: Vec<(f64, f64)> = s.iter().copied().filter(|p| p.0 > 0.0 && p.1 > 0.0).collect();
+            chart
+                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
+                .map_err(|e| plot_error(path, e))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+            chart
+                .draw_series(line.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+                .map_err(|e| plot_error(path, e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        Ok(())
+    })
+}

@@ -30,19 +30,38 @@ pub struct BenchArgs {
     read: ReadOpts,
     /// Embedding dimension.
     #[arg(long, default_value_t = 64)]
-    dim: usize,
+    pub(crate) dim: usize,
     /// Propagation layers.
     #[arg(long, default_value_t = 3)]
-    layers: usize,
+    pub(crate) layers: usize,
     /// Training batch size.
     #[arg(long, default_value_t = 2048)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Repetitions of each timed operation (the median is reported).
     #[arg(long, default_value_t = 5)]
-    repeat: usize,
+    pub(crate) repeat: usize,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// The cost curve instead: synthetic power-law graphs of each size of `--edges`, one process each
+    /// (docs/benchmarks.md, "Cost against graph size").
+    #[arg(long)]
+    scale: bool,
+    /// Training edges of each graph of `--scale`.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000, 10_000_000])]
+    pub(crate) edges: Vec<usize>,
+    /// Users whose full ranking `--scale` times (scaled to all users).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) eval_users: usize,
+    /// Request sizes (edges) whose unlearning `--scale` times; sizes above a tenth of the graph are skipped.
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1000, 10_000, 100_000])]
+    pub(crate) request_sizes: Vec<usize>,
+    /// Draw the `--scale` curves here (SVG, log-log).
+    #[arg(long, value_name = "SVG")]
+    pub(crate) plot: Option<std::path::PathBuf>,
+    /// One point of `--scale` (run by it in a child process).
+    #[arg(long, hide = true)]
+    scale_point: Option<usize>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -50,7 +69,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time<T>(repeat: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<f64> {
+pub(crate) fn time<T>(repeat: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<f64> {
     let mut out = Vec::with_capacity(repeat);
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
@@ -70,6 +89,13 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 /// Runs `bench`.
 pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if let Some(edges) = a.scale_point {
+        print_json(&super::bench_scale::point(&a, edges)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.scale {
+        return super::bench_scale::run(&a);
+    }
     let t = Instant::now();
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
