@@ -81,6 +81,14 @@ pub struct ScalePoint {
     pub requests: Vec<RequestCost>,
     /// Peak resident memory of the point's process, MiB.
     pub peak_rss_mib: f64,
+    /// Peak resident memory while generating the graph and building `Â` (the data alone), MiB.
+    pub data_peak_mib: f64,
+    /// Peak resident memory while training (the steps, with the data), MiB.
+    pub train_peak_mib: f64,
+    /// Peak resident memory while pre-training the encoder, MiB.
+    pub pretrain_peak_mib: f64,
+    /// Peak resident memory while unlearning the requests, MiB.
+    pub unlearn_peak_mib: f64,
     /// Peak memory per training edge, bytes.
     pub bytes_per_edge: f64,
 }
@@ -103,6 +111,7 @@ fn graph_config(edges: usize) -> SynthConfig {
 
 /// Measures one point (the child process).
 pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
+    let mut phase = PhasePeaks::default();
     let t = Instant::now();
     let ds = generate(&graph_config(edges)).context("generating the graph")?;
     let generate_s = t.elapsed().as_secs_f64();
@@ -110,6 +119,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let graph = Graph::from_interactions(nu, ni, &ds.train);
     let norm_adj_ms = time(1, || Ok(NormAdj::from_graph(&graph)))?;
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
+    let data_peak_mib = phase.end();
     let cfg = ModelConfig { kind: ModelKind::LightGcn, dim: a.dim, layers: a.layers, ..ModelConfig::default() };
     let model = Backbone::new(cfg.clone(), nu, ni, 1)?;
     let e0 = model.base().as_tensor().clone();
@@ -128,6 +138,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
         Ok(())
     })?;
     drop(opt);
+    let train_peak_mib = phase.end();
     let steps_per_epoch = ds.train.len().div_ceil(a.batch_size.max(1));
     let epoch_s = (steps_per_epoch as f64 * train_step_ms + negatives_ms) / 1e3;
     // Full ranking: every k-th user with test items, scaled to all of them.
@@ -150,7 +161,9 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let none = Interactions::default();
     let ckpt = Checkpoint::new(model, meta, ds.train.clone(), none.clone(), none)?;
     let pre = PretrainConfig { epochs: 1, max_steps_per_epoch: Some(PRETRAIN_STEPS), ..PretrainConfig::default() };
+    phase.end();
     let unlearner = pretrain(&ckpt, &pre, &mut Silent)?;
+    let pretrain_peak_mib = phase.end();
     let pretrain_step_ms =
         unlearner.meta.report.as_ref().map_or(f64::NAN, |r| r.secs_per_epoch * 1e3 / PRETRAIN_STEPS as f64);
     let zero_shot =
@@ -166,7 +179,8 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
         let fast_ms = time(reps, || Ok(unlearn(&ckpt, &unlearner, &req, &fast, &mut Silent)?))?;
         requests.push(RequestCost { edges: size, zero_shot_ms, fast_ms });
     }
-    let peak = peak_rss_mib().unwrap_or(f64::NAN);
+    let unlearn_peak_mib = phase.end();
+    let peak = phase.overall;
     Ok(ScalePoint {
         edges: ds.train.len(),
         users: nu,
@@ -184,8 +198,31 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
         pretrain_step_ms,
         requests,
         peak_rss_mib: peak,
+        data_peak_mib,
+        train_peak_mib,
+        pretrain_peak_mib,
+        unlearn_peak_mib,
         bytes_per_edge: peak * 1024.0 * 1024.0 / ds.train.len() as f64,
     })
+}
+
+/// Peak resident memory per phase: Linux's `VmHWM`, reset between phases by writing 5 to
+/// `/proc/self/clear_refs` (NaN where that is not possible).
+#[derive(Default)]
+struct PhasePeaks {
+    overall: f64,
+}
+
+impl PhasePeaks {
+    /// The peak since the last call (or the start), and a reset for the next phase.
+    fn end(&mut self) -> f64 {
+        let peak = peak_rss_mib().unwrap_or(f64::NAN);
+        self.overall = self.overall.max(peak);
+        if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+            return if self.overall == peak { peak } else { f64::NAN };
+        }
+        peak
+    }
 }
 
 /// The least-squares slope of `log y` against `log x` (the exponent of `y ∝ x^b`); `None` with fewer than two
@@ -206,7 +243,7 @@ pub fn exponent(points: &[(f64, f64)]) -> Option<f64> {
 type Column = (&'static str, fn(&ScalePoint) -> f64);
 
 /// The costs of the table, the fit and the plot.
-const COLUMNS: [Column; 9] = [
+const COLUMNS: [Column; 12] = [
     ("build Â (ms)", |p| p.norm_adj_ms),
     ("SpMM (ms)", |p| p.spmm_ms),
     ("train step (ms)", |p| p.train_step_ms),
@@ -216,6 +253,9 @@ const COLUMNS: [Column; 9] = [
     ("unlearn 100 edges, fast (ms)", |p| request_ms(p, 100, true)),
     ("unlearn 100 edges, zero-shot (ms)", |p| request_ms(p, 100, false)),
     ("peak memory (MiB)", |p| p.peak_rss_mib),
+    ("peak memory, training (MiB)", |p| p.train_peak_mib),
+    ("peak memory, pre-training (MiB)", |p| p.pretrain_peak_mib),
+    ("peak memory, unlearning (MiB)", |p| p.unlearn_peak_mib),
 ];
 
 fn request_ms(p: &ScalePoint, edges: usize, fast: bool) -> f64 {
@@ -300,7 +340,9 @@ fn print_table(points: &[ScalePoint], fits: &[(&str, Option<f64>)]) {
         let fit = b.map_or("–".into(), |b| format!("{b:.2}"));
         row(name, points.iter().map(|p| fmt(f(p))).collect(), fit);
     }
-    row("bytes per edge", points.iter().map(|p| fmt(p.bytes_per_edge)).collect(), String::new());
+    row("bytes per edge (whole run)", points.iter().map(|p| fmt(p.bytes_per_edge)).collect(), String::new());
+    let per_edge = |p: &ScalePoint| p.train_peak_mib * 1024.0 * 1024.0 / p.edges as f64;
+    row("bytes per edge, training", points.iter().map(|p| fmt(per_edge(p))).collect(), String::new());
     let sizes: Vec<usize> = {
         let mut s: Vec<usize> = points.iter().flat_map(|p| p.requests.iter().map(|r| r.edges)).collect();
         s.sort_unstable();
