@@ -92,7 +92,8 @@ impl ShardMeta {
     pub fn serving_dim(&self) -> usize {
         match self.aggregation() {
             Aggregation::Attention => self.model.dim,
-            Aggregation::Mean | Aggregation::Own => self.shards * self.model.dim,
+            // Saturating: the counts come from a file, and no real dimension is usize::MAX.
+            Aggregation::Mean | Aggregation::Own => self.shards.saturating_mul(self.model.dim),
         }
     }
 }

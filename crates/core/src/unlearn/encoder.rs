@@ -50,6 +50,14 @@ impl EncoderConfig {
         if !(self.leaky.is_finite() && self.withdraw_rate.is_finite() && self.withdraw_init.is_finite()) {
             return Err(Error::config("encoder", "leaky, withdraw_rate and withdraw_init must be finite"));
         }
+        let max = crate::model::MAX_LAYERS;
+        for (name, v) in
+            [("hops", self.hops.unwrap_or(0)), ("remaining_hops", self.remaining_hops), ("mlp_layers", self.mlp_layers)]
+        {
+            if v > max {
+                return Err(Error::config(format!("encoder.{name}"), format!("must be at most {max}, got {v}")));
+            }
+        }
         Ok(())
     }
 }

@@ -935,7 +935,30 @@ impl Unlearner {
         let (bytes, meta): (_, UnlearnerMeta) = read_json_document(path, UNLEARNER_KEY, "unlearner")?;
         let bad = |why: String| Error::format(path, 0, format!("not an unlearnrec unlearner: {why}"));
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let n = meta.n_users + meta.n_items;
+        let n = meta.n_users.checked_add(meta.n_items).ok_or_else(|| bad("n_users + n_items overflows".into()))?;
+        // The sizes come from the metadata: check them against the file's tensors before the encoder is
+        // allocated, so that a corrupt document is an error and not an allocation of its sizes.
+        if meta.hops > crate::model::MAX_LAYERS {
+            return Err(bad(format!("hops must be at most {}, got {}", crate::model::MAX_LAYERS, meta.hops)));
+        }
+        meta.encoder.validate().map_err(|e| bad(e.to_string()))?;
+        let layers = meta.encoder.mlp_layers;
+        if layers > st.len() / 2 {
+            return Err(bad(format!("{layers} MLP layers declared, but the file holds {} tensors", st.len())));
+        }
+        let shape_of = |name: &str, shape: &[usize]| -> Result<()> {
+            let t = st.tensor(name).map_err(|e| bad(format!("{name}: {e}")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape {
+                return Err(bad(format!("{name} has {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+            }
+            Ok(())
+        };
+        shape_of("h0", &[n, meta.dim])?;
+        shape_of("w", &[n, 1])?;
+        for k in 0..layers {
+            shape_of(&format!("mlp.{k}.weight"), &[meta.dim, meta.dim])?;
+            shape_of(&format!("mlp.{k}.bias"), &[1, meta.dim])?;
+        }
         let enc = Encoder::new(meta.encoder.clone(), n, meta.dim, meta.hops)?;
         let load = |name: &str, var: &Var| -> Result<()> {
             let v = read_f32(&st, name, var.dims(), &bad)?;
@@ -1722,5 +1745,47 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), (e.len() as f64 * 0.1).round() as usize);
         assert!(a.iter().all(|(u, i)| g.contains(u, i)));
+    }
+
+    /// Crash inputs of the `checkpoint` fuzz target (fuzz/regressions/checkpoint): an unlearner whose
+    /// metadata declares sizes its tensors do not have overflowed `n_users + n_items` (a panic), or aborted
+    /// allocating the encoder at the declared sizes before any tensor was read; hop counts of 10⁹ loaded
+    /// and would hang unlearning. Each is now an error.
+    #[test]
+    fn unlearner_metadata_sizes_are_checked_against_the_file_before_allocating() {
+        let (_, un) = tiny();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("un.safetensors");
+        un.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(header["__metadata__"][UNLEARNER_KEY].as_str().unwrap()).unwrap();
+        let cases: [(&[&str], u64, &str); 7] = [
+            (&["n_users"], u64::MAX, "overflows"),
+            (&["n_users"], 100_000_000_000, "h0 has F32"),
+            (&["dim"], 1_000_000, "h0 has F32"),
+            (&["encoder", "mlp_layers"], 1_000_000_000, "encoder.mlp_layers"),
+            (&["encoder", "mlp_layers"], 20, "20 MLP layers declared"),
+            (&["encoder", "hops"], 1_000_000_000, "encoder.hops"),
+            (&["hops"], 1_000_000_000, "hops must be at most"),
+        ];
+        for (field, value, why) in cases {
+            let mut d = doc.clone();
+            let slot = field.iter().fold(&mut d, |v, k| &mut v[*k]);
+            *slot = value.into();
+            let mut h = header.clone();
+            h["__metadata__"][UNLEARNER_KEY] = d.to_string().into();
+            let h = serde_json::to_vec(&h).unwrap();
+            let mut file = (h.len() as u64).to_le_bytes().to_vec();
+            file.extend(&h);
+            file.extend(&bytes[8 + n..]);
+            std::fs::write(&path, &file).unwrap();
+            let err = Unlearner::load(&path).err().expect("an error").to_string();
+            assert!(err.contains("not an unlearnrec unlearner") && err.contains(why), "{field:?} = {value}: {err}");
+        }
+        un.save(&path).unwrap();
+        assert!(Unlearner::load(&path).is_ok());
     }
 }
