@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz / libFuzzer) on the stable toolchain: each target of fuzz/ runs for a
 # bounded time, starting from its seed corpus (fuzz/corpus/<target>) and the crash inputs kept as
-# regressions (fuzz/regressions/<target>), both replayed first. Fails on any crash, panic, timeout or OOM;
+# regressions (fuzz/regressions/<target>), both replayed first, with the target's dictionary of tokens
+# (fuzz/dicts/<target>.dict). Fails on any crash, panic, timeout or OOM;
 # the input is left in fuzz/artifacts/<target>/.
 #
 #   scripts/fuzz.sh                 # 60 s per target, every target
@@ -27,6 +28,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 export RUSTC_BOOTSTRAP=1
+# The fuzz crate builds into its own fuzz/target (other flags than the workspace's; cargo-fuzz finds its
+# binaries there), whatever CI sets.
+unset CARGO_TARGET_DIR
 # Every target in one build: they share the instrumented dependencies.
 (cd fuzz && cargo fuzz build --sanitizer none)
 
@@ -40,9 +44,14 @@ for t in "${targets[@]}"; do
   work=fuzz/target/corpus/$t
   mkdir -p "$work" "fuzz/regressions/$t"
   log=fuzz/target/logs/$t.log
+  dict=()
+  if [[ -f fuzz/dicts/$t.dict ]]; then
+    dict=(-dict="dicts/$t.dict")
+  fi
   status=0
   (cd fuzz && cargo fuzz run --sanitizer none "$t" "../$work" "corpus/$t" "regressions/$t" -- \
-    -max_total_time="$secs" -timeout=20 -rss_limit_mb=3072 -print_final_stats=1) >"$log" 2>&1 || status=$?
+    -max_total_time="$secs" -timeout=20 -rss_limit_mb=3072 -print_final_stats=1 "${dict[@]}") >"$log" 2>&1 ||
+    status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 || true)
   printf '%-11s %8s executions in %s s (%s)%s\n' "$t" "${execs:-?}" "$secs" "${cov:-cov: ?}" \
