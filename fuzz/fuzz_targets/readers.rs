@@ -4,8 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use unlearnrec_core::data::{Format, LoadOptions, SplitConfig, load};
 
-const FORMATS: [Option<Format>; 4] =
-    [None, Some(Format::LightGcn), Some(Format::Delimited), Some(Format::RecBole)];
+const FORMATS: [Option<Format>; 4] = [None, Some(Format::LightGcn), Some(Format::Delimited), Some(Format::RecBole)];
 
 /// Directory layouts, each file holding the input.
 const LAYOUTS: [&[&str]; 3] = [

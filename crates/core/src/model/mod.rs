@@ -148,6 +148,10 @@ pub enum Combine {
     MeanSkipFirst,
 }
 
+/// The most propagation layers a [`ModelConfig`] may have (the reference uses 1 to 4): a bound, so that a
+/// corrupt file's count is an error rather than an endless propagation.
+pub const MAX_LAYERS: usize = 64;
+
 /// Hyper-parameters of a backbone. Defaults follow the reference (docs/method.md §14); `combine` defaults by kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -191,10 +195,6 @@ impl Default for ModelConfig {
     }
 }
 
-/// The most propagation layers a model may have (published models use 1 to 4; the bound keeps a hostile
-/// checkpoint or configuration from asking for unbounded work).
-pub const MAX_LAYERS: usize = 32;
-
 impl ModelConfig {
     /// Checks every field.
     ///
@@ -208,7 +208,7 @@ impl ModelConfig {
             return Err(Error::config("model.layers", "a graph model needs at least 1 layer"));
         }
         if self.layers > MAX_LAYERS {
-            return Err(Error::config("model.layers", format!("at most {MAX_LAYERS}, got {}", self.layers)));
+            return Err(Error::config("model.layers", format!("must be at most {MAX_LAYERS}, got {}", self.layers)));
         }
         for (name, v) in [("model.reg", self.reg), ("model.ssl_reg", self.ssl_reg), ("model.eps", self.eps)] {
             if !(v.is_finite() && v >= 0.0) {
@@ -269,9 +269,17 @@ impl Backbone {
     /// A model from a row-major `(n_users + n_items, dim)` table.
     ///
     /// # Errors
-    /// When the table does not have `(n_users + n_items) * dim` entries.
+    /// An invalid config ([`ModelConfig::validate`]), or a table without `(n_users + n_items) * dim` entries.
     pub fn from_embeddings(config: ModelConfig, n_users: usize, n_items: usize, data: Vec<f32>) -> Result<Self> {
-        let n = n_users + n_items;
+        // The configuration and sizes may come from a file: check them before they are used.
+        config.validate()?;
+        let n = n_users.checked_add(n_items).filter(|n| n.checked_mul(config.dim).is_some()).ok_or_else(|| {
+            Error::Shape {
+                op: "Backbone::from_embeddings",
+                expected: format!("at most {} values", usize::MAX),
+                got: format!("{n_users} users and {n_items} items of dimension {}", config.dim),
+            }
+        })?;
         if data.len() != n * config.dim {
             return Err(Error::Shape {
                 op: "Backbone::from_embeddings",
@@ -399,6 +407,22 @@ pub fn combine(layers: &[Tensor], how: Combine) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Crash inputs of the `checkpoint` fuzz target (fuzz/regressions/checkpoint): a checkpoint's metadata
+    /// with `layers` of 10⁹ loaded, then hung propagating them (usize::MAX: an overflow); users and items
+    /// of width 0 whose counts overflow their sum panicked. Both are errors of the loader now.
+    #[test]
+    fn from_embeddings_checks_the_config_and_sizes_it_is_given() {
+        let cfg = ModelConfig { kind: ModelKind::LightGcn, dim: 2, layers: 1, ..Default::default() };
+        assert!(Backbone::from_embeddings(cfg.clone(), 1, 1, vec![0.0; 4]).is_ok());
+        for layers in [MAX_LAYERS + 1, 1_000_000_000, usize::MAX] {
+            let err = Backbone::from_embeddings(ModelConfig { layers, ..cfg.clone() }, 1, 1, vec![0.0; 4]);
+            assert!(err.unwrap_err().to_string().contains("model.layers"), "{layers}");
+        }
+        assert!(Backbone::from_embeddings(ModelConfig { dim: 0, ..cfg.clone() }, usize::MAX, 1, vec![]).is_err());
+        assert!(Backbone::from_embeddings(cfg.clone(), usize::MAX, 1, vec![]).is_err());
+        assert!(Backbone::from_embeddings(cfg, usize::MAX / 2, 0, vec![]).is_err());
+    }
 
     #[test]
     fn kind_round_trips_through_its_name() {

@@ -1776,4 +1776,50 @@ mod tests {
         assert_eq!(a.len(), (e.len() as f64 * 0.1).round() as usize);
         assert!(a.iter().all(|(u, i)| g.contains(u, i)));
     }
+
+    /// Crash inputs of the `checkpoint` fuzz target (fuzz/regressions/checkpoint): an unlearner whose
+    /// metadata declares sizes its tensors do not have overflowed `n_users + n_items` (a panic), or aborted
+    /// allocating the encoder at the declared sizes before any tensor was read; hop counts of 10⁹ loaded
+    /// and would hang unlearning. Each is now an error.
+    #[test]
+    fn unlearner_metadata_sizes_are_checked_against_the_file_before_allocating() {
+        let (_, un) = tiny();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("un.safetensors");
+        un.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(header["__metadata__"][UNLEARNER_KEY].as_str().unwrap()).unwrap();
+        let cases: [(&[&str], u64, &str); 7] = [
+            (&["n_users"], u64::MAX, "too many users and items"),
+            (&["n_users"], 100_000_000_000, "h0 has F32"),
+            (&["dim"], 1_000_000, "h0 has F32"),
+            (&["encoder", "mlp_layers"], 1_000_000_000, "encoder.mlp_layers"),
+            (&["encoder", "mlp_layers"], 20, "mlp.2.weight"),
+            (&["encoder", "hops"], 1_000_000_000, "encoder.hops"),
+            (&["hops"], 1_000_000_000, "hops (at most"),
+        ];
+        for (field, value, why) in cases {
+            // As a format-1 file, which has no seal to break: a forged file need not carry one.
+            let mut d = crate::io::unseal(header["__metadata__"][UNLEARNER_KEY].as_str().unwrap())
+                .map(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).unwrap())
+                .unwrap_or_else(|| doc.clone());
+            d["format"] = 1.into();
+            let slot = field.iter().fold(&mut d, |v, k| &mut v[*k]);
+            *slot = value.into();
+            let mut h = header.clone();
+            h["__metadata__"][UNLEARNER_KEY] = d.to_string().into();
+            let h = serde_json::to_vec(&h).unwrap();
+            let mut file = (h.len() as u64).to_le_bytes().to_vec();
+            file.extend(&h);
+            file.extend(&bytes[8 + n..]);
+            std::fs::write(&path, &file).unwrap();
+            let err = Unlearner::load(&path).err().expect("an error").to_string();
+            assert!(err.contains("not an unlearnrec unlearner") && err.contains(why), "{field:?} = {value}: {err}");
+        }
+        un.save(&path).unwrap();
+        assert!(Unlearner::load(&path).is_ok());
+    }
 }

@@ -764,4 +764,32 @@ mod tests {
         assert_eq!(old.serving_dim(), 2 * meta.model.dim);
         assert_eq!(meta.serving_dim(), meta.model.dim);
     }
+
+    /// Crash input of the `checkpoint` fuzz target (fuzz/regressions/checkpoint/sharded-shards-overflow): a
+    /// sharded checkpoint whose metadata declares 2⁶⁴ − 1 shards overflowed `shards × dim` (a panic in
+    /// builds with overflow checks). It is an error naming the serving dimension now.
+    #[test]
+    fn a_shard_count_that_overflows_the_serving_dimension_is_an_error() {
+        let (_, sc) = setup(ModelKind::Mf, Partition::Random);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sharded.safetensors");
+        save(&path, &sc.checkpoint, &sc.shards).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let key = crate::checkpoint::META_KEY;
+        // As a format-2 file, which has no seal to break: a forged file need not carry one.
+        let text = crate::io::unseal(header["__metadata__"][key].as_str().unwrap()).unwrap().1;
+        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["format"] = 2.into();
+        doc["provenance"]["shards"]["shards"] = u64::MAX.into();
+        header["__metadata__"][key] = doc.to_string().into();
+        let h = serde_json::to_vec(&header).unwrap();
+        let mut file = (h.len() as u64).to_le_bytes().to_vec();
+        file.extend(&h);
+        file.extend(&bytes[8 + n..]);
+        std::fs::write(&path, &file).unwrap();
+        let err = load(&path).err().expect("an error").to_string();
+        assert!(err.contains("serving dimension"), "{err}");
+    }
 }
