@@ -20,7 +20,7 @@ use unlearnrec_core::data::synthetic::{SynthConfig, generate};
 use unlearnrec_core::model::{ModelConfig, ModelKind};
 use unlearnrec_core::train::{Silent, TrainConfig};
 use unlearnrec_core::unlearn::{self, FinetuneConfig, PretrainConfig};
-use unlearnrec_serve::api::{AppState, parse_forget, router};
+use unlearnrec_serve::api::{AppState, RateLimiter, parse_forget, router};
 use unlearnrec_serve::ledger::Ledger;
 use unlearnrec_serve::metrics::Metrics;
 use unlearnrec_serve::store::{Served, Store, StoreConfig};
@@ -69,6 +69,7 @@ fn service() -> &'static Service {
             metrics: Arc::new(Metrics::default()),
             token: Token::new(TOKEN).unwrap(),
             limits: Limits::default(),
+            rates: Arc::new(RateLimiter::new(None)),
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Service { _dir: dir, _store: Mutex::new(store), served, app: router(state), rt }
