@@ -361,6 +361,33 @@ fn bench_reports_every_timing() {
     assert_eq!(v["batch_size"], 2048);
 }
 
+/// `bench --scale` measures each size in its own process and fits exponents; sizes of requests above a tenth of
+/// a graph are skipped; a plot is drawn where asked.
+#[test]
+fn bench_scale_reports_each_size_and_the_exponents() {
+    let f = Fixture::new();
+    let svg = f.path("scale.svg");
+    let args = ["bench", "--scale", "--edges", "3000,6000", "--repeat", "1", "--request-sizes", "10,500", "--json"];
+    let out = ok(&[&args[..], &["--plot", p(&svg)]].concat());
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let points = v["points"].as_array().expect("points");
+    assert_eq!(points.len(), 2, "{out}");
+    for (pt, edges) in points.iter().zip([3000, 6000]) {
+        // The generator holds out a tenth for test: the training edges are close to the size asked.
+        let e = pt["edges"].as_f64().unwrap();
+        assert!((e - edges as f64).abs() < 0.05 * edges as f64, "{e} for {edges}");
+        for key in ["spmm_ms", "train_step_ms", "epoch_s", "full_eval_s", "pretrain_step_ms", "train_peak_mib"] {
+            let t = pt[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {out}"));
+            assert!(t > 0.0 && t.is_finite(), "{key} = {t}");
+        }
+        let sizes: Vec<u64> = pt["requests"].as_array().unwrap().iter().map(|r| r["edges"].as_u64().unwrap()).collect();
+        // 500 edges is more than a tenth of the 3,000-edge graph.
+        assert_eq!(sizes, if edges == 3000 { vec![10] } else { vec![10, 500] });
+    }
+    assert!(v["exponents"]["SpMM (ms)"].as_f64().is_some_and(f64::is_finite), "{out}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}
+
 #[test]
 fn stream_scenarios_and_spam_accounts_from_the_command_line() {
     let f = Fixture::new();

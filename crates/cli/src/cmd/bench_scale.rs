@@ -117,6 +117,9 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let generate_s = t.elapsed().as_secs_f64();
     let (nu, ni) = (ds.n_users(), ds.n_items());
     let graph = Graph::from_interactions(nu, ni, &ds.train);
+    // Each figure goes to standard error as it is measured (the parent passes it through), so that a point
+    // that is stopped or runs out of memory still shows what it measured.
+    eprintln!("  {} edges, {nu} users × {ni} items generated in {generate_s:.1} s", ds.train.len());
     let norm_adj_ms = time(1, || Ok(NormAdj::from_graph(&graph)))?;
     let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
     let data_peak_mib = phase.end();
@@ -124,6 +127,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let model = Backbone::new(cfg.clone(), nu, ni, 1)?;
     let e0 = model.base().as_tensor().clone();
     let spmm_ms = time(a.repeat, || Ok(spmm(&adj, &e0)?))?;
+    eprintln!("  build Â {norm_adj_ms:.1} ms, SpMM {spmm_ms:.2} ms");
     let t = Instant::now();
     let triples = sample_epoch(graph.user_items(), 1, 0);
     let negatives_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -155,6 +159,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
         Ok(evaluate_ranking(&emb.users, &emb.items, emb.dim, graph.user_items(), truth.user_items(), &eval_cfg)?)
     })?;
     let full_eval_s = eval_ms / 1e3 * with_test.len() as f64 / timed.len().max(1) as f64;
+    eprintln!("  train step {train_step_ms:.1} ms, epoch {epoch_s:.1} s, full ranking {full_eval_s:.2} s");
     drop((emb, truth, test, triples, adj));
     // Pre-training and unlearning, from the untrained backbone as a checkpoint.
     let meta = CheckpointMeta::trained(&ds, &cfg, &TrainConfig::default(), false, None);
@@ -166,6 +171,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let pretrain_peak_mib = phase.end();
     let pretrain_step_ms =
         unlearner.meta.report.as_ref().map_or(f64::NAN, |r| r.secs_per_epoch * 1e3 / PRETRAIN_STEPS as f64);
+    eprintln!("  pre-training step {pretrain_step_ms:.1} ms (peak {pretrain_peak_mib:.0} MiB)");
     let zero_shot =
         FinetuneConfig { epochs: 0, calibration_steps: 0, report_validation: false, ..FinetuneConfig::default() };
     let fast = FinetuneConfig::fast();
@@ -177,6 +183,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
         let reps = a.repeat.min(3);
         let zero_shot_ms = time(reps, || Ok(unlearn(&ckpt, &unlearner, &req, &zero_shot, &mut Silent)?))?;
         let fast_ms = time(reps, || Ok(unlearn(&ckpt, &unlearner, &req, &fast, &mut Silent)?))?;
+        eprintln!("  unlearn {size} edges: zero-shot {zero_shot_ms:.1} ms, fast {fast_ms:.1} ms");
         requests.push(RequestCost { edges: size, zero_shot_ms, fast_ms });
     }
     let unlearn_peak_mib = phase.end();
@@ -280,19 +287,19 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             .args(["--dim", &a.dim.to_string(), "--layers", &a.layers.to_string()])
             .args(["--batch-size", &a.batch_size.to_string(), "--repeat", &a.repeat.to_string()])
             .args(["--eval-users", &a.eval_users.to_string(), "--request-sizes", &sizes.join(",")])
+            // The point's progress (and any error) goes straight to our standard error.
+            .stderr(std::process::Stdio::inherit())
             .output()
             .with_context(|| format!("running {}", exe.display()))?;
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
             eprintln!(
-                "bench --scale: {edges} edges failed ({}): {}; stopping here",
-                out.status,
-                err.lines().last().unwrap_or("")
+                "bench --scale: {edges} edges failed ({}); its figures so far are above; stopping here",
+                out.status
             );
             break;
         }
         let p: ScalePoint = serde_json::from_slice(&out.stdout).context("reading a point's JSON")?;
-        eprintln!("  train step {:.1} ms, peak {:.0} MiB", p.train_step_ms, p.peak_rss_mib);
+        eprintln!("  peak {:.0} MiB", p.peak_rss_mib);
         points.push(p);
     }
     if points.is_empty() {
