@@ -79,6 +79,23 @@ pub(crate) fn time<T>(repeat: usize, mut f: impl FnMut() -> anyhow::Result<T>) -
     Ok(median(out))
 }
 
+/// The median time of one training step of `model` on `batch` (forward, BPR, backward, Adam), ms.
+pub(crate) fn train_step_ms(
+    model: &Backbone,
+    adj: &SpMat,
+    batch: &unlearnrec_core::model::Batch,
+    repeat: usize,
+) -> anyhow::Result<f64> {
+    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    time(repeat, || {
+        let e0 = model.base().as_tensor().clone();
+        let parts = model.loss(LossInput { adj, e0: &e0, batch, epoch: None, rng: &mut rng, with_reg: true })?;
+        opt.step(&parts.total.backward()?)?;
+        Ok(())
+    })
+}
+
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
 pub fn peak_rss_mib() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -115,15 +132,7 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let spmm_ms = time(a.repeat, || Ok(spmm(&adj, &e0)?))?;
     let triples = sample_epoch(graph.user_items(), 1, 0);
     let batch = triples.batch(0, a.batch_size);
-    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let step_ms = time(a.repeat, || {
-        let e0 = model.base().as_tensor().clone();
-        let parts =
-            model.loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })?;
-        opt.step(&parts.total.backward()?)?;
-        Ok(())
-    })?;
+    let step_ms = train_step_ms(&model, &adj, &batch, a.repeat)?;
     // The two terms that a fine-tuning step of UnlearnRec adds to a training step: the encoder MLP over all
     // nodes (its input is the request's fixed encoding) and the alignment loss on the batch.
     let enc = Encoder::new(EncoderConfig::default(), nu + ni, a.dim, a.layers)?;

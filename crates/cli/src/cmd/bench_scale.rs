@@ -23,13 +23,13 @@ use unlearnrec_core::data::Interactions;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
 use unlearnrec_core::eval::{EvalConfig, evaluate_ranking};
 use unlearnrec_core::graph::{Graph, NormAdj};
-use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind};
+use unlearnrec_core::model::{Backbone, ModelConfig, ModelKind};
 use unlearnrec_core::tensor::{SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
-use unlearnrec_core::train::{Adam, AdamConfig, Silent, TrainConfig};
+use unlearnrec_core::train::{Silent, TrainConfig};
 use unlearnrec_core::unlearn::{FinetuneConfig, PretrainConfig, pretrain, unlearn};
 
-use super::bench::{BenchArgs, peak_rss_mib, time};
+use super::bench::{BenchArgs, peak_rss_mib, time, train_step_ms};
 use crate::util::print_json;
 
 /// Pre-training steps timed at each point.
@@ -132,16 +132,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let triples = sample_epoch(graph.user_items(), 1, 0);
     let negatives_ms = t.elapsed().as_secs_f64() * 1e3;
     let batch = triples.batch(0, a.batch_size);
-    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let train_step_ms = time(a.repeat, || {
-        let e0 = model.base().as_tensor().clone();
-        let parts =
-            model.loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })?;
-        opt.step(&parts.total.backward()?)?;
-        Ok(())
-    })?;
-    drop(opt);
+    let train_step_ms = train_step_ms(&model, &adj, &batch, a.repeat)?;
     let train_peak_mib = phase.end();
     let steps_per_epoch = ds.train.len().div_ceil(a.batch_size.max(1));
     let epoch_s = (steps_per_epoch as f64 * train_step_ms + negatives_ms) / 1e3;

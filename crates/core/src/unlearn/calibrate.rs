@@ -177,12 +177,13 @@ impl IdleSchedule {
             let first = t;
             while scalars.len() < BLOCK && t < total {
                 t += 1;
+                let ti = i32::try_from(t).unwrap_or(i32::MAX);
                 let cfg = crate::train::AdamConfig { lr, ..adam.clone() };
-                let now = crate::train::adam::step_scalars(&cfg, i32::try_from(t).unwrap_or(i32::MAX));
+                let now = crate::train::adam::step_scalars(&cfg, ti);
                 // Later steps: the rate never grows (decay ≤ 1), 1/(1 − b1ᵗ) shrinks and sqrt(1 − b2ᵗ) grows
                 // towards 1, so lr/(1 − b1ᵗ) and eps·sqrt(1 − b2ᵗ) bound their step size and epsilon.
-                let c1 = 1.0 - adam.beta1.powi(i32::try_from(t).unwrap_or(i32::MAX));
-                let c2 = (1.0 - adam.beta2.powi(i32::try_from(t).unwrap_or(i32::MAX))).sqrt();
+                let c1 = 1.0 - adam.beta1.powi(ti);
+                let c2 = (1.0 - adam.beta2.powi(ti)).sqrt();
                 scalars.push((now, ((lr / c1) as f32, (adam.eps * c2) as f32)));
                 if t % self.steps_per_epoch.max(1) == 0 && self.lr_decay < 1.0 {
                     lr = (lr * self.lr_decay).max(self.lr * 1e-4);
