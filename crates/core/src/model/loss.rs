@@ -21,9 +21,9 @@ pub fn bpr(users: &Tensor, pos: &Tensor, neg: &Tensor) -> Result<Tensor> {
     Ok(softplus(&(sn - sp)?)?.mean_all()?)
 }
 
-/// Squared Frobenius norm of a tensor, a scalar.
+/// Squared Frobenius norm of a tensor, a scalar (one fused op: [`crate::tensor::sq_norm`]).
 pub fn sq_norm(x: &Tensor) -> Result<Tensor> {
-    Ok(x.sqr()?.sum_all()?)
+    crate::tensor::sq_norm(x)
 }
 
 /// Rows L2-normalised: `x / max(‖x‖, 1e-12)`.

@@ -5,9 +5,9 @@ use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::{bpr, info_nce};
-use super::{Backbone, BatchRows, EpochState, combine};
+use super::{Backbone, BatchRows, Combine, EpochState};
 use crate::error::Result;
-use crate::tensor::SpMat;
+use crate::tensor::{SpMat, propagate_rows};
 
 /// A minibatch of BPR triples over internal ids (items are item ids, not node ids).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,18 +60,13 @@ pub struct LossParts {
     pub reg: Tensor,
     /// Unweighted contrastive term, when the model has one.
     pub ssl: Option<Tensor>,
-    /// The final (main, un-augmented) embeddings, shape `(n_users + n_items, dim)`.
-    pub final_emb: Tensor,
-    /// Rows of `final_emb` for the batch's users, `(B, dim)` (reuse them rather than gathering again: every
-    /// gather adds a full-size gradient pass in the backward).
+    /// Rows of the final (main, un-augmented) embeddings for the batch's users, `(B, dim)`.
     pub batch_users: Tensor,
-    /// Rows of `final_emb` for the batch's positive items, `(B, dim)`.
+    /// Rows of the final embeddings for the batch's positive items, `(B, dim)`.
     pub batch_pos: Tensor,
-}
-
-fn idx(v: &[u32], offset: u32) -> Result<Tensor> {
-    let data: Vec<u32> = v.iter().map(|&x| x + offset).collect();
-    Ok(Tensor::from_vec(data, v.len(), &Device::Cpu)?)
+    /// Rows of the final embeddings for the extra node ids given to [`Backbone::loss_with`], in their order,
+    /// `(extra.len(), dim)`.
+    pub extra: Tensor,
 }
 
 /// Rows of `x` for several id lists at once, each shifted by its offset: one gather and cheap narrows. Every
@@ -121,17 +116,31 @@ impl Backbone {
     ///
     /// # Errors
     /// Tensor errors; SGL without views when its contrastive weight is positive.
-    pub fn loss(&self, mut input: LossInput<'_>) -> Result<LossParts> {
+    pub fn loss(&self, input: LossInput<'_>) -> Result<LossParts> {
+        self.loss_with(input, &[])
+    }
+
+    /// [`Backbone::loss`], also returning the final embeddings' rows of the node ids `extra`
+    /// ([`LossParts::extra`]) from the same propagation, for terms of their own (unlearning's).
+    ///
+    /// Only the rows a loss reads are propagated ([`Backbone::final_rows`]): the final table is never built.
+    ///
+    /// # Errors
+    /// As [`Backbone::loss`]; a node id out of range.
+    pub fn loss_with(&self, mut input: LossInput<'_>, extra: &[u32]) -> Result<LossParts> {
         let cfg = &self.config;
         let arch = self.architecture();
         let nu = self.n_users() as u32;
         let b = input.batch;
-        let layers = self.layers(input.adj, input.e0)?;
-        let fin = if arch.propagates() { combine(&layers, cfg.combine())? } else { input.e0.clone() };
-        let [users, pos, neg] =
-            <[Tensor; 3]>::try_from(gather_rows(&fin, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?)
-                .expect("three groups");
-        let rows = BatchRows { users, pos, neg };
+        let mut ids = Vec::with_capacity(3 * b.len() + extra.len());
+        ids.extend_from_slice(&b.users);
+        ids.extend(b.pos.iter().chain(&b.neg).map(|&i| i + nu));
+        ids.extend_from_slice(extra);
+        let all = self.final_rows(input.adj, input.e0, &ids)?;
+        let bl = b.len();
+        let rows =
+            BatchRows { users: all.narrow(0, 0, bl)?, pos: all.narrow(0, bl, bl)?, neg: all.narrow(0, 2 * bl, bl)? };
+        let extra = all.narrow(0, 3 * bl, extra.len())?;
         let bpr_t = bpr(&rows.users, &rows.pos, &rows.neg)?;
         let reg_t = if !input.with_reg || cfg.reg == 0.0 {
             Tensor::new(0f32, &Device::Cpu)?
@@ -143,26 +152,61 @@ impl Backbone {
         if let Some(s) = &ssl {
             total = (total + (s * cfg.ssl_reg)?)?;
         }
-        Ok(LossParts {
-            total,
-            bpr: bpr_t,
-            reg: reg_t,
-            ssl,
-            final_emb: fin,
-            batch_users: rows.users,
-            batch_pos: rows.pos,
-        })
+        Ok(LossParts { total, bpr: bpr_t, reg: reg_t, ssl, batch_users: rows.users, batch_pos: rows.pos, extra })
     }
 
-    /// InfoNCE of two views on the batch's distinct users plus on its distinct positive items (SGL's and
-    /// SimGCL's contrastive term).
-    pub(super) fn view_contrast(&self, v1: &Tensor, v2: &Tensor, b: &Batch) -> Result<Tensor> {
+    /// Rows `ids` (node ids, duplicates allowed) of the final embeddings from `E⁰ = e0` over `adj`
+    /// (evaluation mode), `(ids.len(), dim)`, differentiable with respect to `e0`: one
+    /// [`crate::tensor::propagate_rows`] for a graph model, a gather otherwise.
+    ///
+    /// # Errors
+    /// A node id out of range; tensor errors.
+    pub fn final_rows(&self, adj: &SpMat, e0: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        if !self.architecture().propagates() {
+            let n = e0.dims()[0];
+            if let Some(&r) = ids.iter().find(|&&r| r as usize >= n) {
+                return Err(crate::error::Error::Shape {
+                    op: "final_rows",
+                    expected: format!("node ids below {n}"),
+                    got: format!("node {r}"),
+                });
+            }
+            return Ok(e0.index_select(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?, 0)?);
+        }
+        let (first, scale) = combine_weights(self.config.combine(), self.config.layers);
+        propagate_rows(adj, e0, self.config.layers, first, scale, ids, None)
+    }
+
+    /// The node ids a contrastive term reads: the batch's distinct users, then its distinct positive items
+    /// (as nodes), and how many users lead.
+    pub(super) fn contrast_ids(&self, b: &Batch) -> (Vec<u32>, usize) {
         let nu = self.n_users() as u32;
+        let mut ids = unique(&b.users);
+        let n_users = ids.len();
+        ids.extend(unique(&b.pos).into_iter().map(|i| i + nu));
+        (ids, n_users)
+    }
+
+    /// InfoNCE of two views' rows ([`Backbone::contrast_ids`]: `n_users` distinct users, then distinct items):
+    /// over the users plus over the items (SGL's and SimGCL's contrastive term).
+    pub(super) fn view_contrast(&self, v1: &Tensor, v2: &Tensor, n_users: usize) -> Result<Tensor> {
         let t = self.config.ssl_temp;
-        let iu = idx(&unique(&b.users), 0)?;
-        let ii = idx(&unique(&b.pos), nu)?;
-        let lu = info_nce(&v1.index_select(&iu, 0)?, &v2.index_select(&iu, 0)?, t)?;
-        let li = info_nce(&v1.index_select(&ii, 0)?, &v2.index_select(&ii, 0)?, t)?;
+        let n_items = v1.dims()[0] - n_users;
+        let lu = info_nce(&v1.narrow(0, 0, n_users)?, &v2.narrow(0, 0, n_users)?, t)?;
+        let li = info_nce(&v1.narrow(0, n_users, n_items)?, &v2.narrow(0, n_users, n_items)?, t)?;
         Ok((lu + li)?)
     }
+}
+
+/// `(first layer, scale)` of a layer combination over `layers` propagated layers, for
+/// [`crate::tensor::propagate_rows`]: the sum `scale · Σ_{l=first..L} Eˡ` equals [`super::combine`]'s.
+pub fn combine_weights(how: Combine, layers: usize) -> (usize, f32) {
+    let (first, mean) = match how {
+        Combine::Sum => (0, false),
+        Combine::Mean => (0, true),
+        Combine::MeanSkipFirst => (1, true),
+    };
+    let first = first.min(layers);
+    let used = layers + 1 - first;
+    (first, if mean && used > 1 { (1.0 / used as f64) as f32 } else { 1.0 })
 }

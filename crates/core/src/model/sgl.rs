@@ -8,11 +8,12 @@ use rand_chacha::ChaCha8Rng;
 
 use super::loss::sq_norm;
 use super::{
-    Architecture, Backbone, BatchRows, Combine, EpochState, LossInput, ModelConfig, ModelKind, combine, gather_rows,
+    Architecture, Backbone, BatchRows, Combine, EpochState, LossInput, ModelConfig, ModelKind, combine_weights,
+    gather_rows,
 };
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::tensor::SpMat;
+use crate::tensor::{SpMat, propagate_rows};
 
 /// SGL-ED.
 pub(super) struct Sgl;
@@ -66,9 +67,12 @@ impl Architecture for Sgl {
             .epoch
             .and_then(EpochState::get::<SglViews>)
             .ok_or_else(|| Error::config("model.ssl_reg", "SGL needs edge-dropout views when ssl_reg > 0"))?;
-        let v1 = combine(&model.layers(&views.a, input.e0)?, Combine::Mean)?;
-        let v2 = combine(&model.layers(&views.b, input.e0)?, Combine::Mean)?;
-        Ok(Some(model.view_contrast(&v1, &v2, input.batch)?))
+        let (ids, n_users) = model.contrast_ids(input.batch);
+        let layers = model.config.layers;
+        let (first, scale) = combine_weights(Combine::Mean, layers);
+        let v1 = propagate_rows(&views.a, input.e0, layers, first, scale, &ids, None)?;
+        let v2 = propagate_rows(&views.b, input.e0, layers, first, scale, &ids, None)?;
+        Ok(Some(model.view_contrast(&v1, &v2, n_users)?))
     }
 }
 

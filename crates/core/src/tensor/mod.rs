@@ -10,14 +10,18 @@
 mod inbatch;
 mod linear;
 mod pairdot;
+mod propagate;
 mod spmm;
+mod sqnorm;
 
 pub use inbatch::in_batch_log_prob;
 pub use linear::linear_leaky;
 pub(crate) use linear::matmul;
 pub use pairdot::pair_dot;
+pub use propagate::{LayerNoise, NOISE_ROWS, propagate_rows};
 
 pub use spmm::{SpMat, spmm, spmm_into};
+pub use sqnorm::sq_norm;
 
 /// The contiguous `f32` data of a custom op's CPU input; errors name the op and the input.
 fn cpu_f32<'a>(

@@ -38,17 +38,21 @@ fn prefetch_row(row: &[f32]) {
     let _ = row;
 }
 
-/// Rows `first..first + out.len() / d` of `A · x` into `out`, with the row width known at compile time so
-/// that the accumulator row stays in registers (`D = 0` means "use `d`", accumulating in `scratch`).
+/// Rows `rows` of `A · x` into `out` (row `rows[k]` into `out`'s `k`-th row), with the row width known at
+/// compile time so that the accumulator row stays in registers (`D = 0` means "use `d`", accumulating in
+/// `scratch`). With `SLOTS`, the input is compact: column `c` of `A` reads row `slots[c]` of `x` (the
+/// product of a row-sparse input whose non-zero rows are stored alone, all others pointing at one zero
+/// row; no data-dependent branch per entry).
 ///
 /// Each output row is `Σ_k A[r, c_k] · x[c_k, :]`, accumulated in storage order. Every element of `out` is
 /// written (empty rows get zeros) and none is read, so `out` may start uninitialised.
 #[inline(always)]
-fn rows_kernel<const D: usize>(
+fn rows_kernel<const D: usize, const SLOTS: bool>(
     a: &SparseMat,
     x: &[f32],
     d: usize,
-    first: usize,
+    rows: impl Iterator<Item = usize>,
+    slots: &[u32],
     out: &mut [MaybeUninit<f32>],
     scratch: &mut [f32],
 ) {
@@ -59,11 +63,12 @@ fn rows_kernel<const D: usize>(
     let ahead = (PREFETCH_BYTES / (4 * d)).clamp(4, 64);
     let mut acc = [0f32; D];
     let acc: &mut [f32] = if D == 0 { &mut scratch[..d] } else { &mut acc };
-    for (r, o) in (first..).zip(out.chunks_exact_mut(d)) {
+    for (r, o) in rows.zip(out.chunks_exact_mut(d)) {
         acc.fill(0.0);
+        let source = |c: u32| if SLOTS { slots[c as usize] } else { c };
         for k in indptr[r]..indptr[r + 1] {
-            prefetch_row(x_row(indices[(k + ahead).min(last)]));
-            let (xr, v) = (x_row(indices[k]), values[k]);
+            prefetch_row(x_row(source(indices[(k + ahead).min(last)])));
+            let (xr, v) = (x_row(source(indices[k])), values[k]);
             // Slice axpy, acc += v · x_row; with `D` fixed the loop unrolls over registers.
             for (t, &xv) in acc.iter_mut().zip(xr) {
                 *t += v * xv;
@@ -75,34 +80,60 @@ fn rows_kernel<const D: usize>(
     }
 }
 
-/// Picks the kernel for the width `d`.
+/// Which rows of the product a kernel call computes, and which input rows it reads.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Rows `first..` (as many as the output holds), every input row.
+    From(usize),
+    /// The listed rows, every input row.
+    List(&'a [u32]),
+    /// Rows `first..`, column `c` reading input row `slots[c]`.
+    Slots(usize, &'a [u32]),
+}
+
+/// Picks the kernel for the width `d` and the row selection.
 #[inline(always)]
-fn rows_by_width(a: &SparseMat, x: &[f32], d: usize, first: usize, out: &mut [MaybeUninit<f32>]) {
+fn rows_by_width(a: &SparseMat, x: &[f32], d: usize, rows: Rows<'_>, out: &mut [MaybeUninit<f32>]) {
+    #[inline(always)]
+    fn by_rows<const D: usize>(
+        a: &SparseMat,
+        x: &[f32],
+        d: usize,
+        rows: Rows<'_>,
+        out: &mut [MaybeUninit<f32>],
+        scratch: &mut [f32],
+    ) {
+        match rows {
+            Rows::From(first) => rows_kernel::<D, false>(a, x, d, first.., &[], out, scratch),
+            Rows::List(list) => rows_kernel::<D, false>(a, x, d, list.iter().map(|&r| r as usize), &[], out, scratch),
+            Rows::Slots(first, slots) => rows_kernel::<D, true>(a, x, d, first.., slots, out, scratch),
+        }
+    }
     match d {
-        16 => rows_kernel::<16>(a, x, d, first, out, &mut []),
-        32 => rows_kernel::<32>(a, x, d, first, out, &mut []),
-        64 => rows_kernel::<64>(a, x, d, first, out, &mut []),
-        128 => rows_kernel::<128>(a, x, d, first, out, &mut []),
+        16 => by_rows::<16>(a, x, d, rows, out, &mut []),
+        32 => by_rows::<32>(a, x, d, rows, out, &mut []),
+        64 => by_rows::<64>(a, x, d, rows, out, &mut []),
+        128 => by_rows::<128>(a, x, d, rows, out, &mut []),
         // One accumulator per call (a chunk of rows), not per row.
-        _ => rows_kernel::<0>(a, x, d, first, out, &mut vec![0.0; d]),
+        _ => by_rows::<0>(a, x, d, rows, out, &mut vec![0.0; d]),
     }
 }
 
 /// [`rows_by_width`] compiled for AVX2 (8-wide `f32` lanes instead of SSE2's 4).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn rows_avx2(a: &SparseMat, x: &[f32], d: usize, first: usize, out: &mut [MaybeUninit<f32>]) {
-    rows_by_width(a, x, d, first, out)
+fn rows_avx2(a: &SparseMat, x: &[f32], d: usize, rows: Rows<'_>, out: &mut [MaybeUninit<f32>]) {
+    rows_by_width(a, x, d, rows, out)
 }
 
-/// Runs the best kernel that the CPU supports on rows `first..first + out.len() / d`.
-fn rows_dispatch(a: &SparseMat, x: &[f32], d: usize, first: usize, out: &mut [MaybeUninit<f32>]) {
+/// Runs the best kernel that the CPU supports on the rows `rows` selects.
+fn rows_dispatch(a: &SparseMat, x: &[f32], d: usize, rows: Rows<'_>, out: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, the only requirement of `rows_avx2`.
-        return unsafe { rows_avx2(a, x, d, first, out) };
+        return unsafe { rows_avx2(a, x, d, rows, out) };
     }
-    rows_by_width(a, x, d, first, out)
+    rows_by_width(a, x, d, rows, out)
 }
 
 /// `out = A · x` into possibly uninitialised memory; every element of `out` is written. Shapes as in
@@ -114,13 +145,65 @@ fn spmm_uninit(a: &SparseMat, x: &[f32], d: usize, out: &mut [MaybeUninit<f32>])
     if d == 0 {
         return;
     }
+    spmm_rows_uninit(a, x, d, None, out);
+}
+
+/// `A · x` into possibly uninitialised `out`, reading `x` through `slots` when given (see [`Rows::Slots`]).
+fn spmm_rows_uninit(a: &SparseMat, x: &[f32], d: usize, slots: Option<&[u32]>, out: &mut [MaybeUninit<f32>]) {
+    let rows = |first| slots.map_or(Rows::From(first), |s| Rows::Slots(first, s));
     if a.nnz() * d < PAR_MIN_WORK {
-        rows_dispatch(a, x, d, 0, out);
+        rows_dispatch(a, x, d, rows(0), out);
         return;
     }
     out.par_chunks_mut(ROWS_PER_CHUNK * d)
         .enumerate()
-        .for_each(|(k, chunk)| rows_dispatch(a, x, d, k * ROWS_PER_CHUNK, chunk));
+        .for_each(|(k, chunk)| rows_dispatch(a, x, d, rows(k * ROWS_PER_CHUNK), chunk));
+}
+
+/// `A · x` into a fresh vector for an `x` stored compactly: column `c` of `A` reads row `slots[c]` of `x`.
+/// A row-sparse input is its non-zero rows plus one zero row that every other column points at: the product
+/// scans the matrix's indices and gathers from a table that stays in the cache.
+///
+/// # Panics
+/// When `slots` does not have one entry per column of `A`, or points outside `x`.
+pub(crate) fn spmm_slots_vec(a: &SparseMat, x: &[f32], d: usize, slots: &[u32]) -> Vec<f32> {
+    assert_eq!(slots.len(), a.n_cols(), "spmm: slots must have n_cols = {} entries", a.n_cols());
+    assert!(slots.iter().all(|&s| (s as usize + 1) * d <= x.len()), "spmm: a slot is outside the input");
+    let len = a.n_rows() * d;
+    let mut out = Vec::with_capacity(len);
+    if d > 0 {
+        spmm_rows_uninit(a, x, d, Some(slots), &mut out.spare_capacity_mut()[..len]);
+    }
+    // SAFETY: every element of the `len` was written above (or `len` is 0).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Rows `rows` of `A · x` (duplicates allowed), `(rows.len(), d)` row-major: a product that reads only the
+/// neighbourhoods of the rows it is asked for.
+///
+/// # Panics
+/// When `x.len() != a.n_cols() * d` or a row is out of range.
+pub(crate) fn spmm_rows_vec(a: &SparseMat, x: &[f32], d: usize, rows: &[u32]) -> Vec<f32> {
+    assert_eq!(x.len(), a.n_cols() * d, "spmm: x must have n_cols × d = {} × {d} entries", a.n_cols());
+    assert!(rows.iter().all(|&r| (r as usize) < a.n_rows()), "spmm: a row is out of range");
+    let len = rows.len() * d;
+    let mut out = Vec::with_capacity(len);
+    if d > 0 {
+        let spare = &mut out.spare_capacity_mut()[..len];
+        let work: usize = rows.iter().map(|&r| a.indptr()[r as usize + 1] - a.indptr()[r as usize]).sum();
+        if work * d < PAR_MIN_WORK {
+            rows_dispatch(a, x, d, Rows::List(rows), spare);
+        } else {
+            spare
+                .par_chunks_mut(ROWS_PER_CHUNK * d)
+                .zip(rows.par_chunks(ROWS_PER_CHUNK))
+                .for_each(|(chunk, list)| rows_dispatch(a, x, d, Rows::List(list), chunk));
+        }
+    }
+    // SAFETY: every element of the `len` was written above (or `len` is 0).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `out = A · x` for a row-major `x` of shape `(a.n_cols(), d)` and `out` of shape `(a.n_rows(), d)`.
@@ -149,7 +232,7 @@ pub fn spmm_into(a: &SparseMat, x: &[f32], d: usize, out: &mut [f32]) {
 }
 
 /// `A · x` into a fresh vector, without zeroing it first.
-fn spmm_vec(a: &SparseMat, x: &[f32], d: usize) -> Vec<f32> {
+pub(crate) fn spmm_vec(a: &SparseMat, x: &[f32], d: usize) -> Vec<f32> {
     let len = a.n_rows() * d;
     let mut out = Vec::with_capacity(len);
     spmm_uninit(a, x, d, &mut out.spare_capacity_mut()[..len]);
@@ -373,6 +456,44 @@ mod tests {
         let mut one = vec![0.0; 2000 * 64];
         pool.install(|| spmm_into(&a, &x, 64, &mut one));
         assert_eq!(many, one);
+    }
+
+    #[test]
+    fn compact_and_row_subset_products_equal_the_full_one() {
+        for d in [7, 64] {
+            let a = random_sparse(900, 600, 0.02, 5);
+            let mut x = random_dense(600 * d, 6);
+            // x is zero outside the masked rows, as in a backward pass from a batch.
+            let mask: Vec<bool> = (0..600).map(|r| r % 7 == 3 || r == 0).collect();
+            for (r, row) in x.chunks_mut(d).enumerate() {
+                if !mask[r] {
+                    row.fill(0.0);
+                }
+            }
+            let mut full = vec![0.0; 900 * d];
+            spmm_into(&a, &x, d, &mut full);
+            // The same input stored compactly: its non-zero rows, then one zero row for the others.
+            let kept: Vec<usize> = (0..600).filter(|&r| mask[r]).collect();
+            let mut compact: Vec<f32> = kept.iter().flat_map(|&r| x[r * d..][..d].to_vec()).collect();
+            compact.extend(vec![0.0; d]);
+            let mut slots = vec![kept.len() as u32; 600];
+            for (k, &r) in kept.iter().enumerate() {
+                slots[r] = k as u32;
+            }
+            assert_eq!(spmm_slots_vec(&a, &compact, d, &slots), full, "slots, d = {d}");
+            let identity: Vec<u32> = (0..600).collect();
+            assert_eq!(spmm_slots_vec(&a, &x, d, &identity), full, "identity slots, d = {d}");
+            let rows: Vec<u32> = vec![899, 0, 5, 5, 451, 17];
+            let want: Vec<f32> = rows.iter().flat_map(|&r| full[r as usize * d..][..d].to_vec()).collect();
+            assert_eq!(spmm_rows_vec(&a, &x, d, &rows), want, "rows, d = {d}");
+            // Enough rows to run in parallel, in any thread count, with the same sums.
+            let many: Vec<u32> = (0..900).rev().chain(0..900).collect();
+            let want: Vec<f32> = many.iter().flat_map(|&r| full[r as usize * d..][..d].to_vec()).collect();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            assert_eq!(pool.install(|| spmm_rows_vec(&a, &x, d, &many)), want);
+            assert_eq!(spmm_rows_vec(&a, &x, d, &many), want);
+            assert_eq!(pool.install(|| spmm_slots_vec(&a, &compact, d, &slots)), full);
+        }
     }
 
     #[test]

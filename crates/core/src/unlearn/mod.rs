@@ -449,18 +449,30 @@ fn step_loss(
     let nu = backbone.n_users();
     // A whole-table regulariser (the reference's LightGCN's) inside unlearning is a constant (frozen
     // backbone): skipped.
-    let parts = backbone.loss(LossInput {
+    // The request's final rows (users, then items) come from the same propagation as the batch's.
+    let request_ids: Vec<u32> = if w.unlearn != 0.0 && !req.request.is_empty() {
+        req.request.users().iter().copied().chain(req.request.items().iter().map(|&i| i + nu as u32)).collect()
+    } else {
+        Vec::new()
+    };
+    let input = LossInput {
         adj: &req.adj_pk,
         e0: e_tilde,
         batch,
         epoch: epoch_state,
         rng,
         with_reg: !backbone.architecture().regularises_whole_table(),
-    })?;
-    let fin = &parts.final_emb;
+    };
+    let parts = backbone.loss_with(input, &request_ids)?;
     let mut total = parts.total.clone();
-    if w.unlearn != 0.0 && !req.request.is_empty() {
-        let lu = objective::unlearn_loss(fin, nu, &req.request, w.unlearn_loss)?;
+    if !request_ids.is_empty() {
+        let m = req.request.len();
+        let s = crate::tensor::pair_dot(
+            &parts.extra,
+            &(0..m as u32).collect::<Vec<_>>(),
+            &(m as u32..2 * m as u32).collect::<Vec<_>>(),
+        )?;
+        let lu = objective::unlearn_loss_of(&s, w.unlearn_loss)?;
         total = (total + (lu * w.unlearn)?)?;
     }
     if w.align != 0.0 {

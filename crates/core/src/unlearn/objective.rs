@@ -32,9 +32,13 @@ pub enum UnlearnLoss {
 
 /// The unlearning loss `L_u` over all request edges.
 pub fn unlearn_loss(fin: &Tensor, n_users: usize, request: &Interactions, kind: UnlearnLoss) -> Result<Tensor> {
-    let s = edge_scores(fin, n_users, request)?;
+    unlearn_loss_of(&edge_scores(fin, n_users, request)?, kind)
+}
+
+/// The unlearning loss `L_u` of the request edges' scores `s`.
+pub fn unlearn_loss_of(s: &Tensor, kind: UnlearnLoss) -> Result<Tensor> {
     Ok(match kind {
-        UnlearnLoss::V1 => softplus(&s)?.mean_all()?,
+        UnlearnLoss::V1 => softplus(s)?.mean_all()?,
         UnlearnLoss::V2 => s.mean_all()?,
     })
 }

@@ -27,7 +27,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::model::loss::softplus;
-use crate::model::{Backbone, Batch, EpochState};
+use crate::model::{Backbone, Batch, EpochState, LossInput};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, Observer, Schedule, Steps, Validation, driver};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
@@ -78,16 +78,11 @@ impl GradientAscentConfig {
     }
 }
 
-/// `mean softplus(s_ui − s_uj)` over `(users, pos, neg)` rows of the final embeddings `fin`
-/// (`(n_users + n_items, d)`, items after the `n_users` users).
-fn swapped_bpr(fin: &Tensor, n_users: usize, users: &[u32], pos: &[u32], neg: &[u32]) -> Result<Tensor> {
-    let idx =
-        |v: &[u32], off: usize| Tensor::from_vec(v.iter().map(|&x| x + off as u32).collect(), v.len(), &Device::Cpu);
-    let fu = fin.index_select(&idx(users, 0)?, 0)?;
-    let fp = fin.index_select(&idx(pos, n_users)?, 0)?;
-    let fnn = fin.index_select(&idx(neg, n_users)?, 0)?;
-    let sp = (&fu * &fp)?.sum(D::Minus1)?;
-    let sn = (&fu * &fnn)?.sum(D::Minus1)?;
+/// `mean softplus(s_ui − s_uj)` over matching rows of the final embeddings of users, their removed items and
+/// negative items.
+fn swapped_bpr(fu: &Tensor, fp: &Tensor, fnn: &Tensor) -> Result<Tensor> {
+    let sp = (fu * fp)?.sum(D::Minus1)?;
+    let sn = (fu * fnn)?.sum(D::Minus1)?;
     Ok(softplus(&(sp - sn)?)?.mean_all()?)
 }
 
@@ -160,14 +155,9 @@ impl Steps for AscentSteps<'_> {
         }
         let batch = if self.triples.all.is_empty() { Batch::default() } else { self.triples.batch(self.next, bs) };
         self.next += 1;
-        let mut total = Tensor::new(0f32, &Device::Cpu)?;
-        let fin = if batch.is_empty() {
-            model.forward(&prep.adj_remaining, model.base().as_tensor())?
-        } else {
-            let parts = model.train_loss(&prep.adj_remaining, &batch, self.epoch_state.as_ref(), &mut self.rng)?;
-            total = parts.total;
-            parts.final_emb
-        };
+        // The removed edges' batch is drawn first, so that their final rows come from the same propagation.
+        let nu = model.n_users() as u32;
+        let mut forget_ids = Vec::new();
         if cfg.alpha > 0.0 && !self.removed.is_empty() {
             let removed = &self.removed;
             let chosen: Vec<(u32, u32)> = if removed.len() <= bs {
@@ -178,8 +168,28 @@ impl Steps for AscentSteps<'_> {
                 k.into_iter().map(|k| removed[k]).collect()
             };
             let neg = negatives(prep.graph.user_items(), &chosen, &mut self.rng);
-            let (users, pos): (Vec<u32>, Vec<u32>) = chosen.into_iter().unzip();
-            let forget = swapped_bpr(&fin, model.n_users(), &users, &pos, &neg)?;
+            forget_ids.extend(chosen.iter().map(|&(u, _)| u));
+            forget_ids.extend(chosen.iter().map(|&(_, i)| i + nu));
+            forget_ids.extend(neg.iter().map(|&j| j + nu));
+        }
+        let e0 = model.base().as_tensor();
+        let (mut total, rows) = if batch.is_empty() {
+            (Tensor::new(0f32, &Device::Cpu)?, model.final_rows(&prep.adj_remaining, e0, &forget_ids)?)
+        } else {
+            let input = LossInput {
+                adj: &prep.adj_remaining,
+                e0,
+                batch: &batch,
+                epoch: self.epoch_state.as_ref(),
+                rng: &mut self.rng,
+                with_reg: true,
+            };
+            let parts = model.loss_with(input, &forget_ids)?;
+            (parts.total, parts.extra)
+        };
+        if !forget_ids.is_empty() {
+            let m = forget_ids.len() / 3;
+            let forget = swapped_bpr(&rows.narrow(0, 0, m)?, &rows.narrow(0, m, m)?, &rows.narrow(0, 2 * m, m)?)?;
             total = (total + (forget * cfg.alpha)?)?;
         }
         Ok(total)
