@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::sq_norm;
-use super::{Backbone, Combine, LossInput, ModelConfig};
+use super::{Backbone, Combine, LossInput, ModelConfig, RegScope, gather_rows};
 use crate::data::Interactions;
 use crate::error::Result;
 use crate::graph::Graph;
@@ -65,21 +65,37 @@ pub trait Architecture: Send + Sync + 'static {
     }
 
     /// The unweighted regulariser `Ω` of a loss evaluation (docs/method.md §3.3); `rows` are the batch's
-    /// rows of the final embeddings. By default `‖E⁰‖²` over the whole table (then
-    /// [`Architecture::regularises_whole_table`] must say so).
+    /// rows of the final embeddings. By default `‖E⁰‖²` over the whole table, or with `[model] reg_scope =
+    /// "batch"` the LightGCN paper's `½ Σ_b (‖E⁰_u‖² + ‖E⁰_i‖² + ‖E⁰_j‖²) / B` (then
+    /// [`Architecture::regularises_whole_table`] must say which).
     ///
     /// # Errors
     /// Tensor errors.
     fn regulariser(&self, model: &Backbone, input: &LossInput<'_>, rows: &BatchRows) -> Result<Tensor> {
-        let _ = (model, rows);
-        sq_norm(input.e0)
+        let _ = rows;
+        if model.config.reg_scope != Some(RegScope::Batch) {
+            return sq_norm(input.e0);
+        }
+        let b = input.batch;
+        if b.is_empty() {
+            return Ok(Tensor::new(0f32, input.e0.device())?);
+        }
+        let nu = model.n_users() as u32;
+        let ids: Vec<u32> = b.users.iter().copied().chain(b.pos.iter().chain(&b.neg).map(|&i| i + nu)).collect();
+        let r0 = gather_rows(input.e0, &[(&ids, 0)])?;
+        Ok((sq_norm(&r0[0])? * (0.5 / b.len() as f64))?)
     }
 
-    /// Whether [`Architecture::regulariser`] is the whole-table `‖E⁰‖²`. Such a term moves every row, those
-    /// without edges too (unlearning puts an isolated row where an exact retrain would), and inside
-    /// unlearning it acts on the frozen backbone's parameters, a constant, so it is skipped there
+    /// Whether [`Architecture::regulariser`] is the whole-table `‖E⁰‖²` for `config`. Such a term moves every
+    /// row, those without edges too (unlearning puts an isolated row where an exact retrain would), and
+    /// inside unlearning it acts on the frozen backbone's parameters, a constant, so it is skipped there
     /// (docs/method.md §13.5).
-    fn regularises_whole_table(&self) -> bool {
+    fn regularises_whole_table(&self, config: &ModelConfig) -> bool {
+        config.reg_scope != Some(RegScope::Batch)
+    }
+
+    /// Whether `[model] reg_scope` applies (the default regulariser); false for a model with its own.
+    fn takes_reg_scope(&self) -> bool {
         true
     }
 
@@ -146,7 +162,7 @@ mod tests {
     use super::*;
     use crate::data::synthetic::{SynthConfig, generate};
     use crate::graph::NormAdj;
-    use crate::model::{ARCHITECTURES, ModelKind, model_names};
+    use crate::model::{ARCHITECTURES, ModelKind, RegScope, model_names};
     use crate::tensor::SpMat;
     use crate::train::sampler::sample_epoch;
     use crate::train::{Silent, TrainConfig, TrainData, fit};
@@ -268,8 +284,9 @@ mod tests {
         let graph = Graph::from_interactions(nu, ni, &ds.train);
         let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
         let batch = sample_epoch(graph.user_items(), 1, 0).batch(0, 64);
-        for kind in ModelKind::all() {
-            let cfg = ModelConfig { kind, dim: 4, layers: 2, reg: 1.0, ..ModelConfig::default() };
+        let scoped = [ModelKind::Mf, ModelKind::LightGcn].map(|kind| (kind, Some(RegScope::Batch)));
+        for (kind, reg_scope) in ModelKind::all().map(|k| (k, None)).chain(scoped) {
+            let cfg = ModelConfig { kind, dim: 4, layers: 2, reg: 1.0, reg_scope, ..ModelConfig::default() };
             let model = Backbone::new(cfg, nu, ni, 1).unwrap();
             let reg = || {
                 let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -281,7 +298,34 @@ mod tests {
             table[(nu - 1) * 4] += 1.0;
             model.set_base(&table).unwrap();
             let after = reg();
-            assert_eq!(before != after, kind.architecture().regularises_whole_table(), "{kind}: {before} vs {after}");
+            let whole = model.config.regularises_whole_table();
+            assert_eq!(before != after, whole, "{kind} {reg_scope:?}: {before} vs {after}");
+        }
+    }
+
+    #[test]
+    fn the_batch_scope_is_half_the_batch_base_rows_squared_norm_over_the_batch() {
+        let ds = tiny();
+        let (nu, ni) = (ds.n_users(), ds.n_items());
+        let graph = Graph::from_interactions(nu, ni, &ds.train);
+        let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
+        let batch = sample_epoch(graph.user_items(), 1, 0).batch(0, 64);
+        let cfg = ModelConfig { dim: 4, layers: 2, reg_scope: Some(RegScope::Batch), ..ModelConfig::default() };
+        let model = Backbone::new(cfg.clone(), nu, ni, 1).unwrap();
+        let table = model.base_vec().unwrap();
+        let row = |node: usize| table[node * 4..][..4].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+        let mut want = 0.0;
+        for k in 0..batch.len() {
+            want += row(batch.users[k] as usize) + row(nu + batch.pos[k] as usize) + row(nu + batch.neg[k] as usize);
+        }
+        want *= 0.5 / batch.len() as f64;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let got = f64::from(scalar(&model.train_loss(&adj, &batch, None, &mut rng).unwrap().reg));
+        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+        assert!(!cfg.regularises_whole_table());
+        for kind in [ModelKind::Sgl, ModelKind::SimGcl] {
+            let err = ModelConfig { kind, ..cfg.clone() }.validate().unwrap_err().to_string();
+            assert!(err.contains("reg_scope"), "{err}");
         }
     }
 }

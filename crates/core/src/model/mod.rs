@@ -176,6 +176,20 @@ pub struct ModelConfig {
     pub eps: f64,
     /// SGL edge keep rate of each view (`--sglkeepRate`).
     pub keep_rate: f64,
+    /// What MF's and LightGCN's L2 term covers (`None` = the whole table, as the reference); SGL and SimGCL
+    /// have their own and refuse it (docs/method.md §3.3).
+    pub reg_scope: Option<RegScope>,
+}
+
+/// What the L2 term of MF and LightGCN covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegScope {
+    /// `‖E⁰‖²` over the whole table (the UnlearnRec reference).
+    Table,
+    /// `½ Σ_b (‖E⁰_{u_b}‖² + ‖E⁰_{i_b}‖² + ‖E⁰_{j_b}‖²) / B`: the base rows of the batch (the LightGCN paper's
+    /// weight decay, with its `reg` of 1e-4).
+    Batch,
 }
 
 impl Default for ModelConfig {
@@ -191,6 +205,7 @@ impl Default for ModelConfig {
             ssl_temp: 0.1,
             eps: 0.2,
             keep_rate: 0.8,
+            reg_scope: None,
         }
     }
 }
@@ -221,6 +236,9 @@ impl ModelConfig {
         if !(self.keep_rate > 0.0 && self.keep_rate <= 1.0) {
             return Err(Error::config("model.keep_rate", "must be in (0, 1]"));
         }
+        if self.reg_scope.is_some() && !self.kind.architecture().takes_reg_scope() {
+            return Err(Error::config("model.reg_scope", format!("{} has its own regulariser", self.kind)));
+        }
         if self.combine == Some(Combine::MeanSkipFirst) && self.layers == 0 {
             return Err(Error::config("model.combine", "mean_skip_first needs at least 1 layer"));
         }
@@ -230,6 +248,12 @@ impl ModelConfig {
     /// The layer combination in effect.
     pub fn combine(&self) -> Combine {
         self.combine.unwrap_or_else(|| self.kind.architecture().default_combine())
+    }
+
+    /// Whether the model's regulariser is the whole-table `‖E⁰‖²`
+    /// ([`Architecture::regularises_whole_table`]).
+    pub fn regularises_whole_table(&self) -> bool {
+        self.kind.architecture().regularises_whole_table(self)
     }
 }
 

@@ -48,7 +48,11 @@ impl Architecture for Sgl {
         Ok(((sq_norm(&r0[0])? + sq_norm(&r0[1])?)? + sq_norm(&r0[2])?)?)
     }
 
-    fn regularises_whole_table(&self) -> bool {
+    fn regularises_whole_table(&self, _: &ModelConfig) -> bool {
+        false
+    }
+
+    fn takes_reg_scope(&self) -> bool {
         false
     }
 

@@ -7,7 +7,7 @@ use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::sq_norm;
-use super::{Architecture, Backbone, BatchRows, Combine, LossInput, ModelKind, combine_weights};
+use super::{Architecture, Backbone, BatchRows, Combine, LossInput, ModelConfig, ModelKind, combine_weights};
 use crate::error::Result;
 use crate::tensor::{LayerNoise, propagate_rows};
 
@@ -43,7 +43,11 @@ impl Architecture for SimGcl {
         Ok(((sq_norm(&rows.users)?.sqrt()? / bsz)? + (sq_norm(&rows.pos)?.sqrt()? / bsz)?)?)
     }
 
-    fn regularises_whole_table(&self) -> bool {
+    fn regularises_whole_table(&self, _: &ModelConfig) -> bool {
+        false
+    }
+
+    fn takes_reg_scope(&self) -> bool {
         false
     }
 

@@ -461,7 +461,7 @@ fn step_loss(
         batch,
         epoch: epoch_state,
         rng,
-        with_reg: !backbone.architecture().regularises_whole_table(),
+        with_reg: !backbone.config.regularises_whole_table(),
     };
     let parts = backbone.loss_with(input, &request_ids)?;
     let mut total = parts.total.clone();
@@ -1326,7 +1326,7 @@ fn offset_applied_by(ckpt: &Checkpoint, unlearner: &Unlearner) -> Result<bool> {
 /// fill.
 fn idle_schedule(ckpt: &Checkpoint, remaining_edges: usize) -> calibrate::IdleSchedule {
     let (mc, tc) = (&ckpt.model().config, &ckpt.meta().train);
-    let whole_table_reg = mc.kind.architecture().regularises_whole_table();
+    let whole_table_reg = mc.regularises_whole_table();
     let epochs = match &ckpt.meta().history {
         Some(h) => h.best_epoch.map_or(h.history.len(), |e| e + 1),
         None => tc.epochs,
