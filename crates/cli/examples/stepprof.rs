@@ -72,4 +72,18 @@ fn main() {
         n / s
     );
     println!("propagate_rows forward {:.2} ms, backward {:.2} ms", median(t_pf), median(t_pb));
+    // The contrastive term's InfoNCE on S rows (fwd + bwd), from rows of the table (a stand-in for two views).
+    for s in [1000usize, 2000, 4000] {
+        let ids: Vec<u32> = (0..s as u32).collect();
+        let v = gather_rows(&e0, &[(&ids, 0), (&ids, 1)]).unwrap();
+        let t = (0..reps.min(7))
+            .map(|_| {
+                let t = Instant::now();
+                let l = unlearnrec_core::model::loss::info_nce(&v[0], &v[1], 0.2).unwrap();
+                std::hint::black_box(l.backward().unwrap());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        println!("info_nce S={s} fwd+bwd {:.2} ms", median(t));
+    }
 }

@@ -84,13 +84,14 @@ pub(crate) fn train_step_ms(
     model: &Backbone,
     adj: &SpMat,
     batch: &unlearnrec_core::model::Batch,
+    epoch: Option<&unlearnrec_core::model::EpochState>,
     repeat: usize,
 ) -> anyhow::Result<f64> {
     let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     time(repeat, || {
         let e0 = model.base().as_tensor().clone();
-        let parts = model.loss(LossInput { adj, e0: &e0, batch, epoch: None, rng: &mut rng, with_reg: true })?;
+        let parts = model.loss(LossInput { adj, e0: &e0, batch, epoch, rng: &mut rng, with_reg: true })?;
         opt.step(&parts.total.backward()?)?;
         Ok(())
     })
@@ -132,7 +133,16 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let spmm_ms = time(a.repeat, || Ok(spmm(&adj, &e0)?))?;
     let triples = sample_epoch(graph.user_items(), 1, 0);
     let batch = triples.batch(0, a.batch_size);
-    let step_ms = train_step_ms(&model, &adj, &batch, a.repeat)?;
+    let step_ms = train_step_ms(&model, &adj, &batch, None, a.repeat)?;
+    // The contrastive models on the same table: SGL's views drawn once (as once per epoch), SimGCL's noise at
+    // every step.
+    let mut contrastive_ms = Vec::new();
+    for kind in [ModelKind::Sgl, ModelKind::SimGcl] {
+        let cfg = ModelConfig { kind, dim: a.dim, layers: a.layers, ..ModelConfig::default() };
+        let m = Backbone::from_embeddings(cfg, nu, ni, model.base_vec()?)?;
+        let state = m.epoch_state(&graph, &mut ChaCha8Rng::seed_from_u64(2))?;
+        contrastive_ms.push((kind, train_step_ms(&m, &adj, &batch, state.as_ref(), a.repeat)?));
+    }
     // The two terms that a fine-tuning step of UnlearnRec adds to a training step: the encoder MLP over all
     // nodes (its input is the request's fixed encoding) and the alignment loss on the batch.
     let enc = Encoder::new(EncoderConfig::default(), nu + ni, a.dim, a.layers)?;
@@ -166,6 +176,9 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         "remove_1pct_ms": remove_ms,
         "spmm_ms": spmm_ms,
         "train_step_ms": step_ms,
+        "train_step_spmms": step_ms / spmm_ms,
+        "sgl_step_ms": contrastive_ms[0].1,
+        "simgcl_step_ms": contrastive_ms[1].1,
         "encoder_mlp_ms": mlp_ms,
         "align_loss_ms": align_ms,
         "batch_size": a.batch_size,
@@ -189,7 +202,15 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         println!("  build Â                      {adj_ms:9.1} ms");
         println!("  remove 1 % of edges          {remove_ms:9.1} ms");
         println!("  SpMM Â·E                     {spmm_ms:9.1} ms");
-        println!("  LightGCN step (batch {:>5})  {step_ms:9.1} ms", a.batch_size);
+        println!("  LightGCN step (batch {:>5})  {step_ms:9.1} ms = {:.1} SpMMs", a.batch_size, step_ms / spmm_ms);
+        for (kind, ms) in &contrastive_ms {
+            println!(
+                "  {:<8} step (batch {:>5})  {ms:9.1} ms = {:.1} SpMMs",
+                kind.to_string(),
+                a.batch_size,
+                ms / spmm_ms
+            );
+        }
         println!("  encoder MLP fwd+bwd (all)    {mlp_ms:9.1} ms");
         println!("  alignment loss (batch {:>5}) {align_ms:9.1} ms", a.batch_size);
         println!("  negatives for one epoch      {sample_ms:9.1} ms");

@@ -132,7 +132,7 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let triples = sample_epoch(graph.user_items(), 1, 0);
     let negatives_ms = t.elapsed().as_secs_f64() * 1e3;
     let batch = triples.batch(0, a.batch_size);
-    let train_step_ms = train_step_ms(&model, &adj, &batch, a.repeat)?;
+    let train_step_ms = train_step_ms(&model, &adj, &batch, None, a.repeat)?;
     let train_peak_mib = phase.end();
     let steps_per_epoch = ds.train.len().div_ceil(a.batch_size.max(1));
     let epoch_s = (steps_per_epoch as f64 * train_step_ms + negatives_ms) / 1e3;

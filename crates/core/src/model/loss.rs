@@ -33,14 +33,13 @@ pub fn l2_normalize_rows(x: &Tensor) -> Result<Tensor> {
 }
 
 /// InfoNCE between two views over the same nodes: `z₁, z₂` rows L2-normalised, then
-/// `−mean_s log softmax_t(z₁ₛ·z₂ₜ / τ)[s]` (the denominator includes the positive), computed with
-/// log-softmax. `a`, `b`: `(S, d)` rows of the two views for the same `S` distinct nodes.
+/// `−mean_s log softmax_t(z₁ₛ·z₂ₜ / τ)[s]` (the denominator includes the positive), with the log-softmax fused
+/// ([`crate::tensor::in_batch_log_softmax`]: logits in blocks, never an `S × S` matrix). `a`, `b`: `(S, d)`
+/// rows of the two views for the same `S` distinct nodes.
 pub fn info_nce(a: &Tensor, b: &Tensor, temp: f64) -> Result<Tensor> {
     let za = l2_normalize_rows(a)?;
     let zb = l2_normalize_rows(b)?;
-    let logits = (za.matmul(&zb.t()?)? / temp)?;
-    let pos = ((&za * &zb)?.sum(D::Minus1)? / temp)?;
-    Ok((logsumexp_rows(&logits)? - pos)?.mean_all()?)
+    Ok(crate::tensor::in_batch_log_softmax(&za, &zb, temp)?.mean_all()?.neg()?)
 }
 
 /// `log Σ_c exp(x_rc)` for every row `r` of a 2-D tensor, shape `(rows,)`, shifted by the row maximum

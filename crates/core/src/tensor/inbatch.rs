@@ -33,9 +33,12 @@ const ROWS: usize = 32;
 const BWD_ROWS: usize = 256;
 
 /// The op; its output is `(B, 3)`: `out_b`, `m_b` and the denominator, so the backward pass need not
-/// recompute the row statistics. Use [`in_batch_log_prob`], which returns the first column.
+/// recompute the row statistics. Use [`in_batch_log_prob`] or [`in_batch_log_softmax`], which return the
+/// first column.
 struct InBatchLogProb {
     temp: f32,
+    /// The plain log-softmax `p_b − log Σ_c exp(u_b·i_c/τ)` (InfoNCE's), without the reference's constants.
+    exact: bool,
 }
 
 /// `out = alpha · A · Bᵀ` for row-major `a` `(m, d)` and `b` `(n, d)`, into row-major `out` `(m, n)`.
@@ -172,7 +175,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Forward pass: rows `[out, m, denom]` per batch element.
-fn forward(u: &[f32], it: &[f32], d: usize, temp: f32) -> Vec<f32> {
+fn forward(u: &[f32], it: &[f32], d: usize, temp: f32, exact: bool) -> Vec<f32> {
     let bsz = u.len() / d;
     let inv = 1.0 / temp;
     let avx2 = has_avx2();
@@ -184,12 +187,19 @@ fn forward(u: &[f32], it: &[f32], d: usize, temp: f32) -> Vec<f32> {
         for r in 0..rows {
             let b = blk * ROWS + r;
             let row = &logits[r * bsz..(r + 1) * bsz];
-            // M = logit + 1e-8, so exp(M − m) = exp(logit − max logit).
             let mx = row_max(row, avx2);
-            let m = mx + 1e-8;
             let s = exp_sum(row, mx, avx2);
-            let denom = s + 1e-6 * (-m).min(80.0).exp();
             let p = dot(&ub[r * d..(r + 1) * d], &it[b * d..(b + 1) * d]) * inv;
+            if exact {
+                // log softmax, in log form: no underflow of exp(p − m) for a far-off positive.
+                o[r * 3] = p - mx - s.ln();
+                o[r * 3 + 1] = mx;
+                o[r * 3 + 2] = s;
+                continue;
+            }
+            // M = logit + 1e-8, so exp(M − m) = exp(logit − max logit).
+            let m = mx + 1e-8;
+            let denom = s + 1e-6 * (-m).min(80.0).exp();
             let ratio = (p - m).exp() / denom;
             o[r * 3] = (ratio + 1e-6).ln();
             o[r * 3 + 1] = m;
@@ -200,14 +210,22 @@ fn forward(u: &[f32], it: &[f32], d: usize, temp: f32) -> Vec<f32> {
 }
 
 /// Backward pass: `(∂L/∂U, ∂L/∂I)` from the forward rows `res` `(B, 3)` and `∂L/∂out` `grad` `(B,)`.
-fn backward(u: &[f32], it: &[f32], d: usize, temp: f32, res: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn backward(
+    u: &[f32],
+    it: &[f32],
+    d: usize,
+    (temp, exact): (f32, bool),
+    res: &[f32],
+    grad: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let bsz = u.len() / d;
     let inv = 1.0 / temp;
     let avx2 = has_avx2();
-    // q_b/τ, with r/(r + 1e-6) = 1 − 1e-6·exp(−out).
-    let qs: Vec<f32> = (0..bsz).map(|b| grad[b] * (1.0 - 1e-6 * (-res[b * 3]).exp()) * inv).collect();
+    // q_b/τ, with r/(r + 1e-6) = 1 − 1e-6·exp(−out) (1 for the exact log-softmax).
+    let factor = |b: usize| if exact { 1.0 } else { 1.0 - 1e-6 * (-res[b * 3]).exp() };
+    let qs: Vec<f32> = (0..bsz).map(|b| grad[b] * factor(b) * inv).collect();
     let (m, den): (Vec<f32>, Vec<f32>) = (0..bsz).map(|b| (res[b * 3 + 1], res[b * 3 + 2])).unzip();
-    let shift: Vec<f32> = m.iter().map(|m| m - 1e-8).collect();
+    let shift: Vec<f32> = m.iter().map(|m| if exact { *m } else { m - 1e-8 }).collect();
     let scale: Vec<f32> = qs.iter().zip(&den).map(|(q, d)| q / d).collect();
     // W_bc = q_b/τ · P_bc, in blocks of BWD_ROWS rows, each computed once:
     // ∂L/∂u_b = q_b/τ · i_b − Σ_c W_bc i_c (the block's rows), and the block's share of
@@ -274,7 +292,7 @@ impl CustomOp2 for InBatchLogProb {
         if (b, d) != (b2, d2) {
             candle_core::bail!("in_batch_log_prob: users ({b}, {d}) and items ({b2}, {d2}) differ in shape")
         }
-        Ok((CpuStorage::F32(forward(u, it, d, self.temp)), Shape::from((b, 3))))
+        Ok((CpuStorage::F32(forward(u, it, d, self.temp, self.exact)), Shape::from((b, 3))))
     }
 
     fn bwd(
@@ -290,7 +308,7 @@ impl CustomOp2 for InBatchLogProb {
         let r = res.flatten_all()?.to_vec1::<f32>()?;
         // Only the first column is an output of the loss; the statistics carry no gradient.
         let g = grad_res.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        let (du, di) = backward(&u, &it, d, self.temp, &r, &g);
+        let (du, di) = backward(&u, &it, d, (self.temp, self.exact), &r, &g);
         let dev = arg1.device();
         Ok((Some(Tensor::from_vec(du, (b, d), dev)?), Some(Tensor::from_vec(di, (b, d), dev)?)))
     }
@@ -304,7 +322,20 @@ impl CustomOp2 for InBatchLogProb {
 pub fn in_batch_log_prob(users: &Tensor, items: &Tensor, temp: f64) -> crate::Result<Tensor> {
     let u = users.contiguous()?;
     let i = items.contiguous()?;
-    let out = u.apply_op2(&i, InBatchLogProb { temp: temp as f32 })?;
+    let out = u.apply_op2(&i, InBatchLogProb { temp: temp as f32, exact: false })?;
+    Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
+}
+
+/// `log softmax_c(a_b·b_c / τ)[b]` for each row `b`: the log-probability of each positive pair among the
+/// batch's pairs, InfoNCE's term; shape `(B,)`, differentiable with respect to both inputs. The same fused
+/// blocks as [`in_batch_log_prob`] (no `B × B` matrix allocated), without the reference's constants.
+///
+/// # Errors
+/// When the inputs are not two `(B, d)` `f32` CPU tensors of the same shape.
+pub fn in_batch_log_softmax(a: &Tensor, b: &Tensor, temp: f64) -> crate::Result<Tensor> {
+    let a = a.contiguous()?;
+    let b = b.contiguous()?;
+    let out = a.apply_op2(&b, InBatchLogProb { temp: temp as f32, exact: true })?;
     Ok(out.narrow(1, 0, 1)?.squeeze(1)?)
 }
 
@@ -364,6 +395,31 @@ mod tests {
             let gf = (&fused * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             let gc = (&comp * &wts).unwrap().sum_all().unwrap().backward().unwrap();
             for (v, name) in [(&u, "users"), (&i, "items")] {
+                assert_close(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap(), 1e-4, name);
+            }
+        }
+    }
+
+    /// The exact log-softmax against candle's composition (log-sum-exp of the logits minus the positive),
+    /// in value and both gradients; far-off positives stay finite (no `exp` underflow to `log 0`).
+    #[test]
+    fn the_log_softmax_matches_the_composition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for &(b, d, scale, temp) in
+            &[(1, 3, 1.0, 0.2), (70, 5, 1.0, 0.2), (BWD_ROWS + 45, 8, 2.0, 0.1), (40, 4, 30.0, 1.0)]
+        {
+            let (u, i) = (random(b, d, scale, &mut rng), random(b, d, scale, &mut rng));
+            let wts = Tensor::from_vec((0..b).map(|k| 1.0 + k as f32 / b as f32).collect(), b, &Device::Cpu).unwrap();
+            let fused = in_batch_log_softmax(u.as_tensor(), i.as_tensor(), temp).unwrap();
+            let logits = (u.as_tensor().matmul(&i.as_tensor().t().unwrap()).unwrap() / temp).unwrap();
+            let pos = ((u.as_tensor() * i.as_tensor()).unwrap().sum(D::Minus1).unwrap() / temp).unwrap();
+            let comp = (pos - crate::model::loss::logsumexp_rows(&logits).unwrap()).unwrap();
+            let tol = if scale > 10.0 { 1e-3 } else { 1e-5 };
+            assert_close(&fused, &comp, tol, "value");
+            assert!(fused.to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite() && *x <= 1e-5));
+            let gf = (&fused * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (&comp * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            for (v, name) in [(&u, "a"), (&i, "b")] {
                 assert_close(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap(), 1e-4, name);
             }
         }

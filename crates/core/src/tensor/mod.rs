@@ -14,7 +14,7 @@ mod propagate;
 mod spmm;
 mod sqnorm;
 
-pub use inbatch::in_batch_log_prob;
+pub use inbatch::{in_batch_log_prob, in_batch_log_softmax};
 pub use linear::linear_leaky;
 pub(crate) use linear::matmul;
 pub use pairdot::pair_dot;
