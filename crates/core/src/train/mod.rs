@@ -55,6 +55,20 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Fraction of each user's training interactions carved out as validation when the data has none.
     pub valid_ratio: f64,
+    /// How an epoch's positive pairs are drawn ([`Sampling`]).
+    pub sampling: Sampling,
+}
+
+/// How an epoch's (user, positive) pairs are drawn; each gets a seeded negative.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Every training edge once, shuffled (the UnlearnRec reference).
+    #[default]
+    Edges,
+    /// As many pairs as edges, each a uniform user then a uniform item of theirs (the LightGCN paper's code):
+    /// every user weighs the same, whatever their degree.
+    Users,
 }
 
 /// The default recipe finishes in minutes on the bundled datasets: batches of 2048 at lr 5e-3, validated
@@ -73,6 +87,7 @@ impl Default for TrainConfig {
             max_steps_per_epoch: None,
             seed: 1234,
             valid_ratio: 0.05,
+            sampling: Sampling::Edges,
         }
     }
 }
@@ -250,7 +265,11 @@ impl Steps for FitSteps<'_> {
 
     fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
         let (model, cfg) = (&*self.model, self.cfg);
-        self.triples = sampler::sample_epoch(self.data.graph.user_items(), cfg.seed, epoch as u64);
+        let seen = self.data.graph.user_items();
+        self.triples = match cfg.sampling {
+            Sampling::Edges => sampler::sample_epoch(seen, cfg.seed, epoch as u64),
+            Sampling::Users => sampler::sample_epoch_by_users(seen, cfg.seed, epoch as u64),
+        };
         self.epoch_state = model.epoch_state(&self.data.graph, &mut self.rng)?;
         let n_steps = self.triples.n_batches(cfg.batch_size);
         Ok(cfg.max_steps_per_epoch.map_or(n_steps, |cap| n_steps.min(cap)))

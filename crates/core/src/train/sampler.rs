@@ -66,6 +66,37 @@ pub fn sample_epoch(seen: &Csr, seed: u64, epoch: u64) -> Triples {
     Triples { all: Batch { users, pos, neg } }
 }
 
+/// An epoch of user-uniform triples (the LightGCN paper's sampler): as many as [`sample_epoch`]'s, each a
+/// uniform user among those with a training item and an unseen item left, a uniform item of theirs, and a
+/// seeded negative. Drawn in fixed chunks, each from its own stream of `(seed, epoch)`, so the result does not
+/// depend on the thread count.
+pub fn sample_epoch_by_users(seen: &Csr, seed: u64, epoch: u64) -> Triples {
+    let n_items = seen.n_cols() as u32;
+    let users: Vec<u32> = (0..seen.n_rows())
+        .filter(|&u| seen.degree(u) > 0 && seen.degree(u) < n_items as usize)
+        .map(|u| u as u32)
+        .collect();
+    let n: usize = users.iter().map(|&u| seen.degree(u as usize)).sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05e7_0000_0000_0000);
+    rng.set_stream(epoch);
+    let stream_seed: u64 = rng.random();
+    let (mut us, mut pos, mut neg) = (vec![0u32; n], vec![0u32; n], vec![0u32; n]);
+    us.par_chunks_mut(CHUNK).zip(pos.par_chunks_mut(CHUNK)).zip(neg.par_chunks_mut(CHUNK)).enumerate().for_each(
+        |(c, ((u_out, p_out), n_out))| {
+            let mut r = ChaCha8Rng::seed_from_u64(stream_seed);
+            r.set_stream(c as u64);
+            for ((uo, po), no) in u_out.iter_mut().zip(p_out.iter_mut()).zip(n_out.iter_mut()) {
+                let u = users[r.random_range(0..users.len())];
+                let row = seen.row(u as usize);
+                *uo = u;
+                *po = row[r.random_range(0..row.len())];
+                *no = draw_negative(row, n_items, &mut r);
+            }
+        },
+    );
+    Triples { all: Batch { users: us, pos, neg } }
+}
+
 /// A uniform item not in the sorted `row` (which must miss at least one item).
 fn draw_negative(row: &[u32], n_items: u32, r: &mut ChaCha8Rng) -> u32 {
     for _ in 0..MAX_TRIES {
@@ -144,5 +175,33 @@ mod tests {
         let got: Vec<u32> = (0..4).map(|k| kth_free(&row, k)).collect();
         assert_eq!(got, vec![0, 3, 5, 6]);
         assert_eq!(kth_free(&[], 3), 3);
+    }
+
+    #[test]
+    fn user_uniform_triples_are_seen_pairs_with_unseen_negatives_and_weigh_users_equally() {
+        // User 0 has 1 item, user 1 has 40: edge sampling draws user 1 forty times as often, user sampling
+        // about as often as user 0.
+        let mut pairs = vec![(0u32, 0u32)];
+        pairs.extend((0..40).map(|i| (1u32, i)));
+        let (edges, _) = Interactions::from_pairs(pairs);
+        let seen = Graph::from_interactions(3, 50, &edges).user_items().clone();
+        let mut count = [0usize; 3];
+        for epoch in 0..200 {
+            let t = sample_epoch_by_users(&seen, 7, epoch);
+            assert_eq!(t.all.len(), seen.nnz());
+            for k in 0..t.all.len() {
+                let (u, i, j) = (t.all.users[k], t.all.pos[k], t.all.neg[k]);
+                assert!(seen.contains(u as usize, i) && !seen.contains(u as usize, j), "({u}, {i}, {j})");
+                count[u as usize] += 1;
+            }
+        }
+        assert_eq!(count[2], 0, "a user without items is never drawn");
+        let share = count[0] as f64 / (count[0] + count[1]) as f64;
+        assert!((share - 0.5).abs() < 0.03, "user 0's share {share}");
+        assert_eq!(sample_epoch_by_users(&seen, 7, 3).all, sample_epoch_by_users(&seen, 7, 3).all);
+        assert_ne!(sample_epoch_by_users(&seen, 7, 3).all, sample_epoch_by_users(&seen, 7, 4).all);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let big = Graph::from_interactions(3, 50, &edges).user_items().clone();
+        assert_eq!(pool.install(|| sample_epoch_by_users(&big, 1, 0).all), sample_epoch_by_users(&big, 1, 0).all);
     }
 }
