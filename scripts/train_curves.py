@@ -67,7 +67,7 @@ def main():
         sys.exit(__doc__)
     curves = []
     for arg in sys.argv[2:]:
-        label, _, path = arg.partition("=")
+        label, _, path = arg.rpartition("=")
         pts = parse(path)
         if not pts:
             sys.exit(f"{path}: no validated epoch found")
