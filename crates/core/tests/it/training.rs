@@ -86,3 +86,22 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_state() {
     assert!(matches!(report.stop, unlearnrec_core::train::StopReason::Diverged { .. }), "{:?}", report.stop);
     assert!(ckpt.model().base_vec().unwrap().iter().all(|x| x.is_finite()));
 }
+
+/// Every training recipe in `examples/` (the files that are not experiment or stream grids) parses as a
+/// `train --config` file and passes validation, so a recipe the docs point at cannot rot.
+#[test]
+fn every_training_recipe_in_examples_parses_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".toml") || name.starts_with("exp-") || name.starts_with("stream-") {
+            continue;
+        }
+        let cfg = unlearnrec_core::pipeline::RunConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        seen += 1;
+    }
+    assert!(seen >= 4, "expected the recipes of issue 16 in {}, found {seen}", dir.display());
+}
