@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::sq_norm;
-use super::{Backbone, Combine, LossInput, ModelConfig, RegScope, gather_rows};
+use super::{Backbone, Combine, LossInput, ModelConfig, RegScope};
 use crate::data::Interactions;
 use crate::error::Result;
 use crate::graph::Graph;
@@ -80,10 +80,7 @@ pub trait Architecture: Send + Sync + 'static {
         if b.is_empty() {
             return Ok(Tensor::new(0f32, input.e0.device())?);
         }
-        let nu = model.n_users() as u32;
-        let ids: Vec<u32> = b.users.iter().copied().chain(b.pos.iter().chain(&b.neg).map(|&i| i + nu)).collect();
-        let r0 = gather_rows(input.e0, &[(&ids, 0)])?;
-        Ok((sq_norm(&r0[0])? * (0.5 / b.len() as f64))?)
+        Ok((model.batch_base_sq_norm(input.e0, b)? * (0.5 / b.len() as f64))?)
     }
 
     /// Whether [`Architecture::regulariser`] is the whole-table `‖E⁰‖²` for `config`. Such a term moves every

@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::{bpr, info_nce};
+use super::loss::{bpr, info_nce, sq_norm};
 use super::{Backbone, BatchRows, Combine, EpochState};
 use crate::error::Result;
 use crate::tensor::{SpMat, propagate_rows};
@@ -29,6 +29,15 @@ impl Batch {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// The node ids of the batch's users, then of its positive items, then of its negative items (item `i` is
+    /// node `n_users + i`): the rows a BPR loss reads.
+    pub fn node_ids(&self, n_users: u32) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(3 * self.len());
+        ids.extend_from_slice(&self.users);
+        ids.extend(self.pos.iter().chain(&self.neg).map(|&i| i + n_users));
+        ids
     }
 }
 
@@ -132,9 +141,7 @@ impl Backbone {
         let arch = self.architecture();
         let nu = self.n_users() as u32;
         let b = input.batch;
-        let mut ids = Vec::with_capacity(3 * b.len() + extra.len());
-        ids.extend_from_slice(&b.users);
-        ids.extend(b.pos.iter().chain(&b.neg).map(|&i| i + nu));
+        let mut ids = b.node_ids(nu);
         ids.extend_from_slice(extra);
         let all = self.final_rows(input.adj, input.e0, &ids)?;
         let bl = b.len();
@@ -153,6 +160,13 @@ impl Backbone {
             total = (total + (s * cfg.ssl_reg)?)?;
         }
         Ok(LossParts { total, bpr: bpr_t, reg: reg_t, ssl, batch_users: rows.users, batch_pos: rows.pos, extra })
+    }
+
+    /// `Σ_b ‖E⁰_{u_b}‖² + ‖E⁰_{i_b}‖² + ‖E⁰_{j_b}‖²`: the squared norm of the batch's base rows in `e0`
+    /// (SGL's regulariser, and the batch-scoped one's before its `½ / B`).
+    pub(super) fn batch_base_sq_norm(&self, e0: &Tensor, b: &Batch) -> Result<Tensor> {
+        let rows = gather_rows(e0, &[(&b.node_ids(self.n_users() as u32), 0)])?;
+        sq_norm(&rows[0])
     }
 
     /// Rows `ids` (node ids, duplicates allowed) of the final embeddings from `E⁰ = e0` over `adj`

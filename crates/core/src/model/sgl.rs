@@ -6,10 +6,8 @@ use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::sq_norm;
 use super::{
     Architecture, Backbone, BatchRows, Combine, EpochState, LossInput, ModelConfig, ModelKind, combine_weights,
-    gather_rows,
 };
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -43,9 +41,7 @@ impl Architecture for Sgl {
 
     /// `Σ_b ‖E⁰_{u_b}‖² + ‖E⁰_{i_b}‖² + ‖E⁰_{j_b}‖²`: base rows of the batch.
     fn regulariser(&self, model: &Backbone, input: &LossInput<'_>, _: &BatchRows) -> Result<Tensor> {
-        let (b, nu) = (input.batch, model.n_users() as u32);
-        let r0 = gather_rows(input.e0, &[(&b.users, 0), (&b.pos, nu), (&b.neg, nu)])?;
-        Ok(((sq_norm(&r0[0])? + sq_norm(&r0[1])?)? + sq_norm(&r0[2])?)?)
+        model.batch_base_sq_norm(input.e0, input.batch)
     }
 
     fn regularises_whole_table(&self, _: &ModelConfig) -> bool {

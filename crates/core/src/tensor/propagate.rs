@@ -97,25 +97,30 @@ struct Propagation {
     /// The first layer summed (0 or 1).
     first: usize,
     scale: f32,
-    rows: Arc<Vec<u32>>,
+    /// The requested rows' distinct node ids, sorted (each is propagated and accumulated once).
+    distinct: Vec<u32>,
+    /// For each requested row, its index in `distinct`.
+    slot: Vec<u32>,
     noise: Option<Arc<LayerNoise>>,
 }
 
 impl Propagation {
     fn forward(&self, x: &[f32], d: usize) -> Vec<f32> {
-        let (rows, l_max) = (&self.rows[..], self.layers);
-        let mut out = vec![0f32; rows.len() * d];
-        let add_rows = |out: &mut [f32], layer: &[f32]| {
-            out.par_chunks_mut(d * 64).zip(rows.par_chunks(64)).for_each(|(o, rs)| {
-                for (orow, &r) in o.chunks_mut(d).zip(rs) {
-                    for (a, &b) in orow.iter_mut().zip(&layer[r as usize * d..][..d]) {
+        let (distinct, l_max) = (&self.distinct[..], self.layers);
+        // The sum of the layers at the distinct rows; a batch repeats its popular items, whose neighbourhoods
+        // are the largest, so each is propagated (layer L) and accumulated once.
+        let mut acc = vec![0f32; distinct.len() * d];
+        let add_rows = |acc: &mut [f32], layer: &[f32]| {
+            acc.par_chunks_mut(d * 64).zip(distinct.par_chunks(64)).for_each(|(a, rs)| {
+                for (arow, &r) in a.chunks_mut(d).zip(rs) {
+                    for (a, &b) in arow.iter_mut().zip(&layer[r as usize * d..][..d]) {
                         *a += b;
                     }
                 }
             });
         };
         if self.first == 0 {
-            add_rows(&mut out, x);
+            add_rows(&mut acc, x);
         }
         // Layers 1..L-1 in full (the next one reads them), layer L at the requested rows only.
         let mut prev: Option<Vec<f32>> = None;
@@ -126,59 +131,47 @@ impl Propagation {
                 add_noise_all(&mut next, d, noise.eps, noise.seeds[l - 1]);
             }
             if l >= self.first {
-                add_rows(&mut out, &next);
+                add_rows(&mut acc, &next);
             }
             prev = Some(next);
         }
         if l_max >= 1 {
-            // Distinct rows only: a batch repeats its popular items, whose neighbourhoods are the largest.
-            let mut distinct = rows.to_vec();
-            distinct.sort_unstable();
-            distinct.dedup();
             let input = prev.as_deref().unwrap_or(x);
-            let mut last = spmm_rows_vec(self.adj.matrix(), input, d, &distinct);
+            let mut last = spmm_rows_vec(self.adj.matrix(), input, d, distinct);
             drop(prev);
             if let Some(noise) = &self.noise {
-                add_noise_rows(&mut last, d, &distinct, noise.eps, noise.seeds[l_max - 1]);
+                add_noise_rows(&mut last, d, distinct, noise.eps, noise.seeds[l_max - 1]);
             }
-            out.par_chunks_mut(d * 64).zip(rows.par_chunks(64)).for_each(|(o, rs)| {
-                for (orow, r) in o.chunks_mut(d).zip(rs) {
-                    let k = distinct.binary_search(r).expect("a requested row");
-                    for (a, &b) in orow.iter_mut().zip(&last[k * d..][..d]) {
-                        *a += b;
-                    }
-                }
-            });
+            acc.par_iter_mut().zip(last.par_iter()).for_each(|(a, &b)| *a += b);
         }
-        if self.scale != 1.0 {
-            out.par_iter_mut().for_each(|a| *a *= self.scale);
-        }
+        let mut out = vec![0f32; self.slot.len() * d];
+        out.par_chunks_mut(d).zip(self.slot.par_iter()).for_each(|(o, &k)| {
+            for (o, &a) in o.iter_mut().zip(&acc[k as usize * d..][..d]) {
+                *o = a * self.scale;
+            }
+        });
         out
     }
 
     /// `s · Σ_{l≥first} (Aᵀ)ˡ G` for the rows' gradient `g` (`(rows, d)`).
     fn backward(&self, g: &[f32], d: usize) -> Vec<f32> {
-        let (n, rows) = (self.adj.n_cols(), &self.rows[..]);
+        let (n, distinct) = (self.adj.n_cols(), &self.distinct[..]);
         let at = self.adj.transpose();
         // `s · G` stored compactly: its distinct rows (duplicates summed), then a zero row; `slots` maps every
         // node to its row there.
-        let mut distinct = rows.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
         let zero = distinct.len() as u32;
         let mut slots = vec![zero; n];
         for (k, &r) in distinct.iter().enumerate() {
             slots[r as usize] = k as u32;
         }
         let mut compact = vec![0f32; (distinct.len() + 1) * d];
-        for (grow, &r) in g.chunks(d).zip(rows) {
-            let k = slots[r as usize] as usize;
-            for (a, &b) in compact[k * d..][..d].iter_mut().zip(grow) {
+        for (grow, &k) in g.chunks(d).zip(&self.slot) {
+            for (a, &b) in compact[k as usize * d..][..d].iter_mut().zip(grow) {
                 *a += self.scale * b;
             }
         }
         let add_g = |h: &mut [f32]| {
-            for (crow, &r) in compact.chunks(d).zip(&distinct) {
+            for (crow, &r) in compact.chunks(d).zip(distinct) {
                 for (a, &b) in h[r as usize * d..][..d].iter_mut().zip(crow) {
                     *a += b;
                 }
@@ -211,7 +204,7 @@ impl CustomOp1 for Propagation {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = super::cpu_f32("propagate_rows", storage, layout, "the table")?;
         let d = layout.dims()[1];
-        Ok((CpuStorage::F32(self.forward(x, d)), Shape::from((self.rows.len(), d))))
+        Ok((CpuStorage::F32(self.forward(x, d)), Shape::from((self.slot.len(), d))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -258,14 +251,11 @@ pub fn propagate_rows(
     {
         return Err(err(format!("{layers} noise seeds"), format!("{}", z.seeds.len())));
     }
-    let op = Propagation {
-        adj: adj.clone(),
-        layers,
-        first,
-        scale,
-        rows: Arc::new(rows.to_vec()),
-        noise: noise.map(Arc::new),
-    };
+    let mut distinct = rows.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let slot = rows.iter().map(|r| distinct.binary_search(r).expect("a requested row") as u32).collect();
+    let op = Propagation { adj: adj.clone(), layers, first, scale, distinct, slot, noise: noise.map(Arc::new) };
     Ok(e0.contiguous()?.apply_op1(op)?)
 }
 

@@ -200,8 +200,12 @@ mod tests {
         assert!((share - 0.5).abs() < 0.03, "user 0's share {share}");
         assert_eq!(sample_epoch_by_users(&seen, 7, 3).all, sample_epoch_by_users(&seen, 7, 3).all);
         assert_ne!(sample_epoch_by_users(&seen, 7, 3).all, sample_epoch_by_users(&seen, 7, 4).all);
+        // More edges than one chunk, so that several chunks run in parallel.
+        let (many, _) =
+            Interactions::from_pairs((0..500u32).flat_map(|u| (0..40u32).map(move |i| (u, i * 3))).collect());
+        let big = Graph::from_interactions(500, 150, &many).user_items().clone();
+        assert!(big.nnz() > 2 * CHUNK);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let big = Graph::from_interactions(3, 50, &edges).user_items().clone();
         assert_eq!(pool.install(|| sample_epoch_by_users(&big, 1, 0).all), sample_epoch_by_users(&big, 1, 0).all);
     }
 }

@@ -168,9 +168,8 @@ impl Steps for AscentSteps<'_> {
                 k.into_iter().map(|k| removed[k]).collect()
             };
             let neg = negatives(prep.graph.user_items(), &chosen, &mut self.rng);
-            forget_ids.extend(chosen.iter().map(|&(u, _)| u));
-            forget_ids.extend(chosen.iter().map(|&(_, i)| i + nu));
-            forget_ids.extend(neg.iter().map(|&j| j + nu));
+            let (users, pos) = chosen.into_iter().unzip();
+            forget_ids = Batch { users, pos, neg }.node_ids(nu);
         }
         let e0 = model.base().as_tensor();
         let (mut total, rows) = if batch.is_empty() {
