@@ -307,8 +307,8 @@ struct PairRank {
 /// Above this many pairs of one user, ranks come from a sorted copy of the row instead of a scan each.
 const SORT_ABOVE: usize = 16;
 
-/// The scores of `row` outside the sorted `masked` columns (NaN dropped), highest first.
-fn unmasked_sorted(row: &[f32], masked: &[u32]) -> Vec<f32> {
+/// The scores of `row` outside the sorted `masked` columns (NaN dropped), in column order.
+fn unmasked(row: &[f32], masked: &[u32]) -> Vec<f32> {
     let mut m = masked.iter().peekable();
     let mut open: Vec<f32> = Vec::with_capacity(row.len() - masked.len().min(row.len()));
     for (j, &s) in row.iter().enumerate() {
@@ -316,6 +316,12 @@ fn unmasked_sorted(row: &[f32], masked: &[u32]) -> Vec<f32> {
             open.push(s);
         }
     }
+    open
+}
+
+/// [`unmasked`], highest first.
+fn unmasked_sorted(row: &[f32], masked: &[u32]) -> Vec<f32> {
+    let mut open = unmasked(row, masked);
     open.sort_unstable_by(|a, b| b.total_cmp(a));
     open
 }
@@ -429,22 +435,35 @@ pub fn scores_at_percentiles(emb: &Embeddings, seen: &Csr, targets: &[(u32, f64)
     let mut users: Vec<u32> = order.iter().map(|&j| targets[j].0).collect();
     users.dedup();
     let per_user = for_rows(&[emb], n_items, &users, |u, rows| {
-        let row = rows[0];
-        let open = unmasked_sorted(row, seen_row(seen, u));
         let lo = order.partition_point(|&j| targets[j].0 < u);
         let hi = order.partition_point(|&j| targets[j].0 <= u);
-        order[lo..hi]
+        // Each target's position in the user's unseen scores, highest first.
+        let mut open = unmasked(rows[0], seen_row(seen, u));
+        let n = open.len();
+        let mut at: Vec<(usize, usize)> = order[lo..hi]
             .iter()
-            .map(|&j| {
-                let q = targets[j].1.clamp(0.0, 1.0);
-                let score = if open.is_empty() {
-                    0.0
-                } else {
-                    open[((q * open.len() as f64 + 1e-9) as usize).min(open.len() - 1)]
-                };
-                (j, score)
-            })
-            .collect::<Vec<_>>()
+            .map(|&j| ((targets[j].1.clamp(0.0, 1.0) * n as f64 + 1e-9) as usize, j))
+            .map(|(k, j)| (k.min(n.saturating_sub(1)), j))
+            .collect();
+        at.sort_unstable();
+        if n == 0 {
+            return at.into_iter().map(|(_, j)| (j, 0.0)).collect::<Vec<_>>();
+        }
+        let desc = |a: &f32, b: &f32| b.total_cmp(a);
+        if at.len() > SORT_ABOVE {
+            open.sort_unstable_by(desc);
+        } else {
+            // Order statistics by selection (a catalogue-sized sort per user does not scale): each select
+            // leaves the larger scores before its position, so the next one searches only the rest.
+            let mut base = 0;
+            for &(k, _) in &at {
+                if k >= base {
+                    open[base..].select_nth_unstable_by(k - base, desc);
+                    base = k + 1;
+                }
+            }
+        }
+        at.into_iter().map(|(k, j)| (j, open[k])).collect::<Vec<_>>()
     });
     let mut out = vec![0f32; targets.len()];
     for (j, s) in per_user.into_iter().flatten() {
@@ -877,6 +896,32 @@ mod tests {
             let higher = (0..ni).filter(|&j| !rows[u as usize].contains(&(j as u32)) && s(j) > si + 1e-5).count();
             let close = (0..ni).filter(|&j| (s(j) - si).abs() <= 1e-5).count();
             assert!(r > higher && r <= higher + close, "({u},{i}): {r} vs {higher}");
+        }
+    }
+
+    #[test]
+    fn scores_at_percentiles_are_the_order_statistics_by_selection_or_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (nu, ni) = (20, 300);
+        let e = random_emb(&mut rng, nu, ni, 5);
+        let rows: Vec<Vec<u32>> = (0..nu).map(|_| (0..ni as u32).filter(|_| rng.random_bool(0.15)).collect()).collect();
+        let seen = csr(ni, &rows);
+        // User 0 has more targets than the selection path takes (sorted path); the others a few, with
+        // repeats, both ends and nearby positions (selection path).
+        let mut targets: Vec<(u32, f64)> = (0..40).map(|_| (0, rng.random_range(0.0..1.0))).collect();
+        for u in 1..nu as u32 {
+            targets.extend([(u, 0.0), (u, 1.0), (u, 0.5), (u, 0.5), (u, 0.501), (u, rng.random_range(0.0..1.0))]);
+        }
+        targets.reverse();
+        let got = scores_at_percentiles(&e, &seen, &targets).unwrap();
+        for (&(u, q), &s) in targets.iter().zip(&got) {
+            let mut open: Vec<f32> = (0..ni)
+                .filter(|&j| !rows[u as usize].contains(&(j as u32)))
+                .map(|j| (0..5).map(|d| e.users[u as usize * 5 + d] * e.items[j * 5 + d]).sum::<f32>())
+                .collect();
+            open.sort_by(|a, b| b.total_cmp(a));
+            let want = open[((q * open.len() as f64 + 1e-9) as usize).min(open.len() - 1)];
+            assert!((s - want).abs() < 1e-5, "user {u} q {q}: {s} vs {want}");
         }
     }
 
