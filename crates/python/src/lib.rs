@@ -33,6 +33,12 @@ use unlearnrec_core::{
     PretrainConfig, Request, Split, TrainConfig, Unlearner,
 };
 
+// Training allocates and frees embedding-sized buffers every step; the system allocator hands large ones back
+// to the kernel and pays page faults on each reuse (a Gowalla step 2.2x slower than the CLI's), mimalloc
+// keeps them. Only the engine's own allocations go through it; Python objects keep Python's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 create_exception!(unlearnrec, UnlearnrecError, PyException, "Base class of the engine's own errors.");
 create_exception!(
     unlearnrec,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import _thread
+import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -251,3 +254,15 @@ def test_progress_bar_and_stage_callbacks(model: ur.Model, unlearner: ur.Unlearn
     assert stages[0] == "pretrain" and stages[-1] == "forget"
     pytest.importorskip("tqdm")
     assert ur.train(ds, progress=True, **{**SMALL, "epochs": 2}).kind == "lightgcn"
+
+
+def test_candle_runs_single_threaded_unless_the_user_chose() -> None:
+    # candle's spin-waiting pool beside rayon's would fight for the cores; the package sets the default
+    # before the engine's first tensor operation and leaves a user's choice alone.
+    code = "import os, unlearnrec; print(os.environ['CANDLE_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "CANDLE_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "CANDLE_NUM_THREADS": "3"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"

@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _native
+# candle (the engine's tensor library) runs its CPU ops on a spin-waiting thread pool of its own beside the
+# rayon pool of our kernels (SpMM, Adam, ranking); on a small machine the two fight for the cores (training
+# 1.5x slower on 2 cores), so candle runs single-threaded, as in the CLI, unless the user chose otherwise.
+# The engine reads it once, at its first tensor operation.
+os.environ.setdefault("CANDLE_NUM_THREADS", "1")
+
+from . import _native  # noqa: E402
 from ._native import (
     CheckpointMismatchError,
     DivergedError,
