@@ -365,12 +365,13 @@ fn bench_reports_every_timing() {
 }
 
 /// `bench --scale` measures each size in its own process and fits exponents; sizes of requests above a tenth of
-/// a graph are skipped; a plot is drawn where asked.
+/// a graph are skipped, the `--fast` path is timed up to `--fast-max-edges`; a plot is drawn where asked.
 #[test]
 fn bench_scale_reports_each_size_and_the_exponents() {
     let f = Fixture::new();
     let svg = f.path("scale.svg");
     let args = ["bench", "--scale", "--edges", "3000,6000", "--repeat", "1", "--request-sizes", "10,500", "--json"];
+    let args = [&args[..], &["--fast-max-edges", "100"]].concat();
     let out = ok(&[&args[..], &["--plot", p(&svg)]].concat());
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let points = v["points"].as_array().expect("points");
@@ -386,6 +387,8 @@ fn bench_scale_reports_each_size_and_the_exponents() {
         let sizes: Vec<u64> = pt["requests"].as_array().unwrap().iter().map(|r| r["edges"].as_u64().unwrap()).collect();
         // 500 edges is more than a tenth of the 3,000-edge graph.
         assert_eq!(sizes, if edges == 3000 { vec![10] } else { vec![10, 500] });
+        let fast: Vec<bool> = pt["requests"].as_array().unwrap().iter().map(|r| r["fast_ms"].is_f64()).collect();
+        assert_eq!(fast, if edges == 3000 { vec![true] } else { vec![true, false] });
     }
     assert!(v["exponents"]["SpMM (ms)"].as_f64().is_some_and(f64::is_finite), "{out}");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));

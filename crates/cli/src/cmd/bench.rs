@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Request sizes (edges) whose unlearning `--scale` times; sizes above a tenth of the graph are skipped.
     #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1000, 10_000, 100_000])]
     pub(crate) request_sizes: Vec<usize>,
+    /// `--scale` times the `--fast` path only for requests up to this many edges: its calibration ranks each
+    /// request user against the whole catalogue (minutes for 10⁵ edges at 10⁷).
+    #[arg(long, value_name = "EDGES", default_value_t = 10_000)]
+    pub(crate) fast_max_edges: usize,
     /// Draw the `--scale` curves here (SVG, log-log).
     #[arg(long, value_name = "SVG")]
     pub(crate) plot: Option<std::path::PathBuf>,

@@ -43,7 +43,8 @@ pub struct RequestCost {
     /// The zero-shot encoder pass (no fine-tuning, no calibration), ms.
     pub zero_shot_ms: f64,
     /// The `--fast` path (encoder pass and the request users' calibration), ms.
-    pub fast_ms: f64,
+    /// `None` above `--fast-max-edges`.
+    pub fast_ms: Option<f64>,
 }
 
 /// The measurements at one graph size.
@@ -173,8 +174,14 @@ pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
         let req = Interactions::from_pairs(sample(&mut rng, train.len(), size).iter().map(|k| train[k]).collect()).0;
         let reps = a.repeat.min(3);
         let zero_shot_ms = time(reps, || Ok(unlearn(&ckpt, &unlearner, &req, &zero_shot, &mut Silent)?))?;
-        let fast_ms = time(reps, || Ok(unlearn(&ckpt, &unlearner, &req, &fast, &mut Silent)?))?;
-        eprintln!("  unlearn {size} edges: zero-shot {zero_shot_ms:.1} ms, fast {fast_ms:.1} ms");
+        let fast_ms = if size <= a.fast_max_edges {
+            let ms = time(reps, || Ok(unlearn(&ckpt, &unlearner, &req, &fast, &mut Silent)?))?;
+            eprintln!("  unlearn {size} edges: zero-shot {zero_shot_ms:.1} ms, fast {ms:.1} ms");
+            Some(ms)
+        } else {
+            eprintln!("  unlearn {size} edges: zero-shot {zero_shot_ms:.1} ms (fast not timed: --fast-max-edges)");
+            None
+        };
         requests.push(RequestCost { edges: size, zero_shot_ms, fast_ms });
     }
     let unlearn_peak_mib = phase.end();
@@ -257,7 +264,10 @@ const COLUMNS: [Column; 12] = [
 ];
 
 fn request_ms(p: &ScalePoint, edges: usize, fast: bool) -> f64 {
-    p.requests.iter().find(|r| r.edges == edges).map_or(f64::NAN, |r| if fast { r.fast_ms } else { r.zero_shot_ms })
+    p.requests
+        .iter()
+        .find(|r| r.edges == edges)
+        .map_or(f64::NAN, |r| if fast { r.fast_ms.unwrap_or(f64::NAN) } else { r.zero_shot_ms })
 }
 
 /// Runs every point in a child process, prints the table and the exponents, draws the plot.
@@ -278,6 +288,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             .args(["--dim", &a.dim.to_string(), "--layers", &a.layers.to_string()])
             .args(["--batch-size", &a.batch_size.to_string(), "--repeat", &a.repeat.to_string()])
             .args(["--eval-users", &a.eval_users.to_string(), "--request-sizes", &sizes.join(",")])
+            .args(["--fast-max-edges", &a.fast_max_edges.to_string()])
             // The point's progress (and any error) goes straight to our standard error.
             .stderr(std::process::Stdio::inherit())
             .output()
