@@ -14,7 +14,7 @@ use unlearnrec_core::graph::{Graph, NormAdj};
 use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind};
 use unlearnrec_core::tensor::{SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
-use unlearnrec_core::train::{Adam, AdamConfig};
+use unlearnrec_core::train::{Adam, AdamConfig, fit_adam};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
     }));
     rows.push(("SpMM Â·E", spmm_bytes, 2.0 * nnzf * d, spmm_s));
     // Adam over the whole table: read parameter, gradient and two moments; write parameter and moments.
-    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
+    let mut opt = Adam::new(vec![model.base().clone()], fit_adam(&model, AdamConfig::default().lr))?;
     let grads = model.base().as_tensor().sqr()?.sum_all()?.backward()?;
     let t = median(timed(repeat, || opt.step(&grads).unwrap()));
     rows.push(("Adam over the table", nf * d * 4.0 * 7.0, nf * d * 12.0, t));
@@ -109,7 +109,14 @@ fn main() -> anyhow::Result<()> {
     let step_s = median(timed(repeat, || {
         let e0 = model.base().as_tensor().clone();
         let parts = model
-            .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })
+            .loss(LossInput {
+                adj: &adj,
+                e0: &e0,
+                batch: &batch,
+                epoch: None,
+                rng: &mut rng,
+                reg: model.fit_reg_term(),
+            })
             .unwrap();
         opt.step(&parts.total.backward().unwrap()).unwrap();
     }));
@@ -117,14 +124,28 @@ fn main() -> anyhow::Result<()> {
     let fwd_s = median(timed(repeat, || {
         let e0 = model.base().as_tensor().clone();
         let parts = model
-            .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })
+            .loss(LossInput {
+                adj: &adj,
+                e0: &e0,
+                batch: &batch,
+                epoch: None,
+                rng: &mut rng,
+                reg: model.fit_reg_term(),
+            })
             .unwrap();
         std::hint::black_box(parts.total.to_scalar::<f32>().unwrap());
     }));
     let fwd_bwd_s = median(timed(repeat, || {
         let e0 = model.base().as_tensor().clone();
         let parts = model
-            .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })
+            .loss(LossInput {
+                adj: &adj,
+                e0: &e0,
+                batch: &batch,
+                epoch: None,
+                rng: &mut rng,
+                reg: model.fit_reg_term(),
+            })
             .unwrap();
         std::hint::black_box(parts.total.backward().unwrap());
     }));

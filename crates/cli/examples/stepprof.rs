@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use unlearnrec_core::data::synthetic::{SynthConfig, generate};
 use unlearnrec_core::graph::{Graph, NormAdj};
 use unlearnrec_core::model::loss::bpr;
-use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, combine, gather_rows};
+use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, RegTerm, combine, gather_rows};
 use unlearnrec_core::tensor::{SpMat, propagate_rows, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
 
@@ -52,7 +52,14 @@ fn main() {
 
         let t = Instant::now();
         let parts = m
-            .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, with_reg: true })
+            .loss(LossInput {
+                adj: &adj,
+                e0: &e0,
+                batch: &batch,
+                epoch: None,
+                rng: &mut rng,
+                reg: RegTerm::Differentiated,
+            })
             .unwrap();
         std::hint::black_box(parts.total.backward().unwrap());
         t_new.push(t.elapsed().as_secs_f64() * 1e3);

@@ -13,7 +13,7 @@ use unlearnrec_core::graph::{Graph, NormAdj};
 use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind, gather_rows};
 use unlearnrec_core::tensor::{SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
-use unlearnrec_core::train::{Adam, AdamConfig};
+use unlearnrec_core::train::{Adam, AdamConfig, fit_adam};
 use unlearnrec_core::unlearn::objective::align_loss;
 use unlearnrec_core::unlearn::{Encoder, EncoderConfig, FinetuneConfig};
 
@@ -91,11 +91,12 @@ pub(crate) fn train_step_ms(
     epoch: Option<&unlearnrec_core::model::EpochState>,
     repeat: usize,
 ) -> anyhow::Result<f64> {
-    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig::default())?;
+    // Training's own step: its Adam and its regulariser term (a whole-table one folded into Adam).
+    let mut opt = Adam::new(vec![model.base().clone()], fit_adam(model, AdamConfig::default().lr))?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     time(repeat, || {
         let e0 = model.base().as_tensor().clone();
-        let parts = model.loss(LossInput { adj, e0: &e0, batch, epoch, rng: &mut rng, with_reg: true })?;
+        let parts = model.loss(LossInput { adj, e0: &e0, batch, epoch, rng: &mut rng, reg: model.fit_reg_term() })?;
         opt.step(&parts.total.backward()?)?;
         Ok(())
     })

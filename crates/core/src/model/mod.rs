@@ -45,7 +45,7 @@ mod sgl;
 mod simgcl;
 
 pub use architecture::{Architecture, BatchRows, EpochState};
-pub use objective::{Batch, LossInput, LossParts, combine_weights, gather_rows};
+pub use objective::{Batch, LossInput, LossParts, RegTerm, combine_weights, gather_rows};
 pub use sgl::SglViews;
 
 /// Every model, once, in the order the command line lists them.

@@ -54,9 +54,22 @@ pub struct LossInput<'a> {
     pub epoch: Option<&'a EpochState>,
     /// Randomness of the augmentations (SimGCL noise).
     pub rng: &'a mut ChaCha8Rng,
-    /// Whether the model's regulariser is computed (false inside unlearning for a whole-table regulariser,
-    /// a constant of the frozen backbone: [`super::Architecture::regularises_whole_table`]).
-    pub with_reg: bool,
+    /// How the model's regulariser enters the loss.
+    pub reg: RegTerm,
+}
+
+/// How a loss evaluation treats the model's regulariser `reg · Ω`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegTerm {
+    /// Left out (inside unlearning for a whole-table regulariser, a constant of the frozen backbone:
+    /// [`super::Architecture::regularises_whole_table`]).
+    Off,
+    /// In the loss and its gradient.
+    Differentiated,
+    /// In the loss value only: the optimiser adds its gradient `2 · reg · E⁰` itself
+    /// (`crate::train::AdamConfig::weight_decay`), which saves the backward two passes over the table
+    /// (the gradient and its sum with the propagation's). Only for a whole-table regulariser.
+    ValueOnly,
 }
 
 /// The terms of a loss evaluation. `total = bpr_weight·bpr + reg·reg_term + ssl_reg·ssl`.
@@ -118,7 +131,17 @@ impl Backbone {
         rng: &mut ChaCha8Rng,
     ) -> Result<LossParts> {
         let e0 = self.base().as_tensor().clone();
-        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, with_reg: true })
+        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, reg: RegTerm::Differentiated })
+    }
+
+    /// How training treats the regulariser: a whole-table one is [`RegTerm::ValueOnly`], its gradient added
+    /// by Adam (`crate::train::fit_adam`); any other is differentiated.
+    pub fn fit_reg_term(&self) -> RegTerm {
+        if self.config.reg > 0.0 && self.config.regularises_whole_table() {
+            RegTerm::ValueOnly
+        } else {
+            RegTerm::Differentiated
+        }
     }
 
     /// The training loss on one batch (docs/method.md §3.1–3.4).
@@ -149,10 +172,19 @@ impl Backbone {
             BatchRows { users: all.narrow(0, 0, bl)?, pos: all.narrow(0, bl, bl)?, neg: all.narrow(0, 2 * bl, bl)? };
         let extra = all.narrow(0, 3 * bl, extra.len())?;
         let bpr_t = bpr(&rows.users, &rows.pos, &rows.neg)?;
-        let reg_t = if !input.with_reg || cfg.reg == 0.0 {
-            Tensor::new(0f32, &Device::Cpu)?
-        } else {
-            arch.regulariser(self, &input, &rows)?
+        let reg_t = match input.reg {
+            RegTerm::Off => Tensor::new(0f32, &Device::Cpu)?,
+            _ if cfg.reg == 0.0 => Tensor::new(0f32, &Device::Cpu)?,
+            RegTerm::Differentiated => arch.regulariser(self, &input, &rows)?,
+            RegTerm::ValueOnly => {
+                if !cfg.regularises_whole_table() {
+                    return Err(crate::error::Error::config(
+                        "reg",
+                        "only a whole-table regulariser can leave its gradient to the optimiser",
+                    ));
+                }
+                arch.regulariser(self, &input, &rows)?.detach()
+            }
         };
         let ssl = if cfg.ssl_reg > 0.0 { arch.contrastive(self, &mut input)? } else { None };
         let mut total = ((&bpr_t * cfg.bpr_weight)? + (&reg_t * cfg.reg)?)?;

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Adam's hyper-parameters (PyTorch defaults; no weight decay, as the reference).
+///
+/// `weight_decay` is PyTorch Adam's (coupled L2): `wd · p` is added to the gradient before the moments. Training
+/// uses it for a whole-table regulariser `reg · ‖E⁰‖²` (`wd = 2 · reg`), the same update as differentiating the
+/// term but without its gradient table ([`crate::model::RegTerm::ValueOnly`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
@@ -25,11 +29,13 @@ pub struct AdamConfig {
     pub beta2: f64,
     /// Denominator epsilon.
     pub eps: f64,
+    /// Coupled L2 weight decay (0 = none).
+    pub weight_decay: f64,
 }
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -50,6 +56,7 @@ struct Update<'a> {
     grad: &'a [f32],
     state: Mutex<(&'a mut [f32], &'a mut [f32])>,
     lr_t: f32,
+    wd: f32,
     b1: f32,
     b2: f32,
     eps_t: f32,
@@ -70,15 +77,22 @@ impl InplaceOp1 for Update<'_> {
         let p = &mut p[start..end];
         let mut st = self.state.lock().expect("not poisoned");
         let (m, v) = &mut *st;
-        let (b1, b2, lr_t, eps_t) = (self.b1, self.b2, self.lr_t, self.eps_t);
+        let (b1, b2, lr_t, eps_t, wd) = (self.b1, self.b2, self.lr_t, self.eps_t, self.wd);
         const CHUNK: usize = 1 << 14;
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .zip(self.grad.par_chunks(CHUNK))
             .for_each(|(((p, m), v), g)| {
-                for i in 0..p.len() {
-                    update(&mut p[i], &mut m[i], &mut v[i], g[i], b1, b2, lr_t, eps_t);
+                if wd == 0.0 {
+                    for i in 0..p.len() {
+                        update(&mut p[i], &mut m[i], &mut v[i], g[i], b1, b2, lr_t, eps_t);
+                    }
+                } else {
+                    for i in 0..p.len() {
+                        let g = g[i] + wd * p[i];
+                        update(&mut p[i], &mut m[i], &mut v[i], g, b1, b2, lr_t, eps_t);
+                    }
                 }
             });
         Ok(())
@@ -108,6 +122,9 @@ impl Adam {
     pub fn new(vars: Vec<Var>, cfg: AdamConfig) -> Result<Self> {
         if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
             return Err(Error::config("lr", format!("must be positive, got {}", cfg.lr)));
+        }
+        if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+            return Err(Error::config("weight_decay", format!("must be >= 0, got {}", cfg.weight_decay)));
         }
         let slots = vars
             .into_iter()
@@ -149,6 +166,7 @@ impl Adam {
                 grad: &gv[s..e],
                 state: Mutex::new((&mut slot.m, &mut slot.v)),
                 lr_t,
+                wd: self.cfg.weight_decay as f32,
                 b1: b1 as f32,
                 b2: b2 as f32,
                 eps_t,
@@ -190,6 +208,24 @@ mod tests {
         }
         let got = var.as_tensor().to_vec1::<f32>().unwrap();
         let want = [reference(3.0, |x| 2.0 * (x - 1.0), 50, 0.1), reference(-2.0, |x| 2.0 * (x - 1.0), 50, 0.1)];
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-4, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn weight_decay_is_the_l2_terms_gradient_added() {
+        // loss = sum((x - 1)^2) + 0.5 * 0.3 * sum(x^2), the L2 part left to the optimiser as wd = 0.3.
+        let var = Var::from_tensor(&Tensor::new(&[3.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+        let cfg = AdamConfig { lr: 0.1, weight_decay: 0.3, ..AdamConfig::default() };
+        let mut opt = Adam::new(vec![var.clone()], cfg).unwrap();
+        for _ in 0..50 {
+            let loss = (var.as_tensor() - 1.0).unwrap().sqr().unwrap().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        let got = var.as_tensor().to_vec1::<f32>().unwrap();
+        let g = |x: f64| 2.0 * (x - 1.0) + 0.3 * x;
+        let want = [reference(3.0, g, 50, 0.1), reference(-2.0, g, 50, 0.1)];
         for (g, w) in got.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-4, "{g} vs {w}");
         }

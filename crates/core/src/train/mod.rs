@@ -18,7 +18,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, RankingReport};
 use crate::graph::{Csr, Graph, NormAdj};
-use crate::model::{Backbone, EpochState};
+use crate::model::{Backbone, EpochState, LossInput, RegTerm};
 use crate::tensor::SpMat;
 
 pub mod adam;
@@ -216,7 +216,7 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
             secs: start.elapsed().as_secs_f64(),
         });
     }
-    let mut opt = Adam::new(vec![model.base().clone()], AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+    let mut opt = Adam::new(vec![model.base().clone()], fit_adam(model, cfg.lr))?;
     let schedule = Schedule {
         patience: cfg.patience,
         lr_decay: (cfg.lr_decay < 1.0).then_some(LrDecay { factor: cfg.lr_decay, floor: cfg.lr * 1e-4 }),
@@ -242,6 +242,13 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         stop: out.stop,
         secs: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Training's Adam for `model`'s base table at `lr`: with weight decay `2 · reg` when its regulariser is the
+/// whole table's `reg · ‖E⁰‖²`, whose gradient the loss then leaves out ([`Backbone::fit_reg_term`]).
+pub fn fit_adam(model: &Backbone, lr: f64) -> AdamConfig {
+    let weight_decay = if model.fit_reg_term() == RegTerm::ValueOnly { 2.0 * model.config.reg } else { 0.0 };
+    AdamConfig { lr, weight_decay, ..AdamConfig::default() }
 }
 
 /// [`fit`]'s step functions: the backbone's own loss on the epoch's BPR triples (and the epoch's state the
@@ -277,7 +284,16 @@ impl Steps for FitSteps<'_> {
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.cfg.batch_size);
-        Ok(self.model.train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng)?.total)
+        let e0 = self.model.base().as_tensor().clone();
+        let input = LossInput {
+            adj: &self.data.adj,
+            e0: &e0,
+            batch: &batch,
+            epoch: self.epoch_state.as_ref(),
+            rng: &mut self.rng,
+            reg: self.model.fit_reg_term(),
+        };
+        Ok(self.model.loss(input)?.total)
     }
 
     fn validate(&mut self) -> Result<Validation<()>> {

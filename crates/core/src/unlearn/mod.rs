@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, Metrics};
 use crate::graph::{Graph, NormAdj};
 use crate::io::{read_document, read_f32};
-use crate::model::{Backbone, Batch, Embeddings, EpochState, LossInput, ModelKind, gather_rows};
+use crate::model::{Backbone, Batch, Embeddings, EpochState, LossInput, ModelKind, RegTerm, gather_rows};
 use crate::pipeline::union;
 use crate::tensor::SpMat;
 use crate::train::sampler::{Triples, sample_epoch};
@@ -461,7 +461,7 @@ fn step_loss(
         batch,
         epoch: epoch_state,
         rng,
-        with_reg: !backbone.config.regularises_whole_table(),
+        reg: if backbone.config.regularises_whole_table() { RegTerm::Off } else { RegTerm::Differentiated },
     };
     let parts = backbone.loss_with(input, &request_ids)?;
     let mut total = parts.total.clone();

@@ -105,3 +105,68 @@ fn every_training_recipe_in_examples_parses_and_validates() {
     }
     assert!(seen >= 4, "expected the recipes of issue 16 in {}, found {seen}", dir.display());
 }
+
+/// A whole-table regulariser left to Adam's weight decay (training's path) takes the same steps as the
+/// same term differentiated through the loss; the reported loss includes it either way.
+#[test]
+fn a_whole_table_regulariser_in_adam_equals_the_differentiated_term() {
+    use rand::SeedableRng;
+    use unlearnrec_core::graph::{Graph, NormAdj};
+    use unlearnrec_core::model::{Backbone, LossInput, RegTerm};
+    use unlearnrec_core::tensor::SpMat;
+    use unlearnrec_core::train::sampler::sample_epoch;
+    use unlearnrec_core::train::{Adam, fit_adam};
+
+    let ds = small();
+    let g = Graph::from_interactions(ds.n_users(), ds.n_items(), &ds.train);
+    let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&g));
+    let triples = sample_epoch(g.user_items(), 1, 0);
+    for kind in [ModelKind::Mf, ModelKind::LightGcn] {
+        // A strong term, so that a missing or doubled gradient shows.
+        let m = ModelConfig { kind, dim: 16, layers: 2, reg: 0.05, ..ModelConfig::default() };
+        let model = Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 3).unwrap();
+        assert_eq!(model.fit_reg_term(), RegTerm::ValueOnly);
+        let run = |reg: RegTerm| {
+            let mine = Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 3).unwrap();
+            let mut cfg = fit_adam(&mine, 0.01);
+            if reg == RegTerm::Differentiated {
+                cfg.weight_decay = 0.0;
+            }
+            let mut opt = Adam::new(vec![mine.base().clone()], cfg).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+            let mut losses = vec![];
+            for step in 0..6 {
+                let batch = triples.batch(step, 256);
+                let e0 = mine.base().as_tensor().clone();
+                let parts = mine
+                    .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, reg })
+                    .unwrap();
+                losses.push(parts.total.to_scalar::<f32>().unwrap());
+                opt.step(&parts.total.backward().unwrap()).unwrap();
+            }
+            (mine.base_vec().unwrap(), losses)
+        };
+        let (folded, lf) = run(RegTerm::ValueOnly);
+        let (plain, lp) = run(RegTerm::Differentiated);
+        for (a, b) in lf.iter().zip(&lp) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{kind}: loss {a} vs {b}");
+        }
+        let worst = folded.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{kind}: tables differ by {worst}");
+        // Without the decay the folded loss would not regularise at all: the tables part.
+        let mine = Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 3).unwrap();
+        let mut opt =
+            Adam::new(vec![mine.base().clone()], unlearnrec_core::train::AdamConfig { lr: 0.01, ..Default::default() })
+                .unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for step in 0..6 {
+            let batch = triples.batch(step, 256);
+            let e0 = mine.base().as_tensor().clone();
+            let input =
+                LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, reg: RegTerm::ValueOnly };
+            opt.step(&mine.loss(input).unwrap().total.backward().unwrap()).unwrap();
+        }
+        let off = mine.base_vec().unwrap().iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(off > 1e-4, "{kind}: the decay made no difference ({off})");
+    }
+}

@@ -27,7 +27,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::model::loss::softplus;
-use crate::model::{Backbone, Batch, EpochState, LossInput};
+use crate::model::{Backbone, Batch, EpochState, LossInput, RegTerm};
 use crate::train::sampler::{Triples, sample_epoch};
 use crate::train::{Adam, AdamConfig, Observer, Schedule, Steps, Validation, driver};
 use crate::unlearn::method::{ForgetMethod, MethodOptions, Plain};
@@ -181,7 +181,7 @@ impl Steps for AscentSteps<'_> {
                 batch: &batch,
                 epoch: self.epoch_state.as_ref(),
                 rng: &mut self.rng,
-                with_reg: true,
+                reg: RegTerm::Differentiated,
             };
             let parts = model.loss_with(input, &forget_ids)?;
             (parts.total, parts.extra)
