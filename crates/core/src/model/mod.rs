@@ -29,11 +29,12 @@ use std::sync::LazyLock;
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::tensor::{SpMat, spmm};
+use crate::tensor::{SpMat, spmm, spmm_vec};
 
 mod architecture;
 mod lightgcn;
@@ -388,14 +389,62 @@ impl Backbone {
         combine(&layers, self.config.combine())
     }
 
-    /// Final embeddings of this model's own `E⁰` over `adj`, as row-major user and item matrices.
+    /// Final embeddings of this model's own `E⁰` over `adj`, as row-major user and item matrices: the same
+    /// values as [`Backbone::forward`] (the same sums in the same order), computed layer by layer with at most
+    /// three tables alive (the sum, the last layer and the next) instead of every layer and its tensors.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for an adjacency of another size; tensor errors.
     pub fn final_embeddings(&self, adj: &SpMat) -> Result<Embeddings> {
-        let f = self.forward(adj, self.emb.as_tensor())?;
-        let all = f.flatten_all()?.to_vec1::<f32>()?;
-        let split = self.n_users * self.dim();
+        let d = self.dim();
+        let e0 = self.base_vec()?;
+        let all = if self.architecture().propagates() { self.combined_layers(adj, e0)? } else { e0 };
         let mut users = all;
-        let items = users.split_off(split);
-        Ok(Embeddings { dim: self.dim(), users, items })
+        let items = users.split_off(self.n_users * d);
+        Ok(Embeddings { dim: d, users, items })
+    }
+
+    /// [`combine`] of the layers of `e0` over `adj`, streamed.
+    fn combined_layers(&self, adj: &SpMat, e0: Vec<f32>) -> Result<Vec<f32>> {
+        let (d, n, l_max) = (self.dim(), self.n_users + self.n_items, self.config.layers);
+        if adj.n_rows() != n || adj.n_cols() != n {
+            return Err(Error::Shape {
+                op: "final_embeddings",
+                expected: format!("a {n} x {n} adjacency"),
+                got: format!("{} x {}", adj.n_rows(), adj.n_cols()),
+            });
+        }
+        let (start, mean) = match self.config.combine() {
+            Combine::Sum => (0, false),
+            Combine::Mean => (0, true),
+            Combine::MeanSkipFirst => (1, true),
+        };
+        let start = start.min(l_max);
+        let mut acc: Option<Vec<f32>> = None;
+        let mut prev = e0;
+        for l in 0..=l_max {
+            if l > 0 {
+                prev = spmm_vec(adj.matrix(), &prev, d);
+            }
+            if l >= start {
+                match &mut acc {
+                    None => acc = Some(prev.clone()),
+                    Some(a) => a.par_chunks_mut(1 << 14).zip(prev.par_chunks(1 << 14)).for_each(|(a, b)| {
+                        for (x, y) in a.iter_mut().zip(b) {
+                            *x += y;
+                        }
+                    }),
+                }
+            }
+        }
+        let mut acc = acc.expect("at least one layer is combined");
+        let used = l_max + 1 - start;
+        if mean && used > 1 {
+            // As candle's division by a scalar: `x · f32(1/n) + 0`.
+            let mul = (1.0 / used as f64) as f32;
+            acc.par_iter_mut().for_each(|x| *x = *x * mul + 0.0);
+        }
+        Ok(acc)
     }
 }
 
@@ -431,6 +480,37 @@ pub fn combine(layers: &[Tensor], how: Combine) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_embeddings_stream_the_same_values_as_the_composed_forward() {
+        use crate::graph::NormAdj;
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (nu, ni) = (40, 30);
+        let pairs: Vec<(u32, u32)> = (0..300).map(|_| (rng.random_range(0..nu), rng.random_range(0..ni))).collect();
+        let g = Graph::from_interactions(nu as usize, ni as usize, &crate::data::Interactions::from_pairs(pairs).0);
+        let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&g));
+        let mf = Backbone::new(ModelConfig { kind: ModelKind::Mf, dim: 7, ..Default::default() }, 40, 30, 9).unwrap();
+        let e = mf.final_embeddings(&adj).unwrap();
+        assert_eq!([e.users, e.items].concat(), mf.base_vec().unwrap());
+        for kind in [ModelKind::LightGcn, ModelKind::SimGcl] {
+            for combine in [Combine::Sum, Combine::Mean, Combine::MeanSkipFirst] {
+                for layers in 1..=3 {
+                    let cfg = ModelConfig { kind, dim: 7, layers, combine: Some(combine), ..Default::default() };
+                    let m = match Backbone::new(cfg, nu as usize, ni as usize, 9) {
+                        Ok(m) => m,
+                        Err(e) => panic!("{kind} {combine:?} L={layers}: {e}"),
+                    };
+                    let want = m.forward(&adj, m.base().as_tensor()).unwrap().flatten_all().unwrap();
+                    let got = m.final_embeddings(&adj).unwrap();
+                    let got: Vec<f32> = got.users.iter().chain(&got.items).copied().collect();
+                    assert_eq!(got, want.to_vec1::<f32>().unwrap(), "{kind} {combine:?} L={layers}");
+                }
+            }
+        }
+        let small = Graph::from_interactions(3, 3, &crate::data::Interactions::default());
+        let m = Backbone::new(ModelConfig::default(), nu as usize, ni as usize, 9).unwrap();
+        assert!(m.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&small))).is_err());
+    }
 
     /// Crash inputs of the `checkpoint` fuzz target (fuzz/regressions/checkpoint): a checkpoint's metadata
     /// with `layers` of 10⁹ loaded, then hung propagating them (usize::MAX: an overflow); users and items

@@ -19,6 +19,7 @@ pub use linear::linear_leaky;
 pub(crate) use linear::matmul;
 pub use pairdot::pair_dot;
 pub use propagate::{LayerNoise, NOISE_ROWS, propagate_rows};
+pub(crate) use spmm::spmm_vec;
 
 pub use spmm::{SpMat, spmm, spmm_into};
 pub use sqnorm::sq_norm;
