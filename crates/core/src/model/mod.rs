@@ -404,6 +404,26 @@ impl Backbone {
         Ok(Embeddings { dim: d, users, items })
     }
 
+    /// The values of [`Backbone::forward`] from `E⁰ = e0` over `adj`, `(n, d)`, outside the autograd graph,
+    /// computed as [`Backbone::final_embeddings`] does (a few tables alive instead of every layer): for the
+    /// final embeddings a caller reads but does not differentiate.
+    ///
+    /// # Errors
+    /// As [`Backbone::final_embeddings`]; an `e0` of another shape.
+    pub fn propagated(&self, adj: &SpMat, e0: &Tensor) -> Result<Tensor> {
+        let (n, d) = (self.n_users + self.n_items, self.dim());
+        if e0.dims() != [n, d] {
+            return Err(Error::Shape {
+                op: "propagated",
+                expected: format!("({n}, {d})"),
+                got: format!("{:?}", e0.dims()),
+            });
+        }
+        let x = e0.flatten_all()?.to_vec1::<f32>()?;
+        let all = if self.architecture().propagates() { self.combined_layers(adj, x)? } else { x };
+        Ok(Tensor::from_vec(all, (n, d), &Device::Cpu)?)
+    }
+
     /// [`combine`] of the layers of `e0` over `adj`, streamed.
     fn combined_layers(&self, adj: &SpMat, e0: Vec<f32>) -> Result<Vec<f32>> {
         let (d, n, l_max) = (self.dim(), self.n_users + self.n_items, self.config.layers);
@@ -504,6 +524,8 @@ mod tests {
                     let got = m.final_embeddings(&adj).unwrap();
                     let got: Vec<f32> = got.users.iter().chain(&got.items).copied().collect();
                     assert_eq!(got, want.to_vec1::<f32>().unwrap(), "{kind} {combine:?} L={layers}");
+                    let p = m.propagated(&adj, m.base().as_tensor()).unwrap().flatten_all().unwrap();
+                    assert_eq!(p.to_vec1::<f32>().unwrap(), got, "{kind} {combine:?} L={layers}");
                 }
             }
         }

@@ -533,7 +533,7 @@ fn calibration_phase(
     if active.is_empty() {
         return Ok((model.base_vec()?, calibrate::Targets::default()));
     }
-    let fin0_t = model.forward(&req.adj_pk, model.base().as_tensor())?.detach();
+    let fin0_t = model.propagated(&req.adj_pk, model.base().as_tensor())?;
     let fin0 = embeddings_of(&fin0_t, nu)?;
     let seen = Graph::from_interactions(nu, ni, &union(&req.remaining.to_interactions(), valid));
     let targets = calibrate::targets(&fin0, &req.remaining, seen.user_items(), valid, &active, ft.seed)?;
@@ -716,7 +716,7 @@ fn validate_zero_shot(
     valid: &crate::graph::Csr,
 ) -> Result<(f64, f64)> {
     let e_tilde = zero_shot(enc, backbone.base().as_tensor(), e_fnl, req)?;
-    let fin = backbone.forward(&req.adj_pk, &e_tilde)?;
+    let fin = backbone.propagated(&req.adj_pk, &e_tilde)?;
     let after = embeddings_of(&fin, backbone.n_users())?;
     let before = embeddings_of(e_fnl, backbone.n_users())?;
     let f = forgetting_report(&before, &after, graph, &req.request, request_seed(&req.request));
@@ -741,7 +741,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
     }
     let data = ckpt.train_data();
     let graph = &data.graph;
-    let e_fnl = backbone.forward(&data.adj, backbone.base().as_tensor())?.detach();
+    let e_fnl = backbone.propagated(&data.adj, backbone.base().as_tensor())?;
     let enc =
         Encoder::new(cfg.encoder.clone(), graph.n_users() + graph.n_items(), backbone.dim(), backbone.config.layers)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -1181,7 +1181,7 @@ pub fn unlearn(
     let req = RequestCtx::new(&graph, learned.clone());
     phases.insert("graph".to_string(), t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let e_fnl = backbone.forward(&adj, backbone.base().as_tensor())?.detach();
+    let e_fnl = backbone.propagated(&adj, backbone.base().as_tensor())?;
     let enc = unlearner.encoder.clone();
     // The offset MLP(H⁰) is request-independent; a checkpoint that already went through the encoder carries
     // it, so it is subtracted to apply it once only (sequential requests).
