@@ -397,9 +397,7 @@ impl Backbone {
     /// [`Error::Shape`] for an adjacency of another size; tensor errors.
     pub fn final_embeddings(&self, adj: &SpMat) -> Result<Embeddings> {
         let d = self.dim();
-        let e0 = self.base_vec()?;
-        let all = if self.architecture().propagates() { self.combined_layers(adj, e0)? } else { e0 };
-        let mut users = all;
+        let mut users = self.combined_layers(adj, self.base_vec()?)?;
         let items = users.split_off(self.n_users * d);
         Ok(Embeddings { dim: d, users, items })
     }
@@ -419,13 +417,16 @@ impl Backbone {
                 got: format!("{:?}", e0.dims()),
             });
         }
-        let x = e0.flatten_all()?.to_vec1::<f32>()?;
-        let all = if self.architecture().propagates() { self.combined_layers(adj, x)? } else { x };
+        let all = self.combined_layers(adj, e0.flatten_all()?.to_vec1::<f32>()?)?;
         Ok(Tensor::from_vec(all, (n, d), &Device::Cpu)?)
     }
 
-    /// [`combine`] of the layers of `e0` over `adj`, streamed.
+    /// [`combine`] of the layers of `e0` over `adj`, streamed (`e0` itself for a model that does not
+    /// propagate).
     fn combined_layers(&self, adj: &SpMat, e0: Vec<f32>) -> Result<Vec<f32>> {
+        if !self.architecture().propagates() {
+            return Ok(e0);
+        }
         let (d, n, l_max) = (self.dim(), self.n_users + self.n_items, self.config.layers);
         if adj.n_rows() != n || adj.n_cols() != n {
             return Err(Error::Shape {
@@ -434,12 +435,7 @@ impl Backbone {
                 got: format!("{} x {}", adj.n_rows(), adj.n_cols()),
             });
         }
-        let (start, mean) = match self.config.combine() {
-            Combine::Sum => (0, false),
-            Combine::Mean => (0, true),
-            Combine::MeanSkipFirst => (1, true),
-        };
-        let start = start.min(l_max);
+        let (start, scale) = combine_weights(self.config.combine(), l_max);
         let mut acc: Option<Vec<f32>> = None;
         let mut prev = e0;
         for l in 0..=l_max {
@@ -458,11 +454,9 @@ impl Backbone {
             }
         }
         let mut acc = acc.expect("at least one layer is combined");
-        let used = l_max + 1 - start;
-        if mean && used > 1 {
-            // As candle's division by a scalar: `x · f32(1/n) + 0`.
-            let mul = (1.0 / used as f64) as f32;
-            acc.par_iter_mut().for_each(|x| *x = *x * mul + 0.0);
+        if scale != 1.0 {
+            // As candle's division by a scalar (`combine`): `x · f32(1/n) + 0`.
+            acc.par_iter_mut().for_each(|x| *x = *x * scale + 0.0);
         }
         Ok(acc)
     }
@@ -481,18 +475,13 @@ pub struct Embeddings {
 
 /// Combines layers `E⁰..Eᴸ`.
 pub fn combine(layers: &[Tensor], how: Combine) -> Result<Tensor> {
-    let (start, mean) = match how {
-        Combine::Sum => (0, false),
-        Combine::Mean => (0, true),
-        Combine::MeanSkipFirst => (1, true),
-    };
-    let used = &layers[start.min(layers.len() - 1)..];
-    let mut acc = used[0].clone();
-    for t in &used[1..] {
+    let (start, scale) = combine_weights(how, layers.len() - 1);
+    let mut acc = layers[start].clone();
+    for t in &layers[start + 1..] {
         acc = (acc + t)?;
     }
-    if mean && used.len() > 1 {
-        acc = (acc / used.len() as f64)?;
+    if scale != 1.0 {
+        acc = (acc * f64::from(scale))?;
     }
     Ok(acc)
 }

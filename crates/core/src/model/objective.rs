@@ -118,8 +118,9 @@ fn unique(v: &[u32]) -> Vec<u32> {
 }
 
 impl Backbone {
-    /// The training loss on `batch` of the model's own base embeddings over `adj`, regulariser included:
-    /// [`Backbone::loss`] as training and the gradient baselines minimise it.
+    /// The loss training minimises on `batch`, of the model's own base embeddings over `adj`: [`Backbone::loss`]
+    /// with the regulariser as [`Backbone::fit_reg_term`] says (a whole-table one in value only, its gradient
+    /// added by the optimiser of `crate::train::fit_adam`).
     ///
     /// # Errors
     /// As [`Backbone::loss`].
@@ -131,7 +132,7 @@ impl Backbone {
         rng: &mut ChaCha8Rng,
     ) -> Result<LossParts> {
         let e0 = self.base().as_tensor().clone();
-        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, reg: RegTerm::Differentiated })
+        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, reg: self.fit_reg_term() })
     }
 
     /// How training treats the regulariser: a whole-table one is [`RegTerm::ValueOnly`], its gradient added
@@ -246,6 +247,7 @@ impl Backbone {
 
 /// `(first layer, scale)` of a layer combination over `layers` propagated layers, for
 /// [`crate::tensor::propagate_rows`]: the sum `scale · Σ_{l=first..L} Eˡ` equals [`super::combine`]'s.
+/// The scale is `f32(1/n)` for a mean of `n` layers, the factor candle multiplies by for `x / n`.
 pub fn combine_weights(how: Combine, layers: usize) -> (usize, f32) {
     let (first, mean) = match how {
         Combine::Sum => (0, false),

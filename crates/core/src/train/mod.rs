@@ -18,7 +18,7 @@ use crate::data::Interactions;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, RankingReport};
 use crate::graph::{Csr, Graph, NormAdj};
-use crate::model::{Backbone, EpochState, LossInput, RegTerm};
+use crate::model::{Backbone, EpochState, RegTerm};
 use crate::tensor::SpMat;
 
 pub mod adam;
@@ -284,16 +284,7 @@ impl Steps for FitSteps<'_> {
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.cfg.batch_size);
-        let e0 = self.model.base().as_tensor().clone();
-        let input = LossInput {
-            adj: &self.data.adj,
-            e0: &e0,
-            batch: &batch,
-            epoch: self.epoch_state.as_ref(),
-            rng: &mut self.rng,
-            reg: self.model.fit_reg_term(),
-        };
-        Ok(self.model.loss(input)?.total)
+        Ok(self.model.train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng)?.total)
     }
 
     fn validate(&mut self) -> Result<Validation<()>> {
