@@ -33,6 +33,7 @@
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::data::Interactions;
 use crate::error::Result;
@@ -72,8 +73,15 @@ fn sampled_percentiles(emb: &Embeddings, seen: &Csr, pairs: &[(u32, u32)], items
         let group = groups[k as usize];
         let u = pairs[group[0]].0;
         let masked = if (u as usize) < seen.n_rows() { seen.row(u as usize) } else { &[] };
-        let open: Vec<f32> =
-            items.iter().zip(rows[0]).filter(|(i, _)| masked.binary_search(i).is_err()).map(|(_, &x)| x).collect();
+        // Both lists are sorted: one merge finds the sampled items the user has not seen.
+        let mut open = Vec::with_capacity(items.len());
+        let mut seen_it = masked.iter().peekable();
+        for (&i, &x) in items.iter().zip(rows[0]) {
+            while seen_it.next_if(|&&m| m < i).is_some() {}
+            if seen_it.peek() != Some(&&i) {
+                open.push(x);
+            }
+        }
         let urow = row(&emb.users, u, d);
         group
             .iter()
@@ -104,27 +112,34 @@ pub struct Targets {
     pub valid_pairs: usize,
 }
 
-/// The leave-edge-out proxy: user rows are the mean final embedding of the user's items in
-/// `remaining` (zero for a user without one); item rows are the model's.
-fn proxy(fin: &Embeddings, remaining: &Graph) -> Embeddings {
+/// The leave-edge-out proxy of `users`: their rows are the mean final embedding of the user's items in
+/// `remaining` (zero for a user without one); other users' rows are zero (never read); item rows are the
+/// model's.
+fn proxy(fin: &Embeddings, remaining: &Graph, users: &[u32]) -> Embeddings {
     let d = fin.dim;
-    let n_users = remaining.n_users();
-    let mut users = vec![0f32; n_users * d];
-    for u in 0..n_users {
-        let items = remaining.user_items().row(u);
-        if items.is_empty() {
-            continue;
-        }
-        let row = &mut users[u * d..(u + 1) * d];
+    let mean_row = |u: u32| -> Vec<f32> {
+        let mut row = vec![0f32; d];
+        let items = remaining.user_items().row(u as usize);
         for &i in items {
             for (a, b) in row.iter_mut().zip(&fin.items[i as usize * d..(i as usize + 1) * d]) {
                 *a += b;
             }
         }
-        let n = items.len() as f32;
-        row.iter_mut().for_each(|x| *x /= n);
+        if !items.is_empty() {
+            let n = items.len() as f32;
+            row.iter_mut().for_each(|x| *x /= n);
+        }
+        row
+    };
+    let mut users: Vec<u32> = users.to_vec();
+    users.sort_unstable();
+    users.dedup();
+    let rows: Vec<Vec<f32>> = users.par_iter().map(|&u| mean_row(u)).collect();
+    let mut table = vec![0f32; remaining.n_users() * d];
+    for (&u, row) in users.iter().zip(&rows) {
+        table[u as usize * d..(u as usize + 1) * d].copy_from_slice(row);
     }
-    Embeddings { dim: d, users, items: fin.items.clone() }
+    Embeddings { dim: d, users: table, items: fin.items.clone() }
 }
 
 /// The optimisation an exact retrain runs, as far as a node without any edge sees it: Adam (the
@@ -299,7 +314,6 @@ pub fn targets(
     seed: u64,
 ) -> Result<Targets> {
     let pairs: Vec<(u32, u32)> = request.iter().collect();
-    let px = proxy(fin, remaining);
     let warm = |u: u32, i: u32| remaining.user_degree(u as usize) > 0 && remaining.item_degree(i as usize) > 0;
     // The quantile map, from validation edges of users with a history.
     let pool: Vec<(u32, u32)> = valid
@@ -343,6 +357,8 @@ pub fn targets(
         None => pair_percentiles(emb, seen, &sampled),
         Some(items) => Ok(sampled_percentiles(emb, seen, &sampled, items)),
     };
+    // The proxy is read at the sampled pairs' users and the request's only.
+    let px = proxy(fin, remaining, &sampled.iter().chain(&pairs).map(|&(u, _)| u).collect::<Vec<_>>());
     let (sample_proxy, sample_model) = (map_percentiles(&px)?, map_percentiles(fin)?);
     // One quantile map per user-degree bucket (held-out items of heavy and light users rank differently),
     // with bucket edges at the sample's degree quantiles.

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tensor::{SpMat, linear_leaky, spmm};
+use crate::tensor::{SpMat, linear_leaky, spmm, spmm_into};
 
 /// Architecture of the encoder. Defaults are the reference's (docs/method.md §14).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -193,6 +193,54 @@ impl Encoder {
             };
         }
         Ok(y)
+    }
+
+    /// The encoder's output for a request minus its output for an empty request, `MLP(S − ρ·Wᴸ) − MLP(H⁰)`,
+    /// on the only rows where it can differ from zero: the request's nodes (`Â_Δ`'s non-empty rows; every
+    /// hop of `H` and of the withdraw term stays on them, and elsewhere `S = H⁰` and `Wᴸ = 0`). A request of
+    /// a few edges thus costs its own rows instead of the MLP over the whole table, twice. Returns the nodes
+    /// (sorted) and their rows `(nodes, d)`, detached; `None` with `remaining_hops`, which spread `S` over
+    /// the remaining graph.
+    pub fn relative_change_rows(&self, idm: &SpMat, e_fnl: &Tensor) -> Result<Option<(Vec<u32>, Tensor)>> {
+        if self.config.remaining_hops > 0 {
+            return Ok(None);
+        }
+        let m = idm.matrix();
+        let (n, d) = self.h0.dims2()?;
+        if m.n_rows() != n || e_fnl.dims2()? != (n, d) {
+            return Err(Error::Shape {
+                op: "Encoder::relative_change_rows",
+                expected: format!("an IDM of {n} nodes and final embeddings ({n}, {d})"),
+                got: format!("{} nodes and {:?}", m.n_rows(), e_fnl.dims()),
+            });
+        }
+        let ptr = m.indptr();
+        let nodes: Vec<u32> = (0..n).filter(|&r| ptr[r + 1] > ptr[r]).map(|r| r as u32).collect();
+        if nodes.is_empty() {
+            return Ok(Some((nodes, Tensor::zeros((0, d), DType::F32, &Device::Cpu)?)));
+        }
+        // The IDM on its nodes, numbered in id order: the same entries in the same order as the full rows.
+        let (nodes, sub) = m.induced_ball(&nodes, 0);
+        let idx = Tensor::from_vec(nodes.clone(), nodes.len(), &Device::Cpu)?;
+        let h0 = self.h0.as_tensor().detach().index_select(&idx, 0)?;
+        let w = self.w.as_tensor().detach().index_select(&idx, 0)?;
+        let mut wl = e_fnl.detach().index_select(&idx, 0)?.broadcast_mul(&w)?.flatten_all()?.to_vec1::<f32>()?;
+        let hop = |x: &[f32]| {
+            let mut out = vec![0f32; x.len()];
+            spmm_into(&sub, x, d, &mut out);
+            out
+        };
+        let mut prev = h0.flatten_all()?.to_vec1::<f32>()?;
+        let mut s = prev.clone();
+        for _ in 0..self.hops {
+            prev = hop(&prev);
+            s.iter_mut().zip(&prev).for_each(|(a, b)| *a += b);
+            wl = hop(&wl);
+        }
+        let rho = self.config.withdraw_rate as f32;
+        let x: Vec<f32> = s.iter().zip(&wl).map(|(a, b)| a - b * rho).collect();
+        let x = Tensor::from_vec(x, (nodes.len(), d), &Device::Cpu)?;
+        Ok(Some((nodes, (self.mlp(&x)? - self.mlp(&h0)?)?)))
     }
 
     /// The MLP's input for a request, `S − ρ·Â_Δᴸ(E_fnl ⊙ w)`, detached: with `H⁰` and `w` frozen (fine-tuning)

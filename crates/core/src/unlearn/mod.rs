@@ -1191,20 +1191,38 @@ pub fn unlearn(
     } else {
         backbone.base().as_tensor().clone()
     };
-    // The encoder's output for an empty request, subtracted when only its change is applied.
-    let centre = if ft.relative { Some(enc.mlp(&enc.empty_input(&req.adj_pk)?)?.detach()) } else { None };
-    let delta = enc.forward(&req.idm, None, &e_fnl, &req.adj_pk)?.delta;
-    let e_tilde = applied_change(&e0_start, &delta, centre.as_ref(), ft.encoder_weight)?.detach();
+    // Only the encoder's change against an empty request is applied (`relative`): on the request's rows
+    // alone when it can be computed there; the change's centre (the empty request's output) is needed
+    // otherwise, and by fine-tuning.
+    let sparse = if ft.relative { enc.relative_change_rows(&req.idm, &e_fnl)? } else { None };
+    let centre = if ft.relative && (sparse.is_none() || ft.epochs > 0) {
+        Some(enc.mlp(&enc.empty_input(&req.adj_pk)?)?.detach())
+    } else {
+        None
+    };
+    let e_tilde: Vec<f32> = match &sparse {
+        Some((nodes, change)) => {
+            let d = backbone.config.dim;
+            let mut e = e0_start.flatten_all()?.to_vec1::<f32>()?;
+            let weight = ft.encoder_weight as f32;
+            for (&r, c) in nodes.iter().zip(change.flatten_all()?.to_vec1::<f32>()?.chunks(d)) {
+                for (a, &b) in e[r as usize * d..][..d].iter_mut().zip(c) {
+                    *a += weight * b;
+                }
+            }
+            e
+        }
+        None => {
+            let delta = enc.forward(&req.idm, None, &e_fnl, &req.adj_pk)?.delta;
+            applied_change(&e0_start, &delta, centre.as_ref(), ft.encoder_weight)?.flatten_all()?.to_vec1::<f32>()?
+        }
+    };
     phases.insert("zero_shot".to_string(), t.elapsed().as_secs_f64());
     let seen_valid = req.remaining.clone();
     let valid = remaining_valid(ckpt, request);
     let valid_csr = Graph::from_interactions(graph.n_users(), graph.n_items(), &valid).user_items().clone();
-    let mut out_model = Backbone::from_embeddings(
-        backbone.config.clone(),
-        backbone.n_users(),
-        backbone.n_items(),
-        e_tilde.flatten_all()?.to_vec1::<f32>()?,
-    )?;
+    let mut out_model =
+        Backbone::from_embeddings(backbone.config.clone(), backbone.n_users(), backbone.n_items(), e_tilde)?;
     // The zero-shot model's validation recall: fine-tuning's baseline epoch, and a report figure.
     let mut valid_recall = if ft.epochs > 0 || ft.report_validation {
         vec![valid_metrics(&out_model, &req.adj_pk, &seen_valid, &valid_csr)?.require(MetricKey::RECALL_20)?]
@@ -1509,6 +1527,7 @@ mod tests {
     use crate::data::synthetic::{SynthConfig, generate};
     use crate::model::ModelConfig;
     use crate::train::{Silent, TrainConfig};
+    use candle_core::DType;
 
     /// A tiny trained LightGCN checkpoint (training seed 7, unlike the fine-tuning default) and its unlearner.
     fn tiny() -> (Checkpoint, Unlearner) {
@@ -1683,6 +1702,79 @@ mod tests {
         );
         let bad = FinetuneConfig { encoder_weight: 1.5, ..zero };
         assert!(matches!(unlearn(&ckpt, &un, &request, &bad, &mut Silent), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn the_relative_change_is_computed_on_the_requests_rows_alone() {
+        let (ckpt, un) = tiny();
+        let enc = un.encoder.deep_copy().unwrap();
+        // A non-trivial MLP (pre-training leaves it at the identity) and withdraw weights.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let d = ckpt.model().dim();
+        let mut noise =
+            |n: usize, scale: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-scale..scale)).collect() };
+        for (w, b) in &enc.mlp {
+            let eye = Tensor::eye(d, DType::F32, &Device::Cpu).unwrap();
+            let r = Tensor::from_vec(noise(d * d, 0.4), (d, d), &Device::Cpu).unwrap();
+            w.set(&(eye + r).unwrap()).unwrap();
+            b.set(&Tensor::from_vec(noise(d, 0.1), (1, d), &Device::Cpu).unwrap()).unwrap();
+        }
+        let n = enc.w.dims()[0];
+        enc.w.set(&Tensor::from_vec(noise(n, 1.0), (n, 1), &Device::Cpu).unwrap()).unwrap();
+        let graph = ckpt.train_graph();
+        let request = Interactions::from_pairs(ckpt.edges().iter().step_by(97).collect()).0;
+        let req = RequestCtx::new(&graph, request.clone());
+        let e_fnl = ckpt.model().propagated(&ckpt.adjacency(), ckpt.model().base().as_tensor()).unwrap();
+        let dense = (enc.forward(&req.idm, None, &e_fnl, &req.adj_pk).unwrap().delta
+            - enc.mlp(&enc.empty_input(&req.adj_pk).unwrap()).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+        let (nodes, rows) = enc.relative_change_rows(&req.idm, &e_fnl).unwrap().expect("no remaining hops");
+        // The rows are the request's users and items, and hold the dense change there; it is zero elsewhere.
+        let nu = ckpt.model().n_users() as u32;
+        let mut want: Vec<u32> =
+            request.users().iter().copied().chain(request.items().iter().map(|&i| i + nu)).collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(nodes, want);
+        let rows = rows.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (&r, got) in nodes.iter().zip(rows.chunks(d)) {
+            for (g, w) in got.iter().zip(&dense[r as usize * d..][..d]) {
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "row {r}: {g} vs {w}");
+            }
+        }
+        assert!(rows.iter().any(|x| x.abs() > 1e-3), "a trivial change tests nothing");
+        for (r, row) in dense.chunks(d).enumerate() {
+            if nodes.binary_search(&(r as u32)).is_err() {
+                assert!(row.iter().all(|x| x.abs() <= 1e-6), "row {r} outside the request: {row:?}");
+            }
+        }
+        // Remaining hops spread the change over the graph: no row-wise form.
+        let spread = Encoder::new(EncoderConfig { remaining_hops: 1, ..enc.config.clone() }, n, d, enc.hops()).unwrap();
+        assert!(spread.relative_change_rows(&req.idm, &e_fnl).unwrap().is_none());
+        // `unlearn` with the relative change (no calibration) moves exactly those rows.
+        let ft = FinetuneConfig { epochs: 0, calibration_steps: 0, relative: true, ..FinetuneConfig::default() };
+        let keep = Interactions::from_pairs(
+            request
+                .iter()
+                .filter(|&(u, i)| {
+                    req.remaining.user_degree(u as usize) > 0 && req.remaining.item_degree(i as usize) > 0
+                })
+                .collect(),
+        )
+        .0;
+        let (out, _) = unlearn(&ckpt, &un, &keep, &ft, &mut Silent).unwrap();
+        let (before, after) = (ckpt.model().base_vec().unwrap(), out.model().base_vec().unwrap());
+        let moved: Vec<u32> =
+            (0..n as u32).filter(|&r| before[r as usize * d..][..d] != after[r as usize * d..][..d]).collect();
+        assert!(!moved.is_empty());
+        assert!(
+            moved.iter().all(|&r| r < nu && keep.users().contains(&r) || r >= nu && keep.items().contains(&(r - nu))),
+            "{moved:?}"
+        );
     }
 
     #[test]
