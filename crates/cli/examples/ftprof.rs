@@ -1,5 +1,6 @@
 //! Times UnlearnRec fine-tuning steps on a real checkpoint (development aid, not a test):
-//! `cargo run --release --example ftprof -- CKPT UNLEARNER REQUEST [BATCH] [STEPS]`.
+//! `cargo run --release --example ftprof -- CKPT UNLEARNER REQUEST [BATCH] [STEPS]`, or encoder pre-training
+//! steps: `cargo run --release --example ftprof -- CKPT --pretrain [BATCH] [STEPS]`.
 //! Prints the median step time and exits after STEPS steps.
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use unlearnrec_core::checkpoint::Checkpoint;
 use unlearnrec_core::train::Observer;
 use unlearnrec_core::unlearn::request::{RequestSpec, resolve};
-use unlearnrec_core::unlearn::{FinetuneConfig, Unlearner, unlearn};
+use unlearnrec_core::unlearn::{FinetuneConfig, PretrainConfig, Unlearner, pretrain, unlearn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,6 +47,14 @@ impl Observer for Timer {
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let ckpt = Checkpoint::load(&PathBuf::from(&a[1]))?;
+    if a[2] == "--pretrain" {
+        let batch_size = a.get(3).map_or(1024, |s| s.parse().unwrap());
+        let steps = a.get(4).map_or(12, |s| s.parse().unwrap());
+        let pc = PretrainConfig { batch_size, max_steps_per_epoch: Some(steps + 1), ..PretrainConfig::default() };
+        let mut obs = Timer { last: None, times: vec![], steps };
+        pretrain(&ckpt, &pc, &mut obs)?;
+        return Ok(());
+    }
     let un = Unlearner::load(&PathBuf::from(&a[2]))?;
     let graph =
         unlearnrec_core::graph::Graph::from_interactions(ckpt.model().n_users(), ckpt.model().n_items(), &ckpt.seen());

@@ -21,6 +21,9 @@ struct LinearLeaky {
     /// Whether `x` takes part in the graph (`∂x` is skipped for a constant input, as the MLP's first layer
     /// in fine-tuning, where `x` is the request's fixed encoding).
     need_dx: bool,
+    /// Whether `W` or `b` takes part (their gradients are skipped for constants, as the frozen MLP of
+    /// pre-training).
+    need_dw: bool,
 }
 
 /// `dst = alpha · lhs · rhs` for strided `f32` matrices, each given as `(data, row stride, column stride)`
@@ -104,7 +107,7 @@ fn forward(x: &[f32], w: &[f32], b: &[f32], k: usize, alpha: f32) -> Vec<f32> {
 /// `(∂x, ∂W, ∂b)` from the input `x` `(m, k)`, `W` `(k, n)`, the output `y` and `∂L/∂y`, in one parallel
 /// pass over fixed row blocks (`∂x` empty when not needed).
 fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usize, n: usize) -> [Vec<f32>; 3] {
-    let (alpha, need_dx) = (op.alpha, op.need_dx);
+    let (alpha, need_dx, need_dw) = (op.alpha, op.need_dx, op.need_dw);
     let m = x.len() / k;
     let mut dx = vec![0f32; if need_dx { m * k } else { 0 }];
     let dx_blocks: Vec<&mut [f32]> = if need_dx {
@@ -124,6 +127,9 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
             if need_dx {
                 matmul((dxb, k, 1), (&gz, n, 1), (w, 1, n), (rows, k, n), 1.0, Parallelism::None);
             }
+            if !need_dw {
+                return (Vec::new(), Vec::new());
+            }
             // This block's share of ∂W (k × n) = xᵀ (k × rows) · ∂z (rows × n).
             let mut dw = vec![0f32; k * n];
             matmul((&mut dw, n, 1), (xb, 1, k), (&gz, n, 1), (k, n, rows), 1.0, Parallelism::None);
@@ -139,7 +145,7 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
     // Partial sums added in block order: the same result for any number of threads.
     let mut dw = vec![0f32; k * n];
     let mut db = vec![0f32; n];
-    for (pw, pb) in &parts {
+    for (pw, pb) in parts.iter().filter(|_| need_dw) {
         dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
         db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
     }
@@ -204,8 +210,8 @@ impl CustomOp3 for LinearLeaky {
         let dev = x.device();
         Ok((
             if self.need_dx { Some(Tensor::from_vec(dx, x.shape(), dev)?) } else { None },
-            Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            Some(Tensor::from_vec(db, b.shape(), dev)?),
+            if self.need_dw { Some(Tensor::from_vec(dw, w.shape(), dev)?) } else { None },
+            if self.need_dw { Some(Tensor::from_vec(db, b.shape(), dev)?) } else { None },
         ))
     }
 }
@@ -219,7 +225,7 @@ pub fn linear_leaky(x: &Tensor, w: &Tensor, b: &Tensor, alpha: f64) -> crate::Re
     if !(0.0..=1.0).contains(&alpha) {
         return Err(crate::Error::config("encoder.leaky", "the fused MLP layer needs a slope in [0, 1]"));
     }
-    let op = LinearLeaky { alpha: alpha as f32, need_dx: x.track_op() };
+    let op = LinearLeaky { alpha: alpha as f32, need_dx: x.track_op(), need_dw: w.track_op() || b.track_op() };
     Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?)
 }
 
@@ -289,6 +295,19 @@ mod tests {
         for v in [&w, &b] {
             assert_eq!(flat(gv.get(v.as_tensor()).unwrap()), flat(gc.get(v.as_tensor()).unwrap()));
         }
+    }
+
+    #[test]
+    fn constant_weights_skip_their_gradients_only() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let (x, w, b) = (var((ROWS + 3, 5), &mut rng), var((5, 5), &mut rng), var((1, 5), &mut rng));
+        let grads = |w: &Tensor, b: &Tensor| {
+            linear_leaky(x.as_tensor(), w, b, 0.9).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        let (gv, gc) = (grads(w.as_tensor(), b.as_tensor()), grads(&w.as_tensor().detach(), &b.as_tensor().detach()));
+        assert!(gv.get(w.as_tensor()).is_some() && gv.get(b.as_tensor()).is_some());
+        assert!(gc.get(w.as_tensor()).is_none() && gc.get(b.as_tensor()).is_none());
+        assert_eq!(flat(gv.get(x.as_tensor()).unwrap()), flat(gc.get(x.as_tensor()).unwrap()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! pass is a second product with the stored transpose, `∂L/∂x = Aᵀ · ∂L/∂(A·x)`. [`spmm_into`] is the same
 //! kernel on plain slices.
 
+mod hops;
 mod inbatch;
 mod linear;
 mod pairdot;
@@ -14,6 +15,7 @@ mod propagate;
 mod spmm;
 mod sqnorm;
 
+pub use hops::encoder_hops;
 pub use inbatch::{in_batch_log_prob, in_batch_log_softmax};
 pub use linear::linear_leaky;
 pub(crate) use linear::matmul;

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tensor::{SpMat, linear_leaky, spmm, spmm_into};
+use crate::tensor::{SpMat, encoder_hops, linear_leaky, spmm, spmm_into};
 
 /// Architecture of the encoder. Defaults are the reference's (docs/method.md §14).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +85,17 @@ pub struct EncoderOutput {
     pub h: Vec<Tensor>,
     /// `H'¹..H'ᴸ` over dropped copies of `Â_Δ` (only when dropped matrices were given).
     pub h_dropped: Vec<Tensor>,
+}
+
+/// [`Encoder::forward_rows`]'s outputs.
+pub struct EncoderRowsOutput {
+    /// `Δ`, `(n_nodes, d)`.
+    pub delta: Tensor,
+    /// The node ids whose rows `views` hold (distinct, sorted).
+    pub rows: Vec<u32>,
+    /// Per hop `l` (only when dropped matrices were given): the rows of `Hˡ⁺¹` and of `H'ˡ⁺¹` (the dropped
+    /// copy's hop), each `(rows, d)`.
+    pub views: Vec<(Tensor, Tensor)>,
 }
 
 /// `LeakyReLU_α(x) = max(x, 0) + α·min(x, 0)`.
@@ -171,6 +182,50 @@ impl Encoder {
         Ok(EncoderOutput { delta: self.mlp(&x)?, h, h_dropped })
     }
 
+    /// [`Encoder::forward`] in one op over the IDM ([`encoder_hops`]) that keeps only `Δ`'s input and, for
+    /// the contrastive term, the rows `rows` (distinct, sorted node ids) of each hop's two views: what
+    /// pre-training reads, at a fraction of the memory (the same values and gradients; tested against the
+    /// reference's golden vectors).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a wrong number of dropped matrices, or rows that are unsorted, repeated or out of
+    /// range.
+    pub fn forward_rows(
+        &self,
+        idm: &SpMat,
+        dropped: Option<(&[SpMat], &[u32])>,
+        e_fnl: &Tensor,
+        remaining: &SpMat,
+    ) -> Result<EncoderRowsOutput> {
+        let n = idm.n_rows();
+        let (mats, rows) = dropped.unwrap_or((&[], &[]));
+        // With propagations over the remaining graph, `S` is propagated before the withdraw term is
+        // subtracted: the op then returns `S` alone.
+        let rho = if self.config.remaining_hops == 0 { self.config.withdraw_rate } else { 0.0 };
+        let out = encoder_hops(idm, mats, self.h0.as_tensor(), self.w.as_tensor(), e_fnl, rho, self.hops, rows)?;
+        let mut x = out.narrow(0, 0, n)?;
+        if self.config.remaining_hops > 0 {
+            for _ in 0..self.config.remaining_hops {
+                x = spmm(remaining, &x)?;
+            }
+            x = (x - self.withdraw(idm, e_fnl)?)?;
+        }
+        let k = rows.len();
+        let views = if mats.is_empty() {
+            Vec::new()
+        } else {
+            // One slice for all the views, sliced in turn: the backward pass of a slice pads its gradient to
+            // the sliced tensor's size, which must be that small block, not the whole output, per view.
+            let all = out.narrow(0, n, 2 * self.hops * k)?;
+            (0..self.hops)
+                .map(|l| -> Result<(Tensor, Tensor)> {
+                    Ok((all.narrow(0, (self.hops + l) * k, k)?, all.narrow(0, l * k, k)?))
+                })
+                .collect::<Result<_>>()?
+        };
+        Ok(EncoderRowsOutput { delta: self.mlp_of(&x, false)?, rows: rows.to_vec(), views })
+    }
+
     /// The withdraw term `ρ · Â_Δᴸ (E_fnl ⊙ w)`.
     fn withdraw(&self, idm: &SpMat, e_fnl: &Tensor) -> Result<Tensor> {
         let mut wl = e_fnl.broadcast_mul(self.w.as_tensor())?;
@@ -183,13 +238,24 @@ impl Encoder {
     /// The MLP applied to `x` `(n_nodes, d)`: one fused op per layer ([`linear_leaky`]) when the slope is in
     /// `[0, 1]` (the reference's 0.99), candle's primitive ops otherwise.
     pub fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        self.mlp_of(x, true)
+    }
+
+    /// [`Encoder::mlp`], with the weights as constants unless `trainable` (pre-training freezes them: no
+    /// gradient of theirs is computed).
+    fn mlp_of(&self, x: &Tensor, trainable: bool) -> Result<Tensor> {
         let mut y = x.clone();
         let alpha = self.config.leaky;
         for (w, b) in &self.mlp {
-            y = if (0.0..=1.0).contains(&alpha) {
-                linear_leaky(&y, w.as_tensor(), b.as_tensor(), alpha)?
+            let (w, b) = if trainable {
+                (w.as_tensor().clone(), b.as_tensor().clone())
             } else {
-                leaky_relu(&y.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?, alpha)?
+                (w.as_tensor().detach(), b.as_tensor().detach())
+            };
+            y = if (0.0..=1.0).contains(&alpha) {
+                linear_leaky(&y, &w, &b, alpha)?
+            } else {
+                leaky_relu(&y.matmul(&w)?.broadcast_add(&b)?, alpha)?
             };
         }
         Ok(y)

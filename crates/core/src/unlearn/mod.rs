@@ -438,7 +438,7 @@ struct StepWeights {
 fn step_loss(
     backbone: &Backbone,
     e_tilde: &Tensor,
-    out: &encoder::EncoderOutput,
+    out: &encoder::EncoderRowsOutput,
     e_fnl: &Tensor,
     req: &RequestCtx,
     batch: &Batch,
@@ -480,15 +480,15 @@ fn step_loss(
         let la = objective::align_loss(&parts.batch_users, &parts.batch_pos, &target[0], &target[1], w.align_temp)?;
         total = (total + (la * w.align)?)?;
     }
-    if w.ssl != 0.0 && !out.h_dropped.is_empty() {
-        let mut users = batch.users.clone();
-        users.sort_unstable();
-        users.dedup();
-        let mut items: Vec<u32> = batch.pos.iter().map(|&i| i + nu as u32).collect();
-        items.sort_unstable();
-        items.dedup();
+    if w.ssl != 0.0 && !out.views.is_empty() {
+        // The views hold the contrast nodes' rows only: positions among them.
+        let local = |ids: Vec<u32>| -> Vec<u32> {
+            ids.iter().map(|r| out.rows.binary_search(r).expect("the views hold every contrast node") as u32).collect()
+        };
+        let (users, items) = contrast_nodes(batch, nu);
+        let (users, items) = (local(users), local(items));
         let mut ls: Option<Tensor> = None;
-        for (h, hd) in out.h.iter().zip(&out.h_dropped) {
+        for (h, hd) in &out.views {
             let h = h.detach();
             let t = (objective::contrast_loss(&h, hd, &users, w.ssl_temp)?
                 + objective::contrast_loss(&h, hd, &items, w.ssl_temp)?)?;
@@ -502,6 +502,18 @@ fn step_loss(
         }
     }
     Ok(total)
+}
+
+/// The nodes of the encoder's contrastive term for a batch: its distinct users, and its distinct positive
+/// items as node ids (offset by `n_users`); both sorted.
+fn contrast_nodes(batch: &Batch, n_users: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut users = batch.users.clone();
+    users.sort_unstable();
+    users.dedup();
+    let mut items: Vec<u32> = batch.pos.iter().map(|&i| i + n_users as u32).collect();
+    items.sort_unstable();
+    items.dedup();
+    (users, items)
 }
 
 /// Random items per request user (and random users per request item) held in place by the calibration
@@ -876,7 +888,9 @@ impl Steps for PretrainSteps<'_> {
         let (req, cfg, enc) = (&self.req, self.cfg, &self.enc);
         let batch = self.triples.batch(step, cfg.batch_size);
         let dropped = dropped_copies(&req.idm, enc.hops(), cfg.ssl_keep, &mut self.rng);
-        let out = enc.forward(&req.idm, Some(&dropped), self.e_fnl, &req.adj_pk)?;
+        let (users, items) = contrast_nodes(&batch, self.backbone.n_users());
+        let rows = [users, items].concat();
+        let out = enc.forward_rows(&req.idm, Some((&dropped, &rows)), self.e_fnl, &req.adj_pk)?;
         let e_tilde = (self.backbone.base().as_tensor() + &out.delta)?;
         let state = self.epoch_state.as_ref();
         step_loss(self.backbone, &e_tilde, &out, self.e_fnl, req, &batch, state, &mut self.rng, &self.weights)
@@ -1400,7 +1414,7 @@ impl Steps for FinetuneSteps<'_> {
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.ft.batch_size);
-        let out = encoder::EncoderOutput { delta: self.enc.mlp(&self.mlp_in)?, h: vec![], h_dropped: vec![] };
+        let out = encoder::EncoderRowsOutput { delta: self.enc.mlp(&self.mlp_in)?, rows: vec![], views: vec![] };
         let e_t = applied_change(self.e0.as_tensor(), &out.delta, self.centre, self.ft.encoder_weight)?;
         let state = self.epoch_state.as_ref();
         step_loss(self.backbone, &e_t, &out, self.e_fnl, self.req, &batch, state, &mut self.rng, &self.weights)

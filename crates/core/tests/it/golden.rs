@@ -212,19 +212,37 @@ struct Terms {
     ssl_parts: Vec<(Tensor, Tensor)>,
 }
 
-fn terms(c: &Case, enc: &Encoder) -> Terms {
+/// `fused`: the encoder through [`Encoder::forward_rows`] (pre-training's single op), else the composed
+/// [`Encoder::forward`].
+fn terms(c: &Case, enc: &Encoder, fused: bool) -> Terms {
     let b = &c.g["inputs"]["batch"];
     let col = |k: &str| -> Vec<u32> { b[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
     let (users, pos, neg) = (col("users"), col("pos_items"), col("neg_items"));
     let e0 = c.backbone.base().as_tensor().clone();
     let e_fnl = c.backbone.forward(&c.full, &e0).unwrap().detach();
     let drops = dropped(c);
-    let out = enc.forward(&c.idm, Some(&drops), &e_fnl, &c.pk).unwrap();
-    let fin = c.backbone.forward(&c.pk, &(&e0 + &out.delta).unwrap()).unwrap();
+    let nu = c.nu as u32;
+    let mut uu = users.clone();
+    uu.sort_unstable();
+    uu.dedup();
+    let mut ii: Vec<u32> = pos.iter().map(|x| x + nu).collect();
+    ii.sort_unstable();
+    ii.dedup();
+    // The contrastive views (full tables, or the contrast nodes' rows) and the nodes' positions in them.
+    let (delta, views, uu_at, ii_at) = if fused {
+        let rows = [uu.clone(), ii.clone()].concat();
+        let out = enc.forward_rows(&c.idm, Some((&drops, &rows)), &e_fnl, &c.pk).unwrap();
+        let at = |v: &[u32]| v.iter().map(|r| rows.binary_search(r).unwrap() as u32).collect::<Vec<_>>();
+        (out.delta, out.views, at(&uu), at(&ii))
+    } else {
+        let out = enc.forward(&c.idm, Some(&drops), &e_fnl, &c.pk).unwrap();
+        let views = out.h.into_iter().zip(out.h_dropped).collect();
+        (out.delta, views, uu.clone(), ii.clone())
+    };
+    let fin = c.backbone.forward(&c.pk, &(&e0 + &delta).unwrap()).unwrap();
     let idx = |v: &[u32], off: u32| {
         Tensor::from_vec(v.iter().map(|x| x + off).collect::<Vec<_>>(), v.len(), &Device::Cpu).unwrap()
     };
-    let nu = c.nu as u32;
     let (fu, fp, fng) = (
         fin.index_select(&idx(&users, 0), 0).unwrap(),
         fin.index_select(&idx(&pos, nu), 0).unwrap(),
@@ -235,17 +253,11 @@ fn terms(c: &Case, enc: &Encoder) -> Terms {
     let tu = e_fnl.index_select(&idx(&users, 0), 0).unwrap();
     let tp = e_fnl.index_select(&idx(&pos, nu), 0).unwrap();
     let align_sum = (align_loss(&fu, &fp, &tu, &tp, 10.0).unwrap() * users.len() as f64).unwrap();
-    let mut uu = users.clone();
-    uu.sort_unstable();
-    uu.dedup();
-    let mut ii: Vec<u32> = pos.iter().map(|x| x + nu).collect();
-    ii.sort_unstable();
-    ii.dedup();
     let mut ssl_parts = Vec::new();
     let mut ssl = Tensor::new(0f32, &Device::Cpu).unwrap();
-    for (h, hd) in out.h.iter().zip(&out.h_dropped) {
-        let a = contrast_loss(&h.detach(), hd, &uu, 1.0).unwrap();
-        let bb = contrast_loss(&h.detach(), hd, &ii, 1.0).unwrap();
+    for (h, hd) in &views {
+        let a = contrast_loss(&h.detach(), hd, &uu_at, 1.0).unwrap();
+        let bb = contrast_loss(&h.detach(), hd, &ii_at, 1.0).unwrap();
         ssl = ((ssl + &a).unwrap() + &bb).unwrap();
         ssl_parts.push((a, bb));
     }
@@ -256,16 +268,18 @@ fn terms(c: &Case, enc: &Encoder) -> Terms {
 fn loss_terms_match_the_reference() {
     let Some(c) = case(ModelKind::LightGcn) else { return };
     let l = &c.g["loss"];
-    let t = terms(&c, &encoder(&c));
-    // BPR and L_u use softplus instead of log(σ + 1e-10): equal to ~1e-9 here.
-    close_scalar(&t.bpr, l["bpr"].as_f64().unwrap(), SCALAR, "bpr");
-    close_scalar(&t.unlearn, l["unlearn_v1"].as_f64().unwrap(), SCALAR, "unlearn_v1");
-    close_scalar(&t.align_sum, l["align_v2"].as_f64().unwrap(), SCALAR, "align_v2 (batch sum)");
-    for (k, (u, i)) in t.ssl_parts.iter().enumerate() {
-        close_scalar(u, l["ssl_per_layer"][k]["users"].as_f64().unwrap(), SCALAR, "ssl users");
-        close_scalar(i, l["ssl_per_layer"][k]["items"].as_f64().unwrap(), SCALAR, "ssl items");
+    for fused in [false, true] {
+        let t = terms(&c, &encoder(&c), fused);
+        // BPR and L_u use softplus instead of log(σ + 1e-10): equal to ~1e-9 here.
+        close_scalar(&t.bpr, l["bpr"].as_f64().unwrap(), SCALAR, "bpr");
+        close_scalar(&t.unlearn, l["unlearn_v1"].as_f64().unwrap(), SCALAR, "unlearn_v1");
+        close_scalar(&t.align_sum, l["align_v2"].as_f64().unwrap(), SCALAR, "align_v2 (batch sum)");
+        for (k, (u, i)) in t.ssl_parts.iter().enumerate() {
+            close_scalar(u, l["ssl_per_layer"][k]["users"].as_f64().unwrap(), SCALAR, "ssl users");
+            close_scalar(i, l["ssl_per_layer"][k]["items"].as_f64().unwrap(), SCALAR, "ssl items");
+        }
+        close_scalar(&t.ssl, l["ssl"].as_f64().unwrap(), SCALAR, "ssl");
     }
-    close_scalar(&t.ssl, l["ssl"].as_f64().unwrap(), SCALAR, "ssl");
     // The regulariser of the frozen backbone is a constant: reg·‖E⁰‖².
     let reg = (c.backbone.base().as_tensor().sqr().unwrap().sum_all().unwrap() * 1e-7).unwrap();
     close_scalar(&reg, l["reg"].as_f64().unwrap(), SCALAR, "reg");
@@ -288,15 +302,17 @@ fn gradients_wrt_h0_and_w_match_the_reference() {
             }
         }
     };
-    let t = terms(&c, &enc);
-    check("bpr", &t.bpr);
-    check("unlearn_v1", &t.unlearn);
-    check("align_v2", &t.align_sum);
-    check("ssl", &t.ssl);
-    let total = (((&t.bpr + (&t.unlearn * 0.5).unwrap()).unwrap() + (&t.align_sum * 0.02).unwrap()).unwrap()
-        + (&t.ssl * 1e-3).unwrap())
-    .unwrap();
-    check("total", &total);
+    for fused in [false, true] {
+        let t = terms(&c, &enc, fused);
+        check("bpr", &t.bpr);
+        check("unlearn_v1", &t.unlearn);
+        check("align_v2", &t.align_sum);
+        check("ssl", &t.ssl);
+        let total = (((&t.bpr + (&t.unlearn * 0.5).unwrap()).unwrap() + (&t.align_sum * 0.02).unwrap()).unwrap()
+            + (&t.ssl * 1e-3).unwrap())
+        .unwrap();
+        check("total", &total);
+    }
 }
 
 #[test]

@@ -1,0 +1,315 @@
+//! The influence encoder's propagation over a request's IDM as one differentiable op ([`encoder_hops`]).
+//!
+//! Composed from [`super::spmm`], a pre-training step keeps every hop `Hˡ = Â_Δ Hˡ⁻¹`, each partial sum of
+//! `S = Σ_l Hˡ`, each hop of the withdraw term `Wᴸ = Â_Δᴸ (w ⊙ E)`, the dropped copies' hops `D_l Hˡ` of the
+//! contrastive term (of which the loss reads a few rows) and `S − ρ·Wᴸ` alive for the backward pass, with as
+//! many table-sized gradients: about twenty tables. The op keeps only its output — `X = S − ρ·Wᴸ` and the
+//! requested rows of both views of every hop — and its backward pass is Horner's scheme over `Â_Δᵀ`:
+//!
+//! ```text
+//! a_L = G_X + G_{P_{L−1}},   a_l = G_X + Â_Δᵀ a_{l+1} + D_lᵀ G_{R_l} + G_{P_{l−1}}   (l = L−1 … 0),   ∂/∂H⁰ = a_0
+//! ∂/∂w = rowsum(E ⊙ (Â_Δᵀ)ᴸ (−ρ·G_X))
+//! ```
+//!
+//! where `G_{R_l}` and `G_{P_l}` are the gradients of the requested rows of `D_l Hˡ` and of `Hˡ⁺¹`, scattered
+//! into the table (`G_{P_{−1}} = 0`; `G_{R_l}` is read through slots, never materialised).
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+
+use super::spmm::{spmm_rows_vec, spmm_slots_vec};
+use super::{SpMat, spmm_vec};
+use crate::error::{Error, Result};
+
+struct EncoderHops {
+    idm: SpMat,
+    /// One dropped copy of the IDM per hop, or none.
+    dropped: Vec<SpMat>,
+    /// The original final embeddings `E` `(n, d)`, a constant.
+    e_fnl: Arc<Vec<f32>>,
+    rho: f32,
+    hops: usize,
+    /// The rows of each dropped hop returned (distinct node ids, sorted).
+    rows: Vec<u32>,
+}
+
+impl EncoderHops {
+    fn forward(&self, h0: &[f32], w: &[f32], d: usize) -> Vec<f32> {
+        let n = w.len();
+        let a = self.idm.matrix();
+        let mut out = h0.to_vec();
+        let k = if self.dropped.is_empty() { 0 } else { self.rows.len() };
+        let (mut dropped_rows, mut hop_rows) =
+            (Vec::with_capacity(self.hops * k * d), Vec::with_capacity(self.hops * k * d));
+        let mut prev: Option<Vec<f32>> = None;
+        for l in 0..self.hops {
+            let input = prev.as_deref().unwrap_or(h0);
+            if let Some(m) = self.dropped.get(l) {
+                dropped_rows.extend(spmm_rows_vec(m.matrix(), input, d, &self.rows));
+            }
+            let next = spmm_vec(a, input, d);
+            out.iter_mut().zip(&next).for_each(|(s, x)| *s += x);
+            if k > 0 {
+                for &r in &self.rows {
+                    hop_rows.extend_from_slice(&next[r as usize * d..][..d]);
+                }
+            }
+            prev = Some(next);
+        }
+        drop(prev);
+        let mut wl: Vec<f32> = Vec::with_capacity(n * d);
+        for (row, &wn) in self.e_fnl.chunks(d).zip(w) {
+            wl.extend(row.iter().map(|&e| e * wn));
+        }
+        for _ in 0..self.hops {
+            wl = spmm_vec(a, &wl, d);
+        }
+        out.iter_mut().zip(&wl).for_each(|(s, x)| *s -= x * self.rho);
+        out.extend(dropped_rows);
+        out.extend(hop_rows);
+        out
+    }
+
+    /// Gradients of `H⁰` `(n, d)` and `w` `(n, 1)` for the output's gradient `g`.
+    fn backward(&self, g: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+        let at = self.idm.transpose();
+        let k = if self.dropped.is_empty() { 0 } else { self.rows.len() };
+        let (gx, rest) = g.split_at(n * d);
+        let (gr, gp) = rest.split_at(self.hops * k * d);
+        // Every node reads the zero row `k` of a compact gradient except the requested rows.
+        let mut slots = vec![k as u32; n];
+        for (j, &r) in self.rows.iter().enumerate().take(k) {
+            slots[r as usize] = j as u32;
+        }
+        // `H^{l+1}`'s requested rows' gradient, added into the table's.
+        let add_hop_rows = |a: &mut [f32], l: usize| {
+            for (j, &r) in self.rows.iter().enumerate().take(k) {
+                let src = &gp[(l * k + j) * d..][..d];
+                a[r as usize * d..][..d].iter_mut().zip(src).for_each(|(x, g)| *x += g);
+            }
+        };
+        let mut a = gx.to_vec();
+        if self.hops > 0 {
+            add_hop_rows(&mut a, self.hops - 1);
+        }
+        for l in (0..self.hops).rev() {
+            let mut next = spmm_vec(at.matrix(), &a, d);
+            next.iter_mut().zip(gx).for_each(|(x, g)| *x += g);
+            if let Some(m) = self.dropped.get(l) {
+                let mut compact = gr[l * k * d..(l + 1) * k * d].to_vec();
+                compact.resize((k + 1) * d, 0.0);
+                let back = spmm_slots_vec(m.transpose().matrix(), &compact, d, &slots);
+                next.iter_mut().zip(&back).for_each(|(x, b)| *x += b);
+            }
+            if l > 0 {
+                add_hop_rows(&mut next, l - 1);
+            }
+            a = next;
+        }
+        let mut b: Vec<f32> = gx.iter().map(|&x| -x * self.rho).collect();
+        for _ in 0..self.hops {
+            b = spmm_vec(at.matrix(), &b, d);
+        }
+        let gw =
+            b.chunks(d).zip(self.e_fnl.chunks(d)).map(|(b, e)| b.iter().zip(e).map(|(x, y)| x * y).sum()).collect();
+        (a, gw)
+    }
+}
+
+impl CustomOp2 for EncoderHops {
+    fn name(&self) -> &'static str {
+        "encoder_hops"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let h0 = super::cpu_f32("encoder_hops", s1, l1, "H⁰")?;
+        let w = super::cpu_f32("encoder_hops", s2, l2, "w")?;
+        let &[n, d] = l1.dims() else { candle_core::bail!("encoder_hops: H⁰ must be (n, d), got {:?}", l1.dims()) };
+        let out = self.forward(h0, w, d);
+        Ok((CpuStorage::F32(out), Shape::from((n + 2 * self.dropped.len() * self.rows.len(), d))))
+    }
+
+    fn bwd(
+        &self,
+        arg1: &Tensor,
+        _arg2: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, d) = arg1.dims2()?;
+        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (gh, gw) = self.backward(&g, n, d);
+        let dev = arg1.device();
+        Ok((Some(Tensor::from_vec(gh, (n, d), dev)?), Some(Tensor::from_vec(gw, (n, 1), dev)?)))
+    }
+}
+
+/// The influence encoder's hops over `idm` (`Â_Δ`, `n × n`) as one op: rows `0..n` of the result are
+/// `X = Σ_{l=0..hops} Â_Δˡ H⁰ − ρ·Â_Δ^hops (w ⊙ E)`; with dropped copies `D_l` (none or one per hop,
+/// `l < hops`), blocks of `rows.len()` rows follow: the rows `rows` (distinct, sorted node ids) of
+/// `D_l Â_Δˡ H⁰` for each `l`, then those of `Â_Δˡ⁺¹ H⁰` for each `l` (the contrastive term's two views).
+/// Differentiable with respect to `h0` `(n, d)` and `w` `(n, 1)`; `e_fnl` `(n, d)` is a constant. Keeps
+/// only its output for the backward pass (module docs).
+///
+/// # Errors
+/// [`Error::Shape`] for inputs of other shapes, a non-square IDM, a dropped copy of another size, a wrong
+/// number of dropped copies, or rows that are out of range, repeated or unsorted.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_hops(
+    idm: &SpMat,
+    dropped: &[SpMat],
+    h0: &Tensor,
+    w: &Tensor,
+    e_fnl: &Tensor,
+    rho: f64,
+    hops: usize,
+    rows: &[u32],
+) -> Result<Tensor> {
+    let n = idm.n_rows();
+    let err = |expected: String, got: String| Error::Shape { op: "encoder_hops", expected, got };
+    let (hn, d) = h0.dims2()?;
+    if idm.n_cols() != n || hn != n {
+        return Err(err(
+            format!("a square {n}×{n} IDM and H⁰ ({n}, d)"),
+            format!("{:?} and {:?}", (n, idm.n_cols()), h0.dims()),
+        ));
+    }
+    if w.dims() != [n, 1] || e_fnl.dims() != [n, d] {
+        return Err(err(format!("w ({n}, 1) and E ({n}, {d})"), format!("{:?} and {:?}", w.dims(), e_fnl.dims())));
+    }
+    if !(dropped.is_empty() || dropped.len() == hops) || dropped.iter().any(|m| m.n_rows() != n || m.n_cols() != n) {
+        return Err(err(format!("no dropped copies or {hops} of {n}×{n}"), format!("{} copies", dropped.len())));
+    }
+    if rows.windows(2).any(|p| p[0] >= p[1]) || rows.last().is_some_and(|&r| r as usize >= n) {
+        return Err(err(format!("distinct sorted rows below {n}"), format!("{} rows", rows.len())));
+    }
+    for t in [h0, w, e_fnl] {
+        if t.dtype() != DType::F32 || !t.device().is_cpu() {
+            return Err(err("f32 tensors on the CPU".into(), format!("{:?}", t.dtype())));
+        }
+    }
+    let op = EncoderHops {
+        idm: idm.clone(),
+        dropped: dropped.to_vec(),
+        e_fnl: Arc::new(e_fnl.detach().flatten_all()?.to_vec1::<f32>()?),
+        rho: rho as f32,
+        hops,
+        rows: rows.to_vec(),
+    };
+    Ok(h0.contiguous()?.apply_op2(&w.contiguous()?, op)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::data::Interactions;
+    use crate::graph::{NormAdj, SparseMat};
+    use crate::tensor::spmm;
+
+    fn random(n: usize, scale: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+    }
+
+    /// The same quantities composed from `spmm` (as the encoder computed them before the op).
+    #[allow(clippy::too_many_arguments)]
+    fn composed(
+        idm: &SpMat,
+        dropped: &[SpMat],
+        h0: &Tensor,
+        w: &Tensor,
+        e: &Tensor,
+        rho: f64,
+        hops: usize,
+        rows: &[u32],
+    ) -> Tensor {
+        let (mut prev, mut s) = (h0.clone(), h0.clone());
+        let (mut parts, mut hop_parts) = (Vec::new(), Vec::new());
+        let idx = Tensor::from_vec(rows.to_vec(), rows.len(), &Device::Cpu).unwrap();
+        for l in 0..hops {
+            let next = spmm(idm, &prev).unwrap();
+            if let Some(m) = dropped.get(l) {
+                parts.push(spmm(m, &prev).unwrap().index_select(&idx, 0).unwrap());
+                hop_parts.push(next.index_select(&idx, 0).unwrap());
+            }
+            s = (s + &next).unwrap();
+            prev = next;
+        }
+        let mut wl = e.broadcast_mul(w).unwrap();
+        for _ in 0..hops {
+            wl = spmm(idm, &wl).unwrap();
+        }
+        let x = (s - (wl * rho).unwrap()).unwrap();
+        Tensor::cat(&[vec![x], parts, hop_parts].concat(), 0).unwrap()
+    }
+
+    #[test]
+    fn output_and_gradients_match_the_composition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (nu, ni, d) = (9usize, 7usize, 5usize);
+        let n = nu + ni;
+        let pairs: Vec<(u32, u32)> =
+            (0..20).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))).collect();
+        let request = Interactions::from_pairs(pairs).0;
+        let idm = SpMat::from_norm_adj(&NormAdj::idm(nu, ni, &request));
+        let e = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+        let rows: Vec<u32> = vec![0, 2, 3, 10, 12];
+        for (hops, with_dropped) in [(0, false), (1, true), (2, false), (3, true)] {
+            let dropped: Vec<SpMat> = if with_dropped {
+                (0..hops).map(|_| SpMat::new(Arc::new(idm.matrix().drop_entries(0.6, &mut rng)))).collect()
+            } else {
+                Vec::new()
+            };
+            let h0 = Var::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+            let w = Var::from_vec(random(n, 1.0, &mut rng), (n, 1), &Device::Cpu).unwrap();
+            let probe = Tensor::from_vec(
+                random((n + 2 * dropped.len() * rows.len()) * d, 1.0, &mut rng),
+                (n + 2 * dropped.len() * rows.len(), d),
+                &Device::Cpu,
+            )
+            .unwrap();
+            let got = encoder_hops(&idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, 0.3, hops, &rows).unwrap();
+            let want = composed(&idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, 0.3, hops, &rows);
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let (a, b) = (
+                    a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                assert_eq!(a.len(), b.len(), "{what}");
+                for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what} (hops {hops}) [{k}]: {x} vs {y}");
+                }
+            };
+            close(&got, &want, "output");
+            let g_got = (&got * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_want = (&want * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            close(g_got.get(&h0).unwrap(), g_want.get(&h0).unwrap(), "∂/∂H⁰");
+            close(g_got.get(&w).unwrap(), g_want.get(&w).unwrap(), "∂/∂w");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_shape_errors() {
+        let idm = SpMat::new(Arc::new(SparseMat::from_dense(2, 2, &[0.0, 1.0, 1.0, 0.0])));
+        let h0 = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((2, 1), DType::F32, &Device::Cpu).unwrap();
+        let e = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let bad = |r: Result<Tensor>| assert!(matches!(r, Err(Error::Shape { op: "encoder_hops", .. })), "{r:?}");
+        bad(encoder_hops(&idm, &[], &h0, &h0, &e, 0.1, 1, &[]));
+        bad(encoder_hops(&idm, &[], &h0, &w, &w, 0.1, 1, &[]));
+        bad(encoder_hops(&idm, std::slice::from_ref(&idm), &h0, &w, &e, 0.1, 2, &[]));
+        bad(encoder_hops(&idm, &[], &h0, &w, &e, 0.1, 1, &[1, 0]));
+        bad(encoder_hops(&idm, &[], &h0, &w, &e, 0.1, 1, &[2]));
+        assert!(encoder_hops(&idm, &[], &h0, &w, &e, 0.1, 1, &[0, 1]).is_ok());
+    }
+}
