@@ -145,7 +145,7 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
     // Partial sums added in block order: the same result for any number of threads.
     let mut dw = vec![0f32; k * n];
     let mut db = vec![0f32; n];
-    for (pw, pb) in parts.iter().filter(|_| need_dw) {
+    for (pw, pb) in &parts {
         dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
         db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
     }

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tensor::{SpMat, encoder_hops, linear_leaky, spmm, spmm_into};
+use crate::tensor::{SpMat, encoder_hops, linear_leaky, spmm};
 
 /// Architecture of the encoder. Defaults are the reference's (docs/method.md §14).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -285,27 +285,23 @@ impl Encoder {
         if nodes.is_empty() {
             return Ok(Some((nodes, Tensor::zeros((0, d), DType::F32, &Device::Cpu)?)));
         }
-        // The IDM on its nodes, numbered in id order: the same entries in the same order as the full rows.
+        // The IDM on its nodes, numbered in id order: the same entries in the same order as the full rows; the
+        // encoder's op on that sub-problem is its output on those rows.
         let (nodes, sub) = m.induced_ball(&nodes, 0);
         let idx = Tensor::from_vec(nodes.clone(), nodes.len(), &Device::Cpu)?;
-        let h0 = self.h0.as_tensor().detach().index_select(&idx, 0)?;
-        let w = self.w.as_tensor().detach().index_select(&idx, 0)?;
-        let mut wl = e_fnl.detach().index_select(&idx, 0)?.broadcast_mul(&w)?.flatten_all()?.to_vec1::<f32>()?;
-        let hop = |x: &[f32]| {
-            let mut out = vec![0f32; x.len()];
-            spmm_into(&sub, x, d, &mut out);
-            out
-        };
-        let mut prev = h0.flatten_all()?.to_vec1::<f32>()?;
-        let mut s = prev.clone();
-        for _ in 0..self.hops {
-            prev = hop(&prev);
-            s.iter_mut().zip(&prev).for_each(|(a, b)| *a += b);
-            wl = hop(&wl);
-        }
-        let rho = self.config.withdraw_rate as f32;
-        let x: Vec<f32> = s.iter().zip(&wl).map(|(a, b)| a - b * rho).collect();
-        let x = Tensor::from_vec(x, (nodes.len(), d), &Device::Cpu)?;
+        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().index_select(&idx, 0)?) };
+        let h0 = pick(self.h0.as_tensor())?;
+        let sub = SpMat::new(std::sync::Arc::new(sub));
+        let x = encoder_hops(
+            &sub,
+            &[],
+            &h0,
+            &pick(self.w.as_tensor())?,
+            &pick(e_fnl)?,
+            self.config.withdraw_rate,
+            self.hops,
+            &[],
+        )?;
         Ok(Some((nodes, (self.mlp(&x)? - self.mlp(&h0)?)?)))
     }
 

@@ -714,7 +714,7 @@ fn applied_change(e0: &Tensor, delta: &Tensor, centre: Option<&Tensor>, weight: 
 
 /// Zero-shot application of `enc` to `req` from base `e0`: returns `Ẽ⁰`.
 fn zero_shot(enc: &Encoder, e0: &Tensor, e_fnl: &Tensor, req: &RequestCtx) -> Result<Tensor> {
-    let out = enc.forward(&req.idm, None, e_fnl, &req.adj_pk)?;
+    let out = enc.forward_rows(&req.idm, None, e_fnl, &req.adj_pk)?;
     Ok((e0 + out.delta)?.detach())
 }
 
@@ -1227,7 +1227,7 @@ pub fn unlearn(
             e
         }
         None => {
-            let delta = enc.forward(&req.idm, None, &e_fnl, &req.adj_pk)?.delta;
+            let delta = enc.forward_rows(&req.idm, None, &e_fnl, &req.adj_pk)?.delta;
             applied_change(&e0_start, &delta, centre.as_ref(), ft.encoder_weight)?.flatten_all()?.to_vec1::<f32>()?
         }
     };
@@ -1421,8 +1421,9 @@ impl Steps for FinetuneSteps<'_> {
     }
 
     fn validate(&mut self) -> Result<Validation<f64>> {
-        let delta = self.enc.forward(&self.req.idm, None, self.e_fnl, &self.req.adj_pk)?.delta;
-        let e_t = applied_change(&self.e0.as_tensor().detach(), &delta.detach(), self.centre, self.ft.encoder_weight)?;
+        // `H⁰` and `w` are frozen: the MLP of the request's fixed input is the encoder's output.
+        let delta = self.enc.mlp(&self.mlp_in)?.detach();
+        let e_t = applied_change(&self.e0.as_tensor().detach(), &delta, self.centre, self.ft.encoder_weight)?;
         let cand = e_t.flatten_all()?.to_vec1::<f32>()?;
         self.out_model.set_base(&cand)?;
         let recall = valid_metrics(self.out_model, &self.req.adj_pk, self.seen_valid, self.valid_csr)?
