@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use unlearnrec_core::eval::{EvalConfig, evaluate_ranking};
 use unlearnrec_core::graph::{Graph, NormAdj};
 use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind, RegTerm};
-use unlearnrec_core::tensor::{SpMat, spmm};
+use unlearnrec_core::tensor::{GradSink, SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
 use unlearnrec_core::train::{Adam, AdamConfig, fit_adam};
 
@@ -106,9 +106,12 @@ fn main() -> anyhow::Result<()> {
     let triples = sample_epoch(graph.user_items(), 1, 0);
     let batch = triples.batch(0, batch_size);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let loss = |reg: RegTerm, rng: &mut rand_chacha::ChaCha8Rng| {
+    // Training's step hands the table's gradient to its Adam through a sink.
+    let sink = GradSink::new();
+    opt.attach_sink(model.base(), sink.clone())?;
+    let loss = |reg: RegTerm, sink: Option<&GradSink>, rng: &mut rand_chacha::ChaCha8Rng| {
         let e0 = model.base().as_tensor().clone();
-        model.loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng, reg }).unwrap().total
+        model.loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng, reg, sink }).unwrap().total
     };
     // Training's step (its whole-table regulariser's gradient added by Adam), interleaved with the same step
     // with the term differentiated (as before 4a8504b).
@@ -117,8 +120,8 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..repeat {
         for (reg, times) in [(model.fit_reg_term(), &mut t_fold), (RegTerm::Differentiated, &mut t_diff)] {
             let t = Instant::now();
-            let total = loss(reg, &mut rng);
             let o = if reg == RegTerm::Differentiated { &mut plain } else { &mut opt };
+            let total = loss(reg, (reg != RegTerm::Differentiated).then_some(&sink), &mut rng);
             o.step(&total.backward().unwrap()).unwrap();
             times.push(t.elapsed().as_secs_f64());
         }
@@ -126,10 +129,11 @@ fn main() -> anyhow::Result<()> {
     let (step_s, diff_s) = (median(t_fold), median(t_diff));
     // Its phases: the forward (propagation and loss), the forward with the backward, Adam alone above.
     let fwd_s = median(timed(repeat, || {
-        std::hint::black_box(loss(model.fit_reg_term(), &mut rng).to_scalar::<f32>().unwrap());
+        std::hint::black_box(loss(model.fit_reg_term(), Some(&sink), &mut rng).to_scalar::<f32>().unwrap());
     }));
     let fwd_bwd_s = median(timed(repeat, || {
-        std::hint::black_box(loss(model.fit_reg_term(), &mut rng).backward().unwrap());
+        std::hint::black_box(loss(model.fit_reg_term(), Some(&sink), &mut rng).backward().unwrap());
+        std::hint::black_box(sink.take(nf as usize * d as usize).unwrap());
     }));
     let fwd_floor = 2.0 * spmm_bytes;
     rows.push(("step: forward (floor: 2 SpMMs)", fwd_floor, 2.0 * 2.0 * nnzf * d, fwd_s));

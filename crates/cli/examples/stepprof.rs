@@ -59,13 +59,14 @@ fn main() {
                 epoch: None,
                 rng: &mut rng,
                 reg: RegTerm::Differentiated,
+                sink: None,
             })
             .unwrap();
         std::hint::black_box(parts.total.backward().unwrap());
         t_new.push(t.elapsed().as_secs_f64() * 1e3);
 
         let t = Instant::now();
-        let r = propagate_rows(&adj, &e0, 3, 0, 1.0, &ids, None).unwrap();
+        let r = propagate_rows(&adj, &e0, 3, 0, 1.0, &ids, None, None).unwrap();
         t_pf.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         std::hint::black_box(r.sum_all().unwrap().backward().unwrap());

@@ -11,7 +11,7 @@ use unlearnrec_core::data::Interactions;
 use unlearnrec_core::eval::EvalConfig;
 use unlearnrec_core::graph::{Graph, NormAdj};
 use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind, gather_rows};
-use unlearnrec_core::tensor::{SpMat, spmm};
+use unlearnrec_core::tensor::{GradSink, SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
 use unlearnrec_core::train::{Adam, AdamConfig, fit_adam};
 use unlearnrec_core::unlearn::objective::align_loss;
@@ -93,10 +93,14 @@ pub(crate) fn train_step_ms(
 ) -> anyhow::Result<f64> {
     // Training's own step: its Adam and its regulariser term (a whole-table one folded into Adam).
     let mut opt = Adam::new(vec![model.base().clone()], fit_adam(model, AdamConfig::default().lr))?;
+    let sink = GradSink::new();
+    opt.attach_sink(model.base(), sink.clone())?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     time(repeat, || {
         let e0 = model.base().as_tensor().clone();
-        let parts = model.loss(LossInput { adj, e0: &e0, batch, epoch, rng: &mut rng, reg: model.fit_reg_term() })?;
+        let input =
+            LossInput { adj, e0: &e0, batch, epoch, rng: &mut rng, reg: model.fit_reg_term(), sink: Some(&sink) };
+        let parts = model.loss(input)?;
         opt.step(&parts.total.backward()?)?;
         Ok(())
     })

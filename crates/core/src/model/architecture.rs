@@ -80,7 +80,7 @@ pub trait Architecture: Send + Sync + 'static {
         if b.is_empty() {
             return Ok(Tensor::new(0f32, input.e0.device())?);
         }
-        Ok((model.batch_base_sq_norm(input.e0, b)? * (0.5 / b.len() as f64))?)
+        Ok((model.batch_base_sq_norm(input.e0, b, input.sink)? * (0.5 / b.len() as f64))?)
     }
 
     /// Whether [`Architecture::regulariser`] is the whole-table `‖E⁰‖²` for `config`. Such a term moves every
@@ -258,8 +258,8 @@ mod tests {
         let views = state.as_ref().and_then(EpochState::get::<super::super::SglViews>).expect("SGL's views");
         let nnz = |m: &SpMat| m.matrix().nnz();
         assert!(nnz(&views.a) < nnz(&adj) && nnz(&views.b) < nnz(&adj));
-        let with = sgl.train_loss(&adj, &batch, state.as_ref(), &mut rng).unwrap();
-        let without = off.train_loss(&adj, &batch, None, &mut rng).unwrap();
+        let with = sgl.train_loss(&adj, &batch, state.as_ref(), &mut rng, None).unwrap();
+        let without = off.train_loss(&adj, &batch, None, &mut rng, None).unwrap();
         let ssl = scalar(with.ssl.as_ref().expect("SGL's contrastive term"));
         assert!(without.ssl.is_none());
         assert!(ssl > 0.0);
@@ -267,9 +267,9 @@ mod tests {
         assert!((scalar(&with.total) - scalar(&without.total) - 0.5 * ssl).abs() < 1e-5);
         // Another draw of the views gives another contrastive term.
         let other = sgl.epoch_state(&graph, &mut rng).unwrap();
-        let again = sgl.train_loss(&adj, &batch, other.as_ref(), &mut rng).unwrap();
+        let again = sgl.train_loss(&adj, &batch, other.as_ref(), &mut rng, None).unwrap();
         assert_ne!(scalar(again.ssl.as_ref().unwrap()), ssl);
-        let err = sgl.train_loss(&adj, &batch, None, &mut rng).err().expect("SGL without its views");
+        let err = sgl.train_loss(&adj, &batch, None, &mut rng, None).err().expect("SGL without its views");
         assert!(err.to_string().contains("ssl_reg"), "{err}");
     }
 
@@ -288,7 +288,7 @@ mod tests {
             let reg = || {
                 let mut rng = ChaCha8Rng::seed_from_u64(3);
                 let state = model.epoch_state(&graph, &mut rng).unwrap();
-                scalar(&model.train_loss(&adj, &batch, state.as_ref(), &mut rng).unwrap().reg)
+                scalar(&model.train_loss(&adj, &batch, state.as_ref(), &mut rng, None).unwrap().reg)
             };
             let before = reg();
             let mut table = model.base_vec().unwrap();
@@ -317,7 +317,7 @@ mod tests {
         }
         want *= 0.5 / batch.len() as f64;
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let got = f64::from(scalar(&model.train_loss(&adj, &batch, None, &mut rng).unwrap().reg));
+        let got = f64::from(scalar(&model.train_loss(&adj, &batch, None, &mut rng, None).unwrap().reg));
         assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
         assert!(!cfg.regularises_whole_table());
         for kind in [ModelKind::Sgl, ModelKind::SimGcl] {

@@ -4,10 +4,10 @@
 use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::{bpr, info_nce, sq_norm};
+use super::loss::{bpr, info_nce};
 use super::{Backbone, BatchRows, Combine, EpochState};
 use crate::error::Result;
-use crate::tensor::{SpMat, propagate_rows};
+use crate::tensor::{GradSink, SpMat, propagate_rows, sq_norm_rows};
 
 /// A minibatch of BPR triples over internal ids (items are item ids, not node ids).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +56,9 @@ pub struct LossInput<'a> {
     pub rng: &'a mut ChaCha8Rng,
     /// How the model's regulariser enters the loss.
     pub reg: RegTerm,
+    /// Where the fused ops put `e0`'s gradient instead of candle's store, when `e0` is a parameter whose
+    /// optimizer reads this sink ([`crate::tensor::GradSink`]; training's own steps). `None`: the store.
+    pub sink: Option<&'a GradSink>,
 }
 
 /// How a loss evaluation treats the model's regulariser `reg · Ω`.
@@ -120,7 +123,8 @@ fn unique(v: &[u32]) -> Vec<u32> {
 impl Backbone {
     /// The loss training minimises on `batch`, of the model's own base embeddings over `adj`: [`Backbone::loss`]
     /// with the regulariser as [`Backbone::fit_reg_term`] says (a whole-table one in value only, its gradient
-    /// added by the optimiser of `crate::train::fit_adam`).
+    /// added by the optimiser of `crate::train::fit_adam`). With a `sink`, the base table's gradient goes there
+    /// ([`LossInput::sink`]).
     ///
     /// # Errors
     /// As [`Backbone::loss`].
@@ -130,9 +134,10 @@ impl Backbone {
         batch: &Batch,
         epoch: Option<&EpochState>,
         rng: &mut ChaCha8Rng,
+        sink: Option<&GradSink>,
     ) -> Result<LossParts> {
         let e0 = self.base().as_tensor().clone();
-        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, reg: self.fit_reg_term() })
+        self.loss(LossInput { adj, e0: &e0, batch, epoch, rng, reg: self.fit_reg_term(), sink })
     }
 
     /// How training treats the regulariser: a whole-table one is [`RegTerm::ValueOnly`], its gradient added
@@ -167,7 +172,7 @@ impl Backbone {
         let b = input.batch;
         let mut ids = b.node_ids(nu);
         ids.extend_from_slice(extra);
-        let all = self.final_rows(input.adj, input.e0, &ids)?;
+        let all = self.final_rows_into(input.adj, input.e0, &ids, input.sink)?;
         let bl = b.len();
         let rows =
             BatchRows { users: all.narrow(0, 0, bl)?, pos: all.narrow(0, bl, bl)?, neg: all.narrow(0, 2 * bl, bl)? };
@@ -197,9 +202,8 @@ impl Backbone {
 
     /// `Σ_b ‖E⁰_{u_b}‖² + ‖E⁰_{i_b}‖² + ‖E⁰_{j_b}‖²`: the squared norm of the batch's base rows in `e0`
     /// (SGL's regulariser, and the batch-scoped one's before its `½ / B`).
-    pub(super) fn batch_base_sq_norm(&self, e0: &Tensor, b: &Batch) -> Result<Tensor> {
-        let rows = gather_rows(e0, &[(&b.node_ids(self.n_users() as u32), 0)])?;
-        sq_norm(&rows[0])
+    pub(super) fn batch_base_sq_norm(&self, e0: &Tensor, b: &Batch, sink: Option<&GradSink>) -> Result<Tensor> {
+        sq_norm_rows(e0, &b.node_ids(self.n_users() as u32), sink)
     }
 
     /// Rows `ids` (node ids, duplicates allowed) of the final embeddings from `E⁰ = e0` over `adj`
@@ -209,6 +213,17 @@ impl Backbone {
     /// # Errors
     /// A node id out of range; tensor errors.
     pub fn final_rows(&self, adj: &SpMat, e0: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        self.final_rows_into(adj, e0, ids, None)
+    }
+
+    /// [`Backbone::final_rows`] with `e0`'s gradient going to `sink` when given ([`LossInput::sink`]).
+    pub(super) fn final_rows_into(
+        &self,
+        adj: &SpMat,
+        e0: &Tensor,
+        ids: &[u32],
+        sink: Option<&GradSink>,
+    ) -> Result<Tensor> {
         if !self.architecture().propagates() {
             let n = e0.dims()[0];
             if let Some(&r) = ids.iter().find(|&&r| r as usize >= n) {
@@ -221,7 +236,7 @@ impl Backbone {
             return Ok(e0.index_select(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?, 0)?);
         }
         let (first, scale) = combine_weights(self.config.combine(), self.config.layers);
-        propagate_rows(adj, e0, self.config.layers, first, scale, ids, None)
+        propagate_rows(adj, e0, self.config.layers, first, scale, ids, None, sink)
     }
 
     /// The node ids a contrastive term reads: the batch's distinct users, then its distinct positive items

@@ -41,7 +41,7 @@ impl Architecture for Sgl {
 
     /// `Σ_b ‖E⁰_{u_b}‖² + ‖E⁰_{i_b}‖² + ‖E⁰_{j_b}‖²`: base rows of the batch.
     fn regulariser(&self, model: &Backbone, input: &LossInput<'_>, _: &BatchRows) -> Result<Tensor> {
-        model.batch_base_sq_norm(input.e0, input.batch)
+        model.batch_base_sq_norm(input.e0, input.batch, input.sink)
     }
 
     fn regularises_whole_table(&self, _: &ModelConfig) -> bool {
@@ -70,8 +70,8 @@ impl Architecture for Sgl {
         let (ids, n_users) = model.contrast_ids(input.batch);
         let layers = model.config.layers;
         let (first, scale) = combine_weights(Combine::Mean, layers);
-        let v1 = propagate_rows(&views.a, input.e0, layers, first, scale, &ids, None)?;
-        let v2 = propagate_rows(&views.b, input.e0, layers, first, scale, &ids, None)?;
+        let v1 = propagate_rows(&views.a, input.e0, layers, first, scale, &ids, None, input.sink)?;
+        let v2 = propagate_rows(&views.b, input.e0, layers, first, scale, &ids, None, input.sink)?;
         Ok(Some(model.view_contrast(&v1, &v2, n_users)?))
     }
 }

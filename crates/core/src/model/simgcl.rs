@@ -59,7 +59,7 @@ impl Architecture for SimGcl {
         let (first, scale) = combine_weights(Combine::MeanSkipFirst, cfg.layers);
         let view = |rng: &mut ChaCha8Rng| {
             let noise = LayerNoise { eps: cfg.eps as f32, seeds: (0..cfg.layers).map(|_| rng.next_u64()).collect() };
-            propagate_rows(input.adj, input.e0, cfg.layers, first, scale, &ids, Some(noise))
+            propagate_rows(input.adj, input.e0, cfg.layers, first, scale, &ids, Some(noise), input.sink)
         };
         let v1 = view(input.rng)?;
         let v2 = view(input.rng)?;

@@ -12,6 +12,7 @@ mod inbatch;
 mod linear;
 mod pairdot;
 mod propagate;
+mod sink;
 mod spmm;
 mod sqnorm;
 
@@ -23,8 +24,9 @@ pub use pairdot::pair_dot;
 pub use propagate::{LayerNoise, NOISE_ROWS, propagate_rows};
 pub(crate) use spmm::spmm_vec;
 
+pub use sink::GradSink;
 pub use spmm::{SpMat, spmm, spmm_into};
-pub use sqnorm::sq_norm;
+pub use sqnorm::{sq_norm, sq_norm_rows};
 
 /// The contiguous `f32` data of a custom op's CPU input; errors name the op and the input.
 fn cpu_f32<'a>(

@@ -22,8 +22,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::SpMat;
 use super::spmm::{spmm_rows_vec, spmm_slots_vec, spmm_vec};
+use super::{GradSink, SpMat};
 use crate::error::{Error, Result};
 
 /// Rows of noise drawn from one ChaCha stream: row `r`'s noise comes from stream `r / NOISE_ROWS` of the
@@ -102,6 +102,8 @@ struct Propagation {
     /// For each requested row, its index in `distinct`.
     slot: Vec<u32>,
     noise: Option<Arc<LayerNoise>>,
+    /// Where the backward pass puts the table's gradient instead of returning it ([`GradSink`]).
+    sink: Option<GradSink>,
 }
 
 impl Propagation {
@@ -211,17 +213,23 @@ impl CustomOp1 for Propagation {
         let d = grad_res.dims()[1];
         let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let h = self.backward(&g, d);
+        if let Some(sink) = &self.sink {
+            sink.add_dense(h)?;
+            return Ok(None);
+        }
         Ok(Some(Tensor::from_vec(h, (self.adj.n_cols(), d), grad_res.device())?))
     }
 }
 
 /// Rows `rows` (node ids, duplicates allowed) of the combined layers `scale · Σ_{l=first..L} Eˡ` with
 /// `E⁰ = e0` and `Eˡ = adj · Eˡ⁻¹` (plus `noise`'s term per layer when given), shape `(rows.len(), d)`;
-/// differentiable with respect to `e0` (module docs). `adj` must be square.
+/// differentiable with respect to `e0` (module docs). `adj` must be square. With a `sink`, the backward pass
+/// adds `e0`'s gradient there and returns none to candle ([`GradSink`]).
 ///
 /// # Errors
 /// [`Error::Shape`] for a non-square matrix, an `e0` that is not `(n, d)` f32 on the CPU, a row out of range,
 /// `first > 1`, or noise without one seed per layer.
+#[allow(clippy::too_many_arguments)] // the op's parameters, each a plain value
 pub fn propagate_rows(
     adj: &SpMat,
     e0: &Tensor,
@@ -230,6 +238,7 @@ pub fn propagate_rows(
     scale: f32,
     rows: &[u32],
     noise: Option<LayerNoise>,
+    sink: Option<&GradSink>,
 ) -> Result<Tensor> {
     let n = adj.n_rows();
     let err = |expected: String, got: String| Error::Shape { op: "propagate_rows", expected, got };
@@ -255,7 +264,16 @@ pub fn propagate_rows(
     distinct.sort_unstable();
     distinct.dedup();
     let slot = rows.iter().map(|r| distinct.binary_search(r).expect("a requested row") as u32).collect();
-    let op = Propagation { adj: adj.clone(), layers, first, scale, distinct, slot, noise: noise.map(Arc::new) };
+    let op = Propagation {
+        adj: adj.clone(),
+        layers,
+        first,
+        scale,
+        distinct,
+        slot,
+        noise: noise.map(Arc::new),
+        sink: sink.cloned(),
+    };
     Ok(e0.contiguous()?.apply_op1(op)?)
 }
 
@@ -352,13 +370,23 @@ mod tests {
                         continue;
                     }
                     let what = format!("d={d} L={layers} first={first} noise={}", noise.is_some());
-                    let got = propagate_rows(&adj, e0.as_tensor(), layers, first, scale, &rows, noise.clone()).unwrap();
+                    let got =
+                        propagate_rows(&adj, e0.as_tensor(), layers, first, scale, &rows, noise.clone(), None).unwrap();
                     let want = composed(&adj, e0.as_tensor(), layers, first, scale, &rows, noise.as_ref());
                     assert_close(&flat(&got), &flat(&want), &format!("forward {what}"));
                     let g_got = (got * &weight).unwrap().sum_all().unwrap().backward().unwrap();
                     let g_want = (want * &weight).unwrap().sum_all().unwrap().backward().unwrap();
                     let (a, b) = (g_got.get(e0.as_tensor()).unwrap(), g_want.get(e0.as_tensor()).unwrap());
                     assert_close(&flat(a), &flat(b), &format!("gradient {what}"));
+                    // The same gradient through a sink, and none left in candle's store.
+                    let sink = GradSink::new();
+                    let sunk =
+                        propagate_rows(&adj, e0.as_tensor(), layers, first, scale, &rows, noise.clone(), Some(&sink))
+                            .unwrap();
+                    let g_sunk = (sunk * &weight).unwrap().sum_all().unwrap().backward().unwrap();
+                    assert!(g_sunk.get(e0.as_tensor()).is_none(), "{what}: a gradient returned beside the sink");
+                    let taken = sink.take(n * d).unwrap().expect("the sink holds the gradient");
+                    assert_eq!(taken, flat(a), "{what}: the sink's gradient");
                 }
             }
         }
@@ -371,7 +399,7 @@ mod tests {
         let rows: Vec<u32> = (0..4000).map(|k| (k * 7919 % 5000) as u32).collect();
         let noise = LayerNoise { eps: 0.1, seeds: vec![1, 2, 3] };
         let run = || {
-            let r = propagate_rows(&adj, e0.as_tensor(), 3, 1, 1.0 / 3.0, &rows, Some(noise.clone())).unwrap();
+            let r = propagate_rows(&adj, e0.as_tensor(), 3, 1, 1.0 / 3.0, &rows, Some(noise.clone()), None).unwrap();
             let g = r.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             (flat(&r), flat(g.get(e0.as_tensor()).unwrap()))
         };
@@ -399,11 +427,11 @@ mod tests {
     fn bad_arguments_are_shape_errors() {
         let adj = graph(6, 4, 3);
         let e0 = table(10, 4, 1);
-        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 0, 1.0, &[10], None).is_err());
-        assert!(propagate_rows(&adj, table(9, 4, 1).as_tensor(), 2, 0, 1.0, &[1], None).is_err());
-        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 2, 1.0, &[1], None).is_err());
+        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 0, 1.0, &[10], None, None).is_err());
+        assert!(propagate_rows(&adj, table(9, 4, 1).as_tensor(), 2, 0, 1.0, &[1], None, None).is_err());
+        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 2, 1.0, &[1], None, None).is_err());
         let noise = LayerNoise { eps: 0.1, seeds: vec![1] };
-        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 0, 1.0, &[1], Some(noise)).is_err());
-        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 0, 1.0, &[], None).unwrap().dims2().unwrap() == (0, 4));
+        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 0, 1.0, &[1], Some(noise), None).is_err());
+        assert!(propagate_rows(&adj, e0.as_tensor(), 2, 0, 1.0, &[], None, None).unwrap().dims2().unwrap() == (0, 4));
     }
 }

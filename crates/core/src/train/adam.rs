@@ -7,11 +7,12 @@
 use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Var};
+use candle_core::{CpuStorage, InplaceOp1, Layout, Storage, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tensor::GradSink;
 
 /// Adam's hyper-parameters (PyTorch defaults; no weight decay, as the reference).
 ///
@@ -43,6 +44,8 @@ struct Slot {
     var: Var,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Where fused ops put this variable's gradient beside candle's store ([`Adam::attach_sink`]).
+    sink: Option<GradSink>,
 }
 
 /// Adam over a set of f32 variables.
@@ -54,6 +57,8 @@ pub struct Adam {
 
 struct Update<'a> {
     grad: &'a [f32],
+    /// A second gradient contribution added to `grad` (a [`GradSink`]'s), same length.
+    grad2: Option<&'a [f32]>,
     state: Mutex<(&'a mut [f32], &'a mut [f32])>,
     lr_t: f32,
     wd: f32,
@@ -79,6 +84,19 @@ impl InplaceOp1 for Update<'_> {
         let (m, v) = &mut *st;
         let (b1, b2, lr_t, eps_t, wd) = (self.b1, self.b2, self.lr_t, self.eps_t, self.wd);
         const CHUNK: usize = 1 << 14;
+        if let Some(g2) = self.grad2 {
+            p.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .zip(self.grad.par_chunks(CHUNK).zip(g2.par_chunks(CHUNK)))
+                .for_each(|(((p, m), v), (g, g2))| {
+                    for i in 0..p.len() {
+                        let g = g[i] + g2[i] + wd * p[i];
+                        update(&mut p[i], &mut m[i], &mut v[i], g, b1, b2, lr_t, eps_t);
+                    }
+                });
+            return Ok(());
+        }
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
@@ -130,7 +148,7 @@ impl Adam {
             .into_iter()
             .map(|var| {
                 let n = var.elem_count();
-                Slot { var, m: vec![0.0; n], v: vec![0.0; n] }
+                Slot { var, m: vec![0.0; n], v: vec![0.0; n], sink: None }
             })
             .collect();
         Ok(Self { cfg, slots, t: 0 })
@@ -146,7 +164,24 @@ impl Adam {
         self.cfg.lr = lr;
     }
 
-    /// One step with the gradients in `grads` (variables without a gradient are left alone, moments too).
+    /// Reads `var`'s gradient from `sink` too, at every step, added to candle's store's: the fused ops given
+    /// the sink ([`crate::model::LossInput::sink`]) write it there. Each step empties the sink.
+    ///
+    /// # Errors
+    /// A variable this optimizer does not update.
+    pub fn attach_sink(&mut self, var: &Var, sink: GradSink) -> Result<()> {
+        let id = var.as_tensor().id();
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.var.as_tensor().id() == id)
+            .ok_or_else(|| Error::config("optimizer", "a gradient sink for a variable it does not update"))?;
+        slot.sink = Some(sink);
+        Ok(())
+    }
+
+    /// One step with the gradients in `grads` plus those in the attached sinks (variables without a gradient
+    /// are left alone, moments too).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;
         let t = self.t as i32;
@@ -155,15 +190,33 @@ impl Adam {
         // p -= lr·sqrt(1-b2ᵗ)/(1-b1ᵗ) · m / (sqrt(v) + eps·sqrt(1-b2ᵗ)).
         let (lr_t, eps_t) = step_scalars(&self.cfg, t);
         for slot in &mut self.slots {
-            let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
-            let g = g.contiguous()?;
-            let (gs, gl) = g.storage_and_layout();
-            let Storage::Cpu(CpuStorage::F32(gv)) = &*gs else {
-                return Err(Error::config("optimizer", "gradients must be f32 on the CPU"));
+            let sunk = match &slot.sink {
+                Some(sink) => sink.take(slot.m.len())?,
+                None => None,
             };
-            let (s, e) = gl.contiguous_offsets().expect("contiguous() was called");
+            let stored = grads.get(slot.var.as_tensor()).map(Tensor::contiguous).transpose()?;
+            let guard = stored.as_ref().map(Tensor::storage_and_layout);
+            let stored: Option<&[f32]> = match &guard {
+                Some((gs, gl)) => {
+                    let Storage::Cpu(CpuStorage::F32(gv)) = &**gs else {
+                        return Err(Error::config("optimizer", "gradients must be f32 on the CPU"));
+                    };
+                    let (s, e) = gl.contiguous_offsets().expect("contiguous() was called");
+                    Some(&gv[s..e])
+                }
+                None => None,
+            };
+            let (grad, grad2) = match (stored, sunk.as_deref()) {
+                (None, None) => continue,
+                (Some(g), None) | (None, Some(g)) => (g, None),
+                (Some(g), Some(g2)) => (g, Some(g2)),
+            };
+            if grad.len() != slot.m.len() {
+                return Err(Error::config("optimizer", "a gradient of another size than its variable"));
+            }
             let up = Update {
-                grad: &gv[s..e],
+                grad,
+                grad2,
                 state: Mutex::new((&mut slot.m, &mut slot.v)),
                 lr_t,
                 wd: self.cfg.weight_decay as f32,

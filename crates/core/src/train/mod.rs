@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, MetricKey, RankingReport};
 use crate::graph::{Csr, Graph, NormAdj};
 use crate::model::{Backbone, EpochState, RegTerm};
-use crate::tensor::SpMat;
+use crate::tensor::{GradSink, SpMat};
 
 pub mod adam;
 pub mod driver;
@@ -217,6 +217,9 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         });
     }
     let mut opt = Adam::new(vec![model.base().clone()], fit_adam(model, cfg.lr))?;
+    // The fused ops hand the table's gradient to Adam directly (no table of zeros plus an addition per step).
+    let sink = GradSink::new();
+    opt.attach_sink(model.base(), sink.clone())?;
     let schedule = Schedule {
         patience: cfg.patience,
         lr_decay: (cfg.lr_decay < 1.0).then_some(LrDecay { factor: cfg.lr_decay, floor: cfg.lr * 1e-4 }),
@@ -232,6 +235,7 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
         triples: Triples::default(),
         epoch_state: None,
+        sink,
     };
     let out = driver::run(&mut steps, &mut opt, &schedule, obs)?;
     let best = out.best();
@@ -264,6 +268,8 @@ struct FitSteps<'a> {
     rng: ChaCha8Rng,
     triples: Triples,
     epoch_state: Option<EpochState>,
+    /// The base table's gradient, read by the run's Adam.
+    sink: GradSink,
 }
 
 impl Steps for FitSteps<'_> {
@@ -284,7 +290,10 @@ impl Steps for FitSteps<'_> {
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.cfg.batch_size);
-        Ok(self.model.train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng)?.total)
+        Ok(self
+            .model
+            .train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng, Some(&self.sink))?
+            .total)
     }
 
     fn validate(&mut self) -> Result<Validation<()>> {

@@ -462,6 +462,7 @@ fn step_loss(
         epoch: epoch_state,
         rng,
         reg: if backbone.config.regularises_whole_table() { RegTerm::Off } else { RegTerm::Differentiated },
+        sink: None,
     };
     let parts = backbone.loss_with(input, &request_ids)?;
     let mut total = parts.total.clone();

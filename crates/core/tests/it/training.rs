@@ -138,7 +138,7 @@ fn a_whole_table_regulariser_in_adam_equals_the_differentiated_term() {
                 let batch = triples.batch(step, 256);
                 let e0 = mine.base().as_tensor().clone();
                 let parts = mine
-                    .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, reg })
+                    .loss(LossInput { adj: &adj, e0: &e0, batch: &batch, epoch: None, rng: &mut rng, reg, sink: None })
                     .unwrap();
                 losses.push(parts.total.to_scalar::<f32>().unwrap());
                 opt.step(&parts.total.backward().unwrap()).unwrap();
@@ -156,5 +156,80 @@ fn a_whole_table_regulariser_in_adam_equals_the_differentiated_term() {
         // Without the decay the folded loss would not regularise at all: the tables part.
         let off = max_diff(&run(RegTerm::ValueOnly, Some(0.0)).0, &plain);
         assert!(off > 1e-4, "{kind}: the decay made no difference ({off})");
+    }
+}
+
+#[test]
+fn training_through_a_gradient_sink_equals_training_through_candles_store() {
+    use rand::SeedableRng;
+    use unlearnrec_core::graph::{Graph, NormAdj};
+    use unlearnrec_core::model::{Backbone, LossInput, RegScope};
+    use unlearnrec_core::tensor::{GradSink, SpMat};
+    use unlearnrec_core::train::sampler::sample_epoch;
+    use unlearnrec_core::train::{Adam, fit_adam};
+
+    let ds = small();
+    let g = Graph::from_interactions(ds.n_users(), ds.n_items(), &ds.train);
+    let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&g));
+    let triples = sample_epoch(g.user_items(), 1, 0);
+    let configs = [
+        ModelConfig { kind: ModelKind::LightGcn, reg: 0.05, ..ModelConfig::default() },
+        ModelConfig {
+            kind: ModelKind::LightGcn,
+            reg: 0.05,
+            reg_scope: Some(RegScope::Batch),
+            ..ModelConfig::default()
+        },
+        ModelConfig { kind: ModelKind::Sgl, ..ModelConfig::default() },
+        ModelConfig { kind: ModelKind::SimGcl, ..ModelConfig::default() },
+        ModelConfig { kind: ModelKind::Mf, reg: 0.05, reg_scope: Some(RegScope::Batch), ..ModelConfig::default() },
+    ];
+    for m in configs {
+        let m = ModelConfig { dim: 16, layers: 2, ..m };
+        let what = format!("{} (reg scope {:?})", m.kind, m.reg_scope);
+        let run = |with_sink: bool| {
+            let mine = Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 3).unwrap();
+            let mut opt = Adam::new(vec![mine.base().clone()], fit_adam(&mine, 0.01)).unwrap();
+            let sink = GradSink::new();
+            if with_sink {
+                opt.attach_sink(mine.base(), sink.clone()).unwrap();
+            }
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+            let state = mine.epoch_state(&g, &mut rng).unwrap();
+            let (mut losses, mut stored) = (vec![], 0);
+            for step in 0..6 {
+                let batch = triples.batch(step, 256);
+                let e0 = mine.base().as_tensor().clone();
+                let input = LossInput {
+                    adj: &adj,
+                    e0: &e0,
+                    batch: &batch,
+                    epoch: state.as_ref(),
+                    rng: &mut rng,
+                    reg: mine.fit_reg_term(),
+                    sink: with_sink.then_some(&sink),
+                };
+                let parts = mine.loss(input).unwrap();
+                losses.push(parts.total.to_scalar::<f32>().unwrap());
+                let grads = parts.total.backward().unwrap();
+                stored += usize::from(grads.get(mine.base().as_tensor()).is_some());
+                opt.step(&grads).unwrap();
+                assert!(sink.is_empty(), "{what}: the step left the sink full");
+            }
+            (mine.base_vec().unwrap(), losses, stored)
+        };
+        let (sunk, ls, stored_sunk) = run(true);
+        let (plain, lp, stored_plain) = run(false);
+        assert_eq!(stored_plain, 6, "{what}");
+        if m.kind.is_graph() {
+            // Every contribution to a graph model's table went through the sink.
+            assert_eq!(stored_sunk, 0, "{what}: a gradient beside the sink");
+        }
+        for (a, b) in ls.iter().zip(&lp) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{what}: loss {a} vs {b}");
+        }
+        let worst = sunk.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{what}: tables differ by {worst}");
+        assert!(plain != Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 3).unwrap().base_vec().unwrap());
     }
 }

@@ -182,6 +182,7 @@ impl Steps for AscentSteps<'_> {
                 epoch: self.epoch_state.as_ref(),
                 rng: &mut self.rng,
                 reg: RegTerm::Differentiated,
+                sink: None,
             };
             let parts = model.loss_with(input, &forget_ids)?;
             (parts.total, parts.extra)
