@@ -892,7 +892,9 @@ impl Steps for PretrainSteps<'_> {
         let (users, items) = contrast_nodes(&batch, self.backbone.n_users());
         let rows = [users, items].concat();
         let out = enc.forward_rows(&req.idm, Some((&dropped, &rows)), self.e_fnl, &req.adj_pk)?;
-        let e_tilde = (self.backbone.base().as_tensor() + &out.delta)?;
+        // The backbone is frozen: detached, its table gets no gradient (a Var's tensor would be given one,
+        // a table of zeros plus an addition per step).
+        let e_tilde = (self.backbone.base().as_tensor().detach() + &out.delta)?;
         let state = self.epoch_state.as_ref();
         step_loss(self.backbone, &e_tilde, &out, self.e_fnl, req, &batch, state, &mut self.rng, &self.weights)
     }
