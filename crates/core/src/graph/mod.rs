@@ -3,12 +3,14 @@
 //!
 //! - [`Csr`]: a pattern (rows of sorted column ids); [`SparseMat`]: CSR with `f32` values.
 //! - [`Graph`]: the user–item graph as CSR both ways, with `remove` (unlearning) and `add`.
+//! - [`Relabel`]: a renumbering of users and items for memory locality (training's node order).
 //! - [`NormAdj`]: `Â = D^{-1/2} A D^{-1/2}` of the bipartite adjacency `A = [[0, R], [Rᵀ, 0]]`, users first,
 //!   and, through [`NormAdj::idm`], the influence dependency matrix `Â_Δ` of a request.
 
 mod bipartite;
 mod csr;
 mod norm;
+mod order;
 mod par;
 mod sparse;
 #[cfg(test)]
@@ -17,6 +19,7 @@ pub(crate) mod testutil;
 pub use bipartite::Graph;
 pub use csr::Csr;
 pub use norm::NormAdj;
+pub use order::Relabel;
 pub use sparse::SparseMat;
 
 #[cfg(test)]

@@ -57,6 +57,23 @@ pub struct TrainConfig {
     pub valid_ratio: f64,
     /// How an epoch's positive pairs are drawn ([`Sampling`]).
     pub sampling: Sampling,
+    /// The node order the propagation runs in ([`NodeOrder`]).
+    pub node_order: NodeOrder,
+}
+
+/// The order of the table's rows during training: training renumbers the graph and the table on entry and
+/// the table back on exit, and draws its batches in the dataset's ids. For MF and LightGCN the run is the same
+/// in either order up to the float rounding of the products' sums; SGL's dropout views and SimGCL's noise are
+/// drawn in the training order, so their runs differ by those draws (of the same distribution).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeOrder {
+    /// Reverse Cuthill–McKee, users then items ([`crate::graph::Relabel::rcm`]): neighbours' rows near each
+    /// other, so the propagation's gathers hit the cache more often (docs/benchmarks.md, "Node order").
+    #[default]
+    Rcm,
+    /// The dataset's own ids.
+    Dataset,
 }
 
 /// How an epoch's (user, positive) pairs are drawn; each gets a seeded negative.
@@ -88,6 +105,7 @@ impl Default for TrainConfig {
             seed: 1234,
             valid_ratio: 0.05,
             sampling: Sampling::Edges,
+            node_order: NodeOrder::Rcm,
         }
     }
 }
@@ -216,6 +234,46 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
             secs: start.elapsed().as_secs_f64(),
         });
     }
+    // A graph model trains in a locality order: the graph, the validation split and the table renumbered
+    // here and the table back at the end. Batches are drawn in the dataset's ids and renumbered, so the run
+    // takes the same steps as in the dataset's order (up to the float rounding of the products' sums).
+    let relabel = (cfg.node_order == NodeOrder::Rcm && model.architecture().propagates())
+        .then(|| crate::graph::Relabel::rcm(&data.graph));
+    let relabelled = relabel.as_ref().map(|r| {
+        let graph = r.graph(&data.graph);
+        let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&graph));
+        TrainData { graph, adj, valid: r.user_items(&data.valid) }
+    });
+    if let Some(r) = &relabel {
+        model.set_base(&r.rows_to_new(&model.base_vec()?, model.dim()))?;
+    }
+    let out = fit_in_order(model, data, relabelled.as_ref(), relabel.as_ref(), cfg, ks, metric, obs);
+    if let Some(r) = &relabel {
+        model.set_base(&r.rows_to_old(&model.base_vec()?, model.dim()))?;
+    }
+    let out = out?;
+    let best = out.best();
+    Ok(FitReport {
+        best_epoch: best.and_then(|b| b.epoch),
+        best_metric: best.map(|b| b.score),
+        history: out.history,
+        stop: out.stop,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`fit`]'s run, on `relabelled` data when given (with `relabel` renumbering the batches drawn from `data`).
+#[allow(clippy::too_many_arguments)]
+fn fit_in_order(
+    model: &mut Backbone,
+    data: &TrainData,
+    relabelled: Option<&TrainData>,
+    relabel: Option<&crate::graph::Relabel>,
+    cfg: &TrainConfig,
+    ks: Vec<usize>,
+    metric: MetricKey,
+    obs: &mut dyn Observer,
+) -> Result<driver::Outcome<()>> {
     let mut opt = Adam::new(vec![model.base().clone()], fit_adam(model, cfg.lr))?;
     // The fused ops hand the table's gradient to Adam directly (no table of zeros plus an addition per step).
     let sink = GradSink::new();
@@ -228,7 +286,9 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
     };
     let mut steps = FitSteps {
         model,
-        data,
+        data: relabelled.unwrap_or(data),
+        sample_from: data,
+        relabel,
         cfg,
         ks,
         metric,
@@ -237,15 +297,7 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         epoch_state: None,
         sink,
     };
-    let out = driver::run(&mut steps, &mut opt, &schedule, obs)?;
-    let best = out.best();
-    Ok(FitReport {
-        best_epoch: best.and_then(|b| b.epoch),
-        best_metric: best.map(|b| b.score),
-        history: out.history,
-        stop: out.stop,
-        secs: start.elapsed().as_secs_f64(),
-    })
+    driver::run(&mut steps, &mut opt, &schedule, obs)
 }
 
 /// Training's Adam for `model`'s base table at `lr`: with weight decay `2 · reg` when its regulariser is the
@@ -259,7 +311,12 @@ pub fn fit_adam(model: &Backbone, lr: f64) -> AdamConfig {
 /// model draws, SGL's augmented views), validated by `metric` on the validation split.
 struct FitSteps<'a> {
     model: &'a mut Backbone,
+    /// The data the model propagates over and is validated on (renumbered when `relabel` is given).
     data: &'a TrainData,
+    /// The data batches are drawn from, in the dataset's ids.
+    sample_from: &'a TrainData,
+    /// The renumbering from `sample_from`'s ids to `data`'s.
+    relabel: Option<&'a crate::graph::Relabel>,
     cfg: &'a TrainConfig,
     /// The cut-offs validated.
     ks: Vec<usize>,
@@ -278,7 +335,7 @@ impl Steps for FitSteps<'_> {
 
     fn begin_epoch(&mut self, epoch: usize) -> Result<usize> {
         let (model, cfg) = (&*self.model, self.cfg);
-        let seen = self.data.graph.user_items();
+        let seen = self.sample_from.graph.user_items();
         self.triples = match cfg.sampling {
             Sampling::Edges => sampler::sample_epoch(seen, cfg.seed, epoch as u64),
             Sampling::Users => sampler::sample_epoch_by_users(seen, cfg.seed, epoch as u64),
@@ -289,7 +346,11 @@ impl Steps for FitSteps<'_> {
     }
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
-        let batch = self.triples.batch(step, self.cfg.batch_size);
+        let mut batch = self.triples.batch(step, self.cfg.batch_size);
+        if let Some(r) = self.relabel {
+            batch.users.iter_mut().for_each(|u| *u = r.user_new[*u as usize]);
+            batch.pos.iter_mut().chain(batch.neg.iter_mut()).for_each(|i| *i = r.item_new[*i as usize]);
+        }
         Ok(self
             .model
             .train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng, Some(&self.sink))?

@@ -233,3 +233,46 @@ fn training_through_a_gradient_sink_equals_training_through_candles_store() {
         assert!(plain != Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 3).unwrap().base_vec().unwrap());
     }
 }
+
+/// Training in the locality order (the default) takes the same steps as in the dataset's order and hands
+/// back the table in the dataset's order.
+#[test]
+fn the_locality_order_trains_the_same_model_as_the_datasets_order() {
+    use unlearnrec_core::model::RegScope;
+    use unlearnrec_core::train::{NodeOrder, TrainData, fit};
+
+    let ds = small();
+    let data = TrainData::new(ds.n_users(), ds.n_items(), &ds.train, ds.valid.as_ref().unwrap());
+    for m in [
+        ModelConfig { kind: ModelKind::LightGcn, dim: 16, layers: 3, ..ModelConfig::default() },
+        ModelConfig {
+            kind: ModelKind::LightGcn,
+            dim: 16,
+            layers: 2,
+            reg_scope: Some(RegScope::Batch),
+            ..ModelConfig::default()
+        },
+    ] {
+        let run = |node_order: NodeOrder| {
+            let mut model = unlearnrec_core::model::Backbone::new(m.clone(), ds.n_users(), ds.n_items(), 5).unwrap();
+            let t = TrainConfig {
+                epochs: 4,
+                batch_size: 512,
+                eval_every: 2,
+                patience: 0,
+                node_order,
+                ..TrainConfig::default()
+            };
+            let report = fit(&mut model, &data, &t, &mut Silent).unwrap();
+            (model.base_vec().unwrap(), report)
+        };
+        let (rcm, r1) = run(NodeOrder::Rcm);
+        let (plain, r2) = run(NodeOrder::Dataset);
+        assert_eq!(r1.best_epoch, r2.best_epoch);
+        let (a, b) = (r1.best_metric.unwrap(), r2.best_metric.unwrap());
+        assert!((a - b).abs() < 1e-4, "validation {a} vs {b}");
+        let scale = plain.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = rcm.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-4 * scale, "tables differ by {worst} (scale {scale})");
+    }
+}
