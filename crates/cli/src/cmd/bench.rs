@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use unlearnrec_core::data::Interactions;
 use unlearnrec_core::eval::EvalConfig;
-use unlearnrec_core::graph::{Graph, NormAdj};
+use unlearnrec_core::graph::{Graph, NormAdj, Relabel};
 use unlearnrec_core::model::{Backbone, LossInput, ModelConfig, ModelKind, gather_rows};
 use unlearnrec_core::tensor::{GradSink, SpMat, spmm};
 use unlearnrec_core::train::sampler::sample_epoch;
@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Number the nodes as the dataset does, instead of training's locality order (`[train] node_order`).
+    #[arg(long)]
+    dataset_order: bool,
     /// The cost curve instead: synthetic power-law graphs of each size of `--edges`, one process each
     /// (docs/benchmarks.md, "Cost against graph size").
     #[arg(long)]
@@ -127,11 +130,18 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ds = DataOpts::new(&a.data, &a.read).load()?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let (nu, ni) = (ds.n_users(), ds.n_items());
-    let graph = Graph::from_interactions(nu, ni, &ds.train);
+    // Training's node order (`[train] node_order`), unless asked for the dataset's.
+    let (train, test) = if a.dataset_order {
+        (ds.train.clone(), ds.test.clone())
+    } else {
+        let r = Relabel::rcm(&Graph::from_interactions(nu, ni, &ds.train));
+        (r.edges(&ds.train), r.edges(&ds.test))
+    };
+    let graph = Graph::from_interactions(nu, ni, &train);
     let adj_ms = time(a.repeat, || Ok(NormAdj::from_graph(&graph)))?;
     let norm = NormAdj::from_graph(&graph);
     let req: Interactions = {
-        let (u, i): (Vec<u32>, Vec<u32>) = ds.train.iter().step_by(100).unzip();
+        let (u, i): (Vec<u32>, Vec<u32>) = train.iter().step_by(100).unzip();
         Interactions::from_sorted(u, i)
     };
     let remove_ms = time(a.repeat, || Ok(graph.remove(&req)))?;
@@ -164,7 +174,7 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })?;
     let sample_ms = time(a.repeat, || Ok(sample_epoch(graph.user_items(), 1, 0)))?;
     let emb = model.final_embeddings(&adj)?;
-    let test = Graph::from_interactions(nu, ni, &ds.test);
+    let test = Graph::from_interactions(nu, ni, &test);
     let eval_cfg = EvalConfig::default();
     let eval_ms = time(a.repeat.min(3), || {
         Ok(unlearnrec_core::eval::evaluate_ranking(
@@ -180,6 +190,7 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         "dataset": ds.name,
         "users": nu, "items": ni, "train_edges": ds.train.len(), "dim": a.dim, "layers": a.layers,
         "threads": rayon::current_num_threads(),
+        "node_order": if a.dataset_order { "dataset" } else { "rcm" },
         "load_ms": load_ms,
         "norm_adj_ms": adj_ms,
         "remove_1pct_ms": remove_ms,
@@ -200,12 +211,13 @@ pub fn run(a: BenchArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
         print_json(&out)?;
     } else {
         println!(
-            "{}: {nu} users, {ni} items, {} train edges, d={}, L={}, {} threads",
+            "{}: {nu} users, {ni} items, {} train edges, d={}, L={}, {} threads, {} node order",
             ds.name,
             ds.train.len(),
             a.dim,
             a.layers,
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            if a.dataset_order { "the dataset's" } else { "training's (RCM)" }
         );
         println!("  load dataset                 {load_ms:9.1} ms (once)");
         println!("  build Â                      {adj_ms:9.1} ms");
