@@ -1,7 +1,8 @@
 //! How much the node order matters to the SpMM (issue 16, "better locality"): the same normalised adjacency
 //! with its nodes renumbered by several orders, each product timed on a table in that order, interleaved.
 //!
-//! `cargo run --release --example locality -- [DATA] [DIM] [REPEAT]` (defaults: ../shared/data/gowalla, 64, 15).
+//! `cargo run --release --example locality -- [DATA] [DIM] [REPEAT]` (defaults: ../shared/data/gowalla, 64, 15;
+//! `synth:EDGES` is the cost curve's synthetic graph of that many edges).
 //! Orders: the dataset's own; users and items each by degree, highest first; reverse Cuthill–McKee over the
 //! whole graph (a breadth-first order from a low-degree node, neighbours by degree, reversed), and the same
 //! with users kept before items (training's order); a random one
@@ -105,7 +106,24 @@ fn main() -> anyhow::Result<()> {
     let data = args.next().unwrap_or_else(|| "../shared/data/gowalla".into());
     let d: usize = args.next().map_or(Ok(64), |s| s.parse())?;
     let repeat: usize = args.next().map_or(Ok(15), |s| s.parse())?;
-    let ds = unlearnrec_core::front::load_dataset(std::path::Path::new(&data))?;
+    // `synth:EDGES`: the cost curve's synthetic power-law graph of that many edges (`bench --scale`).
+    let ds = match data.strip_prefix("synth:") {
+        Some(edges) => {
+            let edges: usize = edges.parse()?;
+            unlearnrec_core::data::synthetic::generate(&unlearnrec_core::data::synthetic::SynthConfig {
+                users: (edges / 27).max(200),
+                items: (edges / 20).max(200),
+                interactions: edges + edges / 9,
+                communities: 16,
+                zipf: 1.0,
+                in_community: 0.8,
+                test_ratio: 0.1,
+                valid_ratio: 0.0,
+                seed: 1,
+            })?
+        }
+        None => unlearnrec_core::front::load_dataset(std::path::Path::new(&data))?,
+    };
     let (nu, ni) = (ds.n_users(), ds.n_items());
     let norm = NormAdj::from_graph(&Graph::from_interactions(nu, ni, &ds.train));
     let a = norm.as_sparse();

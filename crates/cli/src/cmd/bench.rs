@@ -45,7 +45,7 @@ pub struct BenchArgs {
     pub(crate) json: bool,
     /// Number the nodes as the dataset does, instead of training's locality order (`[train] node_order`).
     #[arg(long)]
-    dataset_order: bool,
+    pub(crate) dataset_order: bool,
     /// The cost curve instead: synthetic power-law graphs of each size of `--edges`, one process each
     /// (docs/benchmarks.md, "Cost against graph size").
     #[arg(long)]
