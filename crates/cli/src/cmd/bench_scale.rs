@@ -94,27 +94,11 @@ pub struct ScalePoint {
     pub bytes_per_edge: f64,
 }
 
-/// The synthetic graph of `edges` training edges (Gowalla's shape: 27 edges per user, 20 per item; 10 % more
-/// interactions are drawn and held out for test).
-fn graph_config(edges: usize) -> SynthConfig {
-    SynthConfig {
-        users: (edges / 27).max(200),
-        items: (edges / 20).max(200),
-        interactions: edges + edges / 9,
-        communities: 16,
-        zipf: 1.0,
-        in_community: 0.8,
-        test_ratio: 0.1,
-        valid_ratio: 0.0,
-        seed: 1,
-    }
-}
-
 /// Measures one point (the child process).
 pub fn point(a: &BenchArgs, edges: usize) -> anyhow::Result<ScalePoint> {
     let mut phase = PhasePeaks::default();
     let t = Instant::now();
-    let mut ds = generate(&graph_config(edges)).context("generating the graph")?;
+    let mut ds = generate(&SynthConfig::power_law(edges)).context("generating the graph")?;
     let generate_s = t.elapsed().as_secs_f64();
     let (nu, ni) = (ds.n_users(), ds.n_items());
     // Training's node order (`[train] node_order = "rcm"`; the generator numbers nodes at random), unless

@@ -71,6 +71,23 @@ const MIN_DEGREE: usize = 3;
 const MAX_REJECTS: usize = 64;
 
 impl SynthConfig {
+    /// The cost curve's power-law graph of about `edges` training edges (`unlearnrec bench --scale`): Gowalla's
+    /// shape, 27 edges per user and 20 per item, 16 communities, Zipf popularity; 10 % more interactions are
+    /// drawn and held out for test.
+    pub fn power_law(edges: usize) -> Self {
+        Self {
+            users: (edges / 27).max(200),
+            items: (edges / 20).max(200),
+            interactions: edges + edges / 9,
+            communities: 16,
+            zipf: 1.0,
+            in_community: 0.8,
+            test_ratio: 0.1,
+            valid_ratio: 0.0,
+            seed: 1,
+        }
+    }
+
     /// The largest degree a user may get: `max(3, ceil(items / 2))`.
     fn max_degree(&self) -> usize {
         self.items.div_ceil(2).max(MIN_DEGREE)

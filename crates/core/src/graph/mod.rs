@@ -19,7 +19,7 @@ pub(crate) mod testutil;
 pub use bipartite::Graph;
 pub use csr::Csr;
 pub use norm::NormAdj;
-pub use order::Relabel;
+pub use order::{Relabel, rcm_order};
 pub use sparse::SparseMat;
 
 #[cfg(test)]

@@ -13,6 +13,44 @@ use std::collections::VecDeque;
 use super::{Csr, Graph};
 use crate::data::Interactions;
 
+/// The user–item graph's nodes (user `u` is node `u`, item `i` node `n_users + i`) in reverse Cuthill–McKee
+/// order: breadth-first over every component, each started from its lowest-degree node, each node's unvisited
+/// neighbours by increasing degree (ties by id), the whole order reversed. Deterministic.
+pub fn rcm_order(graph: &Graph) -> Vec<u32> {
+    let (nu, ni) = (graph.n_users(), graph.n_items());
+    let n = nu + ni;
+    let nbrs = |v: usize| -> (&[u32], usize) {
+        if v < nu { (graph.user_items().row(v), nu) } else { (graph.item_users().row(v - nu), 0) }
+    };
+    let deg = |v: usize| nbrs(v).0.len();
+    let mut by_deg: Vec<usize> = (0..n).collect();
+    by_deg.sort_by_key(|&v| (deg(v), v));
+    let mut seen = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    let mut queue = VecDeque::new();
+    let mut next: Vec<usize> = Vec::new();
+    for &s in &by_deg {
+        if seen[s] {
+            continue;
+        }
+        seen[s] = true;
+        queue.push_back(s);
+        while let Some(v) = queue.pop_front() {
+            order.push(v as u32);
+            let (row, off) = nbrs(v);
+            next.clear();
+            next.extend(row.iter().map(|&c| c as usize + off).filter(|&c| !seen[c]));
+            next.sort_by_key(|&c| (deg(c), c));
+            for &c in &next {
+                seen[c] = true;
+                queue.push_back(c);
+            }
+        }
+    }
+    order.reverse();
+    order
+}
+
 /// A renumbering of a graph's users and items (each a permutation of its own id range).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Relabel {
@@ -23,43 +61,13 @@ pub struct Relabel {
 }
 
 impl Relabel {
-    /// Reverse Cuthill–McKee over the user–item graph (every component, each started from its lowest-degree
-    /// node; ties by id), users then items (module docs). Deterministic.
+    /// Reverse Cuthill–McKee ([`rcm_order`]), users then items (module docs). Deterministic.
     pub fn rcm(graph: &Graph) -> Relabel {
-        let (nu, ni) = (graph.n_users(), graph.n_items());
-        let n = nu + ni;
-        // Node v < nu is user v; otherwise item v − nu.
-        let nbrs = |v: usize| -> (&[u32], usize) {
-            if v < nu { (graph.user_items().row(v), nu) } else { (graph.item_users().row(v - nu), 0) }
-        };
-        let deg = |v: usize| nbrs(v).0.len();
-        let mut by_deg: Vec<usize> = (0..n).collect();
-        by_deg.sort_by_key(|&v| (deg(v), v));
-        let mut seen = vec![false; n];
-        let mut order = Vec::with_capacity(n);
-        let mut queue = VecDeque::new();
-        let mut next: Vec<usize> = Vec::new();
-        for &s in &by_deg {
-            if seen[s] {
-                continue;
-            }
-            seen[s] = true;
-            queue.push_back(s);
-            while let Some(v) = queue.pop_front() {
-                order.push(v);
-                let (row, off) = nbrs(v);
-                next.clear();
-                next.extend(row.iter().map(|&c| c as usize + off).filter(|&c| !seen[c]));
-                next.sort_by_key(|&c| (deg(c), c));
-                for &c in &next {
-                    seen[c] = true;
-                    queue.push_back(c);
-                }
-            }
-        }
-        let (mut user_new, mut item_new) = (vec![0u32; nu], vec![0u32; ni]);
+        let nu = graph.n_users();
+        let (mut user_new, mut item_new) = (vec![0u32; nu], vec![0u32; graph.n_items()]);
         let (mut pu, mut pi) = (0u32, 0u32);
-        for &v in order.iter().rev() {
+        for v in rcm_order(graph) {
+            let v = v as usize;
             if v < nu {
                 user_new[v] = pu;
                 pu += 1;
@@ -69,11 +77,6 @@ impl Relabel {
             }
         }
         Relabel { user_new, item_new }
-    }
-
-    /// The renumbering that changes nothing.
-    pub fn identity(n_users: usize, n_items: usize) -> Relabel {
-        Relabel { user_new: (0..n_users as u32).collect(), item_new: (0..n_items as u32).collect() }
     }
 
     fn inverse(p: &[u32]) -> Vec<u32> {
@@ -97,11 +100,8 @@ impl Relabel {
 
     /// A users × items pattern renumbered.
     pub fn user_items(&self, csr: &Csr) -> Csr {
-        let pairs: Vec<(u32, u32)> = (0..csr.n_rows())
-            .flat_map(|u| csr.row(u).iter().map(move |&i| (u as u32, i)))
-            .map(|(u, i)| (self.user_new[u as usize], self.item_new[i as usize]))
-            .collect();
-        let edges = Interactions::from_pairs(pairs).0;
+        let users = (0..csr.n_rows()).flat_map(|u| std::iter::repeat_n(u as u32, csr.degree(u))).collect();
+        let edges = self.edges(&Interactions::from_sorted(users, csr.indices().to_vec()));
         Graph::from_interactions(csr.n_rows(), csr.n_cols(), &edges).user_items().clone()
     }
 
@@ -148,6 +148,10 @@ mod tests {
         Graph::from_interactions(7, 6, &Interactions::from_pairs(pairs).0)
     }
 
+    fn identity(n_users: usize, n_items: usize) -> Relabel {
+        Relabel { user_new: (0..n_users as u32).collect(), item_new: (0..n_items as u32).collect() }
+    }
+
     fn is_permutation(p: &[u32]) -> bool {
         let mut s = p.to_vec();
         s.sort_unstable();
@@ -160,7 +164,7 @@ mod tests {
         let r = Relabel::rcm(&g);
         assert!(is_permutation(&r.user_new) && is_permutation(&r.item_new), "{r:?}");
         assert_eq!(r, Relabel::rcm(&g));
-        assert_ne!(r, Relabel::identity(7, 6), "this graph's order is not already RCM's");
+        assert_ne!(r, identity(7, 6), "this graph's order is not already RCM's");
     }
 
     #[test]
@@ -205,10 +209,10 @@ mod tests {
         };
         let r = Relabel::rcm(&g);
         assert!(
-            spread(&r) * 4 < spread(&Relabel::identity(n as usize, n as usize)),
+            spread(&r) * 4 < spread(&identity(n as usize, n as usize)),
             "{} vs {}",
             spread(&r),
-            spread(&Relabel::identity(n as usize, n as usize))
+            spread(&identity(n as usize, n as usize))
         );
     }
 }

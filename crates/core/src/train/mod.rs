@@ -12,6 +12,7 @@ use candle_core::Tensor;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
@@ -340,17 +341,19 @@ impl Steps for FitSteps<'_> {
             Sampling::Edges => sampler::sample_epoch(seen, cfg.seed, epoch as u64),
             Sampling::Users => sampler::sample_epoch_by_users(seen, cfg.seed, epoch as u64),
         };
+        // Drawn in the dataset's ids, propagated in the training order.
+        if let Some(r) = self.relabel {
+            let all = &mut self.triples.all;
+            all.users.par_iter_mut().for_each(|u| *u = r.user_new[*u as usize]);
+            all.pos.par_iter_mut().chain(all.neg.par_iter_mut()).for_each(|i| *i = r.item_new[*i as usize]);
+        }
         self.epoch_state = model.epoch_state(&self.data.graph, &mut self.rng)?;
         let n_steps = self.triples.n_batches(cfg.batch_size);
         Ok(cfg.max_steps_per_epoch.map_or(n_steps, |cap| n_steps.min(cap)))
     }
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
-        let mut batch = self.triples.batch(step, self.cfg.batch_size);
-        if let Some(r) = self.relabel {
-            batch.users.iter_mut().for_each(|u| *u = r.user_new[*u as usize]);
-            batch.pos.iter_mut().chain(batch.neg.iter_mut()).for_each(|i| *i = r.item_new[*i as usize]);
-        }
+        let batch = self.triples.batch(step, self.cfg.batch_size);
         Ok(self
             .model
             .train_loss(&self.data.adj, &batch, self.epoch_state.as_ref(), &mut self.rng, Some(&self.sink))?
