@@ -180,6 +180,9 @@ pub struct ModelConfig {
     /// What MF's and LightGCN's L2 term covers (`None` = the whole table, as the reference); SGL and SimGCL
     /// have their own and refuse it (docs/method.md §3.3).
     pub reg_scope: Option<RegScope>,
+    /// Standard deviation of a normal initial table (the LightGCN paper's 0.1); `None` = Xavier uniform, as the
+    /// reference ([`initial_table`]).
+    pub init_std: Option<f64>,
 }
 
 /// What the L2 term of MF and LightGCN covers.
@@ -207,6 +210,7 @@ impl Default for ModelConfig {
             eps: 0.2,
             keep_rate: 0.8,
             reg_scope: None,
+            init_std: None,
         }
     }
 }
@@ -240,6 +244,11 @@ impl ModelConfig {
         if self.reg_scope.is_some() && !self.kind.architecture().takes_reg_scope() {
             return Err(Error::config("model.reg_scope", format!("{} has its own regulariser", self.kind)));
         }
+        if let Some(s) = self.init_std
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(Error::config("model.init_std", format!("must be a finite positive number, got {s}")));
+        }
         if self.combine == Some(Combine::MeanSkipFirst) && self.layers == 0 {
             return Err(Error::config("model.combine", "mean_skip_first needs at least 1 layer"));
         }
@@ -258,13 +267,23 @@ impl ModelConfig {
     }
 }
 
-/// The initial base table of [`Backbone::new`]: `n × d` values uniform in `±sqrt(6 / (n + d))` (PyTorch's
-/// `xavier_uniform_` on an `(n, d)` table), row-major, drawn from `seed`. Unlearning restores the rows of
-/// nodes a request isolates from it (an exact retrain with the same seed moves them only by its regulariser).
-pub fn initial_table(n: usize, d: usize, seed: u64) -> Vec<f32> {
-    let bound = (6.0 / (n + d) as f64).sqrt() as f32;
+/// The initial base table of [`Backbone::new`], `n × d` values row-major, drawn from `seed`: normal with
+/// standard deviation `std` when given (the LightGCN paper's initialisation), otherwise uniform in
+/// `±sqrt(6 / (n + d))` (PyTorch's `xavier_uniform_` on an `(n, d)` table, the reference's). Unlearning
+/// restores the rows of nodes a request isolates from it (an exact retrain with the same seed moves them only
+/// by its regulariser).
+pub fn initial_table(n: usize, d: usize, std: Option<f64>, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * d).map(|_| rng.random_range(-bound..bound)).collect()
+    match std {
+        Some(s) => {
+            let normal = rand_distr::Normal::new(0.0, s as f32).expect("a validated positive standard deviation");
+            (0..n * d).map(|_| rand_distr::Distribution::sample(&normal, &mut rng)).collect()
+        }
+        None => {
+            let bound = (6.0 / (n + d) as f64).sqrt() as f32;
+            (0..n * d).map(|_| rng.random_range(-bound..bound)).collect()
+        }
+    }
 }
 
 /// A backbone: its configuration and base embedding table `E⁰` (a trainable [`Var`]).
@@ -280,14 +299,14 @@ pub struct Backbone {
 }
 
 impl Backbone {
-    /// A new model with Xavier-uniform initial embeddings (bound `sqrt(6 / (N + d))`, as PyTorch's
-    /// `xavier_uniform_` on an `(N, d)` table), drawn from `seed`.
+    /// A new model with the initial embeddings of [`initial_table`] (Xavier uniform unless
+    /// [`ModelConfig::init_std`] asks for a normal table), drawn from `seed`.
     ///
     /// # Errors
     /// An invalid config.
     pub fn new(config: ModelConfig, n_users: usize, n_items: usize, seed: u64) -> Result<Self> {
         config.validate()?;
-        let data = initial_table(n_users + n_items, config.dim, seed);
+        let data = initial_table(n_users + n_items, config.dim, config.init_std, seed);
         Self::from_embeddings(config, n_users, n_items, data)
     }
 
@@ -555,6 +574,10 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("model.dim"));
         let c = ModelConfig { keep_rate: 0.0, ..ModelConfig::default() };
         assert!(c.validate().unwrap_err().to_string().contains("keep_rate"));
+        for bad in [0.0, -0.1, f64::NAN, f64::INFINITY] {
+            let c = ModelConfig { init_std: Some(bad), ..ModelConfig::default() };
+            assert!(c.validate().unwrap_err().to_string().contains("model.init_std"), "{bad}");
+        }
     }
 
     #[test]
@@ -567,5 +590,21 @@ mod tests {
         assert_ne!(a, c);
         let bound = (6.0f32 / 23.0).sqrt();
         assert!(a.iter().all(|x| x.abs() <= bound));
+    }
+
+    #[test]
+    fn a_normal_init_has_the_standard_deviation_asked_for() {
+        let cfg = ModelConfig { dim: 64, init_std: Some(0.1), ..ModelConfig::default() };
+        let a = Backbone::new(cfg.clone(), 300, 200, 7).unwrap().base_vec().unwrap();
+        assert_eq!(a, Backbone::new(cfg.clone(), 300, 200, 7).unwrap().base_vec().unwrap());
+        assert_ne!(a, Backbone::new(cfg, 300, 200, 8).unwrap().base_vec().unwrap());
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let std = (a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        // 32,000 draws: the sample mean's standard error is 0.1 / 179 and the deviation's 0.1 / 253.
+        assert!(mean.abs() < 0.003, "mean {mean}");
+        assert!((std - 0.1).abs() < 0.002, "std {std}");
+        // Unlike Xavier's bounded table (±0.11 here), a normal one has tails beyond 3 standard deviations.
+        assert!(a.iter().any(|x| x.abs() > 0.3));
     }
 }

@@ -39,7 +39,7 @@ use crate::data::Interactions;
 use crate::error::Result;
 use crate::eval::audit::{for_rows, pair_percentiles, scores_at_percentiles};
 use crate::graph::{Csr, Graph};
-use crate::model::{Embeddings, initial_table};
+use crate::model::{Embeddings, ModelConfig, initial_table};
 
 /// User-degree buckets, each with its own quantile map.
 pub const DEGREE_BUCKETS: usize = 4;
@@ -259,13 +259,14 @@ fn at_rest(p: f32, m: f32, v: f32, two_reg: f32, b1: f32, b2: f32, (lr_hi, eps_l
 /// When `base` does not hold `(n_users + n_items) * dim` values of the graphs' shape (a caller bug).
 pub fn reset_isolated(
     base: &mut [f32],
-    dim: usize,
+    config: &ModelConfig,
     before: &Graph,
     remaining: &Graph,
     seed: u64,
     idle: Option<&IdleSchedule>,
 ) -> usize {
     let (nu, ni) = (remaining.n_users(), remaining.n_items());
+    let dim = config.dim;
     assert_eq!(base.len(), (nu + ni) * dim, "base table shape");
     let isolated: Vec<usize> = (0..nu)
         .filter(|&u| before.user_degree(u) > 0 && remaining.user_degree(u) == 0)
@@ -274,7 +275,7 @@ pub fn reset_isolated(
     if isolated.is_empty() {
         return 0;
     }
-    let init = initial_table(nu + ni, dim, seed);
+    let init = initial_table(nu + ni, dim, config.init_std, seed);
     let mut rows: Vec<f32> = isolated.iter().flat_map(|&r| init[r * dim..(r + 1) * dim].iter().copied()).collect();
     if let Some(idle) = idle {
         idle.apply(&mut rows);
@@ -419,18 +420,21 @@ mod tests {
         // Erase user 0: user 0 and item 0 lose every edge; item 1 keeps user 1's.
         let remaining = Graph::from_interactions(nu, ni, &Interactions::from_pairs(vec![(1, 1)]).0);
         let trained = vec![5.0f32; (nu + ni) * d];
-        let mut base = trained.clone();
-        assert_eq!(reset_isolated(&mut base, d, &before, &remaining, 7, None), 2);
-        // Exactly the rows a model initialised with the same seed starts from (and a retrain keeps).
-        let init = initial_table(nu + ni, d, 7);
-        for (row, reset) in [(0, true), (1, false), (2, false), (3, true), (4, false), (5, false)] {
-            let want = if reset { &init } else { &trained };
-            assert_eq!(&base[row * d..(row + 1) * d], &want[row * d..(row + 1) * d], "row {row}");
+        for init_std in [None, Some(0.1)] {
+            let config = ModelConfig { dim: d, init_std, ..ModelConfig::default() };
+            let mut base = trained.clone();
+            assert_eq!(reset_isolated(&mut base, &config, &before, &remaining, 7, None), 2);
+            // Exactly the rows a model initialised with the same seed starts from (and a retrain keeps).
+            let init = crate::model::Backbone::new(config.clone(), nu, ni, 7).unwrap().base_vec().unwrap();
+            for (row, reset) in [(0, true), (1, false), (2, false), (3, true), (4, false), (5, false)] {
+                let want = if reset { &init } else { &trained };
+                assert_eq!(&base[row * d..(row + 1) * d], &want[row * d..(row + 1) * d], "row {row} ({init_std:?})");
+            }
+            // Nothing isolated: nothing changes.
+            let mut same = trained.clone();
+            assert_eq!(reset_isolated(&mut same, &config, &before, &before, 7, None), 0);
+            assert_eq!(same, trained);
         }
-        // Nothing isolated: nothing changes.
-        let mut same = trained.clone();
-        assert_eq!(reset_isolated(&mut same, d, &before, &before, 7, None), 0);
-        assert_eq!(same, trained);
     }
 
     /// The schedule run step by step over the whole slice: what [`IdleSchedule::apply`] must equal.

@@ -1300,7 +1300,7 @@ pub fn unlearn(
     let mut base = out_model.base_vec()?;
     let idle = idle_schedule(ckpt, req.remaining.n_edges());
     let seed = ckpt.meta().train.seed;
-    if calibrate::reset_isolated(&mut base, out_model.config.dim, &graph, &req.remaining, seed, Some(&idle)) > 0 {
+    if calibrate::reset_isolated(&mut base, &out_model.config, &graph, &req.remaining, seed, Some(&idle)) > 0 {
         out_model.set_base(&base)?;
     }
     let before = embeddings_of(&e_fnl, graph.n_users())?;
