@@ -13,32 +13,96 @@
 //!
 //! where `G_{R_l}` and `G_{P_l}` are the gradients of the requested rows of `D_l Hˡ` and of `Hˡ⁺¹`, scattered
 //! into the table (`G_{P_{−1}} = 0`; `G_{R_l}` is read through slots, never materialised).
+//!
+//! [`encoder_table`] goes one step further for pre-training, where the MLP is frozen: the same op applies the
+//! MLP to `X` and adds the frozen base table, returning `Ẽ⁰ = E⁰ + MLP(X)` in place of `X`. It keeps only
+//! each layer's output (the slope of its activation) and its backward pass runs the layers' input gradients
+//! before Horner's scheme, so neither `X`, `Δ`, `Ẽ⁰` as separate tensors nor their gradients (each a table of
+//! zeros plus an addition in candle's gradient store) exist.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
+use super::linear::with_f32;
 use super::spmm::{spmm_rows_vec, spmm_slots_vec};
-use super::{SpMat, spmm_vec};
+use super::{GradSink, SpMat, spmm_vec};
 use crate::error::{Error, Result};
 
 struct EncoderHops {
     idm: SpMat,
     /// One dropped copy of the IDM per hop, or none.
     dropped: Vec<SpMat>,
-    /// The original final embeddings `E` `(n, d)`, a constant.
-    e_fnl: Arc<Vec<f32>>,
+    /// The original final embeddings `E` `(n, d)`, a constant (contiguous; shared, not copied).
+    e_fnl: Tensor,
     rho: f32,
     hops: usize,
     /// The rows of each view returned (distinct node ids, sorted; empty without dropped copies).
     rows: Vec<u32>,
+    /// The frozen MLP and base table applied to `X` ([`encoder_table`]), or none ([`encoder_hops`]).
+    head: Option<Head>,
+}
+
+/// A frozen MLP (`LeakyReLU_α(x·W + b)` per layer, each `W` `(k, n)` row-major) and base table `E⁰`
+/// `(n_nodes, d)`: the op's first rows become `E⁰ + MLP(X)`.
+struct Head {
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    alpha: f32,
+    /// `E⁰` `(n, d)`, contiguous (shared, not copied).
+    base: Tensor,
+    /// Each layer's output from the forward pass, read by the backward pass (for its activation's slope).
+    saved: Mutex<Vec<Vec<f32>>>,
+    /// Where `H⁰`'s gradient goes instead of candle's store, if anywhere ([`GradSink`]).
+    sink: Option<GradSink>,
+}
+
+impl Head {
+    /// Overwrites `x` `(n_nodes, d)` with `E⁰ + MLP(x)` (`base` = `E⁰`'s data), keeping the layers' outputs.
+    fn forward(&self, x: &mut [f32], base: &[f32]) {
+        let mut saved = Vec::with_capacity(self.layers.len());
+        for (w, b) in &self.layers {
+            let input: &[f32] = saved.last().map_or(&*x, |y: &Vec<f32>| y);
+            let k = w.len() / b.len();
+            saved.push(super::linear::forward(input, w, b, k, self.alpha));
+        }
+        if let Some(delta) = saved.last() {
+            x.iter_mut().zip(base.iter().zip(delta)).for_each(|(o, (e, d))| *o = e + d);
+        } else {
+            x.iter_mut().zip(base).for_each(|(o, e)| *o += e);
+        }
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+    }
+
+    /// `∂L/∂X` from `∂L/∂Ẽ⁰` `gx_of_out`: the layers' input gradients, last layer first. The layers' outputs
+    /// stay (a graph may be differentiated more than once); they go with the graph.
+    fn backward(&self, gx_of_out: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        if saved.len() != self.layers.len() {
+            candle_core::bail!("encoder_table: a backward pass without its forward pass")
+        }
+        let mut g: Option<Vec<f32>> = None;
+        for ((w, b), y) in self.layers.iter().zip(saved.iter()).rev() {
+            let n = b.len();
+            g = Some(super::linear::input_gradient(
+                w,
+                y,
+                g.as_deref().unwrap_or(gx_of_out),
+                w.len() / n,
+                n,
+                self.alpha,
+            ));
+        }
+        Ok(g.unwrap_or_else(|| gx_of_out.to_vec()))
+    }
 }
 
 impl EncoderHops {
-    fn forward(&self, h0: &[f32], w: &[f32], d: usize) -> Vec<f32> {
+    /// The output for `H⁰`, `w` and `E`'s data `e_fnl` (`base`: `E⁰`'s data, read with a head).
+    fn forward(&self, h0: &[f32], w: &[f32], e_fnl: &[f32], base: &[f32], d: usize) -> Vec<f32> {
         let n = w.len();
         let a = self.idm.matrix();
-        let mut out = h0.to_vec();
+        let mut out = Vec::with_capacity((n + 2 * self.hops * self.rows.len()) * d);
+        out.extend_from_slice(h0);
         let k = self.rows.len();
         let (mut dropped_rows, mut hop_rows) =
             (Vec::with_capacity(self.hops * k * d), Vec::with_capacity(self.hops * k * d));
@@ -61,7 +125,7 @@ impl EncoderHops {
         // The withdraw term (skipped at `ρ = 0`, where the caller subtracts it itself).
         if self.rho != 0.0 {
             let mut wl: Vec<f32> = Vec::with_capacity(n * d);
-            for (row, &wn) in self.e_fnl.chunks(d).zip(w) {
+            for (row, &wn) in e_fnl.chunks(d).zip(w) {
                 wl.extend(row.iter().map(|&e| e * wn));
             }
             for _ in 0..self.hops {
@@ -69,16 +133,19 @@ impl EncoderHops {
             }
             out.iter_mut().zip(&wl).for_each(|(s, x)| *s -= x * self.rho);
         }
+        if let Some(head) = &self.head {
+            head.forward(&mut out, base);
+        }
         out.extend(dropped_rows);
         out.extend(hop_rows);
         out
     }
 
-    /// Gradients of `H⁰` `(n, d)` and `w` `(n, 1)` for the output's gradient `g`.
-    fn backward(&self, g: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    /// Gradients of `H⁰` `(n, d)` and `w` `(n, 1)` for the gradients of `X` (`gx`, `(n, d)`) and of the
+    /// views' rows (`rest`); `e_fnl` is `E`'s data.
+    fn backward(&self, gx: &[f32], rest: &[f32], e_fnl: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
         let at = self.idm.transpose();
         let k = self.rows.len();
-        let (gx, rest) = g.split_at(n * d);
         let (gr, gp) = rest.split_at(self.hops * k * d);
         // Every node reads the zero row `k` of a compact gradient except the requested rows.
         let mut slots = vec![k as u32; n];
@@ -117,15 +184,14 @@ impl EncoderHops {
         for _ in 0..self.hops {
             b = spmm_vec(at.matrix(), &b, d);
         }
-        let gw =
-            b.chunks(d).zip(self.e_fnl.chunks(d)).map(|(b, e)| b.iter().zip(e).map(|(x, y)| x * y).sum()).collect();
+        let gw = b.chunks(d).zip(e_fnl.chunks(d)).map(|(b, e)| b.iter().zip(e).map(|(x, y)| x * y).sum()).collect();
         (a, gw)
     }
 }
 
 impl CustomOp2 for EncoderHops {
     fn name(&self) -> &'static str {
-        "encoder_hops"
+        if self.head.is_some() { "encoder_table" } else { "encoder_hops" }
     }
 
     fn cpu_fwd(
@@ -138,7 +204,10 @@ impl CustomOp2 for EncoderHops {
         let h0 = super::cpu_f32("encoder_hops", s1, l1, "H⁰")?;
         let w = super::cpu_f32("encoder_hops", s2, l2, "w")?;
         let &[n, d] = l1.dims() else { candle_core::bail!("encoder_hops: H⁰ must be (n, d), got {:?}", l1.dims()) };
-        let out = self.forward(h0, w, d);
+        let out = with_f32(&self.e_fnl, |e| match &self.head {
+            Some(head) => with_f32(&head.base, |b| self.forward(h0, w, e, b, d)),
+            None => Ok(self.forward(h0, w, e, &[], d)),
+        })??;
         Ok((CpuStorage::F32(out), Shape::from((n + 2 * self.hops * self.rows.len(), d))))
     }
 
@@ -150,10 +219,26 @@ impl CustomOp2 for EncoderHops {
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, d) = arg1.dims2()?;
-        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let (gh, gw) = self.backward(&g, n, d);
+        let grad = grad_res.contiguous()?;
+        // Borrowed, not copied: the gradient is table-sized.
+        let (gh, gw) = with_f32(&grad, |g: &[f32]| -> candle_core::Result<_> {
+            let (gx, rest) = g.split_at(n * d);
+            with_f32(&self.e_fnl, |e| -> candle_core::Result<_> {
+                Ok(match &self.head {
+                    Some(head) => self.backward(&head.backward(gx)?, rest, e, n, d),
+                    None => self.backward(gx, rest, e, n, d),
+                })
+            })?
+        })??;
         let dev = arg1.device();
-        Ok((Some(Tensor::from_vec(gh, (n, d), dev)?), Some(Tensor::from_vec(gw, (n, 1), dev)?)))
+        let gh = match self.head.as_ref().and_then(|h| h.sink.as_ref()) {
+            Some(sink) => {
+                sink.add_dense(gh)?;
+                None
+            }
+            None => Some(Tensor::from_vec(gh, (n, d), dev)?),
+        };
+        Ok((gh, Some(Tensor::from_vec(gw, (n, 1), dev)?)))
     }
 }
 
@@ -178,8 +263,89 @@ pub fn encoder_hops(
     hops: usize,
     rows: &[u32],
 ) -> Result<Tensor> {
+    let op = checked_op("encoder_hops", idm, dropped, h0, w, e_fnl, rho, hops, rows)?;
+    Ok(h0.contiguous()?.apply_op2(&w.contiguous()?, op)?)
+}
+
+/// [`encoder_hops`] followed by a frozen MLP and base table, in one op: rows `0..n` of the result are
+/// `Ẽ⁰ = E⁰ + MLP(X)` (`base` `(n, d)`; `mlp` the layers `(W (k, n), b (n,) or (1, n))`, each
+/// `LeakyReLU_α(x·W + b)` with `α = alpha` in `[0, 1]`, the last of width `d`), the views' rows follow as in
+/// [`encoder_hops`]. Differentiable with respect to `h0` and `w` only: pre-training's encoder, whose MLP
+/// and backbone are frozen. Keeps only its output and each layer's output for the backward pass. With a
+/// `sink`, `h0`'s gradient goes there ([`GradSink`]) and none to candle's store.
+///
+/// # Errors
+/// Those of [`encoder_hops`]; [`Error::Shape`] for layers or a base table that do not fit, or a slope outside
+/// `[0, 1]`.
+#[allow(clippy::too_many_arguments)]
+pub fn encoder_table(
+    idm: &SpMat,
+    dropped: &[SpMat],
+    h0: &Tensor,
+    w: &Tensor,
+    e_fnl: &Tensor,
+    rho: f64,
+    hops: usize,
+    rows: &[u32],
+    mlp: &[(Tensor, Tensor)],
+    alpha: f64,
+    base: &Tensor,
+    sink: Option<&GradSink>,
+) -> Result<Tensor> {
+    let mut op = checked_op("encoder_table", idm, dropped, h0, w, e_fnl, rho, hops, rows)?;
+    let err = |expected: String, got: String| Error::Shape { op: "encoder_table", expected, got };
+    let d = h0.dims2()?.1;
+    if base.dims() != h0.dims() {
+        return Err(err(format!("a base table {:?}", h0.dims()), format!("{:?}", base.dims())));
+    }
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(err("a slope in [0, 1]".into(), alpha.to_string()));
+    }
+    let mut width = d;
+    let mut layers = Vec::with_capacity(mlp.len());
+    for (k, (wt, b)) in mlp.iter().enumerate() {
+        let (wk, wn) = wt.dims2()?;
+        if wk != width || b.elem_count() != wn {
+            return Err(err(
+                format!("layer {k}: W ({width}, n) and b (n,)"),
+                format!("W {:?}, b {:?}", wt.dims(), b.dims()),
+            ));
+        }
+        layers.push((flat_f32(wt)?, flat_f32(b)?));
+        width = wn;
+    }
+    if width != d {
+        return Err(err(format!("an MLP ending at width {d}"), format!("width {width}")));
+    }
+    op.head = Some(Head {
+        layers,
+        alpha: alpha as f32,
+        base: base.detach().contiguous()?,
+        saved: Mutex::new(Vec::new()),
+        sink: sink.cloned(),
+    });
+    Ok(h0.contiguous()?.apply_op2(&w.contiguous()?, op)?)
+}
+
+fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.detach().flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The op of [`encoder_hops`] after checking its arguments (`op` names it in errors).
+#[allow(clippy::too_many_arguments)]
+fn checked_op(
+    op: &'static str,
+    idm: &SpMat,
+    dropped: &[SpMat],
+    h0: &Tensor,
+    w: &Tensor,
+    e_fnl: &Tensor,
+    rho: f64,
+    hops: usize,
+    rows: &[u32],
+) -> Result<EncoderHops> {
     let n = idm.n_rows();
-    let err = |expected: String, got: String| Error::Shape { op: "encoder_hops", expected, got };
+    let err = |expected: String, got: String| Error::Shape { op, expected, got };
     let (hn, d) = h0.dims2()?;
     if idm.n_cols() != n || hn != n {
         return Err(err(
@@ -207,19 +373,21 @@ pub fn encoder_hops(
             return Err(err("f32 tensors on the CPU".into(), format!("{:?}", t.dtype())));
         }
     }
-    let op = EncoderHops {
+    Ok(EncoderHops {
         idm: idm.clone(),
         dropped: dropped.to_vec(),
-        e_fnl: Arc::new(e_fnl.detach().flatten_all()?.to_vec1::<f32>()?),
+        e_fnl: e_fnl.detach().contiguous()?,
         rho: rho as f32,
         hops,
         rows: rows.to_vec(),
-    };
-    Ok(h0.contiguous()?.apply_op2(&w.contiguous()?, op)?)
+        head: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use candle_core::{Device, Var};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -333,5 +501,92 @@ mod tests {
         bad(encoder_hops(&idm, &[], &h0, &w, &e, 0.1, 1, &[0]));
         bad(encoder_hops(&idm, std::slice::from_ref(&idm), &h0, &w, &e, 0.1, 1, &[2]));
         assert!(encoder_hops(&idm, std::slice::from_ref(&idm), &h0, &w, &e, 0.1, 1, &[0, 1]).is_ok());
+    }
+
+    #[test]
+    fn the_table_op_matches_hops_then_the_mlp_then_the_base() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let (nu, ni, d) = (9usize, 7usize, 4usize);
+        let n = nu + ni;
+        let pairs: Vec<(u32, u32)> =
+            (0..20).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))).collect();
+        let idm = SpMat::from_norm_adj(&NormAdj::idm(nu, ni, &Interactions::from_pairs(pairs).0));
+        let e = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+        let base = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+        let hops = 2;
+        let dropped: Vec<SpMat> =
+            (0..hops).map(|_| SpMat::new(Arc::new(idm.matrix().drop_entries(0.6, &mut rng)))).collect();
+        let rows: Vec<u32> = vec![1, 4, 9, 15];
+        // Layers d → 3 → d; no layer at all adds the base to X.
+        let layer = |k: usize, m: usize, rng: &mut ChaCha8Rng| {
+            let w = Tensor::from_vec(random(k * m, 1.0, rng), (k, m), &Device::Cpu).unwrap();
+            (w, Tensor::from_vec(random(m, 0.5, rng), m, &Device::Cpu).unwrap())
+        };
+        let two = vec![layer(d, 3, &mut rng), layer(3, d, &mut rng)];
+        for (mlp, rho, alpha, with_sink) in
+            [(&two[..], 0.3, 0.2, false), (&two[..], 0.0, 0.99, true), (&[][..], 0.3, 0.5, true)]
+        {
+            let h0 = Var::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+            let w = Var::from_vec(random(n, 1.0, &mut rng), (n, 1), &Device::Cpu).unwrap();
+            let out_rows = n + 2 * hops * rows.len();
+            let probe = Tensor::from_vec(random(out_rows * d, 1.0, &mut rng), (out_rows, d), &Device::Cpu).unwrap();
+            let sink = GradSink::new();
+            let got = encoder_table(
+                &idm,
+                &dropped,
+                h0.as_tensor(),
+                w.as_tensor(),
+                &e,
+                rho,
+                hops,
+                &rows,
+                mlp,
+                alpha,
+                &base,
+                with_sink.then_some(&sink),
+            )
+            .unwrap();
+            let hopped = encoder_hops(&idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, rho, hops, &rows).unwrap();
+            let mut x = hopped.narrow(0, 0, n).unwrap();
+            for (wt, b) in mlp {
+                x = crate::tensor::linear_leaky(&x, wt, b, alpha).unwrap();
+            }
+            let want = Tensor::cat(&[(&base + x).unwrap(), hopped.narrow(0, n, out_rows - n).unwrap()], 0).unwrap();
+            let what = format!("{} layers, ρ {rho}, α {alpha}", mlp.len());
+            let close = |a: &[f32], b: &[f32], part: &str| {
+                assert_eq!(a.len(), b.len(), "{part} ({what})");
+                for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{part} ({what}) [{k}]: {x} vs {y}");
+                }
+            };
+            close(&flat(&got), &flat(&want), "output");
+            let g_got = (&got * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_want = (&want * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gh = if with_sink {
+                assert!(g_got.get(&h0).is_none(), "H⁰'s gradient went to candle's store too ({what})");
+                sink.take(n * d).unwrap().expect("the sink holds H⁰'s gradient")
+            } else {
+                assert!(sink.is_empty());
+                flat(g_got.get(&h0).unwrap())
+            };
+            close(&gh, &flat(g_want.get(&h0).unwrap()), "∂/∂H⁰");
+            if rho != 0.0 {
+                close(&flat(g_got.get(&w).unwrap()), &flat(g_want.get(&w).unwrap()), "∂/∂w");
+            }
+        }
+        // Shapes the head does not fit.
+        let (h0, w) = (
+            Tensor::zeros((n, d), DType::F32, &Device::Cpu).unwrap(),
+            Tensor::zeros((n, 1), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let call = |mlp: &[(Tensor, Tensor)], alpha: f64, base: &Tensor| {
+            encoder_table(&idm, &[], &h0, &w, &e, 0.1, 1, &[], mlp, alpha, base, None)
+        };
+        let bad = |r: Result<Tensor>| assert!(matches!(r, Err(Error::Shape { op: "encoder_table", .. })), "{r:?}");
+        bad(call(&two[..1], 0.5, &base));
+        bad(call(&two[1..], 0.5, &base));
+        bad(call(&two, 1.5, &base));
+        bad(call(&two, 0.5, &e.narrow(0, 0, n - 1).unwrap()));
+        assert!(call(&two, 0.5, &base).is_ok());
     }
 }

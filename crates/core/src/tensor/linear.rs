@@ -89,7 +89,8 @@ fn gemm_xw(x: &[f32], w: &[f32], k: usize, n: usize, out: &mut [f32]) {
     matmul((out, n, 1), (x, k, 1), (w, n, 1), (m, n, k), 1.0, Parallelism::None);
 }
 
-fn forward(x: &[f32], w: &[f32], b: &[f32], k: usize, alpha: f32) -> Vec<f32> {
+/// `LeakyReLU_α(x·W + b)` for row-major `x` `(m, k)`, `W` `(k, n)`, `b` `(n,)`: the layer's forward pass.
+pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], k: usize, alpha: f32) -> Vec<f32> {
     let n = b.len();
     let mut out = vec![0f32; x.len() / k * n];
     out.par_chunks_mut(ROWS * n).zip(x.par_chunks(ROWS * k)).for_each(|(o, xb)| {
@@ -121,11 +122,9 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
         .zip(y.par_chunks(ROWS * n).zip(g.par_chunks(ROWS * n)))
         .map(|((dxb, xb), (yb, gb))| {
             let rows = xb.len() / k;
-            // ∂L/∂z: the slope is 1 where y > 0 (⇔ z > 0 for α ≥ 0), else α.
-            let gz: Vec<f32> = gb.iter().zip(yb).map(|(&g, &y)| if y > 0.0 { g } else { alpha * g }).collect();
-            // ∂x (rows × k) = ∂z (rows × n) · Wᵀ (n × k); Wᵀ is W's row-major data read with swapped strides.
+            let gz = pre_activation_gradient(gb, yb, alpha);
             if need_dx {
-                matmul((dxb, k, 1), (&gz, n, 1), (w, 1, n), (rows, k, n), 1.0, Parallelism::None);
+                input_gradient_block(&gz, w, k, n, dxb);
             }
             if !need_dw {
                 return (Vec::new(), Vec::new());
@@ -152,10 +151,30 @@ fn backward(op: &LinearLeaky, x: &[f32], w: &[f32], y: &[f32], g: &[f32], k: usi
     [dx, dw, db]
 }
 
+/// `∂L/∂z` from the output `y` and `∂L/∂y`: the slope is 1 where `y > 0` (⇔ `z > 0` for `α ≥ 0`), else `α`.
+fn pre_activation_gradient(g: &[f32], y: &[f32], alpha: f32) -> Vec<f32> {
+    g.iter().zip(y).map(|(&g, &y)| if y > 0.0 { g } else { alpha * g }).collect()
+}
+
+/// `dx (rows × k) = ∂z (rows × n) · Wᵀ (n × k)`; `Wᵀ` is `W`'s row-major data read with swapped strides.
+fn input_gradient_block(gz: &[f32], w: &[f32], k: usize, n: usize, dx: &mut [f32]) {
+    matmul((dx, k, 1), (gz, n, 1), (w, 1, n), (gz.len() / n, k, n), 1.0, Parallelism::None);
+}
+
+/// The layer's input gradient `∂x` `(m, k)` from its weights `W` `(k, n)`, output `y` `(m, n)` and `∂L/∂y`
+/// (the backward pass of a layer whose weights are constants), over the same row blocks as [`backward`].
+pub(super) fn input_gradient(w: &[f32], y: &[f32], g: &[f32], k: usize, n: usize, alpha: f32) -> Vec<f32> {
+    let mut dx = vec![0f32; y.len() / n * k];
+    dx.par_chunks_mut(ROWS * k)
+        .zip(y.par_chunks(ROWS * n).zip(g.par_chunks(ROWS * n)))
+        .for_each(|(dxb, (yb, gb))| input_gradient_block(&pre_activation_gradient(gb, yb, alpha), w, k, n, dxb));
+    dx
+}
+
 /// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+pub(super) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("linear_leaky: expected a CPU tensor") };
+    let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("expected a CPU tensor") };
     Ok(f(cpu_f32("linear_leaky", cpu, layout, "tensor")?))
 }
 

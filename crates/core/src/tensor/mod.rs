@@ -16,7 +16,7 @@ mod sink;
 mod spmm;
 mod sqnorm;
 
-pub use hops::encoder_hops;
+pub use hops::{encoder_hops, encoder_table};
 pub use inbatch::{in_batch_log_prob, in_batch_log_softmax};
 pub use linear::linear_leaky;
 pub(crate) use linear::matmul;

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tensor::{SpMat, encoder_hops, linear_leaky, spmm};
+use crate::tensor::{SpMat, encoder_hops, encoder_table, linear_leaky, spmm};
 
 /// Architecture of the encoder. Defaults are the reference's (docs/method.md §14).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +95,16 @@ pub struct EncoderRowsOutput {
     pub rows: Vec<u32>,
     /// Per hop `l` (only when dropped matrices were given): the rows of `Hˡ⁺¹` and of `H'ˡ⁺¹` (the dropped
     /// copy's hop), each `(rows, d)`.
+    pub views: Vec<(Tensor, Tensor)>,
+}
+
+/// [`Encoder::forward_table`]'s outputs.
+pub struct EncoderTableOutput {
+    /// `Ẽ⁰ = E⁰ + Δ`, `(n_nodes, d)`.
+    pub e_tilde: Tensor,
+    /// The node ids whose rows `views` hold (distinct, sorted).
+    pub rows: Vec<u32>,
+    /// As [`EncoderRowsOutput::views`].
     pub views: Vec<(Tensor, Tensor)>,
 }
 
@@ -210,20 +220,52 @@ impl Encoder {
             }
             x = (x - self.withdraw(idm, e_fnl)?)?;
         }
-        let k = rows.len();
-        let views = if mats.is_empty() {
-            Vec::new()
-        } else {
-            // One slice for all the views, sliced in turn: the backward pass of a slice pads its gradient to
-            // the sliced tensor's size, which must be that small block, not the whole output, per view.
-            let all = out.narrow(0, n, 2 * self.hops * k)?;
-            (0..self.hops)
-                .map(|l| -> Result<(Tensor, Tensor)> {
-                    Ok((all.narrow(0, (self.hops + l) * k, k)?, all.narrow(0, l * k, k)?))
-                })
-                .collect::<Result<_>>()?
-        };
+        let views = views_of(&out, n, self.hops, rows)?;
         Ok(EncoderRowsOutput { delta: self.mlp_of(&x, false)?, rows: rows.to_vec(), views })
+    }
+
+    /// `Ẽ⁰ = base + Δ` with the views of [`Encoder::forward_rows`], differentiable with respect to `H⁰` and `w`
+    /// only (`base` and the MLP are constants): pre-training's forward pass. One op ([`encoder_table`]) for
+    /// the hops, the MLP and the sum when the encoder has no remaining-graph hops and a slope in `[0, 1]`;
+    /// [`Encoder::forward_rows`] and a sum otherwise. The same values either way. With a `sink`, the fused op
+    /// puts `H⁰`'s gradient there ([`crate::tensor::GradSink`]; the caller's optimizer must take it).
+    ///
+    /// # Errors
+    /// As [`Encoder::forward_rows`]; a base table of another shape.
+    pub fn forward_table(
+        &self,
+        idm: &SpMat,
+        dropped: Option<(&[SpMat], &[u32])>,
+        e_fnl: &Tensor,
+        remaining: &SpMat,
+        base: &Tensor,
+        sink: Option<&crate::tensor::GradSink>,
+    ) -> Result<EncoderTableOutput> {
+        let base = base.detach();
+        if self.config.remaining_hops > 0 || !(0.0..=1.0).contains(&self.config.leaky) {
+            let out = self.forward_rows(idm, dropped, e_fnl, remaining)?;
+            return Ok(EncoderTableOutput { e_tilde: (base + out.delta)?, rows: out.rows, views: out.views });
+        }
+        let n = idm.n_rows();
+        let (mats, rows) = dropped.unwrap_or((&[], &[]));
+        let mlp: Vec<(Tensor, Tensor)> =
+            self.mlp.iter().map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone())).collect();
+        let out = encoder_table(
+            idm,
+            mats,
+            self.h0.as_tensor(),
+            self.w.as_tensor(),
+            e_fnl,
+            self.config.withdraw_rate,
+            self.hops,
+            rows,
+            &mlp,
+            self.config.leaky,
+            &base,
+            sink,
+        )?;
+        let views = views_of(&out, n, self.hops, rows)?;
+        Ok(EncoderTableOutput { e_tilde: out.narrow(0, 0, n)?, rows: rows.to_vec(), views })
     }
 
     /// The withdraw term `ρ · Â_Δᴸ (E_fnl ⊙ w)`.
@@ -336,4 +378,17 @@ impl Encoder {
     pub fn offset(&self) -> Result<Tensor> {
         self.mlp(self.h0.as_tensor())
     }
+}
+
+/// The views' rows of an [`encoder_hops`] output `out` over `n` nodes: per hop, the rows `rows` of `Hˡ⁺¹`
+/// and of the dropped copy's hop (none without rows).
+fn views_of(out: &Tensor, n: usize, hops: usize, rows: &[u32]) -> Result<Vec<(Tensor, Tensor)>> {
+    let k = rows.len();
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    // One slice for all the views, sliced in turn: the backward pass of a slice pads its gradient to the
+    // sliced tensor's size, which must be that small block, not the whole output, per view.
+    let all = out.narrow(0, n, 2 * hops * k)?;
+    (0..hops).map(|l| Ok((all.narrow(0, (hops + l) * k, k)?, all.narrow(0, l * k, k)?))).collect()
 }

@@ -438,7 +438,7 @@ struct StepWeights {
 fn step_loss(
     backbone: &Backbone,
     e_tilde: &Tensor,
-    out: &encoder::EncoderRowsOutput,
+    (view_rows, views): (&[u32], &[(Tensor, Tensor)]),
     e_fnl: &Tensor,
     req: &RequestCtx,
     batch: &Batch,
@@ -481,15 +481,15 @@ fn step_loss(
         let la = objective::align_loss(&parts.batch_users, &parts.batch_pos, &target[0], &target[1], w.align_temp)?;
         total = (total + (la * w.align)?)?;
     }
-    if w.ssl != 0.0 && !out.views.is_empty() {
+    if w.ssl != 0.0 && !views.is_empty() {
         // The views hold the contrast nodes' rows only: positions among them.
         let local = |ids: Vec<u32>| -> Vec<u32> {
-            ids.iter().map(|r| out.rows.binary_search(r).expect("the views hold every contrast node") as u32).collect()
+            ids.iter().map(|r| view_rows.binary_search(r).expect("the views hold every contrast node") as u32).collect()
         };
         let (users, items) = contrast_nodes(batch, nu);
         let (users, items) = (local(users), local(items));
         let mut ls: Option<Tensor> = None;
-        for (h, hd) in &out.views {
+        for (h, hd) in views {
             let h = h.detach();
             let t = (objective::contrast_loss(&h, hd, &users, w.ssl_temp)?
                 + objective::contrast_loss(&h, hd, &items, w.ssl_temp)?)?;
@@ -773,6 +773,9 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
         .require(MetricKey::RECALL_20)?
     };
     let mut opt = Adam::new(vec![enc.h0.clone(), enc.w.clone()], AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+    // `H⁰`'s gradient reaches Adam through a sink, not as a table of zeros plus an addition in candle's store.
+    let sink = crate::tensor::GradSink::new();
+    opt.attach_sink(&enc.h0, sink.clone())?;
     // The first simulated request (validation draws nothing at random, so the untrained encoder's validation
     // may come after it).
     let req = RequestCtx::new(graph, random_request(graph, cfg.drop_rate, &mut rng));
@@ -797,6 +800,7 @@ pub fn pretrain(ckpt: &Checkpoint, cfg: &PretrainConfig, obs: &mut dyn Observer)
         req,
         epoch_state: None,
         triples: Triples::default(),
+        sink,
     };
     // The untrained encoder is validated (and may be kept) too; a new simulated request every `sim_every`
     // epochs, validated after its last epoch.
@@ -862,6 +866,8 @@ struct PretrainSteps<'a> {
     req: RequestCtx,
     epoch_state: Option<EpochState>,
     triples: Triples,
+    /// Where the encoder's op puts `H⁰`'s gradient for the optimizer.
+    sink: crate::tensor::GradSink,
 }
 
 impl Steps for PretrainSteps<'_> {
@@ -891,12 +897,14 @@ impl Steps for PretrainSteps<'_> {
         let dropped = dropped_copies(&req.idm, enc.hops(), cfg.ssl_keep, &mut self.rng);
         let (users, items) = contrast_nodes(&batch, self.backbone.n_users());
         let rows = [users, items].concat();
-        let out = enc.forward_rows(&req.idm, Some((&dropped, &rows)), self.e_fnl, &req.adj_pk)?;
         // The backbone is frozen: detached, its table gets no gradient (a Var's tensor would be given one,
         // a table of zeros plus an addition per step).
-        let e_tilde = (self.backbone.base().as_tensor().detach() + &out.delta)?;
+        let base = self.backbone.base().as_tensor();
+        let out =
+            enc.forward_table(&req.idm, Some((&dropped, &rows)), self.e_fnl, &req.adj_pk, base, Some(&self.sink))?;
         let state = self.epoch_state.as_ref();
-        step_loss(self.backbone, &e_tilde, &out, self.e_fnl, req, &batch, state, &mut self.rng, &self.weights)
+        let views = (&out.rows[..], &out.views[..]);
+        step_loss(self.backbone, &out.e_tilde, views, self.e_fnl, req, &batch, state, &mut self.rng, &self.weights)
     }
 
     fn validate(&mut self) -> Result<Validation<f64>> {
@@ -1417,10 +1425,10 @@ impl Steps for FinetuneSteps<'_> {
 
     fn loss(&mut self, step: usize) -> Result<Tensor> {
         let batch = self.triples.batch(step, self.ft.batch_size);
-        let out = encoder::EncoderRowsOutput { delta: self.enc.mlp(&self.mlp_in)?, rows: vec![], views: vec![] };
-        let e_t = applied_change(self.e0.as_tensor(), &out.delta, self.centre, self.ft.encoder_weight)?;
+        let delta = self.enc.mlp(&self.mlp_in)?;
+        let e_t = applied_change(self.e0.as_tensor(), &delta, self.centre, self.ft.encoder_weight)?;
         let state = self.epoch_state.as_ref();
-        step_loss(self.backbone, &e_t, &out, self.e_fnl, self.req, &batch, state, &mut self.rng, &self.weights)
+        step_loss(self.backbone, &e_t, (&[], &[]), self.e_fnl, self.req, &batch, state, &mut self.rng, &self.weights)
     }
 
     fn validate(&mut self) -> Result<Validation<f64>> {

@@ -212,7 +212,7 @@ struct Terms {
     ssl_parts: Vec<(Tensor, Tensor)>,
 }
 
-/// `fused`: the encoder through [`Encoder::forward_rows`] (pre-training's single op), else the composed
+/// `fused`: the encoder through [`Encoder::forward_table`] (pre-training's single op), else the composed
 /// [`Encoder::forward`].
 fn terms(c: &Case, enc: &Encoder, fused: bool) -> Terms {
     let b = &c.g["inputs"]["batch"];
@@ -229,17 +229,17 @@ fn terms(c: &Case, enc: &Encoder, fused: bool) -> Terms {
     ii.sort_unstable();
     ii.dedup();
     // The contrastive views (full tables, or the contrast nodes' rows) and the nodes' positions in them.
-    let (delta, views, uu_at, ii_at) = if fused {
+    let (e_tilde, views, uu_at, ii_at) = if fused {
         let rows = [uu.clone(), ii.clone()].concat();
-        let out = enc.forward_rows(&c.idm, Some((&drops, &rows)), &e_fnl, &c.pk).unwrap();
+        let out = enc.forward_table(&c.idm, Some((&drops, &rows)), &e_fnl, &c.pk, &e0, None).unwrap();
         let at = |v: &[u32]| v.iter().map(|r| rows.binary_search(r).unwrap() as u32).collect::<Vec<_>>();
-        (out.delta, out.views, at(&uu), at(&ii))
+        (out.e_tilde, out.views, at(&uu), at(&ii))
     } else {
         let out = enc.forward(&c.idm, Some(&drops), &e_fnl, &c.pk).unwrap();
         let views = out.h.into_iter().zip(out.h_dropped).collect();
-        (out.delta, views, uu.clone(), ii.clone())
+        ((&e0 + &out.delta).unwrap(), views, uu.clone(), ii.clone())
     };
-    let fin = c.backbone.forward(&c.pk, &(&e0 + &delta).unwrap()).unwrap();
+    let fin = c.backbone.forward(&c.pk, &e_tilde).unwrap();
     let idx = |v: &[u32], off: u32| {
         Tensor::from_vec(v.iter().map(|x| x + off).collect::<Vec<_>>(), v.len(), &Device::Cpu).unwrap()
     };
