@@ -378,6 +378,17 @@ impl Backbone {
         Ok(self.emb.as_tensor().flatten_all()?.to_vec1::<f32>()?)
     }
 
+    /// Replaces the base table by `f` of it (row-major, the same length), reading the table in place: one
+    /// table beside the model's rather than a copy out and a copy in (training renumbers its rows with it).
+    ///
+    /// # Errors
+    /// A result of another length.
+    pub fn map_base(&self, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Result<()> {
+        let new = crate::tensor::with_f32(&self.emb.as_tensor().contiguous()?, f)?;
+        self.emb.set(&Tensor::from_vec(new, self.emb.shape(), &Device::Cpu)?)?;
+        Ok(())
+    }
+
     /// Replaces the base table (same shape).
     pub fn set_base(&self, data: &[f32]) -> Result<()> {
         let t = Tensor::from_slice(data, self.emb.shape(), &Device::Cpu)?;
@@ -590,6 +601,17 @@ mod tests {
         assert_ne!(a, c);
         let bound = (6.0f32 / 23.0).sqrt();
         assert!(a.iter().all(|x| x.abs() <= bound));
+    }
+
+    #[test]
+    fn map_base_replaces_the_table_by_a_function_of_it() {
+        let m = Backbone::new(ModelConfig { dim: 3, ..ModelConfig::default() }, 4, 2, 7).unwrap();
+        let before = m.base_vec().unwrap();
+        let reversed: Vec<f32> = before.chunks(3).rev().flatten().copied().collect();
+        m.map_base(|t| t.chunks(3).rev().flatten().copied().collect()).unwrap();
+        assert_eq!(m.base_vec().unwrap(), reversed);
+        assert!(m.map_base(|t| t[..3].to_vec()).is_err(), "a table of another length");
+        assert_eq!(m.base_vec().unwrap(), reversed, "a refused table leaves the model as it was");
     }
 
     #[test]

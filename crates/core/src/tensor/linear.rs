@@ -172,10 +172,10 @@ pub(super) fn input_gradient(w: &[f32], y: &[f32], g: &[f32], k: usize, n: usize
 }
 
 /// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.
-pub(super) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("expected a CPU tensor") };
-    Ok(f(cpu_f32("linear_leaky", cpu, layout, "tensor")?))
+    Ok(f(cpu_f32("with_f32", cpu, layout, "tensor")?))
 }
 
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {

@@ -19,7 +19,7 @@ mod sqnorm;
 pub use hops::{encoder_hops, encoder_table};
 pub use inbatch::{in_batch_log_prob, in_batch_log_softmax};
 pub use linear::linear_leaky;
-pub(crate) use linear::matmul;
+pub(crate) use linear::{matmul, with_f32};
 pub use pairdot::pair_dot;
 pub use propagate::{LayerNoise, NOISE_ROWS, propagate_rows};
 pub(crate) use spmm::spmm_vec;

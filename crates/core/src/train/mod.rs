@@ -246,11 +246,11 @@ pub fn fit(model: &mut Backbone, data: &TrainData, cfg: &TrainConfig, obs: &mut 
         TrainData { graph, adj, valid: r.user_items(&data.valid) }
     });
     if let Some(r) = &relabel {
-        model.set_base(&r.rows_to_new(&model.base_vec()?, model.dim()))?;
+        model.map_base(|t| r.rows_to_new(t, model.dim()))?;
     }
     let out = fit_in_order(model, data, relabelled.as_ref(), relabel.as_ref(), cfg, ks, metric, obs);
     if let Some(r) = &relabel {
-        model.set_base(&r.rows_to_old(&model.base_vec()?, model.dim()))?;
+        model.map_base(|t| r.rows_to_old(t, model.dim()))?;
     }
     let out = out?;
     let best = out.best();
