@@ -17,8 +17,9 @@
 //! [`encoder_table`] goes one step further for pre-training, where the MLP is frozen: the same op applies the
 //! MLP to `X` and adds the frozen base table, returning `Ẽ⁰ = E⁰ + MLP(X)` in place of `X`. It keeps only
 //! each layer's output (the slope of its activation) and its backward pass runs the layers' input gradients
-//! before Horner's scheme, so neither `X`, `Δ`, `Ẽ⁰` as separate tensors nor their gradients (each a table of
-//! zeros plus an addition in candle's gradient store) exist.
+//! before Horner's scheme, so neither `X` nor `Δ` exists as a tensor of candle's graph, nor their gradients and
+//! that of the sum (each a table of zeros plus an addition in candle's gradient store); `Ẽ⁰` is a slice of the
+//! op's output.
 
 use std::sync::Mutex;
 
@@ -73,9 +74,9 @@ impl Head {
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = saved;
     }
 
-    /// `∂L/∂X` from `∂L/∂Ẽ⁰` `gx_of_out`: the layers' input gradients, last layer first. The layers' outputs
+    /// `∂L/∂X` from `∂L/∂Ẽ⁰` `g_table`: the layers' input gradients, last layer first. The layers' outputs
     /// stay (a graph may be differentiated more than once); they go with the graph.
-    fn backward(&self, gx_of_out: &[f32]) -> candle_core::Result<Vec<f32>> {
+    fn backward(&self, g_table: &[f32]) -> candle_core::Result<Vec<f32>> {
         let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
         if saved.len() != self.layers.len() {
             candle_core::bail!("encoder_table: a backward pass without its forward pass")
@@ -83,16 +84,9 @@ impl Head {
         let mut g: Option<Vec<f32>> = None;
         for ((w, b), y) in self.layers.iter().zip(saved.iter()).rev() {
             let n = b.len();
-            g = Some(super::linear::input_gradient(
-                w,
-                y,
-                g.as_deref().unwrap_or(gx_of_out),
-                w.len() / n,
-                n,
-                self.alpha,
-            ));
+            g = Some(super::linear::input_gradient(w, y, g.as_deref().unwrap_or(g_table), w.len() / n, n, self.alpha));
         }
-        Ok(g.unwrap_or_else(|| gx_of_out.to_vec()))
+        Ok(g.unwrap_or_else(|| g_table.to_vec()))
     }
 }
 

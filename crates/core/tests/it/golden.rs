@@ -212,9 +212,19 @@ struct Terms {
     ssl_parts: Vec<(Tensor, Tensor)>,
 }
 
-/// `fused`: the encoder through [`Encoder::forward_table`] (pre-training's single op), else the composed
-/// [`Encoder::forward`].
-fn terms(c: &Case, enc: &Encoder, fused: bool) -> Terms {
+/// How the encoder's pass is computed: composed from primitive ops ([`Encoder::forward`]), through the hops op
+/// with the MLP and sum outside ([`Encoder::forward_rows`], the path of encoders `forward_table` does not fuse),
+/// or all in one op ([`Encoder::forward_table`], pre-training's).
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Composed,
+    Rows,
+    Table,
+}
+
+const PATHS: [Path; 3] = [Path::Composed, Path::Rows, Path::Table];
+
+fn terms(c: &Case, enc: &Encoder, path: Path) -> Terms {
     let b = &c.g["inputs"]["batch"];
     let col = |k: &str| -> Vec<u32> { b[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
     let (users, pos, neg) = (col("users"), col("pos_items"), col("neg_items"));
@@ -229,15 +239,22 @@ fn terms(c: &Case, enc: &Encoder, fused: bool) -> Terms {
     ii.sort_unstable();
     ii.dedup();
     // The contrastive views (full tables, or the contrast nodes' rows) and the nodes' positions in them.
-    let (e_tilde, views, uu_at, ii_at) = if fused {
-        let rows = [uu.clone(), ii.clone()].concat();
-        let out = enc.forward_table(&c.idm, Some((&drops, &rows)), &e_fnl, &c.pk, &e0, None).unwrap();
-        let at = |v: &[u32]| v.iter().map(|r| rows.binary_search(r).unwrap() as u32).collect::<Vec<_>>();
-        (out.e_tilde, out.views, at(&uu), at(&ii))
-    } else {
-        let out = enc.forward(&c.idm, Some(&drops), &e_fnl, &c.pk).unwrap();
-        let views = out.h.into_iter().zip(out.h_dropped).collect();
-        ((&e0 + &out.delta).unwrap(), views, uu.clone(), ii.clone())
+    let rows = [uu.clone(), ii.clone()].concat();
+    let at = |v: &[u32]| v.iter().map(|r| rows.binary_search(r).unwrap() as u32).collect::<Vec<_>>();
+    let (e_tilde, views, uu_at, ii_at) = match path {
+        Path::Table => {
+            let out = enc.forward_table(&c.idm, Some((&drops, &rows)), &e_fnl, &c.pk, &e0, None).unwrap();
+            (out.e_tilde, out.views, at(&uu), at(&ii))
+        }
+        Path::Rows => {
+            let out = enc.forward_rows(&c.idm, Some((&drops, &rows)), &e_fnl, &c.pk).unwrap();
+            ((&e0 + &out.delta).unwrap(), out.views, at(&uu), at(&ii))
+        }
+        Path::Composed => {
+            let out = enc.forward(&c.idm, Some(&drops), &e_fnl, &c.pk).unwrap();
+            let views = out.h.into_iter().zip(out.h_dropped).collect();
+            ((&e0 + &out.delta).unwrap(), views, uu.clone(), ii.clone())
+        }
     };
     let fin = c.backbone.forward(&c.pk, &e_tilde).unwrap();
     let idx = |v: &[u32], off: u32| {
@@ -268,8 +285,8 @@ fn terms(c: &Case, enc: &Encoder, fused: bool) -> Terms {
 fn loss_terms_match_the_reference() {
     let Some(c) = case(ModelKind::LightGcn) else { return };
     let l = &c.g["loss"];
-    for fused in [false, true] {
-        let t = terms(&c, &encoder(&c), fused);
+    for path in PATHS {
+        let t = terms(&c, &encoder(&c), path);
         // BPR and L_u use softplus instead of log(σ + 1e-10): equal to ~1e-9 here.
         close_scalar(&t.bpr, l["bpr"].as_f64().unwrap(), SCALAR, "bpr");
         close_scalar(&t.unlearn, l["unlearn_v1"].as_f64().unwrap(), SCALAR, "unlearn_v1");
@@ -302,8 +319,8 @@ fn gradients_wrt_h0_and_w_match_the_reference() {
             }
         }
     };
-    for fused in [false, true] {
-        let t = terms(&c, &enc, fused);
+    for path in PATHS {
+        let t = terms(&c, &enc, path);
         check("bpr", &t.bpr);
         check("unlearn_v1", &t.unlearn);
         check("align_v2", &t.align_sum);
