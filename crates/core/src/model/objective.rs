@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use super::loss::{bpr, info_nce};
 use super::{Backbone, BatchRows, Combine, EpochState};
 use crate::error::Result;
-use crate::tensor::{GradSink, SpMat, propagate_rows, sq_norm_rows};
+use crate::tensor::{GradSink, SpMat, bpr_stacked, propagate_rows, sq_norm_rows};
 
 /// A minibatch of BPR triples over internal ids (items are item ids, not node ids).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -177,7 +177,8 @@ impl Backbone {
         let rows =
             BatchRows { users: all.narrow(0, 0, bl)?, pos: all.narrow(0, bl, bl)?, neg: all.narrow(0, 2 * bl, bl)? };
         let extra = all.narrow(0, 3 * bl, extra.len())?;
-        let bpr_t = bpr(&rows.users, &rows.pos, &rows.neg)?;
+        // One op over the stacked rows: the composition's narrows cost a padded copy of `all`'s gradient each.
+        let bpr_t = if bl > 0 { bpr_stacked(&all, bl)? } else { bpr(&rows.users, &rows.pos, &rows.neg)? };
         let reg_t = match input.reg {
             RegTerm::Off => Tensor::new(0f32, &Device::Cpu)?,
             _ if cfg.reg == 0.0 => Tensor::new(0f32, &Device::Cpu)?,

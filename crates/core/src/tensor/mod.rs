@@ -7,6 +7,7 @@
 //! pass is a second product with the stored transpose, `∂L/∂x = Aᵀ · ∂L/∂(A·x)`. [`spmm_into`] is the same
 //! kernel on plain slices.
 
+mod bpr;
 mod hops;
 mod inbatch;
 mod linear;
@@ -16,6 +17,7 @@ mod sink;
 mod spmm;
 mod sqnorm;
 
+pub use bpr::bpr_stacked;
 pub use hops::{encoder_hops, encoder_table};
 pub use inbatch::{in_batch_log_prob, in_batch_log_softmax};
 pub use linear::linear_leaky;

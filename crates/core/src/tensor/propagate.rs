@@ -172,12 +172,13 @@ impl Propagation {
                 *a += self.scale * b;
             }
         }
+        // In parallel over the table's rows (each distinct row is one of them): added `layers + 1` times.
         let add_g = |h: &mut [f32]| {
-            for (crow, &r) in compact.chunks(d).zip(distinct) {
-                for (a, &b) in h[r as usize * d..][..d].iter_mut().zip(crow) {
-                    *a += b;
+            h.par_chunks_mut(d.max(1)).zip(slots.par_iter()).with_min_len(1024).for_each(|(hrow, &k)| {
+                if k != zero {
+                    hrow.iter_mut().zip(&compact[k as usize * d..][..d]).for_each(|(a, &b)| *a += b);
                 }
-            }
+            });
         };
         if self.layers == 0 {
             let mut h = vec![0f32; n * d];
@@ -211,8 +212,14 @@ impl CustomOp1 for Propagation {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let d = grad_res.dims()[1];
-        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let h = self.backward(&g, d);
+        let grad_res = grad_res.contiguous()?;
+        let h = {
+            let (storage, layout) = grad_res.storage_and_layout();
+            let candle_core::Storage::Cpu(storage) = &*storage else {
+                candle_core::bail!("propagate_rows: a CPU gradient")
+            };
+            self.backward(super::cpu_f32("propagate_rows", storage, layout, "the gradient")?, d)
+        };
         if let Some(sink) = &self.sink {
             sink.add_dense(h)?;
             return Ok(None);

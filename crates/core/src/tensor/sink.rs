@@ -62,11 +62,12 @@ impl GradSink {
         Ok(())
     }
 
-    /// Adds `vals` (`rows.len()` rows of `width` values) to the rows `rows` of the gradient.
+    /// Adds `vals` (`rows.len()` rows of `width` values) to the rows `rows` of the gradient (moved in when
+    /// it is the first such contribution).
     ///
     /// # Errors
     /// A width different from an earlier row contribution's, or `vals` of the wrong length.
-    pub(crate) fn add_rows(&self, rows: &[u32], vals: &[f32], width: usize) -> candle_core::Result<()> {
+    pub(crate) fn add_rows(&self, rows: &[u32], vals: Vec<f32>, width: usize) -> candle_core::Result<()> {
         if vals.len() != rows.len() * width {
             candle_core::bail!("gradient sink: {} values for {} rows of width {width}", vals.len(), rows.len());
         }
@@ -76,7 +77,11 @@ impl GradSink {
         }
         p.width = width;
         p.rows.extend_from_slice(rows);
-        p.vals.extend_from_slice(vals);
+        if p.vals.is_empty() {
+            p.vals = vals;
+        } else {
+            p.vals.extend_from_slice(&vals);
+        }
         Ok(())
     }
 
@@ -120,12 +125,12 @@ mod tests {
         let s = GradSink::new();
         assert!(s.is_empty());
         assert_eq!(s.take(6).unwrap(), None);
-        s.add_rows(&[2, 0, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2).unwrap();
+        s.add_rows(&[2, 0, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2).unwrap();
         assert_eq!(s.take(6).unwrap(), Some(vec![3.0, 4.0, 0.0, 0.0, 6.0, 8.0]));
         assert!(s.is_empty(), "take empties the sink");
         s.add_dense(vec![1.0; 6]).unwrap();
         s.add_dense(vec![0.5; 6]).unwrap();
-        s.add_rows(&[1], &[10.0, 20.0], 2).unwrap();
+        s.add_rows(&[1], vec![10.0, 20.0], 2).unwrap();
         assert_eq!(s.take(6).unwrap(), Some(vec![1.5, 1.5, 11.5, 21.5, 1.5, 1.5]));
     }
 
@@ -135,10 +140,10 @@ mod tests {
         s.add_dense(vec![0.0; 4]).unwrap();
         assert!(s.add_dense(vec![0.0; 5]).is_err());
         assert!(s.take(6).is_err(), "a dense gradient of another size");
-        assert!(s.add_rows(&[0], &[1.0], 2).is_err());
-        s.add_rows(&[3], &[1.0, 1.0], 2).unwrap();
+        assert!(s.add_rows(&[0], vec![1.0], 2).is_err());
+        s.add_rows(&[3], vec![1.0, 1.0], 2).unwrap();
         assert!(s.take(6).is_err(), "row 3 of width 2 is outside 6 values");
-        s.add_rows(&[0], &[1.0, 1.0], 2).unwrap();
-        assert!(s.add_rows(&[0], &[1.0, 1.0, 1.0], 3).is_err(), "another width");
+        s.add_rows(&[0], vec![1.0, 1.0], 2).unwrap();
+        assert!(s.add_rows(&[0], vec![1.0, 1.0, 1.0], 3).is_err(), "another width");
     }
 }

@@ -82,9 +82,13 @@ impl CustomOp1 for SqNormRows {
         let x = super::cpu_f32("sq_norm_rows", storage, layout, "the table")?;
         let d = layout.dims()[1];
         if let Some(sink) = &self.sink {
-            let vals: Vec<f32> =
-                self.rows.iter().flat_map(|&r| x[r as usize * d..][..d].iter().map(|&v| g * v)).collect();
-            sink.add_rows(&self.rows, &vals, d)?;
+            // Written in place, in parallel: a `flat_map` collect grows its vector by doubling (a Gowalla batch's
+            // 49,152 rows took ~10 ms a step that way).
+            let mut vals = vec![0f32; self.rows.len() * d];
+            vals.par_chunks_mut(d.max(1)).zip(self.rows.par_iter()).with_min_len(256).for_each(|(o, &r)| {
+                o.iter_mut().zip(&x[r as usize * d..][..d]).for_each(|(o, &v)| *o = g * v);
+            });
+            sink.add_rows(&self.rows, vals, d)?;
             return Ok(None);
         }
         let mut out = vec![0f32; x.len()];
