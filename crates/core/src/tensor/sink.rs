@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+/// Table rows per parallel block of [`GradSink::take`]'s row additions.
+const BLOCK_ROWS: usize = 2048;
+
 /// The accumulated parts.
 #[derive(Debug, Default)]
 struct Parts {
@@ -106,12 +109,37 @@ impl GradSink {
             candle_core::bail!("gradient sink: a gradient of {} values for a table of {len}", g.len());
         }
         let w = p.width;
-        for (&r, v) in p.rows.iter().zip(p.vals.chunks(w.max(1))) {
-            let Some(row) = g.get_mut(r as usize * w..(r as usize + 1) * w) else {
-                candle_core::bail!("gradient sink: row {r} outside a table of {len} values of width {w}");
-            };
-            row.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+        if w == 0 {
+            return Ok(Some(g));
         }
+        if let Some(&r) = p.rows.iter().find(|&&r| (r as usize + 1) * w > len) {
+            candle_core::bail!("gradient sink: row {r} outside a table of {len} values of width {w}");
+        }
+        // Blocks of the table's rows in parallel, each adding its contributions in their order (a stable
+        // bucketing): every value gets the same additions in the same order as a serial loop, for any thread
+        // count.
+        let blocks = len.div_ceil(BLOCK_ROWS * w);
+        let mut start = vec![0usize; blocks + 1];
+        for &r in &p.rows {
+            start[r as usize / BLOCK_ROWS + 1] += 1;
+        }
+        for b in 0..blocks {
+            start[b + 1] += start[b];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0u32; p.rows.len()];
+        for (k, &r) in p.rows.iter().enumerate() {
+            let b = r as usize / BLOCK_ROWS;
+            order[next[b]] = k as u32;
+            next[b] += 1;
+        }
+        g.par_chunks_mut(BLOCK_ROWS * w).enumerate().for_each(|(b, block)| {
+            for &k in &order[start[b]..start[b + 1]] {
+                let r = p.rows[k as usize] as usize - b * BLOCK_ROWS;
+                let v = &p.vals[k as usize * w..][..w];
+                block[r * w..][..w].iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+            }
+        });
         Ok(Some(g))
     }
 }
@@ -132,6 +160,24 @@ mod tests {
         s.add_dense(vec![0.5; 6]).unwrap();
         s.add_rows(&[1], vec![10.0, 20.0], 2).unwrap();
         assert_eq!(s.take(6).unwrap(), Some(vec![1.5, 1.5, 11.5, 21.5, 1.5, 1.5]));
+    }
+
+    /// Rows over several blocks, repeated and out of order: the same sums, to the bit, as adding them one
+    /// by one in their order.
+    #[test]
+    fn row_contributions_over_many_blocks_add_up_in_order() {
+        let (n, w) = (3 * BLOCK_ROWS + 5, 3);
+        let rows: Vec<u32> = (0..20_000u32).map(|k| k.wrapping_mul(2_654_435_761) % n as u32).collect();
+        let vals: Vec<f32> = (0..rows.len() * w).map(|k| ((k * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let mut want = vec![0.25f32; n * w + 1];
+        for (&r, v) in rows.iter().zip(vals.chunks(w)) {
+            want[r as usize * w..][..w].iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+        }
+        let s = GradSink::new();
+        s.add_dense(vec![0.25; n * w + 1]).unwrap();
+        s.add_rows(&rows[..7], vals[..7 * w].to_vec(), w).unwrap();
+        s.add_rows(&rows[7..], vals[7 * w..].to_vec(), w).unwrap();
+        assert_eq!(s.take(n * w + 1).unwrap().unwrap(), want);
     }
 
     #[test]
