@@ -671,10 +671,13 @@ fn calibrate_locally(
     let delta = Var::zeros((n_seeds, d), candle_core::DType::F32, &Device::Cpu)?;
     let pad = Tensor::zeros((nodes.len() - n_seeds, d), candle_core::DType::F32, &Device::Cpu)?;
     let mut opt = Adam::new(vec![delta.clone()], AdamConfig { lr: ft.calibration_lr, ..AdamConfig::default() })?;
+    let seed_rows: Vec<u32> = (0..n_seeds as u32).collect();
     for step in 0..ft.calibration_steps {
         let x =
             if nodes.len() > n_seeds { Tensor::cat(&[delta.as_tensor(), &pad], 0)? } else { delta.as_tensor().clone() };
-        let mut fin = (model.forward(&adj, &x)?.narrow(0, 0, n_seeds)? + &fin0_s)?;
+        // Only the seeds' final rows are read: the fused propagation computes those alone (its last layer at
+        // these rows) and differentiates in one pass, instead of every layer of the ball in full.
+        let mut fin = (model.final_rows(&adj, &x, &seed_rows)? + &fin0_s)?;
         if let Some(h) = &held {
             fin = Tensor::cat(&[&fin, h], 0)?;
         }
