@@ -577,12 +577,27 @@ fn calibration_phase(
     }
     let e0 = Var::from_tensor(&model.base().as_tensor().copy()?)?;
     let mut opt = Adam::new(vec![e0.clone()], AdamConfig { lr: ft.calibration_lr, ..AdamConfig::default() })?;
+    // The loss reads the final rows of the pairs' nodes only: those alone are propagated (the fused op), and
+    // the pairs index them locally.
+    let nu32 = nu as u32;
+    let mut nodes: Vec<u32> = Vec::new();
+    for pairs in [request, &keep] {
+        nodes.extend_from_slice(pairs.users());
+        nodes.extend(pairs.items().iter().map(|&i| i + nu32));
+    }
+    nodes.sort_unstable();
+    nodes.dedup();
+    let local = |pairs: &Interactions| -> (Vec<u32>, Vec<u32>) {
+        let at = |node: u32| nodes.binary_search(&node).expect("a pair's node") as u32;
+        (pairs.users().iter().map(|&u| at(u)).collect(), pairs.items().iter().map(|&i| at(i + nu32)).collect())
+    };
+    let ((ru, ri), (ku, ki)) = (local(request), local(&keep));
     for step in 0..ft.calibration_steps {
-        let fin = model.forward(&req.adj_pk, e0.as_tensor())?;
-        let lc = (objective::edge_scores(&fin, nu, request)? - &tau)?.sqr()?.mean_all()?;
+        let fin = model.final_rows(&req.adj_pk, e0.as_tensor(), &nodes)?;
+        let lc = (crate::tensor::pair_dot(&fin, &ru, &ri)? - &tau)?.sqr()?.mean_all()?;
         let mut total = lc;
         if let Some(s0) = &s0 {
-            let lk = (objective::edge_scores(&fin, nu, &keep)? - s0)?.sqr()?.mean_all()?;
+            let lk = (crate::tensor::pair_dot(&fin, &ku, &ki)? - s0)?.sqr()?.mean_all()?;
             total = (total + (lk * ft.calibration_keep)?)?;
         }
         let loss = total.to_scalar::<f32>()? as f64;
