@@ -235,6 +235,11 @@ pub enum CalibrationRows {
     /// A model whose final embedding leaves out layer 0 (SimGCL's default) calibrates as [`Self::Pairs`]:
     /// there a user's own row barely reaches its scores.
     Users,
+    /// Only the rows of the calibrated pairs' users and items, over the sub-graph within `⌊layers / 2⌋` hops of
+    /// them; the held pairs' other ends keep their final rows at their values before calibration (as
+    /// [`Self::Users`] holds the items). Also for a model whose final embedding leaves out layer 0, where
+    /// [`Self::Pairs`]' free partners make the sub-graph most of the graph.
+    RequestNodes,
 }
 
 impl CalibrationRows {
@@ -652,6 +657,14 @@ fn calibrate_locally(
         };
         let items = sorted(request.items().iter().chain(keep.items()).map(|&i| i + nu).collect());
         (seeds, items, keep, s0)
+    } else if ft.calibration_rows == CalibrationRows::RequestNodes {
+        let nodes = |pairs: &Interactions| -> Vec<u32> {
+            pairs.users().iter().copied().chain(pairs.items().iter().map(|&i| i + nu)).collect()
+        };
+        let seeds = sorted(nodes(request));
+        // Every held pair has one end among the request's users and items; the other end is held.
+        let held = sorted(nodes(keep).into_iter().filter(|n| seeds.binary_search(n).is_err()).collect());
+        (seeds, held, keep.clone(), s0.cloned())
     } else {
         let mut nodes: Vec<u32> = Vec::new();
         for pairs in [request, keep] {
@@ -1638,7 +1651,9 @@ mod tests {
 
     #[test]
     fn the_calibration_phase_moves_removed_edges_to_their_targets() {
-        for rows in [CalibrationRows::All, CalibrationRows::Pairs, CalibrationRows::Users] {
+        for rows in
+            [CalibrationRows::All, CalibrationRows::Pairs, CalibrationRows::Users, CalibrationRows::RequestNodes]
+        {
             calibration_reaches_targets(rows);
         }
     }
@@ -1686,7 +1701,7 @@ mod tests {
             let moved = a.chunks(d).zip(b.chunks(d)).filter(|(x, y)| x != y).count();
             let (users, items) = touched(&request);
             // (Users: the users, and request items reset because the request isolates them.)
-            let most = if rows == CalibrationRows::Users {
+            let most = if matches!(rows, CalibrationRows::Users | CalibrationRows::RequestNodes) {
                 users + items
             } else {
                 (users + items) * (1 + CALIBRATION_KEEP_PAIRS)
