@@ -973,12 +973,12 @@ retrain_every = 2
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("exp-") && name.ends_with(".toml") {
+            if (name.starts_with("exp-") || name.starts_with("stream-")) && name.ends_with(".toml") {
                 let cfg = ExperimentConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(!cfg.datasets.is_empty(), "{name}");
                 n += 1;
             }
         }
-        assert!(n >= 3, "expected the example experiments in {}", dir.display());
+        assert!(n >= 8, "expected the example experiments and streams in {}", dir.display());
     }
 }
