@@ -237,8 +237,9 @@ pub enum CalibrationRows {
     Users,
     /// Only the rows of the calibrated pairs' users and items, over the sub-graph within `⌊layers / 2⌋` hops of
     /// them; the held pairs' other ends keep their final rows at their values before calibration (as
-    /// [`Self::Users`] holds the items). Also for a model whose final embedding leaves out layer 0, where
-    /// [`Self::Pairs`]' free partners make the sub-graph most of the graph.
+    /// [`Self::Users`] holds the items). On SimGCL, where [`Self::Pairs`]' free partners make the sub-graph
+    /// most of the graph, it is about three times faster on Gowalla but over-forgets on ML-1M (member rate 0.13
+    /// below an exact retrain's; docs/results.md), so the fast path does not use it.
     RequestNodes,
 }
 
