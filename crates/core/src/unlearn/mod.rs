@@ -586,33 +586,66 @@ fn calibration_phase(
     // The loss reads the final rows of the pairs' nodes only: those alone are propagated (the fused op), and
     // the pairs index them locally.
     let nu32 = nu as u32;
-    let mut nodes: Vec<u32> = Vec::new();
-    for pairs in [request, &keep] {
-        nodes.extend_from_slice(pairs.users());
-        nodes.extend(pairs.items().iter().map(|&i| i + nu32));
-    }
-    nodes.sort_unstable();
-    nodes.dedup();
-    let local = |pairs: &Interactions| -> (Vec<u32>, Vec<u32>) {
-        let at = |node: u32| nodes.binary_search(&node).expect("a pair's node") as u32;
-        (pairs.users().iter().map(|&u| at(u)).collect(), pairs.items().iter().map(|&i| at(i + nu32)).collect())
-    };
-    let ((ru, ri), (ku, ki)) = (local(request), local(&keep));
+    let nodes = pair_nodes(&[request, &keep], nu32);
+    let at = |node: u32| nodes.binary_search(&node).expect("a pair's node") as u32;
+    let pairs = CalibrationPairs::new(request, &keep, nu32, at);
     for step in 0..ft.calibration_steps {
         let fin = model.final_rows(&req.adj_pk, e0.as_tensor(), &nodes)?;
-        let lc = (crate::tensor::pair_dot(&fin, &ru, &ri)? - &tau)?.sqr()?.mean_all()?;
-        let mut total = lc;
-        if let Some(s0) = &s0 {
-            let lk = (crate::tensor::pair_dot(&fin, &ku, &ki)? - s0)?.sqr()?.mean_all()?;
-            total = (total + (lk * ft.calibration_keep)?)?;
+        pairs.step(&mut opt, &fin, &tau, s0.as_ref(), ft.calibration_keep, step)?;
+    }
+    Ok((e0.as_tensor().flatten_all()?.to_vec1::<f32>()?, targets))
+}
+
+/// The node ids of the pairs' users and items (an item `i` is node `nu + i`), sorted and distinct.
+fn pair_nodes(pairs: &[&Interactions], nu: u32) -> Vec<u32> {
+    let mut nodes: Vec<u32> =
+        pairs.iter().flat_map(|p| p.users().iter().copied().chain(p.items().iter().map(|&i| i + nu))).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
+}
+
+/// The calibrated and held pairs as rows of the final-row table a calibration step reads.
+struct CalibrationPairs {
+    removed: (Vec<u32>, Vec<u32>),
+    held: (Vec<u32>, Vec<u32>),
+}
+
+impl CalibrationPairs {
+    /// `at` maps a node id to its row in the step's table.
+    fn new(removed: &Interactions, held: &Interactions, nu: u32, at: impl Fn(u32) -> u32) -> Self {
+        let local = |pairs: &Interactions| -> (Vec<u32>, Vec<u32>) {
+            (pairs.users().iter().map(|&u| at(u)).collect(), pairs.items().iter().map(|&i| at(i + nu)).collect())
+        };
+        Self { removed: local(removed), held: local(held) }
+    }
+
+    /// One Adam step on `mean (s − τ)² + keep · mean (s_held − s⁰)²` over the final rows `fin`.
+    ///
+    /// # Errors
+    /// [`Error::Diverged`] for a non-finite loss; tensor errors.
+    fn step(
+        &self,
+        opt: &mut Adam,
+        fin: &Tensor,
+        tau: &Tensor,
+        s0: Option<&Tensor>,
+        keep: f64,
+        step: usize,
+    ) -> Result<()> {
+        let (ru, ri) = &self.removed;
+        let mut total = (crate::tensor::pair_dot(fin, ru, ri)? - tau)?.sqr()?.mean_all()?;
+        if let Some(s0) = s0 {
+            let (ku, ki) = &self.held;
+            let lk = (crate::tensor::pair_dot(fin, ku, ki)? - s0)?.sqr()?.mean_all()?;
+            total = (total + (lk * keep)?)?;
         }
         let loss = total.to_scalar::<f32>()? as f64;
         if !loss.is_finite() {
             return Err(Error::Diverged { epoch: step, loss });
         }
-        opt.step(&total.backward()?)?;
+        opt.step(&total.backward()?)
     }
-    Ok((e0.as_tensor().flatten_all()?.to_vec1::<f32>()?, targets))
 }
 
 /// The calibration phase's steps when [`FinetuneConfig::calibration_rows`] is local: the same loss, with only the
@@ -659,20 +692,12 @@ fn calibrate_locally(
         let items = sorted(request.items().iter().chain(keep.items()).map(|&i| i + nu).collect());
         (seeds, items, keep, s0)
     } else if ft.calibration_rows == CalibrationRows::RequestNodes {
-        let nodes = |pairs: &Interactions| -> Vec<u32> {
-            pairs.users().iter().copied().chain(pairs.items().iter().map(|&i| i + nu)).collect()
-        };
-        let seeds = sorted(nodes(request));
+        let seeds = pair_nodes(&[request], nu);
         // Every held pair has one end among the request's users and items; the other end is held.
-        let held = sorted(nodes(keep).into_iter().filter(|n| seeds.binary_search(n).is_err()).collect());
+        let held = pair_nodes(&[keep], nu).into_iter().filter(|n| seeds.binary_search(n).is_err()).collect();
         (seeds, held, keep.clone(), s0.cloned())
     } else {
-        let mut nodes: Vec<u32> = Vec::new();
-        for pairs in [request, keep] {
-            nodes.extend_from_slice(pairs.users());
-            nodes.extend(pairs.items().iter().map(|&i| i + nu));
-        }
-        (sorted(nodes), Vec::new(), keep.clone(), s0.cloned())
+        (pair_nodes(&[request, keep], nu), Vec::new(), keep.clone(), s0.cloned())
     };
     let radius = if model.architecture().propagates() { model.config.layers / 2 } else { 0 };
     let (nodes, sub) = req.adj_pk.matrix().induced_ball(&seeds, radius);
@@ -684,11 +709,7 @@ fn calibrate_locally(
             Err(_) => (n_seeds + fixed.binary_search(&node).expect("a pair's node is a seed or held")) as u32,
         }
     };
-    let local = |pairs: &Interactions| -> (Vec<u32>, Vec<u32>) {
-        (pairs.users().iter().map(|&u| at(u)).collect(), pairs.items().iter().map(|&i| at(i + nu)).collect())
-    };
-    let (ru, ri) = local(request);
-    let (ku, ki) = local(&keep);
+    let pairs = CalibrationPairs::new(request, &keep, nu, at);
     let idx = Tensor::from_vec(seeds.clone(), n_seeds, &Device::Cpu)?;
     let fin0_s = fin0.index_select(&idx, 0)?;
     let held = if fixed.is_empty() {
@@ -710,16 +731,7 @@ fn calibrate_locally(
         if let Some(h) = &held {
             fin = Tensor::cat(&[&fin, h], 0)?;
         }
-        let mut total = (crate::tensor::pair_dot(&fin, &ru, &ri)? - tau)?.sqr()?.mean_all()?;
-        if let Some(s0) = &s0 {
-            let lk = (crate::tensor::pair_dot(&fin, &ku, &ki)? - s0)?.sqr()?.mean_all()?;
-            total = (total + (lk * ft.calibration_keep)?)?;
-        }
-        let loss = total.to_scalar::<f32>()? as f64;
-        if !loss.is_finite() {
-            return Err(Error::Diverged { epoch: step, loss });
-        }
-        opt.step(&total.backward()?)?;
+        pairs.step(&mut opt, &fin, tau, s0.as_ref(), ft.calibration_keep, step)?;
     }
     let mut base = model.base_vec()?;
     let delta = delta.as_tensor().flatten_all()?.to_vec1::<f32>()?;

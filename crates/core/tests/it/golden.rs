@@ -12,7 +12,7 @@ use unlearnrec_core::data::Interactions;
 use unlearnrec_core::graph::{Graph, NormAdj, SparseMat};
 use unlearnrec_core::model::loss::bpr;
 use unlearnrec_core::model::{Backbone, ModelConfig, ModelKind};
-use unlearnrec_core::tensor::SpMat;
+use unlearnrec_core::tensor::{SpMat, bpr_stacked};
 use unlearnrec_core::unlearn::objective::{UnlearnLoss, align_loss, contrast_loss, unlearn_loss};
 use unlearnrec_core::unlearn::{Encoder, EncoderConfig};
 
@@ -265,7 +265,15 @@ fn terms(c: &Case, enc: &Encoder, path: Path) -> Terms {
         fin.index_select(&idx(&pos, nu), 0).unwrap(),
         fin.index_select(&idx(&neg, nu), 0).unwrap(),
     );
-    let bpr_t = bpr(&fu, &fp, &fng).unwrap();
+    // The composed path checks the composed BPR; the fused paths the one op training runs, over the stacked
+    // rows (users, positives, negatives).
+    let bpr_t = match path {
+        Path::Composed => bpr(&fu, &fp, &fng).unwrap(),
+        Path::Rows | Path::Table => {
+            let stacked: Vec<u32> = users.iter().copied().chain(pos.iter().chain(&neg).map(|i| i + nu)).collect();
+            bpr_stacked(&fin.index_select(&idx(&stacked, 0), 0).unwrap(), users.len()).unwrap()
+        }
+    };
     let unlearn = unlearn_loss(&fin, c.nu, &c.request, UnlearnLoss::V1).unwrap();
     let tu = e_fnl.index_select(&idx(&users, 0), 0).unwrap();
     let tp = e_fnl.index_select(&idx(&pos, nu), 0).unwrap();
