@@ -381,9 +381,10 @@ mod tests {
     }
 
     /// A stream of 50 single-user requests (the fast path) on generated data (1000 users, 500 items, 40 000
-    /// edges), measured at 25 and 50 requests against the exact retrain on the union so far. Returns, per
-    /// checkpoint, UnlearnRec's and the retrain's (Recall@20, strongest attacker's member rate).
-    fn synthetic_stream() -> Vec<((f64, f64), (f64, f64))> {
+    /// edges), with training, requests and retrains seeded by `seed`, measured at 25 and 50 requests against
+    /// the exact retrain on the union so far. Returns, per checkpoint, UnlearnRec's and the retrain's
+    /// (Recall@20, strongest attacker's member rate).
+    fn synthetic_stream(seed: u64) -> Vec<((f64, f64), (f64, f64))> {
         let tmp = tempfile::tempdir().unwrap();
         let ds =
             generate(&SynthConfig { users: 1000, items: 500, interactions: 40_000, ..Default::default() }).unwrap();
@@ -392,6 +393,7 @@ mod tests {
         write_lightgcn(&ds, &data).unwrap();
         let mut cfg = tiny_config(&data);
         cfg.methods = Vec::new();
+        cfg.seeds = vec![seed];
         cfg.model.dim = 16;
         cfg.train = TrainConfig { epochs: 20, batch_size: 512, lr: 1e-2, eval_every: 5, ..TrainConfig::default() };
         cfg.pretrain =
@@ -419,24 +421,30 @@ mod tests {
             .collect()
     }
 
-    /// The quality target holds at every checkpoint (Recall@20 ≥ 0.97 × the retrain on the union), and the
-    /// attacker's member rate stays within a regression bound of ±0.15 of the retrain's (the product's
-    /// target of ±0.05 is the ignored test below: a known miss on this data).
+    /// Three 50-request streams (seeds 1 – 3) against the retrain on the union: Recall@20 ≥ 0.97 × the
+    /// retrain's at every checkpoint of every stream, and the strongest attacker's member rate within ±0.05 of
+    /// the retrain's at each checkpoint, averaged over the three streams.
+    ///
+    /// One stream's checkpoint holds 300 – 450 removed pairs, too few to resolve ±0.05 on its own: a second
+    /// exact retrain lands 0.056 from the first in one of twelve such checkpoints (seeds 1 – 6; docs/results.md,
+    /// Streams of requests), so a single stream is held to ±0.10 and the target is asserted on the average.
+    /// Measured to fail without the encoder's change (the average 0.069 above the retrains' at 50 requests)
+    /// and without both the encoder's change and calibration (0.068 above at 25); the fast path is 0.017
+    /// below and 0.016 above.
     #[test]
-    fn a_50_request_stream_keeps_quality_against_the_retrain_on_the_union() {
-        for (k, ((recall, members), (re_recall, re_members))) in synthetic_stream().into_iter().enumerate() {
-            assert!(recall >= 0.97 * re_recall, "checkpoint {k}: Recall@20 {recall} vs the retrain's {re_recall}");
-            assert!((members - re_members).abs() <= 0.15, "checkpoint {k}: member rate {members} vs {re_members}");
+    fn three_50_request_streams_keep_quality_and_the_member_rate_of_the_retrain_on_the_union() {
+        let streams: Vec<_> = (1..=3).map(synthetic_stream).collect();
+        let mut gap = [0.0f64; 2];
+        for (s, checkpoints) in streams.iter().enumerate() {
+            for (k, &((recall, members), (re_recall, re_members))) in checkpoints.iter().enumerate() {
+                let at = format!("stream {}, checkpoint {k}", s + 1);
+                assert!(recall >= 0.97 * re_recall, "{at}: Recall@20 {recall} vs the retrain's {re_recall}");
+                assert!((members - re_members).abs() <= 0.10, "{at}: member rate {members} vs {re_members}");
+                gap[k] += (members - re_members) / streams.len() as f64;
+            }
         }
-    }
-
-    /// The product's forgetting target on the same stream: member rate within ±0.05 of the retrain's.
-    #[test]
-    #[ignore = "known miss: the fast path's member rate is 0.00 and +0.09 off the retrain's on this data \
-                (docs/results.md, Streams of requests); run with --ignored"]
-    fn a_50_request_stream_meets_the_member_rate_target() {
-        for (k, ((_, members), (_, re_members))) in synthetic_stream().into_iter().enumerate() {
-            assert!((members - re_members).abs() <= 0.05, "checkpoint {k}: member rate {members} vs {re_members}");
+        for (k, g) in gap.into_iter().enumerate() {
+            assert!(g.abs() <= 0.05, "checkpoint {k}: mean member rate {g:+} off the retrains'");
         }
     }
 
