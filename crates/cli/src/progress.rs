@@ -212,6 +212,10 @@ impl Observer for TrainBars {
             self.log_line();
         }
     }
+
+    fn validation_start(&mut self) {
+        crate::util::release_free_memory();
+    }
 }
 
 #[cfg(test)]

@@ -204,3 +204,12 @@ mod count_tests {
         assert_eq!(super::count(62, "item"), "62 items");
     }
 }
+
+/// Returns the memory mimalloc keeps from freed buffers to the system. Training frees and reallocates
+/// table-sized buffers at every step and mimalloc holds freed pages for reuse (the reason it is the
+/// allocator); before a validation pass, whose buffers are the run's largest, holding them only raises the
+/// peak (yelp d = 128: docs/benchmarks.md).
+pub fn release_free_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called at any time from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}

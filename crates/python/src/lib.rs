@@ -136,6 +136,13 @@ impl Observer for PyObserver {
             Ok(())
         });
     }
+
+    fn validation_start(&mut self) {
+        // The memory mimalloc keeps from the steps' freed buffers goes back to the system before the
+        // validation pass's large buffers (as the CLI does).
+        // SAFETY: `mi_collect` takes no pointers and may be called at any time from any thread.
+        unsafe { libmimalloc_sys::mi_collect(true) }
+    }
 }
 
 /// Runs `f` without the GIL, reporting to `callback`; Ctrl-C or an exception in the callback stops it.

@@ -132,6 +132,10 @@ impl Observer for GridBars {
             tracing::info!("epoch {} loss {:.5} valid {} {recall:.4}", r.epoch + 1, r.loss, MetricKey::RECALL_20);
         }
     }
+
+    fn validation_start(&mut self) {
+        crate::util::release_free_memory();
+    }
 }
 
 impl ExperimentObserver for GridBars {

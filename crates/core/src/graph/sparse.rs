@@ -111,6 +111,17 @@ impl SparseMat {
         &self.values
     }
 
+    /// Whether the matrix is square and bipartite at `split`: rows below `split` only have columns at or
+    /// above it and the other rows only columns below it (the user–item adjacency with `split = n_users`).
+    pub fn is_bipartite(&self, split: usize) -> bool {
+        self.n_rows == self.n_cols
+            && split <= self.n_rows
+            && (0..self.n_rows).all(|r| {
+                let cols = &self.indices[self.indptr[r]..self.indptr[r + 1]];
+                cols.iter().all(|&c| ((c as usize) < split) == (r >= split))
+            })
+    }
+
     /// The column ids and values of row `r`.
     ///
     /// # Panics

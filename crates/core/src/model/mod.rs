@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::tensor::{SpMat, spmm, spmm_vec};
+use crate::tensor::{SpMat, spmm, spmm_bipartite_in_place, spmm_vec};
 
 mod architecture;
 mod lightgcn;
@@ -420,8 +420,9 @@ impl Backbone {
     }
 
     /// Final embeddings of this model's own `E⁰` over `adj`, as row-major user and item matrices: the same
-    /// values as [`Backbone::forward`] (the same sums in the same order), computed layer by layer with at most
-    /// three tables alive (the sum, the last layer and the next) instead of every layer and its tensors.
+    /// values as [`Backbone::forward`] (the same sums in the same order), computed layer by layer with two
+    /// tables and a half alive besides the model (the running sum, the current layer, and on the user–item
+    /// graph a temporary of its smaller side for the next) instead of every layer and its tensors.
     ///
     /// # Errors
     /// [`Error::Shape`] for an adjacency of another size; tensor errors.
@@ -466,30 +467,47 @@ impl Backbone {
             });
         }
         let (start, scale) = combine_weights(self.config.combine(), l_max);
-        let mut acc: Option<Vec<f32>> = None;
-        let mut prev = e0;
-        for l in 0..=l_max {
-            if l > 0 {
-                prev = spmm_vec(adj.matrix(), &prev, d);
+        // Two tables and a half instead of three: `e0`'s own buffer becomes the running sum once the first
+        // layer is computed from it, and on the user–item graph (bipartite) each later layer is computed in
+        // place with a temporary of the smaller side. The same sums in the same order either way.
+        let mut e0 = e0;
+        let mut acc = if l_max == 0 {
+            e0
+        } else {
+            let mut layer = spmm_vec(adj.matrix(), &e0, d);
+            if start == 0 {
+                add_assign(&mut e0, &layer);
+            } else {
+                e0.copy_from_slice(&layer);
             }
-            if l >= start {
-                match &mut acc {
-                    None => acc = Some(prev.clone()),
-                    Some(a) => a.par_chunks_mut(1 << 14).zip(prev.par_chunks(1 << 14)).for_each(|(a, b)| {
-                        for (x, y) in a.iter_mut().zip(b) {
-                            *x += y;
-                        }
-                    }),
+            let mut acc = e0;
+            let bipartite = adj.matrix().is_bipartite(self.n_users);
+            let mut half = Vec::new();
+            for _ in 2..=l_max {
+                if bipartite {
+                    spmm_bipartite_in_place(adj.matrix(), &mut layer, d, self.n_users, &mut half);
+                } else {
+                    layer = spmm_vec(adj.matrix(), &layer, d);
                 }
+                add_assign(&mut acc, &layer);
             }
-        }
-        let mut acc = acc.expect("at least one layer is combined");
+            acc
+        };
         if scale != 1.0 {
             // As candle's division by a scalar (`combine`): `x · f32(1/n) + 0`.
             acc.par_iter_mut().for_each(|x| *x = *x * scale + 0.0);
         }
         Ok(acc)
     }
+}
+
+/// `a += b` elementwise, in parallel blocks.
+fn add_assign(a: &mut [f32], b: &[f32]) {
+    a.par_chunks_mut(1 << 14).zip(b.par_chunks(1 << 14)).for_each(|(a, b)| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    });
 }
 
 /// Final user and item embeddings, row-major.
@@ -524,30 +542,50 @@ mod tests {
     fn final_embeddings_stream_the_same_values_as_the_composed_forward() {
         use crate::graph::NormAdj;
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let (nu, ni) = (40, 30);
-        let pairs: Vec<(u32, u32)> = (0..300).map(|_| (rng.random_range(0..nu), rng.random_range(0..ni))).collect();
-        let g = Graph::from_interactions(nu as usize, ni as usize, &crate::data::Interactions::from_pairs(pairs).0);
-        let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&g));
-        let mf = Backbone::new(ModelConfig { kind: ModelKind::Mf, dim: 7, ..Default::default() }, 40, 30, 9).unwrap();
-        let e = mf.final_embeddings(&adj).unwrap();
-        assert_eq!([e.users, e.items].concat(), mf.base_vec().unwrap());
-        for kind in [ModelKind::LightGcn, ModelKind::SimGcl] {
-            for combine in [Combine::Sum, Combine::Mean, Combine::MeanSkipFirst] {
-                for layers in 1..=3 {
-                    let cfg = ModelConfig { kind, dim: 7, layers, combine: Some(combine), ..Default::default() };
-                    let m = match Backbone::new(cfg, nu as usize, ni as usize, 9) {
-                        Ok(m) => m,
-                        Err(e) => panic!("{kind} {combine:?} L={layers}: {e}"),
-                    };
-                    let want = m.forward(&adj, m.base().as_tensor()).unwrap().flatten_all().unwrap();
-                    let got = m.final_embeddings(&adj).unwrap();
-                    let got: Vec<f32> = got.users.iter().chain(&got.items).copied().collect();
-                    assert_eq!(got, want.to_vec1::<f32>().unwrap(), "{kind} {combine:?} L={layers}");
-                    let p = m.propagated(&adj, m.base().as_tensor()).unwrap().flatten_all().unwrap();
-                    assert_eq!(p.to_vec1::<f32>().unwrap(), got, "{kind} {combine:?} L={layers}");
+        // More users than items and fewer (the in-place layers keep the smaller side aside), and an adjacency
+        // with self-loops (not bipartite: every layer in a new buffer).
+        for (nu, ni) in [(40u32, 30u32), (30, 40)] {
+            let pairs: Vec<(u32, u32)> = (0..300).map(|_| (rng.random_range(0..nu), rng.random_range(0..ni))).collect();
+            let g = Graph::from_interactions(nu as usize, ni as usize, &crate::data::Interactions::from_pairs(pairs).0);
+            let adj = SpMat::from_norm_adj(&NormAdj::from_graph(&g));
+            let n = (nu + ni) as usize;
+            let mut dense = adj.matrix().to_dense();
+            (0..n).for_each(|r| dense[r * n + r] = 0.5);
+            let looped = SpMat::new(std::sync::Arc::new(crate::graph::SparseMat::from_dense(n, n, &dense)));
+            assert!(adj.matrix().is_bipartite(nu as usize) && !looped.matrix().is_bipartite(nu as usize));
+            let mf = Backbone::new(
+                ModelConfig { kind: ModelKind::Mf, dim: 7, ..Default::default() },
+                nu as usize,
+                ni as usize,
+                9,
+            )
+            .unwrap();
+            let e = mf.final_embeddings(&adj).unwrap();
+            assert_eq!([e.users, e.items].concat(), mf.base_vec().unwrap());
+            for adj in [&adj, &looped] {
+                for kind in [ModelKind::LightGcn, ModelKind::SimGcl] {
+                    for combine in [Combine::Sum, Combine::Mean, Combine::MeanSkipFirst] {
+                        for layers in 1..=3 {
+                            let cfg =
+                                ModelConfig { kind, dim: 7, layers, combine: Some(combine), ..Default::default() };
+                            let at = format!("{nu}x{ni} {kind} {combine:?} L={layers}");
+                            let m = match Backbone::new(cfg, nu as usize, ni as usize, 9) {
+                                Ok(m) => m,
+                                Err(e) => panic!("{at}: {e}"),
+                            };
+                            let want = m.forward(adj, m.base().as_tensor()).unwrap().flatten_all().unwrap();
+                            let got = m.final_embeddings(adj).unwrap();
+                            let got: Vec<f32> = got.users.iter().chain(&got.items).copied().collect();
+                            assert_eq!(got, want.to_vec1::<f32>().unwrap(), "{at}");
+                            let p = m.propagated(adj, m.base().as_tensor()).unwrap().flatten_all().unwrap();
+                            assert_eq!(p.to_vec1::<f32>().unwrap(), got, "{at}");
+                        }
+                    }
                 }
             }
         }
+        let nu = 40;
+        let ni = 30;
         let small = Graph::from_interactions(3, 3, &crate::data::Interactions::default());
         let m = Backbone::new(ModelConfig::default(), nu as usize, ni as usize, 9).unwrap();
         assert!(m.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&small))).is_err());

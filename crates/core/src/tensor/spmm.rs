@@ -145,19 +145,76 @@ fn spmm_uninit(a: &SparseMat, x: &[f32], d: usize, out: &mut [MaybeUninit<f32>])
     if d == 0 {
         return;
     }
-    spmm_rows_uninit(a, x, d, None, out);
+    spmm_rows_uninit(a, x, d, 0, None, out);
 }
 
-/// `A · x` into possibly uninitialised `out`, reading `x` through `slots` when given (see [`Rows::Slots`]).
-fn spmm_rows_uninit(a: &SparseMat, x: &[f32], d: usize, slots: Option<&[u32]>, out: &mut [MaybeUninit<f32>]) {
+/// Rows `first..` of `A · x` (as many as `out` holds) into possibly uninitialised `out`, reading `x` through
+/// `slots` when given (see [`Rows::Slots`]).
+fn spmm_rows_uninit(
+    a: &SparseMat,
+    x: &[f32],
+    d: usize,
+    first: usize,
+    slots: Option<&[u32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
     let rows = |first| slots.map_or(Rows::From(first), |s| Rows::Slots(first, s));
     if a.nnz() * d < PAR_MIN_WORK {
-        rows_dispatch(a, x, d, rows(0), out);
+        rows_dispatch(a, x, d, rows(first), out);
         return;
     }
     out.par_chunks_mut(ROWS_PER_CHUNK * d)
         .enumerate()
-        .for_each(|(k, chunk)| rows_dispatch(a, x, d, rows(k * ROWS_PER_CHUNK), chunk));
+        .for_each(|(k, chunk)| rows_dispatch(a, x, d, rows(first + k * ROWS_PER_CHUNK), chunk));
+}
+
+/// `x ← A · x` in place for a square `A` that is bipartite at `split` ([`SparseMat::is_bipartite`]: the
+/// rows below `split` read only the rows at or above it, and the other way round), with one half-sized
+/// temporary (the smaller half, kept in `tmp` for reuse) instead of a second whole `x`. Every row is the
+/// same sum in the same order as [`spmm_into`]'s, so the result is bit for bit the same.
+///
+/// # Panics
+/// When `A` is not square and bipartite at `split` or `x.len() != a.n_rows() * d`.
+pub(crate) fn spmm_bipartite_in_place(a: &SparseMat, x: &mut [f32], d: usize, split: usize, tmp: &mut Vec<f32>) {
+    assert!(a.is_bipartite(split), "spmm: the matrix is not bipartite at {split}");
+    assert_eq!(x.len(), a.n_rows() * d, "spmm: x must have n_rows × d = {} × {d} entries", a.n_rows());
+    let n = a.n_rows();
+    if d == 0 || split == 0 || split == n {
+        // One side is empty: no entries, so the product is zero.
+        x.fill(0.0);
+        return;
+    }
+    // The upper rows read the lower half of `x` through slots (column `c >= split` is its row `c - split`);
+    // columns below `split` never occur there and only the kernel's look-ahead prefetch reads their slot,
+    // so they point at row 0. The lower rows read the upper half of `x` directly (their columns are below
+    // `split`, and the look-ahead stays among them: these rows are the matrix's last).
+    let slots: Vec<u32> = (0..n).map(|c| if c >= split { (c - split) as u32 } else { 0 }).collect();
+    let view = |s: &mut [f32]| -> &mut [MaybeUninit<f32>] {
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only write initialised values
+        // through the view, so the slice stays initialised.
+        unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    };
+    let (upper, lower) = (split * d, (n - split) * d);
+    tmp.clear();
+    if lower <= upper {
+        // The lower half's product into `tmp` (reads the upper half), then the upper half's in place (reads
+        // the lower half, still the input), then `tmp` into the lower half.
+        tmp.reserve(lower);
+        spmm_rows_uninit(a, &x[..upper], d, split, None, &mut tmp.spare_capacity_mut()[..lower]);
+        // SAFETY: the product wrote all `lower` elements.
+        unsafe { tmp.set_len(lower) };
+        let (xu, xl) = x.split_at_mut(upper);
+        spmm_rows_uninit(a, xl, d, 0, Some(&slots), view(xu));
+        xl.copy_from_slice(tmp);
+    } else {
+        tmp.reserve(upper);
+        spmm_rows_uninit(a, &x[upper..], d, 0, Some(&slots), &mut tmp.spare_capacity_mut()[..upper]);
+        // SAFETY: the product wrote all `upper` elements.
+        unsafe { tmp.set_len(upper) };
+        let (xu, xl) = x.split_at_mut(upper);
+        spmm_rows_uninit(a, xu, d, split, None, view(xl));
+        xu.copy_from_slice(tmp);
+    }
 }
 
 /// `A · x` into a fresh vector for an `x` stored compactly: column `c` of `A` reads row `slots[c]` of `x`.
@@ -172,7 +229,7 @@ pub(crate) fn spmm_slots_vec(a: &SparseMat, x: &[f32], d: usize, slots: &[u32]) 
     let len = a.n_rows() * d;
     let mut out = Vec::with_capacity(len);
     if d > 0 {
-        spmm_rows_uninit(a, x, d, Some(slots), &mut out.spare_capacity_mut()[..len]);
+        spmm_rows_uninit(a, x, d, 0, Some(slots), &mut out.spare_capacity_mut()[..len]);
     }
     // SAFETY: every element of the `len` was written above (or `len` is 0).
     unsafe { out.set_len(len) };
@@ -395,6 +452,52 @@ mod tests {
             .map(|_| if rng.random::<f64>() < density { rng.random_range(-1.0f32..1.0) } else { 0.0 })
             .collect();
         SparseMat::from_dense(n_rows, n_cols, &dense)
+    }
+
+    /// A random square matrix, bipartite at `split` (entries only between the rows below `split` and the
+    /// columns at or above it, and the other way round).
+    fn random_bipartite(n: usize, split: usize, density: f64, seed: u64) -> SparseMat {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dense: Vec<f32> = (0..n * n)
+            .map(|k| {
+                let (r, c) = (k / n, k % n);
+                if (r < split) != (c < split) && rng.random::<f64>() < density {
+                    rng.random_range(-1.0f32..1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        SparseMat::from_dense(n, n, &dense)
+    }
+
+    /// The in-place product equals the plain one bit for bit, with either side the smaller, at the widths
+    /// with their own kernels and a generic one, serial and parallel, and repeated with one temporary.
+    #[test]
+    fn bipartite_in_place_product_is_the_plain_product() {
+        for (n, split, density) in [(9, 4, 0.5), (9, 5, 0.5), (700, 200, 0.05), (700, 500, 0.05), (6, 6, 0.0)] {
+            let a = random_bipartite(n, split, density, n as u64 + split as u64);
+            assert!(a.is_bipartite(split), "{n} {split}");
+            let mut tmp = Vec::new();
+            for d in [1, 5, 16, 64, 128] {
+                let mut x = random_dense(n * d, d as u64);
+                for round in 0..2 {
+                    let want = spmm_vec(&a, &x, d);
+                    spmm_bipartite_in_place(&a, &mut x, d, split, &mut tmp);
+                    assert_eq!(x, want, "n {n} split {split} d {d} round {round}");
+                }
+            }
+        }
+        // Not bipartite: a diagonal entry, or the wrong split.
+        let mut dense = random_bipartite(8, 3, 0.6, 1).to_dense();
+        assert!(!SparseMat::from_dense(8, 8, &dense).is_bipartite(4));
+        dense[2 * 8 + 2] = 1.0;
+        let looped = SparseMat::from_dense(8, 8, &dense);
+        assert!(!looped.is_bipartite(3));
+        let caught =
+            std::panic::catch_unwind(|| spmm_bipartite_in_place(&looped, &mut [0.0; 16], 2, 3, &mut Vec::new()));
+        assert!(caught.is_err());
+        assert!(!random_sparse(4, 5, 0.5, 2).is_bipartite(2), "not square");
     }
 
     fn random_dense(n: usize, seed: u64) -> Vec<f32> {

@@ -67,6 +67,9 @@ pub trait Observer {
     fn step(&mut self, _step: usize, _loss: f64) {}
     /// An epoch finished.
     fn epoch_end(&mut self, _record: &EpochRecord) {}
+    /// A validation pass is about to start: the final embeddings of the whole graph, the largest buffers
+    /// of a run. A binary can return the memory its allocator keeps from the steps to the system here.
+    fn validation_start(&mut self) {}
 }
 
 /// An observer that ignores everything.
@@ -254,6 +257,7 @@ pub fn run<T: Steps + ?Sized>(
         bad: 0,
     };
     if schedule.validate_initial {
+        obs.validation_start();
         keeper.check(steps, None)?;
     }
     for epoch in 0..schedule.epochs {
@@ -290,6 +294,7 @@ pub fn run<T: Steps + ?Sized>(
             valid: None,
         };
         if schedule.validates(epoch) {
+            obs.validation_start();
             rec.valid = keeper.check(steps, Some(epoch))?;
         }
         obs.epoch_end(&rec);
@@ -407,6 +412,9 @@ mod tests {
         fn epoch_end(&mut self, r: &EpochRecord) {
             let v = r.valid.as_ref().map(|m| m[&MetricKey::RECALL_20]);
             self.0.push(format!("end {} {} {v:?}", r.epoch, r.loss));
+        }
+        fn validation_start(&mut self) {
+            self.0.push("validate".into());
         }
     }
 
@@ -535,23 +543,28 @@ mod tests {
         let mut log = Log::default();
         let out = run(&mut toy, &mut opt, &Schedule::new(3, Some(2)), &mut log).unwrap();
         let shape: Vec<String> = log.0.iter().map(|e| e.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect();
+        // Validations after epochs 1 and 2 (every 2, and the last), each announced before it runs.
         assert_eq!(
             shape,
             [
-                "start 0", "step 0", "step 1", "end 0", "start 1", "step 0", "step 1", "end 1", "start 2", "step 0",
-                "step 1", "end 2"
+                "start 0", "step 0", "step 1", "end 0", "start 1", "step 0", "step 1", "validate", "end 1", "start 2",
+                "step 0", "step 1", "validate", "end 2"
             ]
         );
         assert_eq!(log.0[0], "start 0 2");
         // The first step's loss is (0 − 10)²; each epoch's record is the mean of its steps' losses and shows
         // the validation metrics of validated epochs.
         assert_eq!(log.0[1], "step 0 100");
+        let starts: Vec<usize> = (0..log.0.len()).filter(|&k| log.0[k].starts_with("start")).collect();
+        let ends: Vec<&String> = log.0.iter().filter(|e| e.starts_with("end")).collect();
         for (e, r) in out.history.iter().enumerate() {
-            let losses: Vec<f64> =
-                log.0[4 * e + 1..4 * e + 3].iter().map(|s| s.rsplit(' ').next().unwrap().parse().unwrap()).collect();
+            let losses: Vec<f64> = log.0[starts[e] + 1..starts[e] + 3]
+                .iter()
+                .map(|s| s.rsplit(' ').next().unwrap().parse().unwrap())
+                .collect();
             assert_eq!(r.loss, (losses[0] + losses[1]) / 2.0);
         }
-        assert!(log.0[3].ends_with("None") && log.0[7].ends_with("Some(0.25)") && log.0[11].ends_with("Some(0.75)"));
+        assert!(ends[0].ends_with("None") && ends[1].ends_with("Some(0.25)") && ends[2].ends_with("Some(0.75)"));
     }
 
     #[test]
