@@ -34,7 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::tensor::{SpMat, spmm, spmm_bipartite_in_place, spmm_vec};
+use crate::tensor::{BipartiteInPlace, SpMat, spmm, spmm_vec};
 
 mod architecture;
 mod lightgcn;
@@ -481,13 +481,12 @@ impl Backbone {
                 e0.copy_from_slice(&layer);
             }
             let mut acc = e0;
-            let bipartite = adj.matrix().is_bipartite(self.n_users);
-            let mut half = Vec::new();
+            // Checked once, from the second layer on (the first reads `e0`, not a layer to overwrite).
+            let mut in_place = if l_max > 1 { BipartiteInPlace::new(adj.matrix(), self.n_users) } else { None };
             for _ in 2..=l_max {
-                if bipartite {
-                    spmm_bipartite_in_place(adj.matrix(), &mut layer, d, self.n_users, &mut half);
-                } else {
-                    layer = spmm_vec(adj.matrix(), &layer, d);
+                match &mut in_place {
+                    Some(p) => p.apply(&mut layer, d),
+                    None => layer = spmm_vec(adj.matrix(), &layer, d),
                 }
                 add_assign(&mut acc, &layer);
             }
@@ -584,10 +583,8 @@ mod tests {
                 }
             }
         }
-        let nu = 40;
-        let ni = 30;
         let small = Graph::from_interactions(3, 3, &crate::data::Interactions::default());
-        let m = Backbone::new(ModelConfig::default(), nu as usize, ni as usize, 9).unwrap();
+        let m = Backbone::new(ModelConfig::default(), 40, 30, 9).unwrap();
         assert!(m.final_embeddings(&SpMat::from_norm_adj(&NormAdj::from_graph(&small))).is_err());
     }
 

@@ -24,7 +24,7 @@ pub use linear::linear_leaky;
 pub(crate) use linear::{matmul, with_f32};
 pub use pairdot::pair_dot;
 pub use propagate::{LayerNoise, NOISE_ROWS, propagate_rows};
-pub(crate) use spmm::{spmm_bipartite_in_place, spmm_vec};
+pub(crate) use spmm::{BipartiteInPlace, spmm_vec};
 
 pub use sink::GradSink;
 pub use spmm::{SpMat, spmm, spmm_into};

@@ -170,51 +170,77 @@ fn spmm_rows_uninit(
 
 /// `x ← A · x` in place for a square `A` that is bipartite at `split` ([`SparseMat::is_bipartite`]: the
 /// rows below `split` read only the rows at or above it, and the other way round), with one half-sized
-/// temporary (the smaller half, kept in `tmp` for reuse) instead of a second whole `x`. Every row is the
-/// same sum in the same order as [`spmm_into`]'s, so the result is bit for bit the same.
-///
-/// # Panics
-/// When `A` is not square and bipartite at `split` or `x.len() != a.n_rows() * d`.
-pub(crate) fn spmm_bipartite_in_place(a: &SparseMat, x: &mut [f32], d: usize, split: usize, tmp: &mut Vec<f32>) {
-    assert!(a.is_bipartite(split), "spmm: the matrix is not bipartite at {split}");
-    assert_eq!(x.len(), a.n_rows() * d, "spmm: x must have n_rows × d = {} × {d} entries", a.n_rows());
-    let n = a.n_rows();
-    if d == 0 || split == 0 || split == n {
-        // One side is empty: no entries, so the product is zero.
-        x.fill(0.0);
-        return;
+/// temporary (the smaller half) instead of a second whole `x`. Every row is the same sum in the same order as
+/// [`spmm_into`]'s, so the result is bit for bit the same. Built once per matrix (the check and the slot map
+/// are `O(nnz)` and `O(n)`), applied once per layer.
+pub(crate) struct BipartiteInPlace<'a> {
+    a: &'a SparseMat,
+    split: usize,
+    /// Column `c >= split` of the upper rows reads row `c - split` of the lower half; columns below `split`
+    /// never occur there and only the kernel's look-ahead prefetch reads their slot, so they point at row 0.
+    slots: Vec<u32>,
+    /// The temporary half, kept between layers.
+    tmp: Vec<f32>,
+}
+
+impl<'a> BipartiteInPlace<'a> {
+    /// The in-place product of `a` split at `split`, or `None` when `a` is not square and bipartite there.
+    pub(crate) fn new(a: &'a SparseMat, split: usize) -> Option<Self> {
+        let n = a.n_rows();
+        a.is_bipartite(split).then(|| Self {
+            a,
+            split,
+            slots: (0..n).map(|c| if c >= split { (c - split) as u32 } else { 0 }).collect(),
+            tmp: Vec::new(),
+        })
     }
-    // The upper rows read the lower half of `x` through slots (column `c >= split` is its row `c - split`);
-    // columns below `split` never occur there and only the kernel's look-ahead prefetch reads their slot,
-    // so they point at row 0. The lower rows read the upper half of `x` directly (their columns are below
-    // `split`, and the look-ahead stays among them: these rows are the matrix's last).
-    let slots: Vec<u32> = (0..n).map(|c| if c >= split { (c - split) as u32 } else { 0 }).collect();
-    let view = |s: &mut [f32]| -> &mut [MaybeUninit<f32>] {
-        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only write initialised values
-        // through the view, so the slice stays initialised.
-        unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
-    };
-    let (upper, lower) = (split * d, (n - split) * d);
-    tmp.clear();
-    if lower <= upper {
-        // The lower half's product into `tmp` (reads the upper half), then the upper half's in place (reads
-        // the lower half, still the input), then `tmp` into the lower half.
-        tmp.reserve(lower);
-        spmm_rows_uninit(a, &x[..upper], d, split, None, &mut tmp.spare_capacity_mut()[..lower]);
-        // SAFETY: the product wrote all `lower` elements.
-        unsafe { tmp.set_len(lower) };
-        let (xu, xl) = x.split_at_mut(upper);
-        spmm_rows_uninit(a, xl, d, 0, Some(&slots), view(xu));
-        xl.copy_from_slice(tmp);
-    } else {
-        tmp.reserve(upper);
-        spmm_rows_uninit(a, &x[upper..], d, 0, Some(&slots), &mut tmp.spare_capacity_mut()[..upper]);
-        // SAFETY: the product wrote all `upper` elements.
-        unsafe { tmp.set_len(upper) };
-        let (xu, xl) = x.split_at_mut(upper);
-        spmm_rows_uninit(a, xu, d, split, None, view(xl));
-        xu.copy_from_slice(tmp);
+
+    /// `x ← A · x`.
+    ///
+    /// # Panics
+    /// When `x.len() != a.n_rows() * d`.
+    pub(crate) fn apply(&mut self, x: &mut [f32], d: usize) {
+        let (a, split) = (self.a, self.split);
+        let n = a.n_rows();
+        assert_eq!(x.len(), n * d, "spmm: x must have n_rows × d = {n} × {d} entries");
+        if d == 0 || split == 0 || split == n {
+            // One side is empty: no entries, so the product is zero.
+            x.fill(0.0);
+            return;
+        }
+        // The lower rows read the upper half of `x` directly (their columns are below `split`, and the
+        // look-ahead stays among them: these rows are the matrix's last); the upper rows read the lower half
+        // through the slots.
+        let (upper, lower) = (split * d, (n - split) * d);
+        let tmp = &mut self.tmp;
+        tmp.clear();
+        if lower <= upper {
+            // The lower half's product into `tmp` (reads the upper half), then the upper half's in place
+            // (reads the lower half, still the input), then `tmp` into the lower half.
+            tmp.reserve(lower);
+            spmm_rows_uninit(a, &x[..upper], d, split, None, &mut tmp.spare_capacity_mut()[..lower]);
+            // SAFETY: the product wrote all `lower` elements.
+            unsafe { tmp.set_len(lower) };
+            let (xu, xl) = x.split_at_mut(upper);
+            spmm_rows_uninit(a, xl, d, 0, Some(&self.slots), uninit_view(xu));
+            xl.copy_from_slice(tmp);
+        } else {
+            tmp.reserve(upper);
+            spmm_rows_uninit(a, &x[upper..], d, 0, Some(&self.slots), &mut tmp.spare_capacity_mut()[..upper]);
+            // SAFETY: the product wrote all `upper` elements.
+            unsafe { tmp.set_len(upper) };
+            let (xu, xl) = x.split_at_mut(upper);
+            spmm_rows_uninit(a, xu, d, split, None, uninit_view(xl));
+            xu.copy_from_slice(tmp);
+        }
     }
+}
+
+/// An initialised slice viewed as possibly uninitialised, for the kernels that write every element.
+fn uninit_view(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only write initialised values
+    // through the view, so the slice stays initialised.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// `A · x` into a fresh vector for an `x` stored compactly: column `c` of `A` reads row `slots[c]` of `x`.
@@ -282,10 +308,7 @@ pub(crate) fn spmm_rows_vec(a: &SparseMat, x: &[f32], d: usize, rows: &[u32]) ->
 /// ```
 #[track_caller]
 pub fn spmm_into(a: &SparseMat, x: &[f32], d: usize, out: &mut [f32]) {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `spmm_uninit` only ever writes initialised
-    // values through the view, so `out` stays initialised.
-    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    spmm_uninit(a, x, d, out);
+    spmm_uninit(a, x, d, uninit_view(out));
 }
 
 /// `A · x` into a fresh vector, without zeroing it first.
@@ -477,13 +500,12 @@ mod tests {
     fn bipartite_in_place_product_is_the_plain_product() {
         for (n, split, density) in [(9, 4, 0.5), (9, 5, 0.5), (700, 200, 0.05), (700, 500, 0.05), (6, 6, 0.0)] {
             let a = random_bipartite(n, split, density, n as u64 + split as u64);
-            assert!(a.is_bipartite(split), "{n} {split}");
-            let mut tmp = Vec::new();
+            let mut product = BipartiteInPlace::new(&a, split).unwrap_or_else(|| panic!("{n} {split}"));
             for d in [1, 5, 16, 64, 128] {
                 let mut x = random_dense(n * d, d as u64);
                 for round in 0..2 {
                     let want = spmm_vec(&a, &x, d);
-                    spmm_bipartite_in_place(&a, &mut x, d, split, &mut tmp);
+                    product.apply(&mut x, d);
                     assert_eq!(x, want, "n {n} split {split} d {d} round {round}");
                 }
             }
@@ -493,10 +515,7 @@ mod tests {
         assert!(!SparseMat::from_dense(8, 8, &dense).is_bipartite(4));
         dense[2 * 8 + 2] = 1.0;
         let looped = SparseMat::from_dense(8, 8, &dense);
-        assert!(!looped.is_bipartite(3));
-        let caught =
-            std::panic::catch_unwind(|| spmm_bipartite_in_place(&looped, &mut [0.0; 16], 2, 3, &mut Vec::new()));
-        assert!(caught.is_err());
+        assert!(!looped.is_bipartite(3) && BipartiteInPlace::new(&looped, 3).is_none());
         assert!(!random_sparse(4, 5, 0.5, 2).is_bipartite(2), "not square");
     }
 
