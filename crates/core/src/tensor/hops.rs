@@ -11,22 +11,26 @@
 //! ∂/∂w = rowsum(E ⊙ (Â_Δᵀ)ᴸ (−ρ·G_X))
 //! ```
 //!
-//! where `G_{R_l}` and `G_{P_l}` are the gradients of the requested rows of `D_l Hˡ` and of `Hˡ⁺¹`, scattered
-//! into the table (`G_{P_{−1}} = 0`; `G_{R_l}` is read through slots, never materialised).
+//! where `G_{R_l}` and `G_{P_l}` are the gradients of the requested rows of `D_l Hˡ` and of `Hˡ⁺¹`. Every term
+//! of `a_l − G_X` comes out of `Â_Δᵀ`, a dropped copy's transpose or a view's rows, so it lives on the few rows
+//! that the request and the views touch: the scheme runs on those rows alone and adds `G_X` once, in place;
+//! the scheme allocates no table-sized temporary.
 //!
 //! [`encoder_table`] goes one step further for pre-training, where the MLP is frozen: the same op applies the
-//! MLP to `X` and adds the frozen base table, returning `Ẽ⁰ = E⁰ + MLP(X)` in place of `X`. It keeps only
-//! each layer's output (the slope of its activation) and its backward pass runs the layers' input gradients
-//! before Horner's scheme, so neither `X` nor `Δ` exists as a tensor of candle's graph, nor their gradients and
-//! that of the sum (each a table of zeros plus an addition in candle's gradient store); `Ẽ⁰` is a slice of the
-//! op's output.
+//! MLP to `X` and adds the frozen base table, returning `Ẽ⁰ = E⁰ + MLP(X)` in place of `X`. It keeps only the
+//! signs of each layer's output (its activation's slope, one bit an element) and its backward pass runs the
+//! layers' input gradients before Horner's scheme, so neither `X` nor `Δ` exists as a tensor of candle's
+//! graph, nor their gradients and that of the sum (each a table of zeros plus an addition in candle's
+//! gradient store); `Ẽ⁰` is a slice of the op's output.
 
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::linear::with_f32;
-use super::spmm::{spmm_rows_vec, spmm_slots_vec};
+use rayon::prelude::*;
+
+use super::spmm::spmm_rows_vec;
 use super::{GradSink, SpMat, spmm_vec};
 use crate::error::{Error, Result};
 
@@ -51,40 +55,45 @@ struct Head {
     alpha: f32,
     /// `E⁰` `(n, d)`, contiguous (shared, not copied).
     base: Tensor,
-    /// Each layer's output from the forward pass, read by the backward pass (for its activation's slope).
-    saved: Mutex<Vec<Vec<f32>>>,
+    /// The signs of each layer's output from the forward pass ([`super::linear::positive_mask`]): the
+    /// backward pass reads only its activation's slope.
+    saved: Mutex<Vec<Vec<u64>>>,
     /// Where `H⁰`'s gradient goes instead of candle's store, if anywhere ([`GradSink`]).
     sink: Option<GradSink>,
 }
 
 impl Head {
-    /// Overwrites `x` `(n_nodes, d)` with `E⁰ + MLP(x)` (`base` = `E⁰`'s data), keeping the layers' outputs.
+    /// Overwrites `x` `(n_nodes, d)` with `E⁰ + MLP(x)` (`base` = `E⁰`'s data), keeping the signs of the
+    /// layers' outputs.
     fn forward(&self, x: &mut [f32], base: &[f32]) {
         let mut saved = Vec::with_capacity(self.layers.len());
+        let mut y: Option<Vec<f32>> = None;
         for (w, b) in &self.layers {
-            let input: &[f32] = saved.last().map_or(&*x, |y: &Vec<f32>| y);
+            let input: &[f32] = y.as_deref().unwrap_or(&*x);
             let k = w.len() / b.len();
-            saved.push(super::linear::forward(input, w, b, k, self.alpha));
+            let out = super::linear::forward(input, w, b, k, self.alpha);
+            saved.push(super::linear::positive_mask(&out));
+            y = Some(out);
         }
-        if let Some(delta) = saved.last() {
-            x.iter_mut().zip(base.iter().zip(delta)).for_each(|(o, (e, d))| *o = e + d);
-        } else {
-            x.iter_mut().zip(base).for_each(|(o, e)| *o += e);
+        match y {
+            Some(delta) => x.par_iter_mut().zip(base.par_iter().zip(&delta)).for_each(|(o, (e, d))| *o = e + d),
+            None => x.par_iter_mut().zip(base).for_each(|(o, e)| *o += e),
         }
         *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = saved;
     }
 
-    /// `∂L/∂X` from `∂L/∂Ẽ⁰` `g_table`: the layers' input gradients, last layer first. The layers' outputs
-    /// stay (a graph may be differentiated more than once); they go with the graph.
+    /// `∂L/∂X` from `∂L/∂Ẽ⁰` `g_table`: the layers' input gradients, last layer first. The signs stay (a
+    /// graph may be differentiated more than once); they go with the graph.
     fn backward(&self, g_table: &[f32]) -> candle_core::Result<Vec<f32>> {
         let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
         if saved.len() != self.layers.len() {
             candle_core::bail!("encoder_table: a backward pass without its forward pass")
         }
         let mut g: Option<Vec<f32>> = None;
-        for ((w, b), y) in self.layers.iter().zip(saved.iter()).rev() {
+        for ((w, b), positive) in self.layers.iter().zip(saved.iter()).rev() {
             let n = b.len();
-            g = Some(super::linear::input_gradient(w, y, g.as_deref().unwrap_or(g_table), w.len() / n, n, self.alpha));
+            let input = g.as_deref().unwrap_or(g_table);
+            g = Some(super::linear::input_gradient(w, positive, input, w.len() / n, n, self.alpha));
         }
         Ok(g.unwrap_or_else(|| g_table.to_vec()))
     }
@@ -135,51 +144,111 @@ impl EncoderHops {
         out
     }
 
-    /// Gradients of `H⁰` `(n, d)` and `w` `(n, 1)` for the gradients of `X` (`gx`, `(n, d)`) and of the
-    /// views' rows (`rest`); `e_fnl` is `E`'s data.
-    fn backward(&self, gx: &[f32], rest: &[f32], e_fnl: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    /// Gradients of `H⁰` `(n, d)` and `w` `(n, 1)` for the gradients of `X` (`gx`, `(n, d)`, turned into
+    /// `H⁰`'s) and of the views' rows (`rest`); `e_fnl` is `E`'s data.
+    ///
+    /// Horner's scheme with `a_l = G_X + s_l`: every term of `s_l` is a product by `Â_Δᵀ` or a dropped copy's
+    /// transpose, or a view's rows, so `s_l` lives on the rows `Q` where one of those is non-empty (a
+    /// request's nodes and the contrast nodes: a few thousand of a table's rows) and is kept compact; `G_X`
+    /// is added once, in place, at the end. No table-sized temporary is allocated.
+    fn backward(&self, mut gx: Vec<f32>, rest: &[f32], e_fnl: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
         let at = self.idm.transpose();
+        let at = at.matrix();
+        let dropped_t: Vec<SpMat> = self.dropped.iter().map(SpMat::transpose).collect();
         let k = self.rows.len();
         let (gr, gp) = rest.split_at(self.hops * k * d);
-        // Every node reads the zero row `k` of a compact gradient except the requested rows.
-        let mut slots = vec![k as u32; n];
-        for (j, &r) in self.rows.iter().enumerate() {
-            slots[r as usize] = j as u32;
-        }
-        // `H^{l+1}`'s requested rows' gradient, added into the table's.
-        let add_hop_rows = |a: &mut [f32], l: usize| {
+        // `Q` and each node's position in it (`NONE` outside).
+        const NONE: u32 = u32::MAX;
+        let mut in_q = vec![false; n];
+        let nonempty = |m: &crate::graph::SparseMat, in_q: &mut [bool]| {
+            m.indptr().windows(2).zip(in_q.iter_mut()).for_each(|(w, q)| *q |= w[1] > w[0]);
+        };
+        nonempty(at, &mut in_q);
+        dropped_t.iter().for_each(|m| nonempty(m.matrix(), &mut in_q));
+        self.rows.iter().for_each(|&r| in_q[r as usize] = true);
+        let q: Vec<u32> = (0..n as u32).filter(|&r| in_q[r as usize]).collect();
+        drop(in_q);
+        let mut at_q = vec![NONE; n];
+        q.iter().enumerate().for_each(|(j, &r)| at_q[r as usize] = j as u32);
+        // Rows `Q` of `M · y` for a matrix whose non-empty rows are all in `Q`, reading row `c` of `y` with
+        // `read(c, acc_row, v)` (adds `v · y_c` into the row).
+        let product = |m: &crate::graph::SparseMat, read: &(dyn Fn(u32, &mut [f32], f32) + Sync)| -> Vec<f32> {
+            let mut out = vec![0f32; q.len() * d];
+            if d > 0 {
+                out.par_chunks_mut(d).zip(q.par_iter()).for_each(|(row, &r)| {
+                    let (cols, vals) = m.row(r as usize);
+                    cols.iter().zip(vals).for_each(|(&c, &v)| read(c, row, v));
+                });
+            }
+            out
+        };
+        let axpy = |row: &mut [f32], src: &[f32], v: f32| row.iter_mut().zip(src).for_each(|(o, x)| *o += v * x);
+        // `H^{l+1}`'s requested rows' gradient, added into `s`.
+        let add_hop_rows = |s: &mut [f32], l: usize| {
             for (j, &r) in self.rows.iter().enumerate() {
-                let src = &gp[(l * k + j) * d..][..d];
-                a[r as usize * d..][..d].iter_mut().zip(src).for_each(|(x, g)| *x += g);
+                let dst = &mut s[at_q[r as usize] as usize * d..][..d];
+                dst.iter_mut().zip(&gp[(l * k + j) * d..][..d]).for_each(|(x, g)| *x += g);
             }
         };
-        let mut a = gx.to_vec();
+        let mut s = vec![0f32; q.len() * d];
         if self.hops > 0 {
-            add_hop_rows(&mut a, self.hops - 1);
+            add_hop_rows(&mut s, self.hops - 1);
         }
         for l in (0..self.hops).rev() {
-            let mut next = spmm_vec(at.matrix(), &a, d);
-            next.iter_mut().zip(gx).for_each(|(x, g)| *x += g);
-            if let Some(m) = self.dropped.get(l) {
-                let mut compact = gr[l * k * d..(l + 1) * k * d].to_vec();
-                compact.resize((k + 1) * d, 0.0);
-                let back = spmm_slots_vec(m.transpose().matrix(), &compact, d, &slots);
+            // `Â_Δᵀ (G_X + s)`.
+            let (g, s_prev) = (&gx, &s);
+            let mut next = product(at, &|c, row, v| {
+                axpy(row, &g[c as usize * d..][..d], v);
+                if let Some(j) = Some(at_q[c as usize]).filter(|&j| j != NONE) {
+                    axpy(row, &s_prev[j as usize * d..][..d], v);
+                }
+            });
+            if let Some(m) = dropped_t.get(l) {
+                // `D_lᵀ G_{R_l}`: the views' rows are read at their positions among `rows`.
+                let grl = &gr[l * k * d..(l + 1) * k * d];
+                let back = product(m.matrix(), &|c, row, v| {
+                    if let Ok(j) = self.rows.binary_search(&c) {
+                        axpy(row, &grl[j * d..][..d], v);
+                    }
+                });
                 next.iter_mut().zip(&back).for_each(|(x, b)| *x += b);
             }
             if l > 0 {
                 add_hop_rows(&mut next, l - 1);
             }
-            a = next;
+            s = next;
         }
-        if self.rho == 0.0 {
-            return (a, vec![0.0; n]);
+        // `∂/∂w = rowsum(E ⊙ (Â_Δᵀ)ᴸ (−ρ·G_X))`, on `Q` after the first hop.
+        let gw = if self.rho == 0.0 {
+            vec![0.0; n]
+        } else if self.hops == 0 {
+            gx.chunks(d)
+                .zip(e_fnl.chunks(d))
+                .map(|(g, e)| -self.rho * g.iter().zip(e).map(|(x, y)| x * y).sum::<f32>())
+                .collect()
+        } else {
+            let (g, rho) = (&gx, self.rho);
+            let mut b = product(at, &|c, row, v| axpy(row, &g[c as usize * d..][..d], -rho * v));
+            for _ in 1..self.hops {
+                let prev = &b;
+                b = product(at, &|c, row, v| {
+                    if let Some(j) = Some(at_q[c as usize]).filter(|&j| j != NONE) {
+                        axpy(row, &prev[j as usize * d..][..d], v);
+                    }
+                });
+            }
+            let mut gw = vec![0f32; n];
+            for (j, &r) in q.iter().enumerate() {
+                let e = &e_fnl[r as usize * d..][..d];
+                gw[r as usize] = b[j * d..][..d].iter().zip(e).map(|(x, y)| x * y).sum();
+            }
+            gw
+        };
+        // `a_0 = G_X + s_0`, in place.
+        for (j, &r) in q.iter().enumerate() {
+            gx[r as usize * d..][..d].iter_mut().zip(&s[j * d..][..d]).for_each(|(x, v)| *x += v);
         }
-        let mut b: Vec<f32> = gx.iter().map(|&x| -x * self.rho).collect();
-        for _ in 0..self.hops {
-            b = spmm_vec(at.matrix(), &b, d);
-        }
-        let gw = b.chunks(d).zip(e_fnl.chunks(d)).map(|(b, e)| b.iter().zip(e).map(|(x, y)| x * y).sum()).collect();
-        (a, gw)
+        (gx, gw)
     }
 }
 
@@ -219,8 +288,8 @@ impl CustomOp2 for EncoderHops {
             let (gx, rest) = g.split_at(n * d);
             with_f32(&self.e_fnl, |e| -> candle_core::Result<_> {
                 Ok(match &self.head {
-                    Some(head) => self.backward(&head.backward(gx)?, rest, e, n, d),
-                    None => self.backward(gx, rest, e, n, d),
+                    Some(head) => self.backward(head.backward(gx)?, rest, e, n, d),
+                    None => self.backward(gx.to_vec(), rest, e, n, d),
                 })
             })?
         })??;
@@ -265,8 +334,8 @@ pub fn encoder_hops(
 /// `Ẽ⁰ = E⁰ + MLP(X)` (`base` `(n, d)`; `mlp` the layers `(W (k, n), b (n,) or (1, n))`, each
 /// `LeakyReLU_α(x·W + b)` with `α = alpha` in `[0, 1]`, the last of width `d`), the views' rows follow as in
 /// [`encoder_hops`]. Differentiable with respect to `h0` and `w` only: pre-training's encoder, whose MLP
-/// and backbone are frozen. Keeps only its output and each layer's output for the backward pass. With a
-/// `sink`, `h0`'s gradient goes there ([`GradSink`]) and none to candle's store.
+/// and backbone are frozen. Keeps only its output and the signs of each layer's output for the backward
+/// pass. With a `sink`, `h0`'s gradient goes there ([`GradSink`]) and none to candle's store.
 ///
 /// # Errors
 /// Those of [`encoder_hops`]; [`Error::Shape`] for layers or a base table that do not fit, or a slope outside
@@ -439,13 +508,16 @@ mod tests {
         let pairs: Vec<(u32, u32)> =
             (0..20).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))).collect();
         let request = Interactions::from_pairs(pairs).0;
-        let idm = SpMat::from_norm_adj(&NormAdj::idm(nu, ni, &request));
+        // A request on most nodes, and one on four (the backward pass keeps its sums on the rows that the
+        // request and the views touch: here a few of the table's).
+        let small = Interactions::from_pairs(vec![(1, 2), (1, 5), (4, 2)]).0;
+        let idms = [request, small].map(|r| SpMat::from_norm_adj(&NormAdj::idm(nu, ni, &r)));
         let e = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
         let rows: Vec<u32> = vec![0, 2, 3, 10, 12];
         // ρ = 0 skips the withdraw term (its gradient is then zero).
-        for (hops, with_dropped, rho) in
-            [(0, false, 0.3), (1, true, 0.3), (2, false, 0.0), (3, true, 0.3), (2, true, 0.0)]
-        {
+        for (idm, (hops, with_dropped, rho)) in idms.iter().flat_map(|idm| {
+            [(0, false, 0.3), (1, true, 0.3), (2, false, 0.0), (3, true, 0.3), (2, true, 0.0)].map(|c| (idm, c))
+        }) {
             let dropped: Vec<SpMat> = if with_dropped {
                 (0..hops).map(|_| SpMat::new(Arc::new(idm.matrix().drop_entries(0.6, &mut rng)))).collect()
             } else {
@@ -460,8 +532,8 @@ mod tests {
                 &Device::Cpu,
             )
             .unwrap();
-            let got = encoder_hops(&idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, rho, hops, rows).unwrap();
-            let want = composed(&idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, rho, hops, rows);
+            let got = encoder_hops(idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, rho, hops, rows).unwrap();
+            let want = composed(idm, &dropped, h0.as_tensor(), w.as_tensor(), &e, rho, hops, rows);
             let close = |a: &Tensor, b: &Tensor, what: &str| {
                 let (a, b) = (flat(a), flat(b));
                 assert_eq!(a.len(), b.len(), "{what}");

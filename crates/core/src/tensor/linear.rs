@@ -161,13 +161,31 @@ fn input_gradient_block(gz: &[f32], w: &[f32], k: usize, n: usize, dx: &mut [f32
     matmul((dx, k, 1), (gz, n, 1), (w, 1, n), (gz.len() / n, k, n), 1.0, Parallelism::None);
 }
 
-/// The layer's input gradient `∂x` `(m, k)` from its weights `W` `(k, n)`, output `y` `(m, n)` and `∂L/∂y`
-/// (the backward pass of a layer whose weights are constants), over the same row blocks as [`backward`].
-pub(super) fn input_gradient(w: &[f32], y: &[f32], g: &[f32], k: usize, n: usize, alpha: f32) -> Vec<f32> {
-    let mut dx = vec![0f32; y.len() / n * k];
-    dx.par_chunks_mut(ROWS * k)
-        .zip(y.par_chunks(ROWS * n).zip(g.par_chunks(ROWS * n)))
-        .for_each(|(dxb, (yb, gb))| input_gradient_block(&pre_activation_gradient(gb, yb, alpha), w, k, n, dxb));
+/// The signs of a layer's output `y`, one bit per element (`y > 0`, element `e` at bit `e % 64` of word
+/// `e / 64`): all that the backward pass of a constant layer needs from its forward pass ([`input_gradient`]),
+/// a 32nd of the output's bytes.
+pub(super) fn positive_mask(y: &[f32]) -> Vec<u64> {
+    y.par_chunks(64).map(|c| c.iter().enumerate().fold(0u64, |m, (j, &v)| m | (u64::from(v > 0.0) << j))).collect()
+}
+
+/// The layer's input gradient `∂x` `(m, k)` from its weights `W` `(k, n)`, the signs of its output
+/// ([`positive_mask`] of `y` `(m, n)`) and `∂L/∂y` (the backward pass of a layer whose weights are constants),
+/// over the same row blocks as [`backward`]: the slope is 1 where `y > 0` (⇔ `z > 0` for `α ≥ 0`), else `α`.
+pub(super) fn input_gradient(w: &[f32], positive: &[u64], g: &[f32], k: usize, n: usize, alpha: f32) -> Vec<f32> {
+    assert_eq!(positive.len(), g.len().div_ceil(64), "linear: one sign bit per output element");
+    let mut dx = vec![0f32; g.len() / n * k];
+    dx.par_chunks_mut(ROWS * k).zip(g.par_chunks(ROWS * n)).enumerate().for_each(|(blk, (dxb, gb))| {
+        let first = blk * ROWS * n;
+        let gz: Vec<f32> = gb
+            .iter()
+            .enumerate()
+            .map(|(j, &g)| {
+                let e = first + j;
+                if positive[e / 64] >> (e % 64) & 1 == 1 { g } else { alpha * g }
+            })
+            .collect();
+        input_gradient_block(&gz, w, k, n, dxb)
+    });
     dx
 }
 

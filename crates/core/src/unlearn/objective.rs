@@ -5,7 +5,7 @@ use candle_core::{D, Device, Tensor};
 
 use crate::data::Interactions;
 use crate::error::Result;
-use crate::model::loss::{logsumexp_rows, softplus};
+use crate::model::loss::softplus;
 
 fn index(v: impl Iterator<Item = u32>) -> Result<Tensor> {
     let data: Vec<u32> = v.collect();
@@ -65,6 +65,12 @@ pub fn align_loss(src_u: &Tensor, src_i: &Tensor, tar_u: &Tensor, tar_i: &Tensor
 /// The reference's `contrastLoss` (docs/method.md §7.2) in log-sum-exp form: rows `z = normalize(x + 1e-8)` of the
 /// full matrices, picked by `nodes` (duplicates kept), then
 /// `−mean_s log( exp(z1_s·z2_s/τ) / (Σ_t exp(z1_s·z2_t/τ) + 1e-8) )`.
+///
+/// The log-softmax is the fused in-batch op ([`crate::tensor::in_batch_log_softmax`]): no `k × k` matrix of
+/// logits exists, where the composition kept about five per call alive until the backward pass (six calls a
+/// pre-training step, 4 MB each at 1,000 nodes). The reference's `1e-8` in the denominator is left out: it
+/// changes each term by `log(1 + 1e-8·e^{−lse}) ≤ 1e-8·e^{1/τ}` (the rows are unit vectors, so the
+/// log-sum-exp is at least the positive logit, at least `−1/τ`): below 3e-8 at pre-training's `τ = 1`.
 pub fn contrast_loss(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Result<Tensor> {
     let norm = |x: &Tensor| -> Result<Tensor> {
         let x = (x + 1e-8)?;
@@ -75,10 +81,64 @@ pub fn contrast_loss(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Resu
     let idx = index(nodes.iter().copied())?;
     let z1 = norm(&x1.index_select(&idx, 0)?)?;
     let z2 = norm(&x2.index_select(&idx, 0)?)?;
-    let logits = (z1.matmul(&z2.t()?)? / temp)?;
-    let pos = ((&z1 * &z2)?.sum(D::Minus1)? / temp)?;
-    // log(Σ exp + 1e-8) = lse + log(1 + 1e-8·exp(−lse)); with |logits| ≤ 1/τ the correction is tiny but kept.
-    let lse = logsumexp_rows(&logits)?;
-    let corr = ((lse.neg()?.clamp(f64::NEG_INFINITY, 80.0)?.exp()? * 1e-8)? + 1.0)?.log()?;
-    Ok(((lse + corr)? - pos)?.mean_all()?)
+    Ok(crate::tensor::in_batch_log_softmax(&z1, &z2, temp)?.mean_all()?.neg()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Var;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::model::loss::logsumexp_rows;
+
+    /// The reference's formula composed from candle's ops, its `1e-8` included.
+    fn composed(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Tensor {
+        let norm = |x: &Tensor| {
+            let x = (x + 1e-8).unwrap();
+            let n = x.sqr().unwrap().sum_keepdim(D::Minus1).unwrap().sqrt().unwrap();
+            x.broadcast_div(&n.clamp(1e-12, f64::INFINITY).unwrap()).unwrap()
+        };
+        let idx = index(nodes.iter().copied()).unwrap();
+        let z1 = norm(&x1.index_select(&idx, 0).unwrap());
+        let z2 = norm(&x2.index_select(&idx, 0).unwrap());
+        let logits = (z1.matmul(&z2.t().unwrap()).unwrap() / temp).unwrap();
+        let pos = ((&z1 * &z2).unwrap().sum(D::Minus1).unwrap() / temp).unwrap();
+        let lse = logsumexp_rows(&logits).unwrap();
+        let corr = ((lse.neg().unwrap().exp().unwrap() * 1e-8).unwrap() + 1.0).unwrap().log().unwrap();
+        ((lse + corr).unwrap() - pos).unwrap().mean_all().unwrap()
+    }
+
+    #[test]
+    fn the_fused_contrast_loss_matches_the_composed_formula_and_its_gradients() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (n, d) = (40usize, 8usize);
+        for (nodes, temp) in [
+            ((0..n as u32).step_by(3).collect::<Vec<_>>(), 1.0),
+            (vec![1, 1, 7, 30, 2, 39, 7], 0.2),
+            (vec![5], 0.5),
+            ((0..n as u32).collect(), 0.1),
+        ] {
+            let v = |rng: &mut ChaCha8Rng| (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+            let x1 = Var::from_vec(v(&mut rng), (n, d), &Device::Cpu).unwrap();
+            let x2 = Var::from_vec(v(&mut rng), (n, d), &Device::Cpu).unwrap();
+            let got = contrast_loss(x1.as_tensor(), x2.as_tensor(), &nodes, temp).unwrap();
+            let want = composed(x1.as_tensor(), x2.as_tensor(), &nodes, temp);
+            let (a, b) = (got.to_scalar::<f32>().unwrap(), want.to_scalar::<f32>().unwrap());
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "loss at τ {temp}: {a} vs {b}");
+            let (gg, gw) = (got.backward().unwrap(), want.backward().unwrap());
+            for x in [&x1, &x2] {
+                let flat = |g: &candle_core::backprop::GradStore| {
+                    g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                };
+                let (p, q) = (flat(&gg), flat(&gw));
+                // One node is its own softmax: a constant loss.
+                assert_eq!(p.iter().any(|&g| g != 0.0), nodes.len() > 1, "gradient at τ {temp}");
+                for (k, (p, q)) in p.iter().zip(&q).enumerate() {
+                    assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "gradient [{k}] at τ {temp}: {p} vs {q}");
+                }
+            }
+        }
+    }
 }
