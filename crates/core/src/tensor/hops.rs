@@ -51,7 +51,10 @@ struct EncoderHops {
 /// A frozen MLP (`LeakyReLU_α(x·W + b)` per layer, each `W` `(k, n)` row-major) and base table `E⁰`
 /// `(n_nodes, d)`: the op's first rows become `E⁰ + MLP(X)`.
 struct Head {
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Each layer's `(W, b)`, or `None` where `W` is the identity and `b` is `+0`: the activation alone, the
+    /// same values to the bit without two table-sized products per layer (a new encoder's layers, which
+    /// pre-training keeps frozen, are all such).
+    layers: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     alpha: f32,
     /// `E⁰` `(n, d)`, contiguous (shared, not copied).
     base: Tensor,
@@ -68,10 +71,12 @@ impl Head {
     fn forward(&self, x: &mut [f32], base: &[f32]) {
         let mut saved = Vec::with_capacity(self.layers.len());
         let mut y: Option<Vec<f32>> = None;
-        for (w, b) in &self.layers {
+        for layer in &self.layers {
             let input: &[f32] = y.as_deref().unwrap_or(&*x);
-            let k = w.len() / b.len();
-            let out = super::linear::forward(input, w, b, k, self.alpha);
+            let out = match layer {
+                Some((w, b)) => super::linear::forward(input, w, b, w.len() / b.len(), self.alpha),
+                None => super::linear::activation(input, self.alpha),
+            };
             saved.push(super::linear::positive_mask(&out));
             y = Some(out);
         }
@@ -90,10 +95,15 @@ impl Head {
             candle_core::bail!("encoder_table: a backward pass without its forward pass")
         }
         let mut g: Option<Vec<f32>> = None;
-        for ((w, b), positive) in self.layers.iter().zip(saved.iter()).rev() {
-            let n = b.len();
+        for (layer, positive) in self.layers.iter().zip(saved.iter()).rev() {
             let input = g.as_deref().unwrap_or(g_table);
-            g = Some(super::linear::input_gradient(w, positive, input, w.len() / n, n, self.alpha));
+            g = Some(match layer {
+                Some((w, b)) => {
+                    let n = b.len();
+                    super::linear::input_gradient(w, positive, input, w.len() / n, n, self.alpha)
+                }
+                None => super::linear::activation_gradient(positive, input, self.alpha),
+            });
         }
         Ok(g.unwrap_or_else(|| g_table.to_vec()))
     }
@@ -374,7 +384,11 @@ pub fn encoder_table(
                 format!("W {:?}, b {:?}", wt.dims(), b.dims()),
             ));
         }
-        layers.push((flat_f32(wt)?, flat_f32(b)?));
+        let (wv, bv) = (flat_f32(wt)?, flat_f32(b)?);
+        let identity = wk == wn
+            && bv.iter().all(|x| x.to_bits() == 0)
+            && wv.iter().enumerate().all(|(e, &x)| x == if e / wn == e % wn { 1.0 } else { 0.0 });
+        layers.push((!identity).then_some((wv, bv)));
         width = wn;
     }
     if width != d {
@@ -567,6 +581,71 @@ mod tests {
         bad(encoder_hops(&idm, &[], &h0, &w, &e, 0.1, 1, &[0]));
         bad(encoder_hops(&idm, std::slice::from_ref(&idm), &h0, &w, &e, 0.1, 1, &[2]));
         assert!(encoder_hops(&idm, std::slice::from_ref(&idm), &h0, &w, &e, 0.1, 1, &[0, 1]).is_ok());
+    }
+
+    #[test]
+    fn identity_layers_give_the_products_values_to_the_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (nu, ni, d) = (9usize, 7usize, 4usize);
+        let n = nu + ni;
+        let pairs: Vec<(u32, u32)> =
+            (0..20).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))).collect();
+        let idm = SpMat::from_norm_adj(&NormAdj::idm(nu, ni, &Interactions::from_pairs(pairs).0));
+        let e = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+        let base = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
+        let hops = 2;
+        let dropped: Vec<SpMat> =
+            (0..hops).map(|_| SpMat::new(Arc::new(idm.matrix().drop_entries(0.6, &mut rng)))).collect();
+        let rows: Vec<u32> = vec![1, 4, 9, 15];
+        let eye = Tensor::eye(d, DType::F32, &Device::Cpu).unwrap();
+        // A bias of −0 is the same layer, but it is not taken for the identity: its products run.
+        let (plus, minus) = (
+            Tensor::zeros(d, DType::F32, &Device::Cpu).unwrap(),
+            Tensor::from_vec(vec![-0.0f32; d], d, &Device::Cpu).unwrap(),
+        );
+        let other = (
+            Tensor::from_vec(random(d * d, 1.0, &mut rng), (d, d), &Device::Cpu).unwrap(),
+            Tensor::from_vec(random(d, 0.5, &mut rng), d, &Device::Cpu).unwrap(),
+        );
+        let bits = |t: &Tensor| flat(t).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for alpha in [0.0, 0.2, 0.99] {
+            // Rows of zeros in `H⁰` (both signs) reach the layers as exact zeros outside the request.
+            let mut h = random(n * d, 1.0, &mut rng);
+            h[..d].fill(0.0);
+            h[d..2 * d].fill(-0.0);
+            let h0 = Var::from_vec(h, (n, d), &Device::Cpu).unwrap();
+            let w = Var::from_vec(random(n, 1.0, &mut rng), (n, 1), &Device::Cpu).unwrap();
+            let run = |bias: &Tensor| {
+                let mlp = [(eye.clone(), bias.clone()), other.clone(), (eye.clone(), bias.clone())];
+                let out = encoder_table(
+                    &idm,
+                    &dropped,
+                    h0.as_tensor(),
+                    w.as_tensor(),
+                    &e,
+                    0.3,
+                    hops,
+                    &rows,
+                    &mlp,
+                    alpha,
+                    &base,
+                    None,
+                )
+                .unwrap();
+                let probe = Tensor::from_vec(
+                    (0..out.elem_count()).map(|k| (k % 7) as f32 - 3.0).collect::<Vec<_>>(),
+                    out.dims(),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let g = (&out * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+                (bits(&out), bits(g.get(&h0).unwrap()), bits(g.get(&w).unwrap()))
+            };
+            let (fast, slow) = (run(&plus), run(&minus));
+            assert!(fast.0 == slow.0, "output (α {alpha})");
+            assert!(fast.1 == slow.1, "∂/∂H⁰ (α {alpha})");
+            assert!(fast.2 == slow.2, "∂/∂w (α {alpha})");
+        }
     }
 
     #[test]

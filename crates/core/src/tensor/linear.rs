@@ -189,6 +189,26 @@ pub(super) fn input_gradient(w: &[f32], positive: &[u64], g: &[f32], k: usize, n
     dx
 }
 
+/// `LeakyReLU_α(x)` elementwise: [`forward`]'s values for a layer whose `W` is the identity and `b` zero, to the
+/// bit (`x·I` sums `x_j` and exact zeros; `+ 0.0` gives a `−0` input the sign the product gives it).
+pub(super) fn activation(x: &[f32], alpha: f32) -> Vec<f32> {
+    x.par_iter()
+        .map(|&v| {
+            let z = v + 0.0;
+            if z > 0.0 { z } else { alpha * z }
+        })
+        .collect()
+}
+
+/// [`input_gradient`] of such a layer, to the bit: the activation's slope times `∂L/∂y`.
+pub(super) fn activation_gradient(positive: &[u64], g: &[f32], alpha: f32) -> Vec<f32> {
+    assert_eq!(positive.len(), g.len().div_ceil(64), "linear: one sign bit per output element");
+    g.par_iter()
+        .enumerate()
+        .map(|(e, &g)| (if positive[e / 64] >> (e % 64) & 1 == 1 { g } else { alpha * g }) + 0.0)
+        .collect()
+}
+
 /// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
