@@ -26,10 +26,9 @@
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
-
-use super::linear::with_f32;
 use rayon::prelude::*;
 
+use super::linear::with_f32;
 use super::spmm::spmm_rows_vec;
 use super::{GradSink, SpMat, spmm_vec};
 use crate::error::{Error, Result};
@@ -180,6 +179,7 @@ impl EncoderHops {
         drop(in_q);
         let mut at_q = vec![NONE; n];
         q.iter().enumerate().for_each(|(j, &r)| at_q[r as usize] = j as u32);
+        let in_q_at = |c: u32| Some(at_q[c as usize] as usize).filter(|_| at_q[c as usize] != NONE);
         // Rows `Q` of `M · y` for a matrix whose non-empty rows are all in `Q`, reading row `c` of `y` with
         // `read(c, acc_row, v)` (adds `v · y_c` into the row).
         let product = |m: &crate::graph::SparseMat, read: &(dyn Fn(u32, &mut [f32], f32) + Sync)| -> Vec<f32> {
@@ -209,8 +209,8 @@ impl EncoderHops {
             let (g, s_prev) = (&gx, &s);
             let mut next = product(at, &|c, row, v| {
                 axpy(row, &g[c as usize * d..][..d], v);
-                if let Some(j) = Some(at_q[c as usize]).filter(|&j| j != NONE) {
-                    axpy(row, &s_prev[j as usize * d..][..d], v);
+                if let Some(j) = in_q_at(c) {
+                    axpy(row, &s_prev[j * d..][..d], v);
                 }
             });
             if let Some(m) = dropped_t.get(l) {
@@ -242,8 +242,8 @@ impl EncoderHops {
             for _ in 1..self.hops {
                 let prev = &b;
                 b = product(at, &|c, row, v| {
-                    if let Some(j) = Some(at_q[c as usize]).filter(|&j| j != NONE) {
-                        axpy(row, &prev[j as usize * d..][..d], v);
+                    if let Some(j) = in_q_at(c) {
+                        axpy(row, &prev[j * d..][..d], v);
                     }
                 });
             }
@@ -583,9 +583,22 @@ mod tests {
         assert!(encoder_hops(&idm, std::slice::from_ref(&idm), &h0, &w, &e, 0.1, 1, &[0, 1]).is_ok());
     }
 
-    #[test]
-    fn identity_layers_give_the_products_values_to_the_bit() {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
+    /// The encoder table op's inputs on a 9 × 7 graph, d = 4: a 20-pair request's IDM, `E`, a base table, two
+    /// hops with a dropped copy each, four view rows; and the generator, to draw the rest from.
+    struct TableCase {
+        rng: ChaCha8Rng,
+        n: usize,
+        d: usize,
+        idm: SpMat,
+        e: Tensor,
+        base: Tensor,
+        hops: usize,
+        dropped: Vec<SpMat>,
+        rows: Vec<u32>,
+    }
+
+    fn table_case(seed: u64) -> TableCase {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (nu, ni, d) = (9usize, 7usize, 4usize);
         let n = nu + ni;
         let pairs: Vec<(u32, u32)> =
@@ -597,6 +610,12 @@ mod tests {
         let dropped: Vec<SpMat> =
             (0..hops).map(|_| SpMat::new(Arc::new(idm.matrix().drop_entries(0.6, &mut rng)))).collect();
         let rows: Vec<u32> = vec![1, 4, 9, 15];
+        TableCase { rng, n, d, idm, e, base, hops, dropped, rows }
+    }
+
+    #[test]
+    fn identity_layers_give_the_products_values_to_the_bit() {
+        let TableCase { mut rng, n, d, idm, e, base, hops, dropped, rows } = table_case(9);
         let eye = Tensor::eye(d, DType::F32, &Device::Cpu).unwrap();
         // A bias of −0 is the same layer, but it is not taken for the identity: its products run.
         let (plus, minus) = (
@@ -650,18 +669,7 @@ mod tests {
 
     #[test]
     fn the_table_op_matches_hops_then_the_mlp_then_the_base() {
-        let mut rng = ChaCha8Rng::seed_from_u64(8);
-        let (nu, ni, d) = (9usize, 7usize, 4usize);
-        let n = nu + ni;
-        let pairs: Vec<(u32, u32)> =
-            (0..20).map(|_| (rng.random_range(0..nu as u32), rng.random_range(0..ni as u32))).collect();
-        let idm = SpMat::from_norm_adj(&NormAdj::idm(nu, ni, &Interactions::from_pairs(pairs).0));
-        let e = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
-        let base = Tensor::from_vec(random(n * d, 1.0, &mut rng), (n, d), &Device::Cpu).unwrap();
-        let hops = 2;
-        let dropped: Vec<SpMat> =
-            (0..hops).map(|_| SpMat::new(Arc::new(idm.matrix().drop_entries(0.6, &mut rng)))).collect();
-        let rows: Vec<u32> = vec![1, 4, 9, 15];
+        let TableCase { mut rng, n, d, idm, e, base, hops, dropped, rows } = table_case(8);
         // Layers d → 3 → d; no layer at all adds the base to X.
         let layer = |k: usize, m: usize, rng: &mut ChaCha8Rng| {
             let w = Tensor::from_vec(random(k * m, 1.0, rng), (k, m), &Device::Cpu).unwrap();

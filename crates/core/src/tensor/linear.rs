@@ -168,6 +168,11 @@ pub(super) fn positive_mask(y: &[f32]) -> Vec<u64> {
     y.par_chunks(64).map(|c| c.iter().enumerate().fold(0u64, |m, (j, &v)| m | (u64::from(v > 0.0) << j))).collect()
 }
 
+/// `∂L/∂z_e` from `∂L/∂y_e` `g` and the output's sign bits: `g` where `y_e > 0`, else `α·g`.
+fn sloped(positive: &[u64], e: usize, g: f32, alpha: f32) -> f32 {
+    if positive[e / 64] >> (e % 64) & 1 == 1 { g } else { alpha * g }
+}
+
 /// The layer's input gradient `∂x` `(m, k)` from its weights `W` `(k, n)`, the signs of its output
 /// ([`positive_mask`] of `y` `(m, n)`) and `∂L/∂y` (the backward pass of a layer whose weights are constants),
 /// over the same row blocks as [`backward`]: the slope is 1 where `y > 0` (⇔ `z > 0` for `α ≥ 0`), else `α`.
@@ -176,14 +181,7 @@ pub(super) fn input_gradient(w: &[f32], positive: &[u64], g: &[f32], k: usize, n
     let mut dx = vec![0f32; g.len() / n * k];
     dx.par_chunks_mut(ROWS * k).zip(g.par_chunks(ROWS * n)).enumerate().for_each(|(blk, (dxb, gb))| {
         let first = blk * ROWS * n;
-        let gz: Vec<f32> = gb
-            .iter()
-            .enumerate()
-            .map(|(j, &g)| {
-                let e = first + j;
-                if positive[e / 64] >> (e % 64) & 1 == 1 { g } else { alpha * g }
-            })
-            .collect();
+        let gz: Vec<f32> = gb.iter().enumerate().map(|(j, &g)| sloped(positive, first + j, g, alpha)).collect();
         input_gradient_block(&gz, w, k, n, dxb)
     });
     dx
@@ -203,10 +201,7 @@ pub(super) fn activation(x: &[f32], alpha: f32) -> Vec<f32> {
 /// [`input_gradient`] of such a layer, to the bit: the activation's slope times `∂L/∂y`.
 pub(super) fn activation_gradient(positive: &[u64], g: &[f32], alpha: f32) -> Vec<f32> {
     assert_eq!(positive.len(), g.len().div_ceil(64), "linear: one sign bit per output element");
-    g.par_iter()
-        .enumerate()
-        .map(|(e, &g)| (if positive[e / 64] >> (e % 64) & 1 == 1 { g } else { alpha * g }) + 0.0)
-        .collect()
+    g.par_iter().enumerate().map(|(e, &g)| sloped(positive, e, g, alpha) + 0.0).collect()
 }
 
 /// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.

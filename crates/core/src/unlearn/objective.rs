@@ -72,16 +72,20 @@ pub fn align_loss(src_u: &Tensor, src_i: &Tensor, tar_u: &Tensor, tar_i: &Tensor
 /// changes each term by `log(1 + 1e-8·e^{−lse}) ≤ 1e-8·e^{1/τ}` (the rows are unit vectors, so the
 /// log-sum-exp is at least the positive logit, at least `−1/τ`): below 3e-8 at pre-training's `τ = 1`.
 pub fn contrast_loss(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Result<Tensor> {
+    let (z1, z2) = unit_rows(x1, x2, nodes)?;
+    Ok(crate::tensor::in_batch_log_softmax(&z1, &z2, temp)?.mean_all()?.neg()?)
+}
+
+/// The rows `nodes` of `x1` and `x2`, each `normalize(x + 1e-8)` (normalising rows after picking them is the
+/// same as picking rows of the normalised matrices).
+fn unit_rows(x1: &Tensor, x2: &Tensor, nodes: &[u32]) -> Result<(Tensor, Tensor)> {
     let norm = |x: &Tensor| -> Result<Tensor> {
         let x = (x + 1e-8)?;
         let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
         Ok(x.broadcast_div(&n)?)
     };
-    // Normalising rows after picking them is the same as picking rows of the normalised matrices.
     let idx = index(nodes.iter().copied())?;
-    let z1 = norm(&x1.index_select(&idx, 0)?)?;
-    let z2 = norm(&x2.index_select(&idx, 0)?)?;
-    Ok(crate::tensor::in_batch_log_softmax(&z1, &z2, temp)?.mean_all()?.neg()?)
+    Ok((norm(&x1.index_select(&idx, 0)?)?, norm(&x2.index_select(&idx, 0)?)?))
 }
 
 #[cfg(test)]
@@ -93,16 +97,9 @@ mod tests {
     use super::*;
     use crate::model::loss::logsumexp_rows;
 
-    /// The reference's formula composed from candle's ops, its `1e-8` included.
+    /// The reference's log-softmax composed from candle's ops, its `1e-8` included, on the same unit rows.
     fn composed(x1: &Tensor, x2: &Tensor, nodes: &[u32], temp: f64) -> Tensor {
-        let norm = |x: &Tensor| {
-            let x = (x + 1e-8).unwrap();
-            let n = x.sqr().unwrap().sum_keepdim(D::Minus1).unwrap().sqrt().unwrap();
-            x.broadcast_div(&n.clamp(1e-12, f64::INFINITY).unwrap()).unwrap()
-        };
-        let idx = index(nodes.iter().copied()).unwrap();
-        let z1 = norm(&x1.index_select(&idx, 0).unwrap());
-        let z2 = norm(&x2.index_select(&idx, 0).unwrap());
+        let (z1, z2) = unit_rows(x1, x2, nodes).unwrap();
         let logits = (z1.matmul(&z2.t().unwrap()).unwrap() / temp).unwrap();
         let pos = ((&z1 * &z2).unwrap().sum(D::Minus1).unwrap() / temp).unwrap();
         let lse = logsumexp_rows(&logits).unwrap();
